@@ -1,0 +1,1 @@
+"""Datasets: the on-disk split format, batched tensor augmentation, and dataset generators/downloaders."""

@@ -1,0 +1,41 @@
+"""Run a trained model over every split and collect what the scorers and figures need."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from .data.loader import TensorImages
+from .losses import local_gt_prob, local_norms
+from .training import _autocast
+
+log = logging.getLogger("lffood.extraction")
+
+
+@torch.no_grad()
+def extract_split(model: torch.nn.Module, data: TensorImages, *, batch_size: int, device: torch.device,
+                  amp: bool = True, with_gt_prob: bool = False) -> dict[str, np.ndarray]:
+    """Logits, pooled features, labels, predictions, local-vector norms (and GT probability per location)."""
+    model.eval().to(device)
+    use_cl = device.type == "cuda"
+    if use_cl:
+        model.to(memory_format=torch.channels_last)
+    out: dict[str, list] = {k: [] for k in ("logits", "features", "labels", "preds", "local_norms")}
+    if with_gt_prob:
+        out["local_gt_prob"] = []
+    for idx in data.index_batches(batch_size):
+        x, y = data.batch(idx, channels_last=use_cl)
+        ctx, _ = _autocast(device, amp)
+        with ctx:
+            logits, pooled, fmap = model(x, return_features=True)
+        logits = logits.float()
+        out["logits"].append(logits.cpu())
+        out["features"].append(pooled.float().cpu())
+        out["labels"].append(y.cpu())
+        out["preds"].append(logits.argmax(1).cpu())
+        out["local_norms"].append(local_norms(fmap).cpu())
+        if with_gt_prob:
+            out["local_gt_prob"].append(local_gt_prob(fmap, model.head.weight, model.head.bias, y).cpu())
+    return {k: torch.cat(v).numpy() for k, v in out.items()}

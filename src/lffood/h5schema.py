@@ -1,0 +1,160 @@
+"""The one HDF5 schema for extracted features and for scores.
+
+Feature file (one per benchmark x seed x model variant)::
+
+    /                      attrs: schema_version, kind="features", benchmark, variant, seed,
+                                  checkpoint, checkpoint_sha256, config (JSON), id_dataset,
+                                  ood_datasets (JSON list), versions (JSON), created
+    /head/weight           float32 (K, C)   linear classifier, so scorers never load the network
+    /head/bias             float32 (K,)
+    /splits/<name>/        attrs: role in {id_train, id_test, ood}, n
+        logits             float32 (N, K)
+        features           float32 (N, C)   penultimate (global-average-pooled) features
+        labels             int64   (N,)     class index, -1 for OOD
+        preds              int64   (N,)     argmax of logits
+        local_norms        float32 (N, L)   L2 norm of each of the L = H*W local vectors of the last map
+        local_gt_prob      float32 (N, L)   p_j(y_i | x_i) per location (ID splits only)
+
+Score file (one per feature file x scorer)::
+
+    /                      attrs: schema_version, kind="scores", scorer, params (JSON), features_file
+    /scores/<name>         float64 (N,)     higher = more in-distribution
+
+Files are written atomically (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .errors import SchemaError
+from .io import atomic_path
+
+SCHEMA_VERSION = 1
+ROLES = ("id_train", "id_test", "ood")
+#: field -> (dtype, ndim, required for which roles)
+FIELDS = {
+    "logits": (np.float32, 2, ROLES),
+    "features": (np.float32, 2, ROLES),
+    "labels": (np.int64, 1, ROLES),
+    "preds": (np.int64, 1, ROLES),
+    "local_norms": (np.float32, 2, ROLES),
+    "local_gt_prob": (np.float32, 2, ("id_train", "id_test")),
+}
+
+os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")  # cluster filesystems (NFS/Lustre) reject locks
+
+
+def _json_attr(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def write_features(path, *, head_weight: np.ndarray, head_bias: np.ndarray,
+                   splits: Mapping[str, Mapping[str, np.ndarray]], roles: Mapping[str, str],
+                   attrs: Mapping) -> None:
+    """Write a feature file. ``splits[name]`` maps field -> array; ``roles[name]`` is its role."""
+    for name, fields in splits.items():
+        role = roles[name]
+        if role not in ROLES:
+            raise SchemaError(f"split '{name}': role '{role}' not in {ROLES}")
+        n = None
+        for field, (dtype, ndim, needed) in FIELDS.items():
+            if role in needed and field not in fields:
+                raise SchemaError(f"split '{name}' ({role}) lacks required field '{field}'")
+            if field in fields:
+                arr = np.asarray(fields[field])
+                if arr.ndim != ndim:
+                    raise SchemaError(f"split '{name}' field '{field}': expected {ndim}-D, got shape {arr.shape}")
+                if n is not None and arr.shape[0] != n:
+                    raise SchemaError(f"split '{name}' field '{field}': {arr.shape[0]} rows, expected {n}")
+                n = arr.shape[0]
+    with atomic_path(path, suffix=".h5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["kind"] = "features"
+            f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            for key, value in attrs.items():
+                f.attrs[key] = value if isinstance(value, (str, int, float, np.integer, np.floating)) else _json_attr(value)
+            f.create_dataset("head/weight", data=np.asarray(head_weight, dtype=np.float32))
+            f.create_dataset("head/bias", data=np.asarray(head_bias, dtype=np.float32))
+            for name, fields in splits.items():
+                g = f.create_group(f"splits/{name}")
+                g.attrs["role"] = roles[name]
+                for field, (dtype, _, _) in FIELDS.items():
+                    if field in fields:
+                        arr = np.asarray(fields[field], dtype=dtype)
+                        g.create_dataset(field, data=arr, compression="gzip" if arr.size > 1 << 16 else None,
+                                         compression_opts=1 if arr.size > 1 << 16 else None)
+                        g.attrs["n"] = arr.shape[0]
+
+
+def _open(path, kind: str) -> h5py.File:
+    path = Path(path)
+    if not path.exists():
+        raise SchemaError(f"{path}: HDF5 file not found. Rebuild it with snakemake {path}.")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise SchemaError(f"{path}: not a readable HDF5 file ({exc}). Delete it and rebuild it with snakemake.") from exc
+    version = f.attrs.get("schema_version")
+    if f.attrs.get("kind") != kind or version != SCHEMA_VERSION:
+        f.close()
+        raise SchemaError(f"{path}: expected an lffood '{kind}' file of schema version {SCHEMA_VERSION}, found "
+                          f"kind={f.attrs.get('kind')!r} version={version!r}. Delete it and rebuild it with snakemake.")
+    return f
+
+
+def read_attrs(path, kind: str = "features") -> dict:
+    with _open(path, kind) as f:
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+
+
+def list_splits(path) -> dict[str, str]:
+    """``{split name: role}`` in file order."""
+    with _open(path, "features") as f:
+        return {name: str(g.attrs["role"]) for name, g in f["splits"].items()}
+
+
+def read_split(path, name: str, fields: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    with _open(path, "features") as f:
+        if name not in f["splits"]:
+            raise SchemaError(f"{path}: no split '{name}' (has {sorted(f['splits'])}). The feature file was built "
+                              "for another dataset list: rebuild it with snakemake.")
+        g = f["splits"][name]
+        wanted = list(fields) if fields is not None else list(g.keys())
+        missing = [w for w in wanted if w not in g]
+        if missing:
+            raise SchemaError(f"{path}: split '{name}' has no field(s) {missing}")
+        return {w: g[w][()] for w in wanted}
+
+
+def read_head(path) -> tuple[np.ndarray, np.ndarray]:
+    with _open(path, "features") as f:
+        return f["head/weight"][()], f["head/bias"][()]
+
+
+def write_scores(path, scores: Mapping[str, np.ndarray], *, scorer: str, params: Mapping, features_file: str) -> None:
+    with atomic_path(path, suffix=".h5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["kind"] = "scores"
+            f.attrs["scorer"] = scorer
+            f.attrs["params"] = _json_attr(dict(params))
+            f.attrs["features_file"] = str(features_file)
+            for name, s in scores.items():
+                f.create_dataset(f"scores/{name}", data=np.asarray(s, dtype=np.float64))
+
+
+def read_scores(path) -> tuple[dict[str, np.ndarray], dict]:
+    with _open(path, "scores") as f:
+        scores = {name: d[()] for name, d in f["scores"].items()}
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    attrs["params"] = json.loads(attrs["params"])
+    return scores, attrs

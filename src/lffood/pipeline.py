@@ -1,0 +1,165 @@
+"""One function per workflow stage. Rule scripts call these and nothing else, so the whole chain
+can also be driven from Python (tests, notebooks) without Snakemake."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import h5schema, metrics
+from .data.arrays import load_split, save_split
+from .errors import DataError
+from .io import atomic_path, sha256_file
+from .scorers import FeatureSet, Head, build_scorer
+
+log = logging.getLogger("lffood.pipeline")
+
+#: Model variants of the workflow: CE pretraining, the CE-only control fine-tuned with LFF's exact
+#: schedule and augmentation (lambda = 0), and LFF.
+VARIANTS = ("ce", "ce_control", "lff")
+ID_SPLITS = ("train", "test")
+
+
+def split_names(bench: Mapping) -> list[str]:
+    return list(ID_SPLITS) + list(bench["dataset"]["ood_sets"])
+
+
+# ----------------------------------------------------------------------------- data
+def prepare_embedded(bench: Mapping, outputs: Mapping[str, str]) -> None:
+    from .data.embedded import generate
+
+    ds = bench["dataset"]
+    splits = generate(ds.get("generator", {}), seed=ds["seed"])
+    missing = set(outputs) - set(splits)
+    if missing:
+        raise DataError(f"the embedded generator makes {sorted(splits)}; the config asks for {sorted(missing)} "
+                        "(key dataset.ood_sets).")
+    for name, path in outputs.items():
+        save_split(path, splits[name])
+        log.info("wrote %s: %d images %s", path, len(splits[name]), splits[name].images.shape[1:])
+
+
+# ----------------------------------------------------------------------------- training
+def _train_data(train_path, device):
+    from .data.loader import TensorImages
+
+    split = load_split(train_path)
+    if "mean" not in split.meta:
+        raise DataError(f"{train_path}: the ID training split has no 'mean'/'std' normalisation in its metadata; "
+                        "rebuild it with the workflow's data rule.")
+    return TensorImages(split, split.meta["mean"], split.meta["std"], device), split.meta
+
+
+def run_training(bench: Mapping, *, variant: str, seed: int, train_path: str, ckpt_out: str, history_out: str,
+                 device_name: str = "auto", threads: int = 1, parent_ckpt: str | None = None) -> list[dict]:
+    """Train one variant: ``ce`` from scratch (or a user-supplied CE checkpoint), or fine-tune
+    ``lff`` / ``ce_control`` from ``parent_ckpt``. Writes the checkpoint and the per-epoch history."""
+    import torch
+
+    from .models import build_model
+    from .runtime import seed_everything, select_device, set_threads
+    from .training import load_checkpoint, save_checkpoint, train
+
+    set_threads(threads)
+    seed_everything(seed, bench["deterministic"])
+    device = select_device(device_name)
+    data, meta = _train_data(train_path, device)
+    num_classes = len(meta["classes"])
+    if variant == "ce":
+        stage, lff, stage_name = bench["pretrain"], None, "pretrain"
+        model = build_model(bench["model"], num_classes)
+    else:
+        stage, stage_name = bench["finetune"], f"finetune[{variant}]"
+        lff = dict(bench["lff"])
+        if variant == "ce_control":
+            lff["lambda"] = 0.0
+        model, _ = load_checkpoint(parent_ckpt, device)
+    log.info("%s: seed %d, %d training images, %d classes, model %s", stage_name, seed, len(data), num_classes,
+             bench["model"])
+    history = train(model, data, stage, seed=seed, device=device, lff=lff, guard=bench["guard"],
+                    stage_name=stage_name, amp=bench["amp"])
+    meta_out = {"model": dict(bench["model"]), "num_classes": num_classes, "classes": meta["classes"],
+                "variant": variant, "seed": seed, "stage": dict(stage), "lff": lff,
+                "parent_sha256": sha256_file(parent_ckpt) if parent_ckpt else None,
+                "torch": str(torch.__version__)}
+    save_checkpoint(ckpt_out, model, meta_out)
+    with atomic_path(history_out) as tmp:
+        pd.DataFrame(history).assign(variant=variant, seed=seed).to_csv(tmp, index=False)
+    return history
+
+
+# ----------------------------------------------------------------------------- extraction
+def run_extraction(bench: Mapping, *, checkpoint: str, split_paths: Mapping[str, str], out: str,
+                   attrs: Mapping, device_name: str = "auto", threads: int = 1) -> None:
+    from .data.loader import TensorImages
+    from .extraction import extract_split
+    from .runtime import library_versions, select_device, set_threads
+    from .training import load_checkpoint
+
+    set_threads(threads)
+    device = select_device(device_name)
+    model, ck_meta = load_checkpoint(checkpoint, device)
+    config = {k: ck_meta.get(k) for k in ("model", "stage", "lff", "variant", "seed", "parent_sha256")}
+    config["extraction"] = dict(bench["extraction"])
+    train_split = load_split(split_paths["train"])
+    mean, std = train_split.meta["mean"], train_split.meta["std"]
+    splits, roles = {}, {}
+    for name, path in split_paths.items():
+        split = train_split if name == "train" else load_split(path)
+        role = split.meta.get("role", "ood")
+        data = TensorImages(split, mean, std, device)
+        splits[name] = extract_split(model, data, batch_size=bench["extraction"]["batch_size"], device=device,
+                                     amp=bench["amp"], with_gt_prob=role != "ood")
+        roles[name] = role
+        log.info("extracted %s (%s): %d samples", name, role, len(split))
+    h5schema.write_features(
+        out, head_weight=model.head.weight.detach().cpu().numpy(), head_bias=model.head.bias.detach().cpu().numpy(),
+        splits=splits, roles=roles,
+        attrs={**attrs, "config": config, "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint),
+               "id_dataset": "train/test", "ood_datasets": [n for n, r in roles.items() if r == "ood"],
+               "versions": library_versions(), "classes": ck_meta["classes"]})
+
+
+# ----------------------------------------------------------------------------- scoring
+def feature_set(path, split: str) -> FeatureSet:
+    d = h5schema.read_split(path, split, ["logits", "features", "labels"])
+    return FeatureSet(d["logits"], d["features"], d["labels"])
+
+
+def run_scoring(features_path: str, scorer: str, params: Mapping, out: str) -> dict[str, np.ndarray]:
+    head = Head(*h5schema.read_head(features_path))
+    sc = build_scorer(scorer, params)
+    sc.fit(feature_set(features_path, "train") if sc.needs_fit else None, head)
+    scores = {name: sc.score(feature_set(features_path, name))
+              for name, role in h5schema.list_splits(features_path).items() if role != "id_train"}
+    h5schema.write_scores(out, scores, scorer=scorer, params=sc.params, features_file=features_path)
+    return scores
+
+
+def run_metrics(features_path: str, score_paths: Mapping[str, str], out: str, labels: Mapping) -> pd.DataFrame:
+    """One tidy row per (scorer, OOD set): AUROC, FPR95, AUPR-In, AUPR-Out, ID accuracy (fractions)."""
+    roles = h5schema.list_splits(features_path)
+    test = h5schema.read_split(features_path, "test", ["preds", "labels"])
+    acc = metrics.accuracy(test["preds"], test["labels"])
+    rows = []
+    for scorer, path in score_paths.items():
+        scores, _ = h5schema.read_scores(path)
+        for name, role in roles.items():
+            if role != "ood":
+                continue
+            rows.append({**labels, "scorer": scorer, "ood_set": name, **metrics.ood_metrics(scores["test"], scores[name]),
+                         "id_acc": acc})
+    df = pd.DataFrame(rows)
+    with atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False)
+    return df
+
+
+def write_json(path, obj) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))

@@ -1,0 +1,1 @@
+"""Tables and figures from the workflow's metric files and HDF5 caches."""

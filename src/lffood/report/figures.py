@@ -1,0 +1,111 @@
+"""Figures: L2-norm distributions of ID vs OOD penultimate features (paper Fig. 5) for every model
+variant, and the norms of local vectors selected as background vs the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .. import h5schema  # noqa: E402
+from ..io import atomic_path  # noqa: E402
+from ..metrics import auroc  # noqa: E402
+from .tables import VARIANT_NAMES  # noqa: E402
+
+ID_COLOUR, OOD_COLOUR = "#d62728", "#2ca02c"
+SEL_COLOUR, UNSEL_COLOUR = "#9467bd", "#ff7f0e"
+
+
+def _save(fig, path) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=130, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def _norms(path, split) -> np.ndarray:
+    return np.linalg.norm(h5schema.read_split(path, split, ["features"])["features"], axis=1)
+
+
+def feature_norm_figure(features: Mapping[str, Sequence[str]], out: str, title: str = "") -> None:
+    """Rows: model variants; columns: OOD sets. Histograms of ||pooled feature||_2 (first seed),
+    ID test in red, OOD in green, with the AUROC of the norm itself as an OOD score."""
+    variants = list(features)
+    first = {v: features[v][0] for v in variants}
+    ood_sets = [n for n, r in h5schema.list_splits(first[variants[0]]).items() if r == "ood"]
+    fig, axes = plt.subplots(len(variants), len(ood_sets), figsize=(3.1 * len(ood_sets), 2.3 * len(variants)),
+                             squeeze=False, sharex="col")
+    for i, v in enumerate(variants):
+        id_n = _norms(first[v], "test")
+        for j, s in enumerate(ood_sets):
+            ax = axes[i, j]
+            ood_n = _norms(first[v], s)
+            hi = np.percentile(np.r_[id_n, ood_n], 99.5)
+            bins = np.linspace(0, hi, 40)
+            ax.hist(id_n, bins=bins, density=True, alpha=0.55, color=ID_COLOUR, label="ID (test)")
+            ax.hist(ood_n, bins=bins, density=True, alpha=0.55, color=OOD_COLOUR, label="OOD")
+            ax.text(0.97, 0.95, f"AUROC {100 * auroc(id_n, ood_n):.1f}", transform=ax.transAxes, ha="right",
+                    va="top", fontsize=8, bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none"})
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(s.replace("_", " "), fontsize=10)
+            if j == 0:
+                ax.set_ylabel(VARIANT_NAMES.get(v, v), fontsize=10)
+            if i == len(variants) - 1:
+                ax.set_xlabel("L2 norm of penultimate feature", fontsize=8)
+    axes[0, -1].legend(fontsize=7, loc="center right", frameon=False)
+    fig.suptitle(f"Feature-norm distributions, ID vs OOD ({title}; seed of first run)", fontsize=11)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def local_norm_figure(features: Mapping[str, Sequence[str]], histories: Mapping[str, Sequence[str]], delta: float,
+                      out: str, title: str = "") -> None:
+    """Left panels: norms of ID-test local vectors with p_j(y|x) < delta (background, selected by
+    LFF) vs the rest, per variant. Right: during fine-tuning, mean norm of selected and unselected
+    vectors per epoch (mean over seeds), LFF vs the CE control."""
+    variants = list(features)
+    fig, axes = plt.subplots(1, len(variants) + 1, figsize=(3.4 * (len(variants) + 1), 3.0))
+    all_norms = []
+    data = {}
+    for v in variants:
+        d = h5schema.read_split(features[v][0], "test", ["local_norms", "local_gt_prob"])
+        sel = d["local_gt_prob"] < delta
+        data[v] = (d["local_norms"][sel], d["local_norms"][~sel], sel.mean())
+        all_norms.append(d["local_norms"].ravel())
+    hi = np.percentile(np.concatenate(all_norms), 99.5)
+    bins = np.linspace(0, hi, 40)
+    for ax, v in zip(axes, variants):
+        s, u, frac = data[v]
+        ax.hist(u, bins=bins, density=True, alpha=0.55, color=UNSEL_COLOUR, label=f"p(y|z_j) ≥ {delta:g}")
+        if len(s):
+            ax.hist(s, bins=bins, density=True, alpha=0.55, color=SEL_COLOUR, label=f"background: p < {delta:g}")
+        ax.set_title(f"{VARIANT_NAMES.get(v, v)}: {100 * frac:.0f}% background", fontsize=10)
+        ax.set_xlabel("L2 norm of local vector z_j (ID test)", fontsize=8)
+        ax.set_yticks([])
+    axes[0].legend(fontsize=7, frameon=False)
+    ax = axes[-1]
+    styles = {"lff": "-", "ce_control": "--"}
+    for v, ls in styles.items():
+        if v not in histories:
+            continue
+        h = pd.concat([pd.read_csv(p) for p in histories[v]]).groupby("epoch")[["norm_selected", "norm_unselected"]].mean()
+        ax.plot(h.index, h["norm_selected"], ls, color=SEL_COLOUR, label=f"{VARIANT_NAMES[v]}: background")
+        ax.plot(h.index, h["norm_unselected"], ls, color=UNSEL_COLOUR, label=f"{VARIANT_NAMES[v]}: other")
+    ax.set_xlabel("fine-tuning epoch", fontsize=8)
+    ax.set_ylabel("mean local-vector norm (train)", fontsize=8)
+    ax.set_title("During fine-tuning (mean over seeds)", fontsize=10)
+    ax.legend(fontsize=7, frameon=False)
+    fig.suptitle(f"Local background vectors ({title})", fontsize=11)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def render_figures(features: Mapping[str, Sequence[str]], histories: Mapping[str, Sequence[str]], *, delta: float,
+                   title: str, norms_png: str, local_png: str) -> None:
+    feature_norm_figure(features, norms_png, title)
+    local_norm_figure(features, histories, delta, local_png, title)

@@ -1,0 +1,76 @@
+# Paths, wildcards and parameter helpers shared by every rule file.
+import re
+
+from lffood.pipeline import VARIANTS, split_names
+from lffood.scorers import registered_scorers
+from lffood.data.embedded import SPLITS as EMBEDDED_SPLITS
+
+R = config["results_dir"]
+DATA = config["data_dir"]
+SEEDS = config["seeds"]
+BENCHMARKS = config["benchmarks"]
+LOGS = "logs"
+BENCH = "benchmarks"
+
+
+def _alt(names):
+    return "|".join(re.escape(n) for n in names)
+
+
+wildcard_constraints:
+    bench=_alt(BENCHMARKS),
+    seed=r"\d+",
+    variant=_alt(VARIANTS),
+    scorer=_alt(registered_scorers()),
+    split=r"[A-Za-z0-9_\-]+",
+
+
+def bench(wildcards):
+    return BENCHMARKS[wildcards.bench]
+
+
+def split_paths(wildcards):
+    return {s: f"{DATA}/{wildcards.bench}/{s}.npz" for s in split_names(bench(wildcards))}
+
+
+def training_params(wildcards):
+    """Only what training reads, so that changing e.g. a scorer never retrains a model."""
+    b = bench(wildcards)
+    keys = ("model", "pretrain", "guard", "amp", "deterministic")
+    if wildcards.get("variant", "ce") != "ce":
+        keys += ("finetune", "lff")
+    return {k: b[k] for k in keys}
+
+
+def compute(key):
+    return lambda wildcards: bench(wildcards)["compute"][key]
+
+
+def score_files(wildcards):
+    return {
+        s: f"{R}/{wildcards.bench}/seed{wildcards.seed}/scores/{wildcards.variant}/{s}.h5"
+        for s in bench(wildcards)["scorers"]["names"]
+    }
+
+
+def metric_files(wildcards):
+    return [
+        f"{R}/{wildcards.bench}/seed{seed}/metrics/{variant}.csv"
+        for seed in SEEDS
+        for variant in VARIANTS
+    ]
+
+
+def table_targets(b):
+    return [f"{R}/tables/{b}.csv", f"{R}/tables/{b}.md"]
+
+
+def figure_targets(b):
+    return [f"{R}/figures/{b}_feature_norms.png", f"{R}/figures/{b}_local_norms.png"]
+
+
+def all_targets():
+    out = []
+    for b in config["run"]:
+        out += table_targets(b) + figure_targets(b)
+    return out

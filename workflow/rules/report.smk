@@ -1,0 +1,50 @@
+# Stage 7: tables (CSV + Markdown, mean and standard deviation over seeds) and figures.
+
+
+rule table:
+    input:
+        metric_files,
+    output:
+        csv=report(f"{R}/tables/{{bench}}.csv", caption="../report/table.rst", category="Tables"),
+        md=f"{R}/tables/{{bench}}.md",
+        tidy=f"{R}/{{bench}}/metrics_all.csv",
+    log:
+        f"{LOGS}/{{bench}}/table.log",
+    benchmark:
+        f"{BENCH}/{{bench}}/table.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/table.py"
+
+
+rule figures:
+    input:
+        features=lambda wc: [f"{R}/{wc.bench}/seed{s}/features/{v}.h5" for v in VARIANTS for s in SEEDS],
+        histories=lambda wc: [f"{R}/{wc.bench}/seed{s}/models/{v}_history.csv" for v in VARIANTS for s in SEEDS],
+    output:
+        norms=report(
+            f"{R}/figures/{{bench}}_feature_norms.png", caption="../report/feature_norms.rst", category="Figures"
+        ),
+        local=report(f"{R}/figures/{{bench}}_local_norms.png", caption="../report/local_norms.rst", category="Figures"),
+    params:
+        delta=lambda wc: bench(wc)["lff"]["delta"],
+        title=lambda wc: bench(wc).get("description", wc.bench),
+        variants=VARIANTS,
+        seeds=SEEDS,
+    log:
+        f"{LOGS}/{{bench}}/figures.log",
+    benchmark:
+        f"{BENCH}/{{bench}}/figures.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/figures.py"

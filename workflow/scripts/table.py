@@ -1,0 +1,13 @@
+"""Rule table: mean and standard deviation over seeds, per OOD set and on average."""
+from lffood.report.tables import write_tables
+from lffood.runtime import run_rule
+
+smk = snakemake  # noqa: F821
+
+
+def main():
+    write_tables(list(smk.input), csv=smk.output.csv, md=smk.output.md, tidy=smk.output.tidy,
+                 title=smk.wildcards.bench)
+
+
+run_rule(smk, main)
