@@ -7,7 +7,6 @@
 #
 # Logic lives in the importable library src/lffood; rule scripts in workflow/scripts are thin.
 
-import os
 import sys
 from pathlib import Path
 
@@ -22,12 +21,12 @@ configfile: "config.yaml"
 SRC = str(Path(workflow.basedir) / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
-# rule scripts (local, cluster or conda jobs) import the library from this checkout
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p)
-os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
-
 from lffood.config import validate_config
 from lffood.errors import ConfigError
+from lffood.runtime import export_pythonpath
+
+# rule scripts (local, cluster or conda jobs) import the library from this checkout
+export_pythonpath(SRC)
 
 try:
     _validated = validate_config(

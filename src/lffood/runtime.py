@@ -98,3 +98,11 @@ def run_rule(smk, main) -> None:
     except LffoodError as exc:
         logger.error("%s", exc)
         raise SystemExit(1) from None
+
+
+def export_pythonpath(path: str) -> None:
+    """Prepend ``path`` to PYTHONPATH so that rule scripts (local, cluster or conda jobs, which
+    inherit the environment) import this checkout's library without installing it."""
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != path]
+    os.environ["PYTHONPATH"] = os.pathsep.join([path, *parts])
+    os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")  # HDF5 locks fail on NFS/Lustre

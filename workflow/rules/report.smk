@@ -8,6 +8,9 @@ rule table:
         csv=report(f"{R}/tables/{{bench}}.csv", caption="../report/table.rst", category="Tables"),
         md=f"{R}/tables/{{bench}}.md",
         tidy=f"{R}/{{bench}}/metrics_all.csv",
+    params:
+        ood_sets=lambda wc: bench(wc)["dataset"]["ood_sets"],
+        title=lambda wc: f"{wc.bench}: {bench(wc).get('description', '')}".rstrip(": "),
     log:
         f"{LOGS}/{{bench}}/table.log",
     benchmark:

@@ -57,9 +57,10 @@ def feature_norm_figure(features: Mapping[str, Sequence[str]], out: str, title: 
                 ax.set_ylabel(VARIANT_NAMES.get(v, v), fontsize=10)
             if i == len(variants) - 1:
                 ax.set_xlabel("L2 norm of penultimate feature", fontsize=8)
-    axes[0, -1].legend(fontsize=7, loc="center right", frameon=False)
-    fig.suptitle(f"Feature-norm distributions, ID vs OOD ({title}; seed of first run)", fontsize=11)
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.suptitle(f"Feature-norm distributions, ID vs OOD: {title} (first seed)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=9, frameon=False)
     _save(fig, out)
 
 
@@ -100,7 +101,7 @@ def local_norm_figure(features: Mapping[str, Sequence[str]], histories: Mapping[
     ax.set_ylabel("mean local-vector norm (train)", fontsize=8)
     ax.set_title("During fine-tuning (mean over seeds)", fontsize=10)
     ax.legend(fontsize=7, frameon=False)
-    fig.suptitle(f"Local background vectors ({title})", fontsize=11)
+    fig.suptitle(f"Local background vectors: {title}", fontsize=11)
     fig.tight_layout()
     _save(fig, out)
 

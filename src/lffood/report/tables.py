@@ -91,9 +91,12 @@ def markdown(table: pd.DataFrame, ood_order: Sequence[str], title: str, metrics=
     return "\n".join(lines) + "\n"
 
 
-def write_tables(metric_files: Sequence[str], *, csv: str, md: str, tidy: str, title: str) -> pd.DataFrame:
+def write_tables(metric_files: Sequence[str], *, csv: str, md: str, tidy: str, title: str,
+                 ood_order: Sequence[str] | None = None) -> pd.DataFrame:
+    """Write the tidy metrics, the wide CSV table and its Markdown rendering; OOD sets in ``ood_order``
+    (default: order of first appearance)."""
     data = collect(metric_files)
-    ood_order = list(dict.fromkeys(data["ood_set"]))
+    ood_order = list(ood_order) if ood_order else list(dict.fromkeys(data["ood_set"]))
     table = _order(wide(summarize(data), ood_order))
     with atomic_path(tidy) as tmp:
         data.to_csv(tmp, index=False)

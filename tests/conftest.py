@@ -1,0 +1,36 @@
+"""Shared test helpers: the repository root and a Snakemake runner isolated in a temporary directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+MICRO = REPO / "tests" / "configs" / "micro.yaml"
+
+
+def snakemake(workdir: Path, *args: str, config: Path | None = None, check: bool = True, timeout: int = 300):
+    """Run the repository's Snakefile with ``workdir`` as working directory (results, logs and
+    .snakemake metadata stay there). ``config`` is copied to ``workdir/config.yaml``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        shutil.copy(config, workdir / "config.yaml")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO

@@ -1,0 +1,259 @@
+"""Split files, batched augmentation, the tensor loader and the embedded generator."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from lffood.data import augment, embedded
+from lffood.data.arrays import OOD_LABEL, Split, load_split, save_split
+from lffood.data.loader import TensorImages
+from lffood.errors import DataError
+
+torch.set_num_threads(1)
+
+
+def _images(n=6, h=5, w=4, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------- split files
+def test_save_load_split_round_trip(tmp_path):
+    imgs = _images()
+    labels = np.array([0, 1, 2, 0, 1, -1], dtype=np.int32)
+    meta = {"role": "id_train", "mean": [0.1, 0.2, 0.3], "classes": ["a", "b"], "note": "ünïcode"}
+    path = tmp_path / "sub" / "train.npz"
+    save_split(path, Split(imgs, labels, meta))
+    back = load_split(path)
+    assert back.images.dtype == np.uint8
+    np.testing.assert_array_equal(back.images, imgs)
+    assert back.labels.dtype == np.int64
+    np.testing.assert_array_equal(back.labels, labels)
+    assert back.meta == meta
+    assert len(back) == 6
+    assert sorted(p.name for p in path.parent.iterdir()) == ["train.npz"]  # no temporary left
+
+
+def test_load_split_missing_names_path(tmp_path):
+    path = tmp_path / "nope.npz"
+    with pytest.raises(DataError) as exc:
+        load_split(path)
+    assert str(path) in str(exc.value)
+
+
+def test_load_split_corrupt(tmp_path):
+    path = tmp_path / "x.npz"
+    np.savez(path, images=_images(), labels=np.zeros(6, np.int64))  # no meta
+    with pytest.raises(DataError, match=str(path)):
+        load_split(path)
+
+
+@pytest.mark.parametrize("images", [
+    np.zeros((2, 4, 4, 3), np.float32),   # float
+    np.zeros((2, 4, 4), np.uint8),        # no channel axis
+    np.zeros((2, 3, 4, 4), np.uint8),     # channels first
+])
+def test_split_rejects_bad_images(images):
+    with pytest.raises(DataError):
+        Split(images, np.zeros(2, np.int64))
+
+
+def test_split_rejects_bad_labels():
+    with pytest.raises(DataError):
+        Split(_images(3), np.zeros(2, np.int64))
+
+
+# ----------------------------------------------------------------------------- augmentation
+def _x(b=5, c=3, h=6, w=7, seed=0):
+    return torch.rand(b, c, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def test_to_float():
+    imgs = torch.from_numpy(_images(2, 3, 4))
+    x = augment.to_float(imgs)
+    assert x.shape == (2, 3, 3, 4) and x.dtype == torch.float32
+    torch.testing.assert_close(x[1, 2, 0, 3], imgs[1, 0, 3, 2].float() / 255)
+
+
+def test_random_crop_padding_zero_is_identity():
+    x = _x()
+    assert torch.equal(augment.random_crop(x, 0, torch.Generator().manual_seed(0)), x)
+
+
+@pytest.mark.parametrize("padding", [1, 2])
+def test_random_crop_is_a_shifted_crop_of_padded_input(padding):
+    x = _x(b=8)
+    out = augment.random_crop(x, padding, torch.Generator().manual_seed(3))
+    assert out.shape == x.shape
+    xp = torch.nn.functional.pad(x, (padding,) * 4)
+    _, _, h, w = x.shape
+    offsets = []
+    for i in range(len(x)):
+        matches = [(oy, ox) for oy in range(2 * padding + 1) for ox in range(2 * padding + 1)
+                   if torch.equal(out[i], xp[i, :, oy:oy + h, ox:ox + w])]
+        assert matches, f"sample {i} is not a crop of its padded input"
+        offsets.append(matches[0])
+    assert len(set(offsets)) > 1  # offsets are random per sample
+
+
+def test_random_crop_one_sample_explicit():
+    x = torch.arange(1 * 1 * 3 * 3, dtype=torch.float32).view(1, 1, 3, 3) + 1
+    gen = torch.Generator().manual_seed(11)
+    out = augment.random_crop(x, 1, gen)
+    # replay the generator: offsets drawn oy then ox
+    g2 = torch.Generator().manual_seed(11)
+    oy = int(torch.randint(0, 3, (1,), generator=g2))
+    ox = int(torch.randint(0, 3, (1,), generator=g2))
+    xp = torch.zeros(1, 1, 5, 5)
+    xp[:, :, 1:4, 1:4] = x
+    assert torch.equal(out, xp[:, :, oy:oy + 3, ox:ox + 3])
+
+
+def test_random_hflip():
+    x = _x()
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(augment.random_hflip(x, g, p=1.0), x.flip(-1))
+    assert torch.equal(augment.random_hflip(x, g, p=0.0), x)
+    out = augment.random_hflip(_x(b=64), torch.Generator().manual_seed(1), p=0.5)
+    flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(out, _x(b=64))]
+    assert 0 < sum(flipped) < 64
+
+
+def test_color_jitter_zero_is_identity_and_range():
+    x = _x()
+    assert torch.equal(augment.color_jitter(x, 0.0, torch.Generator().manual_seed(0)), x)
+    y = augment.color_jitter(x.clone(), 0.9, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    assert not torch.equal(y, x)
+
+
+def test_normalize():
+    x = torch.ones(1, 3, 2, 2)
+    out = augment.normalize(x, [0.5, 1.0, 0.0], [0.5, 2.0, 4.0])
+    torch.testing.assert_close(out[0, :, 0, 0], torch.tensor([1.0, 0.0, 0.25]))
+
+
+AUG = {"crop_padding": 2, "hflip": True, "color_jitter": 0.4}
+
+
+def test_apply_train_augment_deterministic_and_in_range():
+    x = _x(b=10)
+    a = augment.apply_train_augment(x, AUG, torch.Generator().manual_seed(5))
+    b = augment.apply_train_augment(x, AUG, torch.Generator().manual_seed(5))
+    c = augment.apply_train_augment(x, AUG, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+    # input untouched
+    assert torch.equal(x, _x(b=10))
+
+
+def test_apply_train_augment_noop_config():
+    x = _x()
+    assert torch.equal(augment.apply_train_augment(x, {"crop_padding": 0, "hflip": False, "color_jitter": 0.0},
+                                                   torch.Generator().manual_seed(0)), x)
+
+
+# ----------------------------------------------------------------------------- loader
+def _tensor_images(n=11):
+    return TensorImages(Split(_images(n, 4, 4), np.arange(n) % 3), mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.5])
+
+
+def test_tensor_images_batch():
+    data = _tensor_images()
+    idx = torch.tensor([3, 0, 7])
+    x, y = data.batch(idx)
+    assert x.shape == (3, 3, 4, 4) and x.dtype == torch.float32
+    assert y.tolist() == [0, 0, 1]
+    raw = torch.from_numpy(data.images.numpy()[[3, 0, 7]]).permute(0, 3, 1, 2).float() / 255
+    expected = (raw - torch.tensor([0.5, 0.4, 0.3])[None, :, None, None]) / torch.tensor([0.2, 0.25, 0.5])[None, :, None, None]
+    torch.testing.assert_close(x, expected)
+    xa, _ = data.batch(idx, augment=AUG, gen=torch.Generator().manual_seed(0))
+    assert xa.shape == x.shape
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("batch_size", [1, 4, 11, 20])
+def test_index_batches_cover_every_index_once(shuffle, batch_size):
+    data = _tensor_images(11)
+    batches = list(data.index_batches(batch_size, shuffle=shuffle, gen=torch.Generator().manual_seed(0)))
+    allidx = torch.cat(batches).tolist()
+    assert sorted(allidx) == list(range(11))
+    assert all(len(b) <= batch_size for b in batches)
+    if not shuffle:
+        assert allidx == list(range(11))
+
+
+def test_index_batches_shuffle_and_drop_last():
+    data = _tensor_images(11)
+    order = torch.cat(list(data.index_batches(11, shuffle=True, gen=torch.Generator().manual_seed(0)))).tolist()
+    assert order != list(range(11))
+    batches = list(data.index_batches(4, shuffle=True, gen=torch.Generator().manual_seed(0), drop_last=True))
+    assert [len(b) for b in batches] == [4, 4]
+    assert len(set(torch.cat(batches).tolist())) == 8
+
+
+# ----------------------------------------------------------------------------- embedded generator
+SMALL = {"train_per_class": 5, "test_per_class": 3, "ood_size": 20}
+
+
+@pytest.fixture(scope="module")
+def generated():
+    t0 = time.perf_counter()
+    a = embedded.generate(SMALL, seed=1)
+    secs = time.perf_counter() - t0
+    return a, secs
+
+
+def test_embedded_is_fast(generated):
+    assert generated[1] < 10.0
+
+
+def test_embedded_same_seed_byte_identical(generated):
+    a = generated[0]
+    b = embedded.generate(SMALL, seed=1)
+    assert list(a) == list(b)
+    for name in a:
+        assert a[name].images.tobytes() == b[name].images.tobytes()
+        assert a[name].labels.tobytes() == b[name].labels.tobytes()
+        assert a[name].meta == b[name].meta
+
+
+def test_embedded_different_seed_differs(generated):
+    a = generated[0]
+    c = embedded.generate(SMALL, seed=2)
+    for name in a:
+        assert a[name].images.tobytes() != c[name].images.tobytes()
+
+
+def test_embedded_splits_and_labels(generated):
+    s = generated[0]
+    assert tuple(s) == embedded.SPLITS
+    k = embedded.DEFAULTS["num_classes"]
+    size = embedded.DEFAULTS["image_size"]
+    for name, per in (("train", 5), ("test", 3)):
+        lab = s[name].labels
+        assert lab.dtype == np.int64
+        assert lab.min() >= 0 and lab.max() <= k - 1
+        np.testing.assert_array_equal(np.bincount(lab, minlength=k), np.full(k, per))
+        assert s[name].images.shape == (k * per, size, size, 3)
+    for name in embedded.OOD_SETS:
+        assert s[name].images.shape == (20, size, size, 3)
+        assert np.all(s[name].labels == OOD_LABEL)
+        assert s[name].meta["role"] == "ood"
+    assert s["train"].meta["role"] == "id_train" and s["test"].meta["role"] == "id_test"
+    assert len(s["train"].meta["mean"]) == 3 and len(s["train"].meta["std"]) == 3
+    assert all(0 < v < 1 for v in s["train"].meta["mean"] + s["train"].meta["std"])
+    assert s["train"].meta["classes"] == [str(c) for c in range(k)]
+
+
+def test_embedded_train_is_shuffled(generated):
+    lab = generated[0]["train"].labels
+    assert not np.array_equal(lab, np.sort(lab))
+
+
+def test_embedded_bad_num_classes():
+    with pytest.raises(ValueError):
+        embedded.generate({"num_classes": 9}, seed=0)

@@ -1,0 +1,207 @@
+"""Backbones, learning-rate schedules, the training loop, the collapse guard and checkpoints."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lffood.data.arrays import Split
+from lffood.data.loader import TensorImages
+from lffood.errors import CollapseError, ConfigError, LffoodError
+from lffood.models import PRESETS, build_model
+from lffood.training import build_optimizer, load_checkpoint, lr_at, save_checkpoint, train
+
+torch.set_num_threads(1)
+
+TINY = {"arch": "resnet", "blocks": [1, 1], "widths": [8, 16]}
+CPU = torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------- models
+def test_resnet_forward_shapes_and_head():
+    torch.manual_seed(0)
+    model = build_model(TINY, 5).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        logits, pooled, fmap = model(x, return_features=True)
+        plain = model(x)
+    assert logits.shape == (2, 5)
+    assert pooled.shape == (2, 16)
+    assert fmap.shape == (2, 16, 8, 8)
+    torch.testing.assert_close(pooled, fmap.mean((2, 3)))
+    torch.testing.assert_close(logits, model.head(pooled))
+    torch.testing.assert_close(plain, logits)
+    assert model.feature_dim == 16 and model.num_classes == 5
+    assert float(fmap.min()) >= 0.0  # ReLU output
+
+
+def test_resnet34_preset_map_size():
+    assert PRESETS["resnet34"]["blocks"] == [3, 4, 6, 3]
+    model = build_model({"arch": "resnet34"}, 10).eval()
+    with torch.no_grad():
+        logits, pooled, fmap = model(torch.zeros(1, 3, 32, 32), return_features=True)
+    assert fmap.shape == (1, 512, 4, 4)
+    assert pooled.shape == (1, 512) and logits.shape == (1, 10)
+    assert model.head.in_features == 512
+
+
+def test_unknown_arch_and_bad_spec():
+    with pytest.raises(ConfigError, match="vgg"):
+        build_model({"arch": "vgg16"}, 3)
+    with pytest.raises(ConfigError):
+        build_model({"arch": "resnet", "blocks": [1, 1], "widths": [8]}, 3)
+
+
+# ----------------------------------------------------------------------------- schedules
+def _stage(**kw):
+    st = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False, "epochs": 30,
+          "batch_size": 16, "schedule": {"type": "step", "milestones": [15], "gamma": 0.1},
+          "augment": {"crop_padding": 1, "hflip": True, "color_jitter": 0.0}}
+    st.update(kw)
+    return st
+
+
+def test_lr_step():
+    st = _stage()
+    assert lr_at(st, 0) == pytest.approx(0.1)
+    assert lr_at(st, 14) == pytest.approx(0.1)
+    assert lr_at(st, 15) == pytest.approx(0.01)
+    assert lr_at(st, 29) == pytest.approx(0.01)
+    st2 = _stage(schedule={"type": "step", "milestones": [2, 4], "gamma": 0.5})
+    assert [lr_at(st2, e) for e in range(6)] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+
+
+def test_lr_cosine_and_constant():
+    st = _stage(schedule={"type": "cosine"}, epochs=10)
+    assert lr_at(st, 0) == pytest.approx(0.1)
+    assert lr_at(st, 5) == pytest.approx(0.05)
+    assert lr_at(st, 3) == pytest.approx(0.05 * (1 + math.cos(math.pi * 0.3)))
+    assert lr_at(_stage(schedule={"type": "constant"}), 29) == 0.1
+
+
+def test_build_optimizer():
+    model = torch.nn.Linear(2, 2)
+    sgd = build_optimizer(model, _stage())
+    assert isinstance(sgd, torch.optim.SGD)
+    assert sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 1e-4
+    assert isinstance(build_optimizer(model, _stage(optimizer="adamw")), torch.optim.AdamW)
+    with pytest.raises(LffoodError):
+        build_optimizer(model, _stage(optimizer="lbfgs"))
+
+
+# ----------------------------------------------------------------------------- training
+def _data(n=64, k=4, size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    split = Split(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), np.arange(n) % k)
+    return TensorImages(split, [0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+
+
+SMALL = {"arch": "resnet", "blocks": [1, 1], "widths": [4, 8]}
+LFF = {"delta": 0.1, "mu": 1.0, "lambda": 1.0}
+NO_GUARD = {"enabled": False}
+
+
+def test_train_history_with_lff():
+    torch.manual_seed(0)
+    model = build_model(SMALL, 4)
+    before = [p.detach().clone() for p in model.parameters()]
+    seen = []
+    hist = train(model, _data(), _stage(epochs=2, lr=0.05, schedule={"type": "step", "milestones": [1], "gamma": 0.1}),
+                 seed=0, device=CPU, lff=LFF, guard=NO_GUARD, progress=seen.append)
+    assert len(hist) == 2 and seen == hist
+    for key in ("ce", "acc", "lff", "frac_selected", "norm_selected", "norm_unselected", "lr", "loss", "epoch",
+                "feature_norm"):
+        assert key in hist[0]
+    assert [h["epoch"] for h in hist] == [1, 2]
+    assert [h["lr"] for h in hist] == pytest.approx([0.05, 0.005])
+    for h in hist:
+        assert 0.0 <= h["acc"] <= 1.0 and 0.0 <= h["frac_selected"] <= 1.0
+        assert np.isfinite(h["ce"]) and h["lff"] >= 0.0
+        assert h["loss"] == pytest.approx(h["ce"] + h["lff"], rel=1e-5)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_train_without_lff_and_control_lambda_zero():
+    torch.manual_seed(0)
+    model = build_model(SMALL, 4)
+    hist = train(model, _data(), _stage(epochs=1), seed=0, device=CPU, guard=NO_GUARD)
+    assert "lff" not in hist[0] and "frac_selected" not in hist[0]
+    assert hist[0]["loss"] == pytest.approx(hist[0]["ce"])
+    hist0 = train(build_model(SMALL, 4), _data(), _stage(epochs=1), seed=0, device=CPU,
+                  lff={**LFF, "lambda": 0.0}, guard=NO_GUARD)
+    assert "frac_selected" in hist0[0]
+    assert hist0[0]["loss"] == pytest.approx(hist0[0]["ce"])
+
+
+def test_train_is_deterministic():
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        model = build_model(SMALL, 4)
+        train(model, _data(32), _stage(epochs=1), seed=3, device=CPU, lff=LFF, guard=NO_GUARD)
+        outs.append([p.detach().clone() for p in model.state_dict().values()])
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
+
+
+def test_collapse_guard_vanished_features():
+    torch.manual_seed(0)
+    model = build_model(SMALL, 4)
+    guard = {"enabled": True, "chance_factor": 1.5, "min_feature_norm": 1e9, "patience": 1}
+    with pytest.raises(CollapseError) as exc:
+        train(model, _data(), _stage(epochs=3), seed=0, device=CPU, lff=LFF, guard=guard, stage_name="finetune")
+    msg = str(exc.value)
+    assert "lff.lambda" in msg and "mu" in msg
+    assert "epoch 1" in msg and "finetune" in msg
+
+
+def test_collapse_guard_reports_vanished_when_not_at_chance():
+    torch.manual_seed(0)
+    model = build_model(SMALL, 4)
+    guard = {"enabled": True, "chance_factor": -1.0, "min_feature_norm": 1e9, "patience": 1}
+    with pytest.raises(CollapseError, match="vanished"):
+        train(model, _data(), _stage(epochs=2), seed=0, device=CPU, lff=LFF, guard=guard)
+
+
+def test_collapse_guard_disabled_does_not_raise():
+    torch.manual_seed(0)
+    guard = {"enabled": False, "min_feature_norm": 1e9, "patience": 1}
+    hist = train(build_model(SMALL, 4), _data(), _stage(epochs=1), seed=0, device=CPU, lff=LFF, guard=guard)
+    assert len(hist) == 1
+
+
+def test_nonfinite_loss_raises_collapse():
+    torch.manual_seed(0)
+    model = build_model(SMALL, 4)
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))
+    with pytest.raises(CollapseError, match="lr="):
+        train(model, _data(), _stage(epochs=1), seed=0, device=CPU, guard=NO_GUARD)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(TINY, 5)
+    train(model, _data(32, k=5), _stage(epochs=1), seed=0, device=CPU, guard=NO_GUARD)  # non-trivial BN stats
+    model.eval()
+    path = tmp_path / "ck" / "model.pt"
+    meta = {"model": TINY, "num_classes": 5, "classes": list("abcde"), "seed": 0}
+    save_checkpoint(path, model, meta)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.pt"]
+    loaded, meta_back = load_checkpoint(path)
+    loaded.eval()
+    assert meta_back == meta
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_load_checkpoint_errors(tmp_path):
+    with pytest.raises(LffoodError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(LffoodError, match="junk.pt"):
+        load_checkpoint(junk)

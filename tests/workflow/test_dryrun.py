@@ -1,0 +1,71 @@
+"""A dry run of every documented target on the shipped config: the job graph must build with no data."""
+
+import re
+
+import pytest
+
+from conftest import REPO, snakemake
+
+DOCUMENTED_TARGETS = [
+    "all",
+    "results/tables/embedded.csv",
+    "results/tables/embedded.md",
+    "results/figures/embedded_feature_norms.png",
+    "results/figures/embedded_local_norms.png",
+    "resources/data/embedded/train.npz",
+    "results/embedded/seed0/models/ce.pt",
+    "results/embedded/seed0/models/lff.pt",
+    "results/embedded/seed0/models/ce_control.pt",
+    "results/embedded/seed0/features/lff.h5",
+    "results/embedded/seed0/scores/lff/react.h5",
+    "results/embedded/seed0/metrics/lff.csv",
+]
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    table = stdout.split("Job stats:")[1].split("Reasons:")[0] if "Job stats:" in stdout else ""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+
+
+@pytest.mark.parametrize("target", DOCUMENTED_TARGETS)
+def test_dry_run_documented_target(tmp_path, target):
+    proc = snakemake(tmp_path, "-n", "--cores", "2", target, config=REPO / "config.yaml")
+    counts = job_counts(proc.stdout)
+    assert counts, proc.stdout[-2000:]
+    assert counts.get("prepare_embedded") == 1
+
+
+def test_all_graph_is_complete(tmp_path):
+    counts = job_counts(snakemake(tmp_path, "-n", "--cores", "2", "all", config=REPO / "config.yaml").stdout)
+    seeds, variants, scorers = 3, 3, 3
+    assert counts["pretrain"] == seeds
+    assert counts["finetune"] == seeds * 2
+    assert counts["extract"] == seeds * variants
+    assert counts["score"] == seeds * variants * scorers
+    assert counts["metrics"] == seeds * variants
+    assert counts["table"] == 1 and counts["figures"] == 1
+
+
+def test_bare_snakemake_builds_all(tmp_path):
+    """The first rule of the root Snakefile is the default target: a bare run plans `all`."""
+    counts = job_counts(snakemake(tmp_path, "-n", "--cores", "2", config=REPO / "config.yaml").stdout)
+    assert counts.get("all") == 1 and counts.get("table") == 1
+
+
+def test_invalid_config_fails_before_any_job(tmp_path):
+    bad = (REPO / "config.yaml").read_text().replace("lff: {delta: 0.1", "lff: {delta: -0.5")
+    (tmp_path / "bad.yaml").write_text(bad)
+    proc = snakemake(tmp_path, "-n", "--cores", "2", config=tmp_path / "bad.yaml", check=False)
+    assert proc.returncode != 0
+    err = proc.stdout + proc.stderr
+    assert "benchmarks.embedded.lff.delta" in err
+    assert "config.yaml" in err
+
+
+def test_lint_is_clean():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "-s", str(REPO / "Snakefile"), "-d", str(REPO)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

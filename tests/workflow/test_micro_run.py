@@ -1,0 +1,112 @@
+"""Run the whole chain through Snakemake on the micro configuration, then check what it built,
+that a second run has nothing to do, that a scorer change reruns only scoring, and that a collapsed
+LFF run fails with a clear message and leaves no checkpoint."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import MICRO, snakemake
+from lffood import h5schema
+
+pytestmark = pytest.mark.workflow
+
+SEEDS, VARIANTS, SCORERS = (0, 1), ("ce", "ce_control", "lff"), ("msp", "energy", "react")
+OOD = ("backgrounds", "novel_digits", "textures", "far")
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    work = tmp_path_factory.mktemp("micro")
+    t0 = time.perf_counter()
+    proc = snakemake(work, "--cores", "2", "all", config=MICRO, timeout=400)
+    elapsed = time.perf_counter() - t0
+    print(f"micro workflow: {elapsed:.1f} s")
+    return work, proc, elapsed
+
+
+def test_outputs_exist_and_read(micro):
+    work, _, _ = micro
+    res = work / "results"
+    for p in ["tables/micro.csv", "tables/micro.md", "figures/micro_feature_norms.png", "figures/micro_local_norms.png"]:
+        assert (res / p).stat().st_size > 0, p
+    for p in ["figures/micro_feature_norms.png", "figures/micro_local_norms.png"]:
+        assert (res / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for seed in SEEDS:
+        for v in VARIANTS:
+            assert (res / f"micro/seed{seed}/models/{v}.pt").exists()
+            assert (work / f"logs/micro/seed{seed}/extract_{v}.log").exists()
+            assert (work / f"benchmarks/micro/seed{seed}/extract_{v}.tsv").exists()
+
+
+def test_hdf5_follows_schema(micro):
+    work, _, _ = micro
+    f = work / "results/micro/seed0/features/lff.h5"
+    roles = h5schema.list_splits(f)
+    assert roles["train"] == "id_train" and roles["test"] == "id_test"
+    assert {n for n, r in roles.items() if r == "ood"} == set(OOD)
+    attrs = h5schema.read_attrs(f)
+    for key in ("config", "checkpoint_sha256", "versions", "benchmark", "variant", "seed"):
+        assert key in attrs
+    assert attrs["variant"] == "lff" and len(attrs["checkpoint_sha256"]) == 64
+    w, b = h5schema.read_head(f)
+    test = h5schema.read_split(f, "test")
+    # the cached logits are the head applied to the cached features
+    np.testing.assert_allclose(test["features"] @ w.T + b, test["logits"], rtol=1e-4, atol=1e-4)
+    assert test["local_gt_prob"].shape == test["local_norms"].shape
+    assert np.all((test["local_gt_prob"] >= 0) & (test["local_gt_prob"] <= 1))
+    assert "local_gt_prob" not in h5schema.read_split(f, "far")
+
+
+def test_table_has_every_row_with_std(micro):
+    work, _, _ = micro
+    table = pd.read_csv(work / "results/tables/micro.csv")
+    assert len(table) == len(VARIANTS) * len(SCORERS)
+    assert set(table["variant"]) == set(VARIANTS) and set(table["scorer"]) == set(SCORERS)
+    assert (table["n_seeds"] == len(SEEDS)).all()
+    for s in (*OOD, "average"):
+        for m in ("auroc", "fpr95", "aupr_in", "aupr_out"):
+            assert table[f"{s}/{m}_mean"].between(0, 100).all()
+            assert (table[f"{s}/{m}_std"] >= 0).all()
+    md = (work / "results/tables/micro.md").read_text()
+    assert "±" in md and "LFF" in md and "CE control" in md
+
+
+def test_second_run_has_nothing_to_do(micro):
+    work, _, _ = micro
+    proc = snakemake(work, "-n", "--cores", "2", "all")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_scorer_change_reruns_only_that_scorer(micro):
+    work, _, _ = micro
+    cfg = (work / "config.yaml").read_text().replace("react: {percentile: 90}", "react: {percentile: 80}")
+    (work / "changed.yaml").write_text(cfg)
+    proc = snakemake(work, "-n", "--cores", "2", "all", "--configfile", str(work / "changed.yaml"))
+    stats = proc.stdout.split("Job stats:")[1].split("Reasons:")[0]
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", stats, re.M)}
+    assert counts["score"] == len(SEEDS) * len(VARIANTS)  # react only
+    assert "pretrain" not in counts and "finetune" not in counts and "extract" not in counts
+
+
+def test_collapse_fails_clearly_and_writes_nothing(micro):
+    work, _, _ = micro
+    ckpt = work / "results/micro/seed0/models/lff.pt"
+    ckpt.unlink()
+    cfg = (work / "config.yaml").read_text().replace("guard: {chance_factor: 1.0, patience: 3}",
+                                                    "guard: {min_feature_norm: 1.0e+9, patience: 1}")
+    (work / "collapse.yaml").write_text(cfg)
+    proc = snakemake(work, "--cores", "1", str(ckpt.relative_to(work)), "--configfile", str(work / "collapse.yaml"),
+                     "--rerun-triggers", "mtime", check=False)
+    assert proc.returncode != 0
+    assert not ckpt.exists()
+    assert not list(ckpt.parent.glob(".lff.pt*"))  # no temporary left behind
+    log = (work / "logs/micro/seed0/finetune_lff.log").read_text()
+    assert "collapsed" in log and "lff.lambda" in log and "lff.mu" in log
+
+
