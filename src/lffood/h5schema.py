@@ -61,6 +61,8 @@ def write_features(path, *, head_weight: np.ndarray, head_bias: np.ndarray,
                    attrs: Mapping) -> None:
     """Write a feature file. ``splits[name]`` maps field -> array; ``roles[name]`` is its role."""
     for name, fields in splits.items():
+        if name not in roles:
+            raise SchemaError(f"split '{name}' has no role; pass roles[{name!r}] in {ROLES}")
         role = roles[name]
         if role not in ROLES:
             raise SchemaError(f"split '{name}': role '{role}' not in {ROLES}")
@@ -103,11 +105,11 @@ def _open(path, kind: str) -> h5py.File:
         f = h5py.File(path, "r")
     except OSError as exc:
         raise SchemaError(f"{path}: not a readable HDF5 file ({exc}). Delete it and rebuild it with snakemake.") from exc
-    version = f.attrs.get("schema_version")
-    if f.attrs.get("kind") != kind or version != SCHEMA_VERSION:
+    version, found = f.attrs.get("schema_version"), f.attrs.get("kind")
+    if found != kind or version != SCHEMA_VERSION:
         f.close()
         raise SchemaError(f"{path}: expected an lffood '{kind}' file of schema version {SCHEMA_VERSION}, found "
-                          f"kind={f.attrs.get('kind')!r} version={version!r}. Delete it and rebuild it with snakemake.")
+                          f"kind={found!r} version={version!r}. Delete it and rebuild it with snakemake.")
     return f
 
 

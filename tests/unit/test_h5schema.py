@@ -127,11 +127,6 @@ def test_not_hdf5_file(tmp_path):
     assert str(path) in str(exc.value)
 
 
-_OPEN_BUG = ("h5schema._open closes the file (line 108) before building the error message, which reads "
-             "f.attrs.get('kind') from the closed file (line 110): h5py raises KeyError instead of SchemaError")
-
-
-@pytest.mark.xfail(reason=_OPEN_BUG, strict=True)
 def test_scores_file_read_as_features_raises_schema_error(tmp_path):
     scores = tmp_path / "s.h5"
     h5schema.write_scores(scores, {"test": np.zeros(3)}, scorer="msp", params={}, features_file="f.h5")
@@ -139,7 +134,6 @@ def test_scores_file_read_as_features_raises_schema_error(tmp_path):
         h5schema.read_split(scores, "test")
 
 
-@pytest.mark.xfail(reason=_OPEN_BUG, strict=True)
 def test_features_file_read_as_scores_raises_schema_error(tmp_path):
     feats = tmp_path / "f.h5"
     _write(feats)
@@ -147,7 +141,6 @@ def test_features_file_read_as_scores_raises_schema_error(tmp_path):
         h5schema.read_scores(feats)
 
 
-@pytest.mark.xfail(reason=_OPEN_BUG, strict=True)
 def test_wrong_schema_version_raises_schema_error(tmp_path):
     feats = tmp_path / "f.h5"
     _write(feats)
@@ -157,14 +150,21 @@ def test_wrong_schema_version_raises_schema_error(tmp_path):
         h5schema.list_splits(feats)
 
 
-def test_wrong_kind_is_rejected(tmp_path):
-    """Whatever the exception type (see the xfails above), a file of the wrong kind is never read."""
+def test_wrong_kind_is_rejected_with_schema_error(tmp_path):
     scores = tmp_path / "s.h5"
     h5schema.write_scores(scores, {"test": np.zeros(3)}, scorer="msp", params={}, features_file="f.h5")
-    with pytest.raises(Exception):
-        h5schema.read_split(scores, "test")
-    with pytest.raises(Exception):
+    with pytest.raises(SchemaError, match="kind='scores'"):
         h5schema.read_head(scores)
+
+
+def test_split_without_role_raises_schema_error(tmp_path):
+    n = 2
+    fields = {"logits": np.zeros((n, 2)), "features": np.zeros((n, 3)), "labels": np.zeros(n), "preds": np.zeros(n),
+              "local_norms": np.zeros((n, 4))}
+    with pytest.raises(SchemaError, match="no role"):
+        h5schema.write_features(tmp_path / "f.h5", head_weight=np.zeros((2, 3)), head_bias=np.zeros(2),
+                                splits={"far": fields}, roles={}, attrs={})
+    assert not list(tmp_path.iterdir())
 
 
 def test_unknown_split_and_field(tmp_path):

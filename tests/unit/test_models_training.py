@@ -171,6 +171,7 @@ def test_collapse_guard_disabled_does_not_raise():
     assert len(hist) == 1
 
 
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 def test_nonfinite_loss_raises_collapse():
     torch.manual_seed(0)
     model = build_model(SMALL, 4)
@@ -205,3 +206,30 @@ def test_load_checkpoint_errors(tmp_path):
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(LffoodError, match="junk.pt"):
         load_checkpoint(junk)
+
+
+# ----------------------------------------------------------------------------- extraction
+def test_extract_split_matches_model():
+    from lffood.extraction import extract_split
+    from lffood.losses import local_gt_prob
+
+    torch.manual_seed(0)
+    model = build_model(TINY, 4)
+    data = _data(10, k=4, size=16)
+    out = extract_split(model, data, batch_size=4, device=CPU, with_gt_prob=True)
+    assert not model.training
+    x, y = data.batch(torch.arange(10))
+    with torch.no_grad():
+        logits, pooled, fmap = model(x, return_features=True)
+    assert out["logits"].shape == (10, 4) and out["features"].shape == (10, 16)
+    assert out["local_norms"].shape == (10, 64) and out["local_gt_prob"].shape == (10, 64)
+    np.testing.assert_allclose(out["logits"], logits.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["features"], pooled.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out["labels"], y.numpy())
+    np.testing.assert_array_equal(out["preds"], out["logits"].argmax(1))
+    np.testing.assert_allclose(out["local_norms"], fmap.flatten(2).norm(dim=1).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["local_gt_prob"], local_gt_prob(fmap, model.head.weight, model.head.bias, y).detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
+    no_gt = extract_split(model, data, batch_size=7, device=CPU)
+    assert "local_gt_prob" not in no_gt
+    np.testing.assert_allclose(no_gt["logits"], out["logits"], rtol=1e-5, atol=1e-6)

@@ -1,0 +1,52 @@
+"""The `lffood` command line: --help, config check, scorer list, HDF5 inspection, generation."""
+
+import numpy as np
+import pytest
+
+from conftest import REPO, SCHEMA  # noqa: E402
+from lffood import h5schema
+from lffood.cli import main
+from lffood.data.arrays import load_split
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("check-config", "scorers", "inspect", "generate-embedded"):
+        assert cmd in out
+
+
+def test_check_config_ok_and_bad(tmp_path, capsys):
+    assert main(["check-config", str(REPO / "config.yaml"), "--schema", str(SCHEMA)]) == 0
+    assert "valid" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seeds: [0]\nbenchmarks: {b: {dataset: {source: embedded, ood_sets: [far]}, lff: {mu: -1}}}\n")
+    assert main(["check-config", str(bad), "--schema", str(SCHEMA)]) == 1
+    err = capsys.readouterr().err
+    assert "benchmarks.b.lff.mu" in err and str(bad) in err
+
+
+def test_scorers_lists_registry(capsys):
+    assert main(["scorers"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("msp", "energy", "react"))
+
+
+def test_generate_and_inspect(tmp_path, capsys):
+    out = tmp_path / "emb"
+    assert main(["generate-embedded", str(out), "--params",
+                 '{"train_per_class": 3, "test_per_class": 2, "ood_size": 20, "num_classes": 2}']) == 0
+    split = load_split(out / "train.npz")
+    assert split.images.shape == (6, 16, 16, 3)
+    f = tmp_path / "f.h5"
+    n = 4
+    fields = {"logits": np.zeros((n, 2)), "features": np.ones((n, 3)), "labels": np.zeros(n), "preds": np.zeros(n),
+              "local_norms": np.ones((n, 4))}
+    h5schema.write_features(f, head_weight=np.ones((2, 3)), head_bias=np.zeros(2), splits={"far": fields},
+                            roles={"far": "ood"}, attrs={"variant": "lff"})
+    capsys.readouterr()
+    assert main(["inspect", str(f)]) == 0
+    assert "split far" in capsys.readouterr().out
+    assert main(["inspect", str(tmp_path / "missing.h5")]) == 1
