@@ -6,6 +6,7 @@ Examples::
     lffood scorers                           # list registered scorers and their defaults
     lffood inspect results/embedded/seed0/features/lff.h5
     lffood generate-embedded /tmp/emb        # write the embedded benchmark's splits
+    lffood benchmarks                        # run time and memory per rule of the last run
 """
 
 from __future__ import annotations
@@ -53,6 +54,28 @@ def _inspect(args) -> int:
     return 0
 
 
+def _benchmarks(args) -> int:
+    """Summarise Snakemake's per-job benchmark files (benchmark: directive) by rule."""
+    import pandas as pd
+
+    files = sorted(Path(args.dir).rglob("*.tsv"))
+    if not files:
+        print(f"no benchmark files under {args.dir}: run the workflow first", file=sys.stderr)
+        return 1
+    rows = []
+    for f in files:
+        t = pd.read_csv(f, sep="\t")
+        rule = f.stem.split("_")[0] if f.stem.startswith(("finetune", "extract", "score", "metrics")) else f.stem
+        rows.append({"rule": rule, "s": float(t["s"].iloc[-1]), "max_rss_mb": float(t["max_rss"].iloc[-1])})
+    df = pd.DataFrame(rows)
+    summary = df.groupby("rule").agg(jobs=("s", "size"), total_s=("s", "sum"), max_s=("s", "max"),
+                                     max_rss_mb=("max_rss_mb", "max")).sort_values("total_s", ascending=False)
+    print(summary.round(1).to_string())
+    print(f"all jobs: {len(df)} jobs, {df['s'].sum():.1f} s of job time (sum over jobs; wall time is lower when "
+          f"jobs run in parallel), peak RSS {df['max_rss_mb'].max():.0f} MB")
+    return 0
+
+
 def _generate(args) -> int:
     from .data.arrays import save_split
     from .data.embedded import generate
@@ -78,6 +101,9 @@ def main(argv=None) -> int:
     i = sub.add_parser("inspect", help="summarise an lffood HDF5 feature file")
     i.add_argument("file")
     i.set_defaults(fn=_inspect)
+    b = sub.add_parser("benchmarks", help="summarise per-rule run time and memory from Snakemake benchmark files")
+    b.add_argument("dir", nargs="?", default="benchmarks")
+    b.set_defaults(fn=_benchmarks)
     g = sub.add_parser("generate-embedded", help="write the embedded benchmark's splits to a folder")
     g.add_argument("out")
     g.add_argument("--seed", type=int, default=0)

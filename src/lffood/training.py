@@ -141,7 +141,8 @@ def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, seed: i
         if guard.get("enabled", True) and (collapsed_epochs >= guard.get("patience", 3) or (last and collapsed_epochs)):
             what = (f"train accuracy {100 * row['acc']:.1f}% is at chance (1/{k} = {100 * chance:.1f}%)" if at_chance
                     else f"the pooled features vanished (mean L2 norm {row['feature_norm']:.2e})")
-            hp = f"{stage_name}.lr={stage['lr']}, {stage_name}.epochs={stage['epochs']}"
+            key = stage_name.split("[")[0]  # the config section: pretrain or finetune
+            hp = f"{key}.lr={stage['lr']}, {key}.epochs={stage['epochs']}"
             if lff is not None:
                 hp += f", lff.delta={delta}, lff.mu={mu}, lff.lambda={lam}"
             raise CollapseError(

@@ -14,7 +14,7 @@ def test_help_lists_commands(capsys):
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for cmd in ("check-config", "scorers", "inspect", "generate-embedded"):
+    for cmd in ("check-config", "scorers", "inspect", "generate-embedded", "benchmarks"):
         assert cmd in out
 
 
@@ -50,3 +50,15 @@ def test_generate_and_inspect(tmp_path, capsys):
     assert main(["inspect", str(f)]) == 0
     assert "split far" in capsys.readouterr().out
     assert main(["inspect", str(tmp_path / "missing.h5")]) == 1
+
+
+def test_benchmarks_summary(tmp_path, capsys):
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for name, secs in [("pretrain", 10.0), ("finetune_lff", 4.0), ("finetune_ce_control", 2.0)]:
+        d = tmp_path / "seed0"
+        d.mkdir(exist_ok=True)
+        (d / f"{name}.tsv").write_text(header + f"{secs}\t0:00:10\t100.5\t1\t1\t1\t0\t0\t90\t9\n")
+    assert main(["benchmarks", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "finetune" in out and "pretrain" in out and "16.0 s" in out
+    assert main(["benchmarks", str(tmp_path / "none")]) == 1

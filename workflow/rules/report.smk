@@ -39,6 +39,7 @@ rule figures:
         title=lambda wc: bench(wc).get("description", wc.bench),
         variants=VARIANTS,
         seeds=SEEDS,
+        ood_sets=lambda wc: bench(wc)["dataset"]["ood_sets"],
     log:
         f"{LOGS}/{{bench}}/figures.log",
     benchmark:

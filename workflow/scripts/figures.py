@@ -10,7 +10,7 @@ def main():
     n = len(p.seeds)
     by_variant = lambda files: {v: list(files[i * n:(i + 1) * n]) for i, v in enumerate(p.variants)}  # noqa: E731
     render_figures(by_variant(smk.input.features), by_variant(smk.input.histories), delta=p.delta, title=p.title,
-                   norms_png=smk.output.norms, local_png=smk.output.local)
+                   norms_png=smk.output.norms, local_png=smk.output.local, ood_order=p.ood_sets)
 
 
 run_rule(smk, main)

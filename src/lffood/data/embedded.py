@@ -9,7 +9,8 @@ those backgrounds where the paper's do:
 * ``backgrounds``: ID background scenes with no digit (like LSUN/Places sharing ImageNet scenes);
 * ``novel_digits``: unseen digit classes (8, 9) on ID-like backgrounds (near OOD);
 * ``textures``: procedural texture types that never occur in the ID background pool (like DTD);
-* ``far``: MRI slices and colour fields, unlike anything in the ID data (far OOD, like SVHN).
+* ``far``: typeset letters (matplotlib's DejaVu fonts) on MRI slices and colour fields: neither
+  ID objects nor ID backgrounds (far OOD).
 
 Everything is vectorised over the batch (``torch.nn.functional.grid_sample``) and seeded, so the
 same seed gives byte-identical splits.
@@ -84,6 +85,29 @@ def load_sources() -> dict[str, torch.Tensor]:
 
     return {"china": t(china), "flower": t(flower), "grace": t(grace), "terrain": t(terrain),
             "topo": t(topo), "mri": t(mri)}
+
+
+def letter_glyphs(size: int = 8, oversample: int = 4) -> torch.Tensor:
+    """Latin letters rendered with matplotlib's bundled DejaVu fonts as (N, size, size) coverage
+    masks in [0, 1] (the glyphs of the ``far`` OOD set; rasterised by point-in-path tests)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextPath
+
+    n = size * oversample
+    c = (np.arange(n) + 0.5) / n
+    grid = np.stack(np.meshgrid(c, c[::-1]), -1).reshape(-1, 2)  # y up, as in font coordinates
+    masks = []
+    for family in ("DejaVu Sans", "DejaVu Serif"):
+        for ch in "ABCDEFGHKLMNPQRTUVWXYZabdefhkmnpqrtwy":
+            path = TextPath((0, 0), ch, size=1.0, prop=FontProperties(family=family, weight="bold"))
+            v = path.vertices
+            lo, hi = v.min(0), v.max(0)
+            scale = (hi - lo).max() * 1.15
+            centre = (lo + hi) / 2
+            pts = (grid - 0.5) * scale + centre
+            inside = path.contains_points(pts).reshape(n, n).astype(np.float32)
+            masks.append(inside.reshape(size, oversample, size, oversample).mean((1, 3)))
+    return torch.from_numpy(np.stack(masks))
 
 
 # ----------------------------------------------------------------------------- sampling helpers
@@ -261,8 +285,12 @@ def generate(params: Mapping | None = None, seed: int = 0) -> dict[str, Split]:
         tex[idx] = texture(kind, len(idx), size, g)
     ood["textures"] = (tex, f"procedural textures absent from the ID pool: {', '.join(OOD_TEXTURES)}")
     half = m // 2
-    far = torch.cat([crop_resize(sources["mri"], half, size, (0.3, 0.8), g), texture("colour_field", m - half, size, g)])
-    ood["far"] = (far[torch.randperm(m, generator=g)], "MRI slices and smooth colour fields")
+    tint = 0.4 + 0.6 * torch.rand(half, 3, 1, 1, generator=g)
+    far_bg = torch.cat([crop_resize(sources["mri"], half, size, (0.2, 0.6), g) * tint,
+                        texture("colour_field", m - half, size, g)])
+    letters = letter_glyphs()
+    far = paste_digits(far_bg, letters[torch.randint(0, len(letters), (m,), generator=g)], p["digit_scale"], g)
+    ood["far"] = (far[torch.randperm(m, generator=g)], "typeset letters on colour-tinted MRI slices and smooth colour fields")
     for name, (img, desc) in ood.items():
         out[name] = Split(_to_uint8(img), np.full(m, OOD_LABEL, dtype=np.int64),
                           {**common, "role": "ood", "description": desc})

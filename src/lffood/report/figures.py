@@ -31,12 +31,15 @@ def _norms(path, split) -> np.ndarray:
     return np.linalg.norm(h5schema.read_split(path, split, ["features"])["features"], axis=1)
 
 
-def feature_norm_figure(features: Mapping[str, Sequence[str]], out: str, title: str = "") -> None:
+def feature_norm_figure(features: Mapping[str, Sequence[str]], out: str, title: str = "",
+                        ood_order: Sequence[str] | None = None) -> None:
     """Rows: model variants; columns: OOD sets. Histograms of ||pooled feature||_2 (first seed),
     ID test in red, OOD in green, with the AUROC of the norm itself as an OOD score."""
     variants = list(features)
     first = {v: features[v][0] for v in variants}
     ood_sets = [n for n, r in h5schema.list_splits(first[variants[0]]).items() if r == "ood"]
+    if ood_order:
+        ood_sets = [s for s in ood_order if s in ood_sets]
     fig, axes = plt.subplots(len(variants), len(ood_sets), figsize=(3.1 * len(ood_sets), 2.3 * len(variants)),
                              squeeze=False, sharex="col")
     for i, v in enumerate(variants):
@@ -100,13 +103,13 @@ def local_norm_figure(features: Mapping[str, Sequence[str]], histories: Mapping[
     ax.set_xlabel("fine-tuning epoch", fontsize=8)
     ax.set_ylabel("mean local-vector norm (train)", fontsize=8)
     ax.set_title("During fine-tuning (mean over seeds)", fontsize=10)
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2)
     fig.suptitle(f"Local background vectors: {title}", fontsize=11)
     fig.tight_layout()
     _save(fig, out)
 
 
 def render_figures(features: Mapping[str, Sequence[str]], histories: Mapping[str, Sequence[str]], *, delta: float,
-                   title: str, norms_png: str, local_png: str) -> None:
-    feature_norm_figure(features, norms_png, title)
+                   title: str, norms_png: str, local_png: str, ood_order: Sequence[str] | None = None) -> None:
+    feature_norm_figure(features, norms_png, title, ood_order)
     local_norm_figure(features, histories, delta, local_png, title)
