@@ -102,6 +102,13 @@ def _semantic_checks(cfg: dict, source: str) -> None:
                 problems.append(f"key 'benchmarks.{bname}.scorers.names': unknown scorer '{s}'. "
                                 f"Known: {sorted(known)}.")
         ood = bench["dataset"]["ood_sets"]
+        if bench["dataset"]["source"] == "embedded":
+            from .data.embedded import OOD_SETS
+
+            unknown = [s for s in ood if s not in OOD_SETS]
+            if unknown:
+                problems.append(f"key 'benchmarks.{bname}.dataset.ood_sets': {unknown} are not sets of the embedded "
+                                f"benchmark; choose from {list(OOD_SETS)}.")
         if len(set(ood)) != len(ood):
             problems.append(f"key 'benchmarks.{bname}.dataset.ood_sets': duplicate names in {ood}.")
     if problems:

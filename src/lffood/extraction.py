@@ -9,7 +9,7 @@ import torch
 
 from .data.loader import TensorImages
 from .losses import local_gt_prob, local_norms
-from .training import _autocast
+from .training import mixed_precision
 
 log = logging.getLogger("lffood.extraction")
 
@@ -25,10 +25,10 @@ def extract_split(model: torch.nn.Module, data: TensorImages, *, batch_size: int
     out: dict[str, list] = {k: [] for k in ("logits", "features", "labels", "preds", "local_norms")}
     if with_gt_prob:
         out["local_gt_prob"] = []
+    autocast, _ = mixed_precision(device, amp)
     for idx in data.index_batches(batch_size):
         x, y = data.batch(idx, channels_last=use_cl)
-        ctx, _ = _autocast(device, amp)
-        with ctx:
+        with autocast:
             logits, pooled, fmap = model(x, return_features=True)
         logits = logits.float()
         out["logits"].append(logits.cpu())

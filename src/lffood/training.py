@@ -45,7 +45,9 @@ def lr_at(stage: Mapping, epoch: int) -> float:
     return base
 
 
-def _autocast(device: torch.device, enabled: bool):
+def mixed_precision(device: torch.device, enabled: bool):
+    """Mixed precision on CUDA: bfloat16 where supported (no loss scaling needed), else float16
+    with a GradScaler. Returns ``(context manager, scaler or None)``; the context is reusable."""
     if not enabled or device.type != "cuda":
         return contextlib.nullcontext(), None
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -71,6 +73,7 @@ def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, seed: i
     chance = 1.0 / k
     collapsed_epochs = 0
     history: list[dict] = []
+    autocast, scaler = mixed_precision(device, amp)  # one GradScaler for the whole run (fp16 only)
     for epoch in range(stage["epochs"]):
         lr = lr_at(stage, epoch)
         for group in opt.param_groups:
@@ -81,8 +84,7 @@ def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, seed: i
                "norm_sel": 0.0, "norm_unsel": 0.0, "feat_norm": 0.0}
         for idx in data.index_batches(stage["batch_size"], shuffle=True, gen=gen, drop_last=True):
             x, y = data.batch(idx, augment=stage["augment"], gen=aug_gen, channels_last=use_cl)
-            ctx, scaler = _autocast(device, amp)
-            with ctx:
+            with autocast:
                 logits, pooled, fmap = model(x, return_features=True)
             logits = logits.float()
             if lff is not None:

@@ -163,3 +163,11 @@ def test_benchmark_lookup_error():
     cfg = validate_config(_minimal(), SCHEMA)
     with pytest.raises(ConfigError, match="nope"):
         benchmark(cfg, "nope")
+
+
+def test_unknown_embedded_ood_set_is_named():
+    from lffood.config import validate_config
+
+    cfg = {"run": ["b"], "benchmarks": {"b": {"dataset": {"source": "embedded", "ood_sets": ["far", "svhn"]}}}}
+    with pytest.raises(ConfigError, match=r"benchmarks\.b\.dataset\.ood_sets.*svhn"):
+        validate_config(cfg, SCHEMA)
