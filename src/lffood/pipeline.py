@@ -3,10 +3,8 @@ can also be driven from Python (tests, notebooks) without Snakemake."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -45,20 +43,18 @@ def prepare_embedded(bench: Mapping, outputs: Mapping[str, str]) -> None:
 
 
 # ----------------------------------------------------------------------------- training
-def _train_data(train_path, device):
-    from .data.loader import TensorImages
-
-    split = load_split(train_path)
-    if "mean" not in split.meta:
-        raise DataError(f"{train_path}: the ID training split has no 'mean'/'std' normalisation in its metadata; "
+def normalization(split, path) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std stored with the ID training split (used for every split)."""
+    if "mean" not in split.meta or "std" not in split.meta:
+        raise DataError(f"{path}: the ID training split has no 'mean'/'std' normalisation in its metadata; "
                         "rebuild it with the workflow's data rule.")
-    return TensorImages(split, split.meta["mean"], split.meta["std"], device), split.meta
+    return split.meta["mean"], split.meta["std"]
 
 
 def run_training(bench: Mapping, *, variant: str, seed: int, train_path: str, ckpt_out: str, history_out: str,
                  device_name: str = "auto", threads: int = 1, parent_ckpt: str | None = None) -> list[dict]:
-    """Train one variant: ``ce`` from scratch (or a user-supplied CE checkpoint), or fine-tune
-    ``lff`` / ``ce_control`` from ``parent_ckpt``. Writes the checkpoint and the per-epoch history."""
+    """Train one variant: ``ce`` from scratch, or fine-tune ``lff`` / ``ce_control`` from
+    ``parent_ckpt``. Writes the checkpoint and the per-epoch history."""
     import torch
 
     from .models import build_model
@@ -68,7 +64,11 @@ def run_training(bench: Mapping, *, variant: str, seed: int, train_path: str, ck
     set_threads(threads)
     seed_everything(seed, bench["deterministic"])
     device = select_device(device_name)
-    data, meta = _train_data(train_path, device)
+    from .data.loader import TensorImages
+
+    split = load_split(train_path)
+    meta = split.meta
+    data = TensorImages(split, *normalization(split, train_path), device)
     num_classes = len(meta["classes"])
     if variant == "ce":
         stage, lff, stage_name = bench["pretrain"], None, "pretrain"
@@ -107,7 +107,7 @@ def run_extraction(bench: Mapping, *, checkpoint: str, split_paths: Mapping[str,
     config = {k: ck_meta.get(k) for k in ("model", "stage", "lff", "variant", "seed", "parent_sha256")}
     config["extraction"] = dict(bench["extraction"])
     train_split = load_split(split_paths["train"])
-    mean, std = train_split.meta["mean"], train_split.meta["std"]
+    mean, std = normalization(train_split, split_paths["train"])
     splits, roles = {}, {}
     for name, path in split_paths.items():
         split = train_split if name == "train" else load_split(path)
@@ -158,8 +158,3 @@ def run_metrics(features_path: str, score_paths: Mapping[str, str], out: str, la
     with atomic_path(out) as tmp:
         df.to_csv(tmp, index=False)
     return df
-
-
-def write_json(path, obj) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
