@@ -103,7 +103,7 @@ def _semantic_checks(cfg: dict, source: str) -> None:
                                 f"Known: {sorted(known)}.")
         ood = bench["dataset"]["ood_sets"]
         if bench["dataset"]["source"] == "embedded":
-            from .data.embedded import OOD_SETS
+            from .names import EMBEDDED_OOD_SETS as OOD_SETS
 
             unknown = [s for s in ood if s not in OOD_SETS]
             if unknown:

@@ -13,19 +13,10 @@ from . import h5schema, metrics
 from .data.arrays import load_split, save_split
 from .errors import DataError
 from .io import atomic_path, sha256_file
+from .names import ID_SPLITS, VARIANTS, split_names  # noqa: F401  (re-exported)
 from .scorers import FeatureSet, Head, build_scorer
 
 log = logging.getLogger("lffood.pipeline")
-
-#: Model variants of the workflow: CE pretraining, the CE-only control fine-tuned with LFF's exact
-#: schedule and augmentation (lambda = 0), and LFF.
-VARIANTS = ("ce", "ce_control", "lff")
-ID_SPLITS = ("train", "test")
-
-
-def split_names(bench: Mapping) -> list[str]:
-    return list(ID_SPLITS) + list(bench["dataset"]["ood_sets"])
-
 
 # ----------------------------------------------------------------------------- data
 def prepare_embedded(bench: Mapping, outputs: Mapping[str, str]) -> None:

@@ -1,9 +1,8 @@
 # Paths, wildcards and parameter helpers shared by every rule file.
 import re
 
-from lffood.pipeline import VARIANTS, split_names
+from lffood.names import EMBEDDED_SPLITS, VARIANTS, split_names
 from lffood.scorers import registered_scorers
-from lffood.data.embedded import SPLITS as EMBEDDED_SPLITS
 
 R = config["results_dir"]
 DATA = config["data_dir"]

@@ -27,11 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..names import EMBEDDED_OOD_SETS as OOD_SETS  # noqa: F401  (re-exported)
+from ..names import EMBEDDED_SPLITS as SPLITS  # noqa: F401  the splits the generator writes, ID first
 from .arrays import OOD_LABEL, Split
-
-#: Names of the splits the generator writes, in order. ID splits first.
-SPLITS = ("train", "test", "backgrounds", "novel_digits", "textures", "far")
-OOD_SETS = SPLITS[2:]
 
 #: Background families of the ID pool, one per ID class (class k prefers family k).
 ID_FAMILIES = ("china", "flower", "grace", "terrain", "topo", "stripes", "checker", "noise")

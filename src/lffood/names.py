@@ -1,0 +1,20 @@
+"""Names shared by the workflow and the library, in a module with no heavy imports: the Snakefile
+imports it at parse time (every snakemake call, every cluster job), so it must not pull in torch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+#: Model variants: CE pretraining, the CE-only control fine-tuned with LFF's exact schedule and
+#: augmentation (lambda = 0), and LFF.
+VARIANTS = ("ce", "ce_control", "lff")
+#: ID splits every benchmark has.
+ID_SPLITS = ("train", "test")
+#: Splits the embedded generator writes (ID first, then its OOD sets).
+EMBEDDED_SPLITS = ("train", "test", "backgrounds", "novel_digits", "textures", "far")
+EMBEDDED_OOD_SETS = EMBEDDED_SPLITS[2:]
+
+
+def split_names(bench: Mapping) -> list[str]:
+    """All splits of a benchmark: ID train and test, then its OOD sets in config order."""
+    return list(ID_SPLITS) + list(bench["dataset"]["ood_sets"])
