@@ -69,3 +69,11 @@ def test_lint_is_clean():
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "-s", str(REPO / "Snakefile"), "-d", str(REPO)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("args", [["all", "--cores", "8", "--resources", "gpu=1"],
+                                  ["--cores", "8", "--resources", "gpu=1", "--", "all"]])
+def test_workstation_command_forms(tmp_path, args):
+    """The documented workstation forms (targets before --resources, or after --) plan `all`."""
+    counts = job_counts(snakemake(tmp_path, "-n", *args, config=REPO / "config.yaml").stdout)
+    assert counts.get("all") == 1 and counts.get("pretrain") == 3
