@@ -112,7 +112,9 @@ def run_extraction(bench: Mapping, *, checkpoint: str, split_paths: Mapping[str,
         out, head_weight=model.head.weight.detach().cpu().numpy(), head_bias=model.head.bias.detach().cpu().numpy(),
         splits=splits, roles=roles,
         attrs={**attrs, "config": config, "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint),
-               "id_dataset": "train/test", "ood_datasets": [n for n, r in roles.items() if r == "ood"],
+               "id_dataset": train_split.meta.get("benchmark", "unknown"),
+               "ood_datasets": [n for n, r in roles.items() if r == "ood"],
+               "dataset_files": {name: str(path) for name, path in split_paths.items()},
                "versions": library_versions(), "classes": ck_meta["classes"]})
 
 

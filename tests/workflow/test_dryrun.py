@@ -19,6 +19,9 @@ DOCUMENTED_TARGETS = [
     "results/embedded/seed0/features/lff.h5",
     "results/embedded/seed0/scores/lff/react.h5",
     "results/embedded/seed0/metrics/lff.csv",
+    "results/embedded/seed0/models/ce_history.csv",
+    "results/embedded/seed0/models/lff_history.csv",
+    "results/embedded/metrics_all.csv",
 ]
 
 

@@ -51,8 +51,9 @@ def test_hdf5_follows_schema(micro):
     assert roles["train"] == "id_train" and roles["test"] == "id_test"
     assert {n for n, r in roles.items() if r == "ood"} == set(OOD)
     attrs = h5schema.read_attrs(f)
-    for key in ("config", "checkpoint_sha256", "versions", "benchmark", "variant", "seed"):
+    for key in ("config", "checkpoint_sha256", "versions", "benchmark", "variant", "seed", "dataset_files"):
         assert key in attrs
+    assert attrs["id_dataset"] == "embedded"
     assert attrs["variant"] == "lff" and len(attrs["checkpoint_sha256"]) == 64
     w, b = h5schema.read_head(f)
     test = h5schema.read_split(f, "test")
