@@ -95,6 +95,18 @@ def test_scorer_change_reruns_only_that_scorer(micro):
     assert "pretrain" not in counts and "finetune" not in counts and "extract" not in counts
 
 
+def test_lambda_change_reruns_only_lff_finetuning(micro):
+    work, _, _ = micro
+    cfg = (work / "config.yaml").read_text().replace("lambda: 0.2", "lambda: 0.5")
+    (work / "lam.yaml").write_text(cfg)
+    proc = snakemake(work, "-n", "--cores", "2", "all", "--configfile", str(work / "lam.yaml"))
+    stats = proc.stdout.split("Job stats:")[1].split("Reasons:")[0]
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", stats, re.M)}
+    assert counts["finetune"] == len(SEEDS)  # lff only: the control ignores lambda
+    assert counts["extract"] == len(SEEDS)
+    assert "pretrain" not in counts and "prepare_embedded" not in counts
+
+
 def test_collapse_fails_clearly_and_writes_nothing(micro):
     work, _, _ = micro
     ckpt = work / "results/micro/seed0/models/lff.pt"

@@ -35,10 +35,14 @@ def split_paths(wildcards):
 def training_params(wildcards):
     """Only what training reads, so that changing e.g. a scorer never retrains a model."""
     b = bench(wildcards)
+    variant = wildcards.get("variant", "ce")
     keys = ("model", "pretrain", "guard", "amp", "deterministic")
-    if wildcards.get("variant", "ce") != "ce":
+    if variant != "ce":
         keys += ("finetune", "lff")
-    return {k: b[k] for k in keys}
+    params = {k: b[k] for k in keys}
+    if variant == "ce_control":  # trained with lambda = 0 whatever lff.lambda says
+        params["lff"] = {k: v for k, v in b["lff"].items() if k != "lambda"}
+    return params
 
 
 def compute(key):
