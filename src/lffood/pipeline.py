@@ -13,7 +13,7 @@ from . import h5schema, metrics
 from .data.arrays import load_split, save_split
 from .errors import DataError
 from .io import atomic_path, sha256_file
-from .names import ID_SPLITS, VARIANTS, split_names  # noqa: F401  (re-exported)
+from .names import ID_SPLITS, VARIANTS, split_names, training_config  # noqa: F401  (re-exported)
 from .scorers import FeatureSet, Head, build_scorer
 
 log = logging.getLogger("lffood.pipeline")
@@ -52,6 +52,7 @@ def run_training(bench: Mapping, *, variant: str, seed: int, train_path: str, ck
     from .runtime import seed_everything, select_device, set_threads
     from .training import load_checkpoint, save_checkpoint, train
 
+    bench = training_config(bench, variant)
     set_threads(threads)
     seed_everything(seed, bench["deterministic"])
     device = select_device(device_name)
@@ -67,8 +68,6 @@ def run_training(bench: Mapping, *, variant: str, seed: int, train_path: str, ck
     else:
         stage, stage_name = bench["finetune"], f"finetune[{variant}]"
         lff = dict(bench["lff"])
-        if variant == "ce_control":
-            lff["lambda"] = 0.0
         model, _ = load_checkpoint(parent_ckpt, device)
     log.info("%s: seed %d, %d training images, %d classes, model %s", stage_name, seed, len(data), num_classes,
              bench["model"])

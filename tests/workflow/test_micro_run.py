@@ -4,14 +4,13 @@ LFF run fails with a clear message and leaves no checkpoint."""
 
 from __future__ import annotations
 
-import re
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import MICRO, snakemake
+from conftest import MICRO, job_counts, snakemake
 from lffood import h5schema
 
 pytestmark = pytest.mark.workflow
@@ -89,8 +88,7 @@ def test_scorer_change_reruns_only_that_scorer(micro):
     cfg = (work / "config.yaml").read_text().replace("react: {percentile: 90}", "react: {percentile: 80}")
     (work / "changed.yaml").write_text(cfg)
     proc = snakemake(work, "-n", "--cores", "2", "all", "--configfile", str(work / "changed.yaml"))
-    stats = proc.stdout.split("Job stats:")[1].split("Reasons:")[0]
-    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", stats, re.M)}
+    counts = job_counts(proc.stdout)
     assert counts["score"] == len(SEEDS) * len(VARIANTS)  # react only
     assert "pretrain" not in counts and "finetune" not in counts and "extract" not in counts
 
@@ -100,8 +98,7 @@ def test_lambda_change_reruns_only_lff_finetuning(micro):
     cfg = (work / "config.yaml").read_text().replace("lambda: 0.2", "lambda: 0.5")
     (work / "lam.yaml").write_text(cfg)
     proc = snakemake(work, "-n", "--cores", "2", "all", "--configfile", str(work / "lam.yaml"))
-    stats = proc.stdout.split("Job stats:")[1].split("Reasons:")[0]
-    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", stats, re.M)}
+    counts = job_counts(proc.stdout)
     assert counts["finetune"] == len(SEEDS)  # lff only: the control ignores lambda
     assert counts["extract"] == len(SEEDS)
     assert "pretrain" not in counts and "prepare_embedded" not in counts

@@ -1,7 +1,7 @@
 # Paths, wildcards and parameter helpers shared by every rule file.
 import re
 
-from lffood.names import EMBEDDED_SPLITS, VARIANTS, split_names
+from lffood.names import EMBEDDED_SPLITS, VARIANTS, split_names, training_config
 from lffood.scorers import registered_scorers
 
 R = config["results_dir"]
@@ -34,15 +34,11 @@ def split_paths(wildcards):
 
 def training_params(wildcards):
     """Only what training reads, so that changing e.g. a scorer never retrains a model."""
-    b = bench(wildcards)
-    variant = wildcards.get("variant", "ce")
-    keys = ("model", "pretrain", "guard", "amp", "deterministic")
-    if variant != "ce":
-        keys += ("finetune", "lff")
-    params = {k: b[k] for k in keys}
-    if variant == "ce_control":  # trained with lambda = 0 whatever lff.lambda says
-        params["lff"] = {k: v for k, v in b["lff"].items() if k != "lambda"}
-    return params
+    return training_config(bench(wildcards), wildcards.get("variant", "ce"))
+
+
+def ood_sets(wildcards):
+    return bench(wildcards)["dataset"]["ood_sets"]
 
 
 def compute(key):

@@ -9,7 +9,7 @@ rule table:
         md=f"{R}/tables/{{bench}}.md",
         tidy=f"{R}/{{bench}}/metrics_all.csv",
     params:
-        ood_sets=lambda wc: bench(wc)["dataset"]["ood_sets"],
+        ood_sets=ood_sets,
         title=lambda wc: f"{wc.bench}: {bench(wc).get('description', '')}".rstrip(": "),
     log:
         f"{LOGS}/{{bench}}/table.log",
@@ -39,7 +39,7 @@ rule figures:
         title=lambda wc: bench(wc).get("description", wc.bench),
         variants=VARIANTS,
         seeds=SEEDS,
-        ood_sets=lambda wc: bench(wc)["dataset"]["ood_sets"],
+        ood_sets=ood_sets,
     log:
         f"{LOGS}/{{bench}}/figures.log",
     benchmark:
