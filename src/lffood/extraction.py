@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import torch
 
+from .data.augment import center_crop as crop
 from .data.loader import TensorImages
 from .losses import local_gt_prob, local_norms
 from .training import mixed_precision
@@ -16,8 +17,9 @@ log = logging.getLogger("lffood.extraction")
 
 @torch.no_grad()
 def extract_split(model: torch.nn.Module, data: TensorImages, *, batch_size: int, device: torch.device,
-                  amp: bool = True, with_gt_prob: bool = False) -> dict[str, np.ndarray]:
-    """Logits, pooled features, labels, predictions, local-vector norms (and GT probability per location)."""
+                  amp: bool = True, with_gt_prob: bool = False, center_crop: int | None = None) -> dict[str, np.ndarray]:
+    """Logits, pooled features, labels, predictions, local-vector norms (and GT probability per location).
+    ``center_crop`` crops larger stored images (ImageNet-100 train, kept at 256) to the test size."""
     model.eval().to(device)
     use_cl = device.type == "cuda"
     if use_cl:
@@ -28,6 +30,10 @@ def extract_split(model: torch.nn.Module, data: TensorImages, *, batch_size: int
     autocast, _ = mixed_precision(device, amp)
     for idx in data.index_batches(batch_size):
         x, y = data.batch(idx, channels_last=use_cl)
+        if center_crop:
+            x = crop(x, center_crop)
+            if use_cl:
+                x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
             logits, pooled, fmap = model(x, return_features=True)
         logits = logits.float()

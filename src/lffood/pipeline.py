@@ -50,7 +50,7 @@ def run_training(bench: Mapping, *, variant: str, seed: int, train_path: str, ck
 
     from .models import build_model
     from .runtime import seed_everything, select_device, set_threads
-    from .training import load_checkpoint, save_checkpoint, train
+    from .training import import_checkpoint, load_checkpoint, save_checkpoint, train
 
     bench = training_config(bench, variant)
     set_threads(threads)
@@ -62,20 +62,30 @@ def run_training(bench: Mapping, *, variant: str, seed: int, train_path: str, ck
     meta = split.meta
     data = TensorImages(split, *normalization(split, train_path), device)
     num_classes = len(meta["classes"])
+    imported = None
     if variant == "ce":
         stage, lff, stage_name = bench["pretrain"], None, "pretrain"
-        model = build_model(bench["model"], num_classes)
+        imported = stage.get("checkpoint")
+        if imported:
+            model = import_checkpoint(imported, bench["model"], num_classes, device)
+        else:
+            model = build_model(bench["model"], num_classes)
     else:
         stage, stage_name = bench["finetune"], f"finetune[{variant}]"
         lff = dict(bench["lff"])
         model, _ = load_checkpoint(parent_ckpt, device)
     log.info("%s: seed %d, %d training images, %d classes, model %s", stage_name, seed, len(data), num_classes,
              bench["model"])
-    history = train(model, data, stage, seed=seed, device=device, lff=lff, guard=bench["guard"],
-                    stage_name=stage_name, amp=bench["amp"])
+    if imported:
+        # a user-supplied CE model: no training here; one history row records where it came from
+        log.info("pretrain: using the CE checkpoint %s (key pretrain.checkpoint) instead of training", imported)
+        history = [{"epoch": 0, "imported_from": str(imported), "imported_sha256": sha256_file(imported)}]
+    else:
+        history = train(model, data, stage, seed=seed, device=device, lff=lff, guard=bench["guard"],
+                        stage_name=stage_name, amp=bench["amp"])
     meta_out = {"model": dict(bench["model"]), "num_classes": num_classes, "classes": meta["classes"],
                 "variant": variant, "seed": seed, "stage": dict(stage), "lff": lff,
-                "parent_sha256": sha256_file(parent_ckpt) if parent_ckpt else None,
+                "parent_sha256": sha256_file(parent_ckpt or imported) if (parent_ckpt or imported) else None,
                 "torch": str(torch.__version__)}
     save_checkpoint(ckpt_out, model, meta_out)
     with atomic_path(history_out) as tmp:
@@ -104,7 +114,8 @@ def run_extraction(bench: Mapping, *, checkpoint: str, split_paths: Mapping[str,
         role = split.meta.get("role", "ood")
         data = TensorImages(split, mean, std, device)
         splits[name] = extract_split(model, data, batch_size=bench["extraction"]["batch_size"], device=device,
-                                     amp=bench["amp"], with_gt_prob=role != "ood")
+                                     amp=bench["amp"], with_gt_prob=role != "ood",
+                                     center_crop=bench["extraction"].get("center_crop"))
         roles[name] = role
         log.info("extracted %s (%s): %d samples", name, role, len(split))
     h5schema.write_features(

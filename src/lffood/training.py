@@ -177,3 +177,51 @@ def load_checkpoint(path, device="cpu"):
     model = build_model(meta["model"], meta["num_classes"])
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device), meta
+
+
+def import_checkpoint(path, model_cfg: Mapping, num_classes: int, device="cpu") -> torch.nn.Module:
+    """Build ``model_cfg`` and load CE weights trained elsewhere (config key ``pretrain.checkpoint``).
+
+    Accepts an lffood checkpoint, or a plain ``state_dict`` of the same architecture, bare or under a
+    ``state_dict`` / ``model`` / ``net`` key, with or without DataParallel's ``module.`` prefix (so a
+    torchvision-layout ResNet-50 trained on ImageNet-100 loads as it is). Strict: every weight must
+    match, so a wrong architecture or class count fails here with the offending keys named."""
+    from .models import build_model
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise LffoodError(f"{path}: CE checkpoint not found (config key pretrain.checkpoint). Fix the path, or set "
+                          "pretrain.checkpoint: null to pretrain with the workflow.") from None
+    except Exception as exc:
+        raise LffoodError(f"{path}: cannot read the CE checkpoint named by pretrain.checkpoint ({exc}). It must be a "
+                          "torch.save'd state_dict (weights only).") from exc
+    if isinstance(obj, Mapping) and "meta" in obj and "state_dict" in obj:
+        meta = obj["meta"]
+        if dict(meta.get("model", {})) != dict(model_cfg) or meta.get("num_classes") != num_classes:
+            raise LffoodError(f"{path}: this lffood checkpoint is a {meta.get('model')} with {meta.get('num_classes')} "
+                              f"classes; the benchmark needs {dict(model_cfg)} with {num_classes} (keys model and "
+                              "pretrain.checkpoint).")
+    state = obj
+    for key in ("state_dict", "model", "net"):
+        if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
+            state = state[key]
+            break
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise LffoodError(f"{path}: no state_dict of tensors found (looked at the top level and under "
+                          "'state_dict', 'model', 'net'); key pretrain.checkpoint.")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    model = build_model(model_cfg, num_classes)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        raise LffoodError(
+            f"{path}: the weights do not fit model {dict(model_cfg)} with {num_classes} classes (key "
+            f"pretrain.checkpoint). Missing: {missing[:5]}{' ...' if len(missing) > 5 else ''}; unexpected: "
+            f"{unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}; shape mismatches: {shapes[:5]}. Train the "
+            "checkpoint with the same architecture and class count (the head must have one row per ID class).")
+    model.load_state_dict(state)
+    return model.to(device)

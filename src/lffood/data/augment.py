@@ -31,6 +31,44 @@ def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Te
     return out.permute(0, 3, 1, 2).contiguous()
 
 
+def random_resized_crop(x: torch.Tensor, size: int, scale: Sequence[float], ratio: Sequence[float],
+                        gen: torch.Generator) -> torch.Tensor:
+    """Inception-style crop: per sample, an area fraction in ``scale`` and an aspect ratio
+    (log-uniform) in ``ratio``, at a uniform position, resized to ``size`` x ``size`` (bilinear).
+    One ``grid_sample`` call for the whole batch. Unlike torchvision's rejection sampling, a box
+    that does not fit is clamped to the image (same distribution whenever it fits)."""
+    b, _, h, w = x.shape
+    dev = gen.device
+
+    def uniform(lo, hi):
+        return lo + (hi - lo) * torch.rand(b, generator=gen, device=dev)
+
+    area = uniform(float(scale[0]), float(scale[1]))
+    log_r = uniform(float(torch.log(torch.tensor(ratio[0]))), float(torch.log(torch.tensor(ratio[1]))))
+    r = torch.exp(log_r)
+    cw = torch.sqrt(area * r).clamp(max=1.0)  # crop width / image width
+    ch = torch.sqrt(area / r).clamp(max=1.0)
+    cx = (1 - cw) * torch.rand(b, generator=gen, device=dev) + cw / 2  # crop centre in [0, 1]
+    cy = (1 - ch) * torch.rand(b, generator=gen, device=dev) + ch / 2
+    theta = torch.zeros(b, 2, 3, device=dev)
+    theta[:, 0, 0], theta[:, 0, 2] = cw, 2 * cx - 1
+    theta[:, 1, 1], theta[:, 1, 2] = ch, 2 * cy - 1
+    grid = torch.nn.functional.affine_grid(theta.to(x.device, x.dtype), [b, x.shape[1], size, size],
+                                           align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def center_crop(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Central ``size`` x ``size`` window (no-op when ``size`` is None or the image is not larger)."""
+    if size is None:
+        return x
+    h, w = x.shape[-2:]
+    if h <= size and w <= size:
+        return x
+    top, left = max((h - size) // 2, 0), max((w - size) // 2, 0)
+    return x[..., top:top + size, left:left + size]
+
+
 def random_hflip(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
     flip = (torch.rand(x.shape[0], generator=gen, device=gen.device) < p).to(x.device)
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
@@ -61,8 +99,13 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
 
 
 def apply_train_augment(x: torch.Tensor, aug: Mapping, gen: torch.Generator) -> torch.Tensor:
-    """The training pipeline: crop (padding), horizontal flip, colour jitter, as configured."""
-    x = random_crop(x, int(aug.get("crop_padding", 0)), gen)
+    """The training pipeline: random-resized crop (ImageNet) or padded random crop (CIFAR),
+    horizontal flip, colour jitter, as configured."""
+    rrc = aug.get("random_resized_crop")
+    if rrc:
+        x = random_resized_crop(x, int(rrc["size"]), rrc.get("scale", (0.08, 1.0)), rrc.get("ratio", (3 / 4, 4 / 3)), gen)
+    else:
+        x = random_crop(x, int(aug.get("crop_padding", 0)), gen)
     if aug.get("hflip", False):
         x = random_hflip(x, gen)
     return color_jitter(x, float(aug.get("color_jitter", 0.0)), gen)

@@ -1,5 +1,8 @@
 """Backbones. Every model exposes ``forward(x, return_features=True)`` ->
-``(logits, pooled_features, feature_map)`` and a linear ``head`` so that LFF can apply the
-classifier to every local vector of the last feature map."""
+``(logits, pooled_features, feature_map)``, a linear ``head`` (so that LFF can apply the classifier
+to every local vector of the last feature map), ``feature_dim``, ``num_classes`` and ``blocks()``
+(its residual blocks in order)."""
 
-from .resnet import ResNet, build_model, PRESETS  # noqa: F401
+from .build import ARCHS, build_model  # noqa: F401
+from .resnet import PRESETS, ResNet  # noqa: F401
+from .wrn import WideResNet  # noqa: F401

@@ -64,6 +64,10 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def blocks(self) -> list[nn.Module]:
+        """The residual blocks in order (16 for ResNet-34)."""
+        return [b for stage in self.stages for b in stage]
+
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
 
@@ -74,15 +78,3 @@ class ResNet(nn.Module):
         if return_features:
             return logits, pooled, z
         return logits
-
-
-def build_model(model_cfg: Mapping, num_classes: int) -> nn.Module:
-    """Build from the config's ``model`` section: ``{arch: resnet34}`` or ``{arch: resnet, blocks, widths}``."""
-    arch = model_cfg["arch"]
-    if arch in PRESETS:
-        spec = PRESETS[arch]
-    elif arch == "resnet":
-        spec = {"blocks": model_cfg["blocks"], "widths": model_cfg["widths"]}
-    else:
-        raise ConfigError(f"model.arch: unknown architecture '{arch}'. Known: {sorted(PRESETS) + ['resnet']}")
-    return ResNet(spec["blocks"], spec["widths"], num_classes)
