@@ -83,12 +83,32 @@ def _semantic_checks(cfg: dict, source: str) -> None:
 
     problems = []
     benches = cfg.get("benchmarks", {})
+    if isinstance(cfg["run"], str):
+        suites = cfg["suites"]
+        if cfg["run"] in suites:
+            cfg["run"] = list(suites[cfg["run"]])
+        elif cfg["run"] in benches:
+            cfg["run"] = [cfg["run"]]
+        else:
+            raise ConfigError(f"{source}: key 'run': '{cfg['run']}' is neither a suite (defined under 'suites': "
+                              f"{sorted(suites)}) nor a benchmark ({sorted(benches)}).")
+    for suite, names in cfg["suites"].items():
+        undefined = [n for n in names if n not in benches]
+        if undefined:
+            problems.append(f"key 'suites.{suite}': {undefined} have no section under 'benchmarks'.")
+    for table in cfg["tables"]:
+        if table in benches:
+            problems.append(f"key 'benchmarks.{table}': '{table}' is the name of a paper table "
+                            f"(results/tables/{table}.csv); rename the benchmark.")
     for name in cfg["run"]:
         if name not in benches:
             problems.append(f"key 'run': benchmark '{name}' has no section under 'benchmarks' "
                             f"(defined: {sorted(benches)}). Add it or remove it from 'run'.")
     known = set(registered_scorers())
     for bname, bench in benches.items():
+        if bench["finetune"].get("checkpoint"):
+            problems.append(f"key 'benchmarks.{bname}.finetune.checkpoint': only pretrain takes a checkpoint "
+                            "(the CE model LFF starts from). Remove it.")
         for stage in ("pretrain", "finetune"):
             st = bench[stage]
             sched = st["schedule"]
