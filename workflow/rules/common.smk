@@ -73,3 +73,17 @@ def all_targets():
     for b in config["run"]:
         out += table_targets(b) + figure_targets(b)
     return out
+
+
+def paper_table_inputs(wildcards):
+    """Metrics of every seed and model variant of each benchmark behind a paper table."""
+    names = config["tables"][wildcards.table]
+    undefined = [b for b in names if b not in BENCHMARKS]
+    if undefined:
+        raise WorkflowError(
+            f"results/tables/{wildcards.table}.csv needs benchmark(s) {undefined}, which the config does not define "
+            f"(key tables.{wildcards.table}). Define them under 'benchmarks' (config.yaml ships them) or change the key."
+        )
+    return {
+        b: [f"{R}/{b}/seed{seed}/metrics/{variant}.csv" for seed in SEEDS for variant in VARIANTS] for b in names
+    }

@@ -52,3 +52,28 @@ rule figures:
         "../../envs/report.yaml"
     script:
         "../scripts/figures.py"
+
+
+rule paper_table:
+    input:
+        unpack(paper_table_inputs),
+    output:
+        csv=report(f"{R}/tables/{{table}}.csv", caption="../report/paper_table.rst", category="Paper tables"),
+        md=f"{R}/tables/{{table}}.md",
+    wildcard_constraints:
+        table="table[1-4]",
+    params:
+        ood_sets=lambda wc: {b: BENCHMARKS[b]["dataset"]["ood_sets"] for b in config["tables"][wc.table]},
+        ours_scorer=config["tables"]["ours_scorer"],
+    log:
+        f"{LOGS}/tables/{{table}}.log",
+    benchmark:
+        f"{BENCH}/tables/{{table}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/paper_table.py"
