@@ -7,6 +7,7 @@ Examples::
     lffood inspect results/embedded/seed0/features/lff.h5
     lffood generate-embedded /tmp/emb        # write the embedded benchmark's splits
     lffood benchmarks                        # run time and memory per rule of the last run
+    lffood smoke --arch resnet34             # images/s of pretraining, LFF and extraction (GPU check)
 """
 
 from __future__ import annotations
@@ -88,6 +89,19 @@ def _generate(args) -> int:
     return 0
 
 
+def _smoke(args) -> int:
+    from .runtime import setup_logging
+    from .throughput import smoke
+
+    setup_logging()
+    results = smoke(arch=args.arch, size=args.size, crop=args.crop, classes=args.classes, n=args.n, batch=args.batch,
+                    epochs=args.epochs, device_name=args.device, amp=not args.no_amp)
+    print(f"{'stage':16s} {'images':>8s} {'seconds':>8s} {'img/s':>8s}")
+    for r in results:
+        print(f"{r.stage:16s} {r.images:8d} {r.seconds:8.2f} {r.images_per_s:8.0f}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="lffood", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -109,6 +123,17 @@ def main(argv=None) -> int:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--params", help='generator parameters as JSON, e.g. \'{"image_size": 16}\'')
     g.set_defaults(fn=_generate)
+    m = sub.add_parser("smoke", help="images/s of CE pretraining, LFF fine-tuning and extraction on random data")
+    m.add_argument("--arch", default="resnet34", help="model.arch (resnet34, wrn28_10, resnet50, ...)")
+    m.add_argument("--size", type=int, default=32, help="stored image size")
+    m.add_argument("--crop", type=int, default=None, help="random-resized-crop / centre-crop size (ImageNet: 224)")
+    m.add_argument("--classes", type=int, default=10)
+    m.add_argument("--n", type=int, default=1024, help="number of random images")
+    m.add_argument("--batch", type=int, default=128)
+    m.add_argument("--epochs", type=int, default=1)
+    m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    m.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    m.set_defaults(fn=_smoke)
     args = p.parse_args(argv)
     try:
         return args.fn(args)

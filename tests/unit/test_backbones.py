@@ -186,3 +186,14 @@ def test_run_training_imports_a_ce_checkpoint_instead_of_training(tmp_path):
     assert ck_meta["parent_sha256"] == hist[0]["imported_sha256"]
     for k, v in src.state_dict().items():
         assert torch.equal(model.state_dict()[k], v)
+
+
+def test_smoke_reports_every_stage():
+    from lffood.throughput import smoke
+
+    res = smoke({"arch": "resnet", "blocks": [1], "widths": [4]}, size=8, classes=3, n=24, batch=8, device_name="cpu")
+    assert [r.stage for r in res] == ["pretrain (CE)", "finetune (LFF)", "extract"]
+    assert [r.images for r in res] == [24, 24, 24] and all(r.images_per_s > 0 for r in res)
+    res = smoke({"arch": "resnet", "blocks": [1], "widths": [4]}, size=12, crop=8, classes=3, n=10, batch=4,
+                device_name="cpu")
+    assert res[0].images == 8  # drop_last: two full batches of 4

@@ -37,6 +37,15 @@ def training_params(wildcards):
     return training_config(bench(wildcards), wildcards.get("variant", "ce"))
 
 
+def pretrain_inputs(wildcards):
+    """The ID training split, and the user's CE checkpoint when pretrain.checkpoint names one
+    (then pretraining imports it instead of training, and a new file reruns what follows)."""
+    inputs = {"train": f"{DATA}/{wildcards.bench}/train.npz"}
+    if bench(wildcards)["pretrain"]["checkpoint"]:
+        inputs["checkpoint"] = bench(wildcards)["pretrain"]["checkpoint"]
+    return inputs
+
+
 def ood_sets(wildcards):
     return bench(wildcards)["dataset"]["ood_sets"]
 

@@ -3,7 +3,7 @@
 
 rule pretrain:
     input:
-        train=f"{DATA}/{{bench}}/train.npz",
+        unpack(pretrain_inputs),
     output:
         ckpt=f"{R}/{{bench}}/seed{{seed}}/models/ce.pt",
         history=f"{R}/{{bench}}/seed{{seed}}/models/ce_history.csv",
