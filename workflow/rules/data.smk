@@ -7,7 +7,7 @@ rule prepare_embedded:
     params:
         dataset=lambda wc: bench(wc)["dataset"],
     wildcard_constraints:
-        bench=_alt(b for b, c in BENCHMARKS.items() if c["dataset"]["source"] == "embedded"),
+        bench=_alt_or_never(_benches_with("embedded")),
     log:
         f"{LOGS}/{{bench}}/prepare_embedded.log",
     benchmark:
