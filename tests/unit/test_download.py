@@ -211,3 +211,19 @@ def test_crop_larger_than_resize_is_rejected():
                                                           "ood_resize": 224, "ood_crop": 256}}}}
     with pytest.raises(ConfigError, match="ood_crop"):
         validate_config(cfg, SCHEMA)
+
+
+def test_cli_download_list_and_fetch(tmp_path, capsys):
+    from lffood.cli import main
+
+    with FixtureServer() as srv:
+        url = srv.add("SUN.tar.gz", PAYLOAD)
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(f"data_dir: {tmp_path}/data\ndownloads: {{lock_file: {tmp_path}/l.lock, urls: {{sun: '{url}'}}}}\n"
+                       "benchmarks: {b: {dataset: {source: embedded, ood_sets: [far]}}}\nrun: [b]\n")
+        assert main(["download", "--list", "--config", str(cfg)]) == 0
+        out = capsys.readouterr().out
+        assert f"place: {tmp_path}/data/downloads/places365/test_256.tar" in out and url in out
+        assert main(["download", "sun", "--config", str(cfg)]) == 0
+        assert (tmp_path / "data/downloads/sun/SUN.tar.gz").read_bytes() == PAYLOAD
+        assert main(["download", "nope", "--config", str(cfg)]) == 1
