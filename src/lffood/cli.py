@@ -8,6 +8,8 @@ Examples::
     lffood generate-embedded /tmp/emb        # write the embedded benchmark's splits
     lffood benchmarks                        # run time and memory per rule of the last run
     lffood smoke --arch resnet34             # images/s of pretraining, LFF and extraction (GPU check)
+    lffood download --list                   # paper datasets: URL, checksum, where to place by hand
+    lffood download lsun_crop dtd            # download (or verify) archives outside Snakemake
 """
 
 from __future__ import annotations
@@ -102,6 +104,25 @@ def _smoke(args) -> int:
     return 0
 
 
+def _download(args) -> int:
+    from .config import load_config
+    from .data import download, sources
+
+    cfg = load_config(args.config, args.schema)
+    if args.list or not args.keys:
+        print(download.describe_sources(cfg))
+        return 0
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for key in args.keys:
+        if key not in sources.ARCHIVES:
+            print(f"error: unknown archive {key!r}; known: {', '.join(sources.ARCHIVES)}", file=sys.stderr)
+            return 1
+        print(download.fetch_archive(cfg, key))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="lffood", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -134,6 +155,12 @@ def main(argv=None) -> int:
     m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     m.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     m.set_defaults(fn=_smoke)
+    d = sub.add_parser("download", help="list, download or verify the paper datasets' archives")
+    d.add_argument("keys", nargs="*", help="archive keys (default with no keys: --list)")
+    d.add_argument("--list", action="store_true", help="print every archive: URL, checksum, manual placement path")
+    d.add_argument("--config", default="config.yaml", help="config file (downloads.* and data_dir)")
+    d.add_argument("--schema", default=str(REPO_SCHEMA))
+    d.set_defaults(fn=_download)
     args = p.parse_args(argv)
     try:
         return args.fn(args)

@@ -121,14 +121,23 @@ def _semantic_checks(cfg: dict, source: str) -> None:
             if s not in known:
                 problems.append(f"key 'benchmarks.{bname}.scorers.names': unknown scorer '{s}'. "
                                 f"Known: {sorted(known)}.")
-        ood = bench["dataset"]["ood_sets"]
-        if bench["dataset"]["source"] == "embedded":
-            from .names import EMBEDDED_OOD_SETS as OOD_SETS
+        ds = bench["dataset"]
+        ood = ds["ood_sets"]
+        from .names import OOD_SETS_BY_SOURCE
 
-            unknown = [s for s in ood if s not in OOD_SETS]
-            if unknown:
-                problems.append(f"key 'benchmarks.{bname}.dataset.ood_sets': {unknown} are not sets of the embedded "
-                                f"benchmark; choose from {list(OOD_SETS)}.")
+        valid = OOD_SETS_BY_SOURCE[ds["source"]]
+        unknown = [s for s in ood if s not in valid]
+        if unknown:
+            what = "the embedded benchmark" if ds["source"] == "embedded" else f"source '{ds['source']}'"
+            problems.append(f"key 'benchmarks.{bname}.dataset.ood_sets': {unknown} are not OOD sets of {what}; "
+                            f"choose from {list(valid)}.")
+        if ds["source"] != "embedded" and "generator" in ds:
+            problems.append(f"key 'benchmarks.{bname}.dataset.generator': only the embedded source has a generator; "
+                            f"remove it (source is '{ds['source']}').")
+        if ds["ood_crop"] > ds["ood_resize"]:
+            problems.append(f"key 'benchmarks.{bname}.dataset.ood_crop': {ds['ood_crop']} is larger than "
+                            f"ood_resize={ds['ood_resize']}; the center crop must fit in the resized image "
+                            f"(CIFAR: 32/32, ImageNet: 256/224).")
         if len(set(ood)) != len(ood):
             problems.append(f"key 'benchmarks.{bname}.dataset.ood_sets': duplicate names in {ood}.")
     if problems:

@@ -14,6 +14,19 @@ ID_SPLITS = ("train", "test")
 EMBEDDED_SPLITS = ("train", "test", "backgrounds", "novel_digits", "textures", "far")
 EMBEDDED_OOD_SETS = EMBEDDED_SPLITS[2:]
 
+#: Values of ``dataset.source``: the offline embedded benchmark and the paper's ID datasets.
+SOURCES = ("embedded", "cifar10", "cifar100", "imagenet100")
+#: OOD sets of the paper's CIFAR benchmarks (Table I/II) and ImageNet-100 benchmark (Table III).
+CIFAR_OOD_SETS = ("svhn", "lsun_crop", "lsun_resize", "isun", "textures", "places365")
+IMAGENET_OOD_SETS = ("inaturalist", "sun", "places", "textures")
+#: The OOD set names that are valid for each ``dataset.source``.
+OOD_SETS_BY_SOURCE = {
+    "embedded": EMBEDDED_OOD_SETS,
+    "cifar10": CIFAR_OOD_SETS,
+    "cifar100": CIFAR_OOD_SETS,
+    "imagenet100": IMAGENET_OOD_SETS,
+}
+
 
 def split_names(bench: Mapping) -> list[str]:
     """All splits of a benchmark: ID train and test, then its OOD sets in config order."""

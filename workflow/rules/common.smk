@@ -1,7 +1,9 @@
 # Paths, wildcards and parameter helpers shared by every rule file.
+import os
 import re
 
-from lffood.names import EMBEDDED_SPLITS, VARIANTS, split_names, training_config
+from lffood.data import sources as data_sources
+from lffood.names import EMBEDDED_SPLITS, OOD_SETS_BY_SOURCE, VARIANTS, split_names, training_config
 from lffood.scorers import registered_scorers
 
 R = config["results_dir"]
@@ -96,3 +98,49 @@ def paper_table_inputs(wildcards):
     return {
         b: [f"{R}/{b}/seed{seed}/metrics/{variant}.csv" for seed in SEEDS for variant in VARIANTS] for b in names
     }
+
+
+# ----------------------------------------------------------------------------- paper datasets (data.smk)
+DL = data_sources.downloads_dir(config)
+PAPER_OOD = sorted({s for src in data_sources.PAPER_SOURCES for s in OOD_SETS_BY_SOURCE[src]})
+
+
+def _benches_with(*srcs):
+    return [b for b, c in BENCHMARKS.items() if c["dataset"]["source"] in srcs]
+
+
+def _alt_or_never(names):
+    names = list(names)
+    return _alt(names) if names else "(?!x)x"
+
+
+def receipt(key):
+    return f"{DL}/{key}/{key}.verified.json"
+
+
+def ood_params(wc):
+    """Only what changes the OOD split's content (adding another OOD set must not rebuild this one)."""
+    ds = bench(wc)["dataset"]
+    keys = ("source", "seed", "ood_resize", "ood_crop", "ood_max_images")
+    return {k: ds[k] for k in keys}
+
+
+def _dataset_mem(ood_mb, imagenet_mb):
+    return lambda wc: imagenet_mb if bench(wc)["dataset"]["source"] == "imagenet100" else ood_mb
+
+
+def imagenet_input(wc):
+    """The class list file; also checks dataset.imagenet_root while the job graph is built, so a
+    missing or mis-organised ILSVRC folder stops the run before any job starts (skipped in dry runs,
+    which must plan the whole graph with no data, and when the split already exists)."""
+    ds = bench(wc)["dataset"]
+    out = f"{DATA}/{wc.bench}/{wc.split}.npz"
+    if not workflow.dryrun and not os.path.exists(out):
+        wnids = data_sources.read_class_list(ds["class_list"])
+        key = f"benchmarks.{wc.bench}.dataset.imagenet_root"
+        problems = data_sources.check_imagenet_root(ds["imagenet_root"], wnids, key=key)
+        if problems:
+            raise WorkflowError(f"ImageNet-100 for benchmark '{wc.bench}' cannot be built:\n"
+                                + "\n".join(f"  - {p}" for p in problems)
+                                + f"\nFix config key '{key}' ({', '.join(map(str, workflow.configfiles))}).")
+    return {"class_list": str(data_sources.class_list_path(ds["class_list"]))}

@@ -7,7 +7,7 @@ rule prepare_embedded:
     params:
         dataset=lambda wc: bench(wc)["dataset"],
     wildcard_constraints:
-        bench=_alt(b for b, c in BENCHMARKS.items() if c["dataset"]["source"] == "embedded"),
+        bench=_alt_or_never(_benches_with("embedded")),
     log:
         f"{LOGS}/{{bench}}/prepare_embedded.log",
     benchmark:
@@ -20,3 +20,109 @@ rule prepare_embedded:
         "../../envs/data.yaml"
     script:
         "../scripts/prepare_embedded.py"
+
+
+# Paper datasets (README "Paper datasets"). Archives are downloaded once into the downloads folder
+# (shared by every benchmark) and read from there; each benchmark's splits are preprocessed into
+# {DATA}/{bench}/{split}.npz. A download job's output is a small receipt next to the archive, not the
+# archive itself, so Snakemake never deletes a multi-GB archive when it decides to re-run a job: the
+# job then only re-verifies the existing file. ImageNet-100 comes from the user's ILSVRC-2012 folder.
+# Helpers (DL, receipt, imagenet_input, ...) are in common.smk.
+
+localrules:
+    download,
+
+
+rule download:
+    output:
+        f"{DL}/{{archive}}/{{archive}}.verified.json",
+    wildcard_constraints:
+        archive=_alt(data_sources.ARCHIVES),
+    log:
+        f"{LOGS}/downloads/{{archive}}.log",
+    benchmark:
+        f"{BENCH}/downloads/{{archive}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=480,
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/download.py"
+
+
+rule prepare_cifar:
+    input:
+        receipt=lambda wc: receipt(data_sources.ID_ARCHIVE[bench(wc)["dataset"]["source"]]),
+    output:
+        train=f"{DATA}/{{bench}}/train.npz",
+        test=f"{DATA}/{{bench}}/test.npz",
+    params:
+        dataset=lambda wc: {k: bench(wc)["dataset"][k] for k in ("source", "seed")},
+    wildcard_constraints:
+        bench=_alt_or_never(_benches_with("cifar10", "cifar100")),
+    log:
+        f"{LOGS}/{{bench}}/prepare_cifar.log",
+    benchmark:
+        f"{BENCH}/{{bench}}/prepare_cifar.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/prepare_paper.py"
+
+
+rule prepare_imagenet100:
+    input:
+        unpack(imagenet_input),
+    output:
+        npz=f"{DATA}/{{bench}}/{{split}}.npz",
+        files=f"{DATA}/{{bench}}/{{split}}.files.txt",
+    params:
+        dataset=lambda wc: {k: bench(wc)["dataset"][k]
+                            for k in ("source", "seed", "imagenet_root", "class_list", "train_size", "ood_resize",
+                                      "ood_crop")},
+    wildcard_constraints:
+        bench=_alt_or_never(_benches_with("imagenet100")),
+        split="train|test",
+    log:
+        f"{LOGS}/{{bench}}/prepare_imagenet100_{{split}}.log",
+    benchmark:
+        f"{BENCH}/{{bench}}/prepare_imagenet100_{{split}}.tsv"
+    threads: 8
+    resources:
+        mem_mb=4000,
+        runtime=600,
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/prepare_paper.py"
+
+
+rule prepare_ood:
+    input:
+        receipt=lambda wc: receipt(data_sources.OOD_ARCHIVE[wc.split]),
+    output:
+        npz=f"{DATA}/{{bench}}/{{split}}.npz",
+        files=f"{DATA}/{{bench}}/{{split}}.files.txt",
+    params:
+        dataset=ood_params,
+    wildcard_constraints:
+        bench=_alt_or_never(_benches_with(*data_sources.PAPER_SOURCES)),
+        split=_alt(PAPER_OOD),
+    log:
+        f"{LOGS}/{{bench}}/prepare_ood_{{split}}.log",
+    benchmark:
+        f"{BENCH}/{{bench}}/prepare_ood_{{split}}.tsv"
+    threads: 4
+    resources:
+        mem_mb=_dataset_mem(2000, 6000),
+        runtime=60,
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../scripts/prepare_paper.py"

@@ -1,23 +1,66 @@
-"""Serve a split as batches of tensors: the whole uint8 split lives on the device, batches are
-gathered by index and augmented in one vectorised call (no DataLoader workers, no per-image PIL)."""
+"""Serve a split as batches of tensors: batches are gathered by index and augmented in one vectorised
+call (no DataLoader workers, no per-image PIL).
+
+Where the uint8 images live depends on their size (``device_max_bytes``):
+
+* up to the threshold (default 4 GiB: every 32x32 split, the ImageNet-100 test and OOD splits at
+  224x224) the whole split is copied to the device once;
+* above it (the ImageNet-100 train split: ~25 GB at 256x256) the images stay on the host as the
+  memory-mapped file from :func:`lffood.data.arrays.load_split`; each batch is gathered by index
+  there (only its pages are read), pinned when the device is CUDA, and copied asynchronously.
+
+Labels are always on the device. Pass ``device_max_bytes=None`` to force device residency, 0 to
+force host residency.
+"""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from .arrays import Split
 from .augment import apply_train_augment, normalize, to_float
 
 
+#: Splits up to this many bytes of uint8 images are copied to the device; bigger ones stay on the host.
+DEVICE_MAX_BYTES = 4 * 2 ** 30
+
+
 class TensorImages:
-    def __init__(self, split: Split, mean: Sequence[float], std: Sequence[float], device="cpu"):
-        self.images = torch.from_numpy(split.images).to(device)
-        self.labels = torch.from_numpy(split.labels).to(device)
+    def __init__(self, split: Split, mean: Sequence[float], std: Sequence[float], device="cpu",
+                 device_max_bytes: int | None = DEVICE_MAX_BYTES):
+        self.device = torch.device(device)
+        images = split.images
+        self.on_device = device_max_bytes is None or images.nbytes <= device_max_bytes
+        if self.on_device:
+            if isinstance(images, np.memmap) or not images.flags.writeable:
+                images = np.array(images)  # read the file once, into ordinary memory
+            self.images = torch.from_numpy(images).to(self.device)
+        else:
+            with warnings.catch_warnings():  # the memory map is read-only; it is only ever read
+                warnings.filterwarnings("ignore", message=".*not writable.*")
+                self.images = torch.from_numpy(images)
+        self.labels = torch.from_numpy(np.asarray(split.labels)).to(self.device)
         self.mean, self.std = list(mean), list(std)
         self.meta = split.meta
-        self.device = torch.device(device)
+        self._pin = not self.on_device and self.device.type == "cuda"
+
+    @property
+    def index_device(self) -> torch.device:
+        """Where batch indices live: with the images."""
+        return self.device if self.on_device else torch.device("cpu")
+
+    def gather(self, idx: torch.Tensor) -> torch.Tensor:
+        """uint8 images ``idx`` on the device (from device memory, or gathered on the host and copied)."""
+        if self.on_device:
+            return self.images[idx.to(self.device)]
+        x = self.images[idx.cpu()]
+        if self._pin:
+            x = x.pin_memory()
+        return x.to(self.device, non_blocking=self._pin)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -28,14 +71,14 @@ class TensorImages:
         order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         for start in range(0, stop, batch_size):
-            yield order[start:start + batch_size].to(self.device)
+            yield order[start:start + batch_size].to(self.index_device)
 
     def batch(self, idx: torch.Tensor, augment: Mapping | None = None, gen: torch.Generator | None = None,
               channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        x = to_float(self.images[idx])
+        x = to_float(self.gather(idx))
         if augment:
             x = apply_train_augment(x, augment, gen)
         x = normalize(x, self.mean, self.std)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, self.labels[idx]
+        return x, self.labels[idx.to(self.device)]

@@ -1,0 +1,289 @@
+"""Readers of the paper's datasets in their upstream formats, written once as split files
+(:mod:`lffood.data.arrays`) that the same loaders as the embedded benchmark read.
+
+* CIFAR-10/100 (ID) and SVHN (OOD): through torchvision's dataset classes, which verify their md5s.
+  ID splits keep the native 32x32 images.
+* OOD sets from tar archives (LSUN-Crop/Resize, iSUN, DTD, Places365 test_256, the MOS ImageNet sets):
+  every image member, read straight from the tar (no extraction, so benchmarks sharing an archive
+  never race), optionally a seeded subset, then Resize(``ood_resize``) + CenterCrop(``ood_crop``)
+  exactly as torchvision's transforms do on PIL images.
+* ImageNet-100 from the user's ILSVRC-2012 folder: train at Resize+CenterCrop(``train_size``), test
+  (the ILSVRC val images of the 100 classes) at Resize(``ood_resize``)+CenterCrop(``ood_crop``),
+  written in chunks so memory stays bounded.
+
+Decoding is per file (PIL, threaded); there are no per-pixel Python loops.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from ..io import write_text_atomic
+from . import sources
+from .arrays import OOD_LABEL, Split, SplitWriter, save_split
+
+log = logging.getLogger("lffood.preprocess")
+
+
+# ----------------------------------------------------------------------------- transforms
+def resize_center_crop(img, resize: int, crop: int) -> np.ndarray:
+    """torchvision ``Resize(resize)`` (shorter side, bilinear, PIL) then ``CenterCrop(crop)`` -> uint8 HWC RGB."""
+    from PIL import Image
+
+    img = img.convert("RGB")
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    if short != resize:
+        new_short, new_long = resize, int(resize * long / short)
+        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+        img = img.resize((new_w, new_h), Image.BILINEAR)
+        w, h = new_w, new_h
+    if crop > min(w, h):
+        raise DataError(f"center crop {crop} is larger than the resized image {w}x{h}: set dataset.ood_crop "
+                        f"<= dataset.ood_resize")
+    top, left = int(round((h - crop) / 2.0)), int(round((w - crop) / 2.0))
+    return np.asarray(img.crop((left, top, left + crop, top + crop)), dtype=np.uint8)
+
+
+def decode(data: bytes | str | os.PathLike, resize: int, crop: int, name: str = "") -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as img:
+            return resize_center_crop(img, resize, crop)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"{name or data}: cannot decode image ({exc}). The archive or folder is damaged: "
+                        f"delete it and download/copy it again.") from exc
+
+
+def _map_threads(fn: Callable, items: Iterable, threads: int) -> Iterable:
+    """``map`` in ``threads`` threads, in order, with at most a few chunks in flight (PIL releases the GIL)."""
+    items = list(items)
+    if threads <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        step = 16 * threads
+        for start in range(0, len(items), step):
+            yield from pool.map(fn, items[start:start + step])
+
+
+def choose_subset(n: int, cap: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random subset of ``cap`` out of ``n`` (all of them when ``cap`` is None or >= n)."""
+    if cap is None or cap >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False))
+
+
+# ----------------------------------------------------------------------------- tar archives
+def tar_image_names(path: str | os.PathLike) -> list[str]:
+    """Every image member of a tar / tar.gz, sorted by name (one streaming pass)."""
+    try:
+        with tarfile.open(path, "r|*") as tf:
+            names = {m.name for m in tf if m.isfile() and sources.is_image_member(m.name)}
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable tar archive ({exc}). Delete it and run the download again.") from exc
+    if not names:
+        raise DataError(f"{path}: the archive holds no image files ({', '.join(sources.IMAGE_EXTENSIONS)}).")
+    return sorted(names)
+
+
+def read_tar_images(path: str | os.PathLike, names: Sequence[str], resize: int, crop: int,
+                    threads: int = 1) -> np.ndarray:
+    """Decode the members ``names`` of a tar (one streaming pass), in the order of ``names``."""
+    pos = {n: i for i, n in enumerate(names)}
+    out = np.empty((len(names), crop, crop, 3), dtype=np.uint8)
+    seen = np.zeros(len(names), dtype=bool)
+    pending: list[tuple[int, bytes, str]] = []
+
+    def flush(pool):
+        for (i, _, _), arr in zip(pending, pool.map(lambda t: decode(t[1], resize, crop, f"{path}:{t[2]}"), pending)):
+            out[i] = arr
+        pending.clear()
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, tarfile.open(path, "r|*") as tf:
+            for m in tf:
+                i = pos.get(m.name)
+                if i is None or seen[i] or not m.isfile():
+                    continue
+                seen[i] = True
+                pending.append((i, tf.extractfile(m).read(), m.name))
+                if len(pending) >= 64 * max(1, threads):
+                    flush(pool)
+            flush(pool)
+    except (tarfile.TarError, EOFError) as exc:
+        raise DataError(f"{path}: the tar archive is damaged ({exc}). Delete it and run the download again.") from exc
+    if not seen.all():
+        raise DataError(f"{path}: {int((~seen).sum())} listed images not found in the archive "
+                        f"(first: {[names[i] for i in np.flatnonzero(~seen)[:3]]}).")
+    return out
+
+
+# ----------------------------------------------------------------------------- torchvision sets
+def _torchvision_root(archive_path: Path, tmp: str) -> str:
+    """A private root holding a link to the verified archive: torchvision extracts there, so jobs
+    of several benchmarks that share an archive never extract into the same folder."""
+    os.symlink(archive_path.resolve(), Path(tmp) / archive_path.name)
+    return tmp
+
+
+def read_cifar(archive_path: str | os.PathLike, source: str) -> tuple[Split, Split]:
+    """CIFAR-10/100 train and test via ``torchvision.datasets.CIFAR10/100`` (md5 of the archive and of
+    every batch checked by torchvision)."""
+    import torchvision.datasets as tvd
+
+    archive_path = Path(archive_path)
+    cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[source]
+    with tempfile.TemporaryDirectory(prefix=".extract-", dir=archive_path.parent) as tmp:
+        root = _torchvision_root(archive_path, tmp)
+        try:
+            train = cls(root, train=True, download=True)
+            test = cls(root, train=False, download=False)
+        except RuntimeError as exc:
+            raise DataError(f"{archive_path}: torchvision.datasets.{cls.__name__} rejected it ({exc}). Delete it "
+                            f"and run the download again.") from exc
+        out = []
+        for ds in (train, test):
+            out.append((np.ascontiguousarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64)))
+        classes = list(train.classes)
+    (tr_x, tr_y), (te_x, te_y) = out
+    x = tr_x.reshape(-1, 3).astype(np.float64) / 255.0
+    common = {"benchmark": source, "dataset": source, "classes": classes, "image_size": int(tr_x.shape[1]),
+              "source": archive_path.name}
+    return (Split(tr_x, tr_y, {**common, "role": "id_train", "mean": x.mean(0).tolist(), "std": x.std(0).tolist()}),
+            Split(te_x, te_y, {**common, "role": "id_test"}))
+
+
+def read_svhn(archive_path: str | os.PathLike) -> np.ndarray:
+    """SVHN test images (N, 32, 32, 3) via ``torchvision.datasets.SVHN`` (md5 checked by torchvision)."""
+    import torchvision.datasets as tvd
+
+    archive_path = Path(archive_path)
+    with tempfile.TemporaryDirectory(prefix=".extract-", dir=archive_path.parent) as tmp:
+        try:
+            ds = tvd.SVHN(_torchvision_root(archive_path, tmp), split="test", download=True)
+        except RuntimeError as exc:
+            raise DataError(f"{archive_path}: torchvision.datasets.SVHN rejected it ({exc}). Delete it and run "
+                            f"the download again.") from exc
+        return np.ascontiguousarray(ds.data.transpose(0, 2, 3, 1), dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------- benchmark splits
+def _write_files(path: str | os.PathLike | None, names: Sequence[str]) -> None:
+    if path is not None:
+        write_text_atomic(path, "".join(f"{n}\n" for n in names))
+
+
+def prepare_ood(dataset: Mapping, split: str, archive_path: str | os.PathLike, out: str | os.PathLike,
+                files_out: str | os.PathLike | None = None, threads: int = 1) -> Split:
+    """One OOD split of a paper benchmark: read, seeded cap (``dataset.ood_max_images``), test
+    preprocessing (``dataset.ood_resize`` / ``ood_crop``), written to ``out`` with its file list."""
+    from PIL import Image
+
+    source, seed = dataset["source"], int(dataset["seed"])
+    resize, crop, cap = int(dataset["ood_resize"]), int(dataset["ood_crop"]), dataset.get("ood_max_images")
+    key = sources.OOD_ARCHIVE[split]
+    a = sources.archive(key)
+    archive_path = Path(archive_path)
+    if a.kind == "svhn":
+        all_images = read_svhn(archive_path)
+        names = [f"{a.filename}#{i}" for i in range(len(all_images))]
+        idx = choose_subset(len(names), cap, seed)
+        chosen = [names[i] for i in idx]
+        images = np.stack([resize_center_crop(Image.fromarray(all_images[i]), resize, crop) for i in idx]) \
+            if len(idx) else np.empty((0, crop, crop, 3), np.uint8)
+    elif a.kind == "tar":
+        names = tar_image_names(archive_path)
+        idx = choose_subset(len(names), cap, seed)
+        chosen = [names[i] for i in idx]
+        images = read_tar_images(archive_path, chosen, resize, crop, threads)
+    else:
+        raise DataError(f"OOD set '{split}' maps to archive '{key}' of kind {a.kind!r}, which is not an OOD reader")
+    meta = {"benchmark": source, "dataset": split, "role": "ood", "description": a.description,
+            "source": a.filename, "image_size": crop, "seed": seed,
+            "preprocess": {"resize": resize, "center_crop": crop, "max_images": cap},
+            "available": len(names), "files": chosen}
+    result = Split(images, np.full(len(chosen), OOD_LABEL, dtype=np.int64), meta)
+    _write_files(files_out, chosen)
+    save_split(out, result)
+    log.info("wrote %s: %d of %d images of %s at %dx%d", out, len(result), len(names), split, crop, crop)
+    return result
+
+
+def prepare_cifar(dataset: Mapping, archive_path: str | os.PathLike, outputs: Mapping[str, str]) -> dict[str, Split]:
+    train, test = read_cifar(archive_path, dataset["source"])
+    for split in (train, test):
+        split.meta["seed"] = int(dataset["seed"])
+    out = {"train": train, "test": test}
+    for name, path in outputs.items():
+        save_split(path, out[name])
+        log.info("wrote %s: %d images, %d classes", path, len(out[name]), len(out[name].meta["classes"]))
+    return out
+
+
+def imagenet_files(root: str | os.PathLike, wnids: Sequence[str], split: str) -> tuple[list[str], np.ndarray]:
+    """Relative paths (``train/<wnid>/x.JPEG``) and labels (index in ``wnids``) of one ILSVRC split."""
+    root = Path(root)
+    sub = {"train": "train", "test": "val"}[split]
+    files, labels = [], []
+    for label, w in enumerate(wnids):
+        d = root / sub / w
+        found = sorted(p.name for p in d.iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png")) \
+            if d.is_dir() else []
+        if not found:
+            raise DataError(f"{d}: no images for class {w}. Check dataset.imagenet_root ({root}) and dataset.class_list.")
+        files += [f"{sub}/{w}/{n}" for n in found]
+        labels += [label] * len(found)
+    return files, np.asarray(labels, dtype=np.int64)
+
+
+def prepare_imagenet(dataset: Mapping, split: str, out: str | os.PathLike, files_out: str | os.PathLike | None = None,
+                     threads: int = 1, chunk: int = 512) -> None:
+    """ImageNet-100 ``train`` or ``test`` from ``dataset.imagenet_root``, streamed to ``out`` in chunks."""
+    root = dataset.get("imagenet_root")
+    wnids = sources.read_class_list(dataset["class_list"])
+    problems = sources.check_imagenet_root(root, wnids)
+    if problems:
+        raise ConfigError("ImageNet-100 cannot be built:\n" + "\n".join(f"  - {p}" for p in problems))
+    root = Path(root).expanduser()
+    files, labels = imagenet_files(root, wnids, split)
+    if split == "train":
+        resize = crop = int(dataset["train_size"])
+    else:
+        resize, crop = int(dataset["ood_resize"]), int(dataset["ood_crop"])
+    meta = {"benchmark": "imagenet100", "dataset": "imagenet100", "classes": list(wnids),
+            "class_list": dataset["class_list"], "image_size": crop, "seed": int(dataset["seed"]),
+            "role": "id_train" if split == "train" else "id_test",
+            "source": str(root), "preprocess": {"resize": resize, "center_crop": crop}}
+    log.info("ImageNet-100 %s: %d images of %d classes from %s -> %dx%d", split, len(files), len(wnids), root,
+             crop, crop)
+
+    def load(rel):
+        return decode(str(root / rel), resize, crop)
+
+    _write_files(files_out, files)
+    with SplitWriter(out, labels, (crop, crop), meta) as w:
+        buf = []
+        for arr in _map_threads(load, files, threads):
+            buf.append(arr)
+            if len(buf) == chunk:
+                w.write(np.stack(buf))
+                buf.clear()
+                if w.written % (chunk * 20) == 0:
+                    log.info("  %d / %d images", w.written, len(files))
+        if buf:
+            w.write(np.stack(buf))
+        if split == "train":
+            w.meta.update(mean=w.mean(), std=w.std())
+    log.info("wrote %s: %d images", out, len(files))

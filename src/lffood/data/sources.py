@@ -1,0 +1,172 @@
+"""The one registry of the paper's datasets: where each archive comes from, its checksum, how it is
+read, and which OOD set of which benchmark family it feeds.
+
+Torch-free and numpy-free: the Snakefile imports it at parse time to name download targets.
+
+Checksums: ``md5`` is a published checksum (torchvision's dataset classes, the ODIN release, the DTD
+page); where none is published (``md5=None``) the sha256 of the first download is recorded in the
+lock file (config ``downloads.lock_file``) and every later download or re-run is verified against it.
+For the torchvision-backed archives (CIFAR-10/100, SVHN) the URL, file name and md5 used at run time
+are the dataset class's own attributes (:func:`lffood.data.download.torchvision_spec`); the values
+here name the files for the workflow and must agree with them (a unit test checks this).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from ..names import OOD_SETS_BY_SOURCE
+
+
+@dataclass(frozen=True)
+class Archive:
+    key: str
+    url: str
+    filename: str
+    md5: str | None
+    #: how the archive is read: ``cifar`` / ``svhn`` (torchvision dataset classes) or ``tar`` (images
+    #: are read straight from the tar members; every image file in the archive belongs to the set)
+    kind: str
+    description: str
+    #: torchvision dataset class that owns url/filename/md5 (``None`` for the others)
+    torchvision: str | None = None
+    #: where the checksum comes from (README and ``lffood download --list``)
+    checksum_source: str = ""
+
+
+ARCHIVES: dict[str, Archive] = {a.key: a for a in [
+    Archive("cifar10", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "cifar-10-python.tar.gz",
+            "c58f30108f718f92721af3b95e74349a", "cifar", "CIFAR-10 (python pickle batches)",
+            torchvision="CIFAR10", checksum_source="torchvision.datasets.CIFAR10.tgz_md5"),
+    Archive("cifar100", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "cifar-100-python.tar.gz",
+            "eb9058c3a382ffc7106e4002c42a8d85", "cifar", "CIFAR-100 (python pickle batches)",
+            torchvision="CIFAR100", checksum_source="torchvision.datasets.CIFAR100.tgz_md5"),
+    Archive("svhn", "http://ufldl.stanford.edu/housenumbers/test_32x32.mat", "test_32x32.mat",
+            "eb5a983be6a315427106f1b164d9cef3", "svhn", "SVHN test split (26,032 images, MATLAB file)",
+            torchvision="SVHN", checksum_source="torchvision.datasets.SVHN.split_list['test']"),
+    Archive("lsun_crop", "https://www.dropbox.com/s/raw/fhtsw1m3qxlwj6h/LSUN.tar.gz", "LSUN.tar.gz",
+            "458a0a0ab8e5f1cb4516d7400568e460", "tar", "LSUN-Crop, 10,000 32x32 crops (ODIN release)",
+            checksum_source="ODIN release (facebookresearch/odin)"),
+    Archive("lsun_resize", "https://www.dropbox.com/s/raw/moqh2wh8696c3yl/LSUN_resize.tar.gz", "LSUN_resize.tar.gz",
+            "278b7b31c8cb7e804a1465a8ce03a2dc", "tar", "LSUN-Resize, 10,000 images resized to 32x32 (ODIN release)",
+            checksum_source="ODIN release (facebookresearch/odin)"),
+    Archive("isun", "https://www.dropbox.com/s/raw/ssz7qxfqae0cca5/iSUN.tar.gz", "iSUN.tar.gz",
+            None, "tar", "iSUN, 8,925 images at 32x32 (ODIN release)"),
+    Archive("dtd", "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz", "dtd-r1.0.1.tar.gz",
+            "fff73e5086ae6bdbea199a49dfb8a4c1", "tar", "Describable Textures r1.0.1, 5,640 images (dtd/images/)",
+            checksum_source="torchvision.datasets.DTD._MD5"),
+    Archive("places365", "http://data.csail.mit.edu/places/places365/test_256.tar", "test_256.tar",
+            "f532f6ad7b582262a2ec8009075e186b", "tar", "Places365 test_256 (328,500 images at 256x256)",
+            checksum_source="torchvision.datasets.Places365._IMAGES_META[('test', True)]"),
+    Archive("inaturalist", "http://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset/iNaturalist.tar.gz",
+            "iNaturalist.tar.gz", None, "tar", "iNaturalist OOD subset of MOS, 10,000 images"),
+    Archive("sun", "http://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset/SUN.tar.gz", "SUN.tar.gz",
+            None, "tar", "SUN OOD subset of MOS, 10,000 images"),
+    Archive("places", "http://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset/Places.tar.gz", "Places.tar.gz",
+            None, "tar", "Places OOD subset of MOS, 10,000 images"),
+]}
+
+#: ID source -> archive (ImageNet-100 has none: it is built from the user's ILSVRC-2012 folder).
+ID_ARCHIVE = {"cifar10": "cifar10", "cifar100": "cifar100"}
+#: OOD set name -> archive it is read from (``textures`` is DTD for both families).
+OOD_ARCHIVE = {
+    "svhn": "svhn", "lsun_crop": "lsun_crop", "lsun_resize": "lsun_resize", "isun": "isun",
+    "textures": "dtd", "places365": "places365", "inaturalist": "inaturalist", "sun": "sun", "places": "places",
+}
+PAPER_SOURCES = tuple(s for s in OOD_SETS_BY_SOURCE if s != "embedded")
+
+#: File name extensions of images inside archives (compared lower-case).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".gif", ".webp")
+
+
+def archive(key: str) -> Archive:
+    try:
+        return ARCHIVES[key]
+    except KeyError:
+        raise KeyError(f"unknown dataset archive {key!r}; known: {sorted(ARCHIVES)}") from None
+
+
+def downloads_dir(cfg: Mapping) -> str:
+    """``downloads.dir`` of a validated config, ``{data_dir}/downloads`` when it is null."""
+    d = cfg.get("downloads", {}).get("dir")
+    return d if d else f"{cfg['data_dir']}/downloads"
+
+
+def archive_path(cfg: Mapping, key: str) -> str:
+    """Where the archive ``key`` is downloaded to, and where to place it by hand when offline."""
+    return f"{downloads_dir(cfg)}/{key}/{archive(key).filename}"
+
+
+def archive_url(cfg: Mapping, key: str) -> str:
+    """The config's override (``downloads.urls.<key>``) or the registry's URL."""
+    return (cfg.get("downloads", {}).get("urls") or {}).get(key) or archive(key).url
+
+
+def archives_for(dataset: Mapping) -> dict[str, str]:
+    """``{split: archive key}`` for every split of a paper benchmark that comes from a download."""
+    out = {}
+    if dataset["source"] in ID_ARCHIVE:
+        out["train"] = out["test"] = ID_ARCHIVE[dataset["source"]]
+    for s in dataset["ood_sets"]:
+        out[s] = OOD_ARCHIVE[s]
+    return out
+
+
+def is_image_member(name: str) -> bool:
+    """An image file inside an archive (skips macOS resource forks and hidden files)."""
+    p = PurePosixPath(name)
+    if any(part.startswith(".") or part == "__MACOSX" for part in p.parts):
+        return False
+    return p.suffix.lower() in IMAGE_EXTENSIONS
+
+
+# ----------------------------------------------------------------------------- ImageNet-100
+#: Shipped ImageNet-100 class lists (100 WNIDs each): ``I`` = deeplearning-wisc/MCM (also CIDER,
+#: TagFog "I"), ``II`` = FodFoM / TagFog "II". resources/imagenet100/README.md gives provenance.
+CLASS_LIST_DIR = Path(__file__).resolve().parents[3] / "resources" / "imagenet100"
+CLASS_LISTS = ("I", "II")
+VALPREP_URL = "https://raw.githubusercontent.com/soumith/imagenetloader.torch/master/valprep.sh"
+
+
+def class_list_path(name: str) -> Path:
+    if name not in CLASS_LISTS:
+        raise KeyError(f"unknown ImageNet-100 class list {name!r}; choose from {CLASS_LISTS}")
+    return CLASS_LIST_DIR / f"class_list_{name}.txt"
+
+
+def read_class_list(name: str) -> list[str]:
+    path = class_list_path(name)
+    wnids = [w.strip() for w in path.read_text().split() if w.strip()]
+    if len(wnids) != 100 or len(set(wnids)) != 100:
+        raise ValueError(f"{path}: expected 100 distinct WNIDs, found {len(set(wnids))}")
+    return wnids
+
+
+def check_imagenet_root(root: str | None, wnids: list[str], key: str = "dataset.imagenet_root") -> list[str]:
+    """Problems with an ILSVRC-2012 folder (empty list when it looks usable). Cheap: directory checks
+    only, so it can run while Snakemake builds the job graph."""
+    if not root:
+        return [f"config key '{key}' is not set. Set it to your ILSVRC-2012 folder, the one holding "
+                f"train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (ImageNet cannot be downloaded automatically: "
+                f"get it from https://image-net.org under its licence)."]
+    r = Path(root).expanduser()
+    if not r.is_dir():
+        return [f"config key '{key}' is {root!r}, which is not an existing folder. Point it at your "
+                f"ILSVRC-2012 folder (with train/<wnid>/ and val/<wnid>/ inside)."]
+    problems = []
+    for split in ("train", "val"):
+        d = r / split
+        if not d.is_dir():
+            problems.append(f"{d} does not exist: config key '{key}' must name the folder holding train/ and val/.")
+            continue
+        if split == "val" and any(d.glob("*.JPEG")) and not (d / wnids[0]).is_dir():
+            problems.append(f"{d} holds the validation images flat (ILSVRC2012_val_*.JPEG). Sort them into one "
+                            f"folder per WNID first: run {VALPREP_URL} inside {d}.")
+            continue
+        missing = [w for w in wnids if not (d / w).is_dir()]
+        if missing:
+            problems.append(f"{d}: {len(missing)} of the 100 ImageNet-100 classes have no folder "
+                            f"(first: {missing[:5]}). Check config key '{key}' and dataset.class_list.")
+    return problems

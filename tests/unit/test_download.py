@@ -1,0 +1,229 @@
+"""Downloads: atomic, resumable, verified (md5 or lock file), no second download, clear offline errors."""
+
+import json
+import socket
+
+import pytest
+
+from data.fixtures import FixtureServer, md5
+from lffood.config import validate_config
+from lffood.data import download as dl
+from lffood.data import sources
+from lffood.data.download import Expected, download
+from lffood.errors import ConfigError, DataError
+
+from conftest import SCHEMA
+
+PAYLOAD = bytes(range(256)) * 4000  # ~1 MB: more than one read chunk
+
+
+def _leftovers(d):
+    return sorted(p.name for p in d.iterdir())
+
+
+def test_download_verifies_md5_and_rerun_does_not_download(tmp_path):
+    with FixtureServer() as srv:
+        url = srv.add("a.bin", PAYLOAD)
+        dest = tmp_path / "dl" / "a.bin"
+        download(url, dest, Expected(md5=md5(PAYLOAD)), retries=0)
+        assert dest.read_bytes() == PAYLOAD
+        assert _leftovers(dest.parent) == ["a.bin"]
+        assert srv.count("a.bin") == 1
+        download(url, dest, Expected(md5=md5(PAYLOAD)), retries=0)  # re-run
+        assert srv.count("a.bin") == 1
+
+
+def test_corrupted_download_is_a_checksum_error_and_leaves_nothing(tmp_path):
+    with FixtureServer() as srv:
+        url = srv.add("a.tar.gz", PAYLOAD[:-1] + b"X")
+        dest = tmp_path / "a.tar.gz"
+        with pytest.raises(DataError) as exc:
+            download(url, dest, Expected(md5=md5(PAYLOAD)), retries=0)
+    msg = str(exc.value)
+    assert "checksum mismatch" in msg and md5(PAYLOAD) in msg and url in msg and str(dest) in msg
+    assert _leftovers(tmp_path) == []  # neither the final file nor a .part
+
+
+def test_existing_corrupt_file_is_reported_not_downloaded(tmp_path):
+    dest = tmp_path / "a.bin"
+    dest.write_bytes(b"placed by hand, wrong")
+    with FixtureServer() as srv:
+        url = srv.add("a.bin", PAYLOAD)
+        with pytest.raises(DataError, match="Delete .*a.bin"):
+            download(url, dest, Expected(md5=md5(PAYLOAD)), retries=0)
+        assert srv.count() == 0
+
+
+def test_interrupted_download_resumes_with_range(tmp_path):
+    with FixtureServer() as srv:
+        url = srv.add("big.bin", PAYLOAD)
+        srv.cut_after["/big.bin"] = [300_000]
+        dest = tmp_path / "big.bin"
+        download(url, dest, Expected(md5=md5(PAYLOAD)), retries=2, backoff=0)
+        assert dest.read_bytes() == PAYLOAD
+        assert [r for _, r in srv.requests] == [None, "bytes=300000-"]
+
+
+def test_server_without_range_support_restarts(tmp_path):
+    with FixtureServer(range_support=False) as srv:
+        url = srv.add("big.bin", PAYLOAD)
+        srv.cut_after["/big.bin"] = [300_000]
+        dest = tmp_path / "big.bin"
+        download(url, dest, Expected(md5=md5(PAYLOAD)), retries=2, backoff=0)
+        assert dest.read_bytes() == PAYLOAD
+        assert srv.count("big.bin") == 2
+
+
+def test_failed_download_keeps_only_the_part_file_and_resumes_next_run(tmp_path):
+    dest = tmp_path / "big.bin"
+    with FixtureServer() as srv:
+        url = srv.add("big.bin", PAYLOAD)
+        srv.cut_after["/big.bin"] = [100_000, 100_000]
+        with pytest.raises(DataError) as exc:
+            download(url, dest, Expected(md5=md5(PAYLOAD)), retries=1, backoff=0)
+        assert not dest.exists()
+        part = tmp_path / "big.bin.part"
+        assert part.stat().st_size == 200_000 and "resumed by the next run" in str(exc.value)
+        download(url, dest, Expected(md5=md5(PAYLOAD)), retries=0)  # next run
+        assert dest.read_bytes() == PAYLOAD and not part.exists()
+        assert srv.requests[-1][1] == "bytes=200000-"
+
+
+def test_stale_part_file_is_discarded_when_checksum_fails(tmp_path):
+    dest = tmp_path / "big.bin"
+    (tmp_path / "big.bin.part").write_bytes(b"garbage from another file")
+    with FixtureServer() as srv:
+        url = srv.add("big.bin", PAYLOAD)
+        download(url, dest, Expected(md5=md5(PAYLOAD)), retries=0)
+        assert dest.read_bytes() == PAYLOAD
+        assert [r for _, r in srv.requests] == ["bytes=25-", None]
+
+
+def test_lock_file_records_then_verifies(tmp_path):
+    lock = tmp_path / "resources" / "checksums.lock"
+    dest = tmp_path / "dl" / "iSUN.tar.gz"
+    exp = Expected(lock_file=str(lock), lock_key="isun")
+    with FixtureServer() as srv:
+        url = srv.add("iSUN.tar.gz", PAYLOAD)
+        download(url, dest, exp, retries=0)
+        entry = dl.read_lock(lock)["isun"]
+        assert entry["sha256"] == dl.file_digest(dest, "sha256") and entry["size"] == len(PAYLOAD)
+        assert entry["url"] == url
+        download(url, dest, exp, retries=0)  # re-run: verified against the lock, not downloaded
+        assert srv.count() == 1
+        # tampered file
+        dest.write_bytes(PAYLOAD[:-1] + b"Z")
+        with pytest.raises(DataError, match="checksum mismatch.*recorded"):
+            download(url, dest, exp, retries=0)
+        # the upstream file changed: a fresh download no longer matches the lock either
+        dest.unlink()
+        srv.add("iSUN.tar.gz", PAYLOAD + b"more")
+        with pytest.raises(DataError, match="remove the 'isun' entry"):
+            download(url, dest, exp, retries=0)
+        assert not dest.exists()
+
+
+def test_lock_file_keeps_other_entries(tmp_path):
+    lock = tmp_path / "checksums.lock"
+    dl.record_lock(lock, "a", {"sha256": "1"})
+    dl.record_lock(lock, "b", {"sha256": "2"})
+    data = json.loads(lock.read_text())
+    assert data["version"] == 1 and set(data["files"]) == {"a", "b"}
+
+
+def test_offline_error_names_url_and_manual_path(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/LSUN.tar.gz"
+    dest = tmp_path / "downloads" / "lsun_crop" / "LSUN.tar.gz"
+    with pytest.raises(DataError) as exc:
+        download(url, dest, Expected(md5="0" * 32), retries=1, backoff=0, timeout=5)
+    msg = str(exc.value)
+    assert url in msg and f"place it at {dest}" in msg and "md5 " + "0" * 32 in msg
+    assert not dest.exists()
+
+
+def test_http_404_is_not_retried(tmp_path):
+    with FixtureServer() as srv:
+        with pytest.raises(DataError, match="404"):
+            download(srv.url("missing.tar"), tmp_path / "m.tar", retries=3, backoff=0)
+        assert srv.count() == 1
+
+
+def _cfg(tmp_path, **downloads):
+    return validate_config({"data_dir": str(tmp_path / "data"),
+                            "downloads": {"lock_file": str(tmp_path / "checksums.lock"), **downloads},
+                            "run": ["b"], "benchmarks": {"b": {"dataset": {"source": "embedded",
+                                                                           "ood_sets": ["far"]}}}}, SCHEMA)
+
+
+def test_fetch_archive_uses_url_override_and_writes_receipt(tmp_path):
+    with FixtureServer() as srv:
+        url = srv.add("iSUN.tar.gz", PAYLOAD)
+        cfg = _cfg(tmp_path, urls={"isun": url})
+        receipt = tmp_path / "receipt.json"
+        path = dl.fetch_archive(cfg, "isun", receipt=receipt)
+        assert path == tmp_path / "data" / "downloads" / "isun" / "iSUN.tar.gz"
+        info = json.loads(receipt.read_text())
+        assert info["url"] == url and info["sha256_lock"] == dl.file_digest(path, "sha256")
+        assert "isun" in dl.describe_sources(cfg)
+
+
+def test_registry_agrees_with_torchvision():
+    import torchvision.datasets as tvd
+
+    for key in ("cifar10", "cifar100", "svhn"):
+        a, s = sources.archive(key), dl.torchvision_spec(key)
+        assert (a.url, a.filename, a.md5) == (s.url, s.filename, s.md5), key
+    assert sources.archive("dtd").md5 == tvd.DTD._MD5 and sources.archive("dtd").url == tvd.DTD._URL
+    assert sources.archive("places365").md5 == tvd.Places365._IMAGES_META[("test", True)][1]
+
+
+def test_config_downloads_defaults_and_unknown_url_key(tmp_path):
+    cfg = validate_config({"run": ["b"], "benchmarks": {"b": {"dataset": {"source": "embedded", "ood_sets": ["far"]}}}},
+                          SCHEMA)
+    assert cfg["downloads"] == {"dir": None, "lock_file": "resources/checksums.lock", "urls": {}, "timeout_s": 60,
+                                "retries": 3}
+    assert sources.downloads_dir(cfg) == "resources/data/downloads"
+    with pytest.raises(ConfigError, match="downloads.urls"):
+        _cfg(tmp_path, urls={"lsun": "http://x"})
+
+
+@pytest.mark.parametrize("source,ood,ok", [
+    ("cifar10", ["svhn", "lsun_crop", "lsun_resize", "isun", "textures", "places365"], True),
+    ("cifar100", ["places"], False),             # the MOS set belongs to ImageNet
+    ("imagenet100", ["inaturalist", "sun", "places", "textures"], True),
+    ("imagenet100", ["svhn"], False),
+    ("embedded", ["svhn"], False),
+])
+def test_ood_set_names_are_checked_per_source(source, ood, ok):
+    cfg = {"run": ["b"], "benchmarks": {"b": {"dataset": {"source": source, "ood_sets": ood}}}}
+    if ok:
+        validate_config(cfg, SCHEMA)
+    else:
+        with pytest.raises(ConfigError, match="benchmarks.b.dataset.ood_sets"):
+            validate_config(cfg, SCHEMA)
+
+
+def test_crop_larger_than_resize_is_rejected():
+    cfg = {"run": ["b"], "benchmarks": {"b": {"dataset": {"source": "imagenet100", "ood_sets": ["sun"],
+                                                          "ood_resize": 224, "ood_crop": 256}}}}
+    with pytest.raises(ConfigError, match="ood_crop"):
+        validate_config(cfg, SCHEMA)
+
+
+def test_cli_download_list_and_fetch(tmp_path, capsys):
+    from lffood.cli import main
+
+    with FixtureServer() as srv:
+        url = srv.add("SUN.tar.gz", PAYLOAD)
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(f"data_dir: {tmp_path}/data\ndownloads: {{lock_file: {tmp_path}/l.lock, urls: {{sun: '{url}'}}}}\n"
+                       "benchmarks: {b: {dataset: {source: embedded, ood_sets: [far]}}}\nrun: [b]\n")
+        assert main(["download", "--list", "--config", str(cfg)]) == 0
+        out = capsys.readouterr().out
+        assert f"place: {tmp_path}/data/downloads/places365/test_256.tar" in out and url in out
+        assert main(["download", "sun", "--config", str(cfg)]) == 0
+        assert (tmp_path / "data/downloads/sun/SUN.tar.gz").read_bytes() == PAYLOAD
+        assert main(["download", "nope", "--config", str(cfg)]) == 1

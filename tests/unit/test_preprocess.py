@@ -1,0 +1,284 @@
+"""Upstream formats -> download -> verify -> read -> preprocess -> split file -> loader, through the real code."""
+
+import dataclasses
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from data import fixtures as fx
+from lffood.config import validate_config
+from lffood.data import download as dl
+from lffood.data import preprocess as pp
+from lffood.data import sources
+from lffood.data.arrays import Split, SplitWriter, load_split, save_split
+from lffood.data.loader import TensorImages
+from lffood.errors import ConfigError, DataError
+
+from conftest import SCHEMA
+
+torch.set_num_threads(1)
+
+
+def _cfg(tmp_path, source, ood, urls, **ds):
+    return validate_config({"data_dir": str(tmp_path / "data"),
+                            "downloads": {"lock_file": str(tmp_path / "checksums.lock"), "urls": urls, "retries": 0},
+                            "run": ["b"], "benchmarks": {"b": {"dataset": {"source": source, "ood_sets": ood, **ds}}}},
+                           SCHEMA)
+
+
+def _patch_md5(monkeypatch, key, blob):
+    """Fixture archives cannot match the real published md5: give the registry the fixture's."""
+    monkeypatch.setitem(sources.ARCHIVES, key, dataclasses.replace(sources.ARCHIVES[key], md5=fx.md5(blob)))
+
+
+# ----------------------------------------------------------------------------- transforms
+@pytest.mark.parametrize("w,h,resize,crop", [(50, 37, 32, 32), (37, 50, 32, 32), (300, 260, 256, 224),
+                                             (32, 32, 32, 32), (81, 64, 40, 36)])
+def test_resize_center_crop_matches_torchvision(w, h, resize, crop):
+    from PIL import Image
+    from torchvision import transforms as T
+
+    img = Image.fromarray(np.random.default_rng(w * h).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    want = np.asarray(T.Compose([T.Resize(resize), T.CenterCrop(crop)])(img))
+    got = pp.resize_center_crop(img, resize, crop)
+    assert got.dtype == np.uint8 and got.shape == (crop, crop, 3)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_choose_subset_is_seeded_sorted_and_capped():
+    a, b = pp.choose_subset(1000, 10, seed=3), pp.choose_subset(1000, 10, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert len(set(a)) == 10 and np.all(np.diff(a) > 0)
+    assert not np.array_equal(a, pp.choose_subset(1000, 10, seed=4))
+    np.testing.assert_array_equal(pp.choose_subset(5, 10, 0), np.arange(5))
+    np.testing.assert_array_equal(pp.choose_subset(5, None, 0), np.arange(5))
+
+
+# ----------------------------------------------------------------------------- CIFAR and SVHN via torchvision
+@pytest.mark.parametrize("kind", ["cifar10", "cifar100"])
+def test_cifar_end_to_end(tmp_path, monkeypatch, kind):
+    import torchvision.datasets as tvd
+
+    blob, attrs = fx.cifar_tgz(kind)
+    cls = tvd.CIFAR10 if kind == "cifar10" else tvd.CIFAR100
+    for name, value in attrs.items():  # the fixture's checksums; the code path is torchvision's own
+        monkeypatch.setattr(cls, name, value)
+    with fx.FixtureServer() as srv:
+        cfg = _cfg(tmp_path, kind, ["svhn"], {kind: srv.add(cls.filename, blob)})
+        path = dl.fetch_archive(cfg, kind)
+        assert path.name == cls.filename
+        out = {s: tmp_path / "data" / "b" / f"{s}.npz" for s in ("train", "test")}
+        pp.prepare_cifar(cfg["benchmarks"]["b"]["dataset"], path, out)
+        dl.fetch_archive(cfg, kind)  # re-run: verified, not downloaded again
+        assert srv.count() == 1
+    train, test = load_split(out["train"]), load_split(out["test"])
+    n_train = 5 * 20 if kind == "cifar10" else 20
+    assert train.images.shape == (n_train, 32, 32, 3) and test.images.shape == (30, 32, 32, 3)
+    assert train.meta["role"] == "id_train" and test.meta["role"] == "id_test"
+    assert len(train.meta["classes"]) == (10 if kind == "cifar10" else 100)
+    # pixels: batch row 0 of the first pickle, CHW-flattened upstream, HWC here
+    import pickle
+    import tarfile
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tf:
+        name = [m for m in tf.getnames() if m.endswith(("data_batch_1", "/train"))][0]
+        first = pickle.load(tf.extractfile(name), encoding="latin1")
+    np.testing.assert_array_equal(train.images[0], first["data"][0].reshape(3, 32, 32).transpose(1, 2, 0))
+    assert train.labels[0] == first["labels" if kind == "cifar10" else "fine_labels"][0]
+    x = np.asarray(train.images, np.float64) / 255
+    np.testing.assert_allclose(train.meta["mean"], x.reshape(-1, 3).mean(0), rtol=1e-6)
+    np.testing.assert_allclose(train.meta["std"], x.reshape(-1, 3).std(0), rtol=1e-6)
+    assert [p.name for p in path.parent.iterdir()] == [cls.filename]  # private extraction cleaned up
+    data = TensorImages(train, train.meta["mean"], train.meta["std"])
+    xb, yb = data.batch(torch.arange(4))
+    assert xb.shape == (4, 3, 32, 32) and yb.dtype == torch.int64
+
+
+def test_cifar_archive_with_wrong_batch_md5_is_rejected(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    blob, attrs = fx.cifar_tgz("cifar10")
+    attrs["test_list"] = [["test_batch", "0" * 32]]
+    for name, value in attrs.items():
+        monkeypatch.setattr(tvd.CIFAR10, name, value)
+    path = tmp_path / "cifar-10-python.tar.gz"
+    path.write_bytes(blob)
+    with pytest.raises(DataError, match="torchvision.datasets.CIFAR10 rejected"):
+        pp.read_cifar(path, "cifar10")
+
+
+def test_svhn_end_to_end_with_seeded_cap(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    blob, x = fx.svhn_mat(40)
+    url_name = "test_32x32.mat"
+    with fx.FixtureServer() as srv:
+        url = srv.add(url_name, blob)
+        monkeypatch.setitem(tvd.SVHN.split_list, "test", [url, url_name, fx.md5(blob)])
+        cfg = _cfg(tmp_path, "cifar10", ["svhn"], {}, ood_max_images=25, seed=7)
+        path = dl.fetch_archive(cfg, "svhn")  # the URL comes from torchvision's (patched) class attribute
+        assert srv.count() == 1
+    ds = cfg["benchmarks"]["b"]["dataset"]
+    out, files = tmp_path / "svhn.npz", tmp_path / "svhn.files.txt"
+    pp.prepare_ood(ds, "svhn", path, out, files)
+    s = load_split(out)
+    idx = pp.choose_subset(40, 25, 7)
+    assert s.images.shape == (25, 32, 32, 3) and (s.labels == -1).all() and s.meta["role"] == "ood"
+    np.testing.assert_array_equal(s.images, x.transpose(3, 0, 1, 2)[idx])
+    assert files.read_text().split() == [f"test_32x32.mat#{i}" for i in idx] == s.meta["files"]
+
+
+# ----------------------------------------------------------------------------- tar archives
+TAR_CASES = {
+    # key: (fixture bytes, resize, crop, cap, expected count)
+    "lsun_crop": (lambda: fx.odin_tgz("LSUN/test", 12, 36), 32, 32, None, 12),
+    "isun": (lambda: fx.odin_tgz("iSUN/iSUN_patches", 9, 32), 32, 32, None, 9),
+    "textures": (lambda: fx.dtd_tgz(), 32, 32, None, 9),
+    "places365": (lambda: fx.places_tar(30), 32, 32, 10, 10),
+    "inaturalist": (lambda: fx.mos_tgz("iNaturalist", 6), 64, 56, None, 6),
+}
+
+
+@pytest.mark.parametrize("split", list(TAR_CASES))
+def test_tar_ood_sets_end_to_end(tmp_path, monkeypatch, split):
+    make, resize, crop, cap, n = TAR_CASES[split]
+    blob = make()
+    key = sources.OOD_ARCHIVE[split]
+    if sources.archive(key).md5:
+        _patch_md5(monkeypatch, key, blob)
+    source = "imagenet100" if split == "inaturalist" else "cifar10"
+    with fx.FixtureServer() as srv:
+        cfg = _cfg(tmp_path, source, [split], {key: srv.add(sources.archive(key).filename, blob)},
+                   ood_resize=resize, ood_crop=crop, ood_max_images=cap, seed=1)
+        path = dl.fetch_archive(cfg, key)
+        dl.fetch_archive(cfg, key)
+        assert srv.count() == 1  # re-run: nothing downloaded twice
+    if not sources.archive(key).md5:
+        assert key in dl.read_lock(tmp_path / "checksums.lock")
+    out, files = tmp_path / "o" / f"{split}.npz", tmp_path / "o" / f"{split}.files.txt"
+    pp.prepare_ood(cfg["benchmarks"]["b"]["dataset"], split, path, out, files, threads=2)
+    s = load_split(out)
+    assert s.images.shape == (n, crop, crop, 3) and s.images.dtype == np.uint8 and (s.labels == -1).all()
+    names = files.read_text().split()
+    assert names == s.meta["files"] and len(names) == n and names == sorted(names)
+    assert not any("/._" in m or not m.lower().endswith((".jpg", ".jpeg")) for m in names)
+    # each image is the upstream member decoded with the same Resize+CenterCrop
+    import tarfile
+
+    from PIL import Image
+    with tarfile.open(path) as tf:
+        ref = pp.resize_center_crop(Image.open(tf.extractfile(names[-1])), resize, crop)
+    np.testing.assert_array_equal(s.images[-1], ref)
+    if cap:  # the seeded subset is reproducible
+        pp.prepare_ood(cfg["benchmarks"]["b"]["dataset"], split, path, tmp_path / "again.npz", tmp_path / "again.txt")
+        assert (tmp_path / "again.txt").read_text() == files.read_text()
+
+
+def test_corrupt_tar_is_a_clear_error(tmp_path):
+    bad = tmp_path / "LSUN.tar.gz"
+    bad.write_bytes(fx.odin_tgz()[:200])
+    with pytest.raises(DataError, match="LSUN.tar.gz"):
+        pp.tar_image_names(bad)
+
+
+# ----------------------------------------------------------------------------- ImageNet-100
+def _imagenet_ds(root, **kw):
+    cfg = validate_config({"run": ["b"], "benchmarks": {"b": {"dataset": {
+        "source": "imagenet100", "ood_sets": ["sun"], "imagenet_root": str(root) if root else None,
+        "ood_resize": 24, "ood_crop": 20, "train_size": 16, **kw}}}}, SCHEMA)
+    return cfg["benchmarks"]["b"]["dataset"]
+
+
+@pytest.mark.parametrize("class_list", ["I", "II"])
+def test_imagenet100_from_ilsvrc_folder(tmp_path, class_list):
+    wnids = sources.read_class_list(class_list)
+    root = fx.ilsvrc_folder(tmp_path / "ILSVRC", wnids + ["n99999999"], train_per_class=2, val_per_class=1)
+    ds = _imagenet_ds(root, class_list=class_list)
+    out = tmp_path / "b"
+    pp.prepare_imagenet(ds, "train", out / "train.npz", out / "train.files.txt", threads=2, chunk=37)
+    pp.prepare_imagenet(ds, "test", out / "test.npz", out / "test.files.txt", threads=2)
+    train, test = load_split(out / "train.npz"), load_split(out / "test.npz")
+    assert isinstance(train.images, np.memmap)
+    assert train.images.shape == (200, 16, 16, 3) and test.images.shape == (100, 20, 20, 3)
+    assert train.meta["classes"] == wnids and train.meta["role"] == "id_train" and test.meta["role"] == "id_test"
+    np.testing.assert_array_equal(train.labels, np.repeat(np.arange(100), 2))
+    files = (out / "train.files.txt").read_text().split()
+    assert files[0].startswith(f"train/{wnids[0]}/") and not any("n99999999" in f for f in files)
+    x = np.asarray(train.images, np.float64).reshape(-1, 3) / 255
+    np.testing.assert_allclose(train.meta["mean"], x.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(train.meta["std"], x.std(0), rtol=1e-5)
+    from PIL import Image
+    ref = pp.resize_center_crop(Image.open(root / (out / "test.files.txt").read_text().split()[5]), 24, 20)
+    np.testing.assert_array_equal(test.images[5], ref)
+
+
+def test_imagenet_missing_root_and_flat_val_are_explained(tmp_path):
+    with pytest.raises(ConfigError, match="dataset.imagenet_root.*not set"):
+        pp.prepare_imagenet(_imagenet_ds(None), "train", tmp_path / "t.npz")
+    with pytest.raises(ConfigError, match="not an existing folder"):
+        pp.prepare_imagenet(_imagenet_ds(tmp_path / "nope"), "train", tmp_path / "t.npz")
+    wnids = sources.read_class_list("I")
+    root = fx.ilsvrc_folder(tmp_path / "flat", wnids[:3], flat_val=True)
+    problems = sources.check_imagenet_root(str(root), wnids)
+    assert any("valprep.sh" in p for p in problems)
+    assert any("97 of the 100" in p for p in problems)  # train has only 3 of the classes
+    assert not (tmp_path / "t.npz").exists()
+
+
+def test_class_lists_are_the_published_ones():
+    one, two = sources.read_class_list("I"), sources.read_class_list("II")
+    # first and last WNIDs of deeplearning-wisc/MCM data/ImageNet100/class_list.txt and of
+    # TagFog data/ImageNet100/ImageNet100-II_class_list.txt (= FodFoM's list)
+    assert (one[0], one[-1]) == ("n03877845", "n03594945")
+    assert (two[0], two[-1]) == ("n02279972", "n03595614")
+    assert len(set(one) & set(two)) == 6
+
+
+# ----------------------------------------------------------------------------- split files and loader
+def test_split_writer_matches_save_split_and_failure_leaves_nothing(tmp_path):
+    imgs = np.random.default_rng(0).integers(0, 256, (10, 5, 4, 3), dtype=np.uint8)
+    labels = np.arange(10)
+    save_split(tmp_path / "a.npz", Split(imgs, labels, {"role": "ood"}))
+    with SplitWriter(tmp_path / "b.npz", labels, (5, 4), {"role": "ood"}) as w:
+        w.write(imgs[:3])
+        w.write(imgs[3:])
+    a, b = load_split(tmp_path / "a.npz"), load_split(tmp_path / "b.npz", mmap=False)
+    np.testing.assert_array_equal(a.images, b.images)
+    assert not isinstance(b.images, np.memmap) and isinstance(a.images, np.memmap)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    with pytest.raises(DataError, match="3 images written for 10"):
+        with SplitWriter(tmp_path / "c.npz", labels, (5, 4)) as w:
+            w.write(imgs[:3])
+    with pytest.raises(RuntimeError):
+        with SplitWriter(tmp_path / "d.npz", labels, (5, 4)) as w:
+            w.write(imgs)
+            raise RuntimeError("crash mid-way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "b.npz"]
+
+
+def test_load_split_falls_back_for_compressed_npz(tmp_path):
+    import json
+    imgs = np.random.default_rng(0).integers(0, 256, (4, 3, 3, 3), dtype=np.uint8)
+    np.savez_compressed(tmp_path / "z.npz", images=imgs, labels=np.zeros(4, np.int64), meta=np.array(json.dumps({})))
+    s = load_split(tmp_path / "z.npz")
+    assert not isinstance(s.images, np.memmap)
+    np.testing.assert_array_equal(s.images, imgs)
+
+
+def test_tensor_images_host_residency_gives_the_same_batches(tmp_path):
+    imgs = np.random.default_rng(0).integers(0, 256, (50, 8, 8, 3), dtype=np.uint8)
+    save_split(tmp_path / "s.npz", Split(imgs, np.arange(50) % 5, {"role": "id_train"}))
+    split = load_split(tmp_path / "s.npz")
+    dev = TensorImages(split, [0.5] * 3, [0.25] * 3)                      # default: small -> device
+    host = TensorImages(split, [0.5] * 3, [0.25] * 3, device_max_bytes=imgs.nbytes - 1)
+    assert dev.on_device and not host.on_device
+    assert host.images.data_ptr() != 0 and host.images.shape == (50, 8, 8, 3)
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    aug = {"crop_padding": 2, "hflip": True, "color_jitter": 0.0}
+    for i1, i2 in zip(dev.index_batches(16, shuffle=True, gen=g1), host.index_batches(16, shuffle=True, gen=g2)):
+        torch.testing.assert_close(dev.batch(i1, augment=aug, gen=torch.Generator().manual_seed(1)),
+                                   host.batch(i2, augment=aug, gen=torch.Generator().manual_seed(1)))
+    x, y = host.batch(torch.tensor([3, 1]))
+    torch.testing.assert_close(x[0], (torch.from_numpy(imgs[3]).permute(2, 0, 1).float() / 255 - 0.5) / 0.25)
+    assert y.tolist() == [3, 1]
