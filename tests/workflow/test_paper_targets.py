@@ -1,0 +1,99 @@
+"""The paper's table targets and the `run=paper` switch: with no data on this machine, a dry run of
+each must print its complete job graph (downloads -> preprocessing -> CE -> LFF / control ->
+extraction -> every scorer -> metrics -> table)."""
+
+import pytest
+
+from conftest import REPO, job_counts, snakemake
+from lffood.config import load_config
+
+CFG = load_config(REPO / "config.yaml", REPO / "workflow" / "schemas" / "config.schema.yaml")
+SEEDS = len(CFG["seeds"])
+ARCHIVES = {"cifar10": {"cifar10"}, "cifar100": {"cifar100"}, "imagenet100": set()}
+OOD_ARCHIVE = {"svhn": "svhn", "lsun_crop": "lsun_crop", "lsun_resize": "lsun_resize", "isun": "isun",
+               "textures": "dtd", "places365": "places365", "inaturalist": "inaturalist", "sun": "sun",
+               "places": "places"}
+
+
+def expected(benches):
+    archives, n = set(), {"pretrain": 0, "scores": 0, "prepare_ood": 0}
+    for b in benches:
+        ds = CFG["benchmarks"][b]["dataset"]
+        archives |= ARCHIVES[ds["source"]] | {OOD_ARCHIVE[s] for s in ds["ood_sets"]}
+        n["prepare_ood"] += len(ds["ood_sets"])
+        n["pretrain"] += SEEDS
+        n["scores"] += SEEDS * 3 * len(CFG["benchmarks"][b]["scorers"]["names"])
+    n["download"] = len(archives)
+    return n
+
+
+@pytest.mark.parametrize("table", ["table1", "table2", "table3", "table4"])
+def test_paper_table_graph_without_data(tmp_path, table):
+    proc = snakemake(tmp_path, "-n", "--cores", "8", f"results/tables/{table}.csv", config=REPO / "config.yaml")
+    counts = job_counts(proc.stdout)
+    benches = CFG["tables"][table]
+    exp = expected(benches)
+    assert counts["paper_table"] == 1
+    assert counts["download"] == exp["download"]
+    assert counts["prepare_ood"] == exp["prepare_ood"]
+    assert counts["pretrain"] == exp["pretrain"]
+    assert counts["finetune"] == 2 * exp["pretrain"]  # LFF and the CE control per CE model
+    assert counts["extract"] == counts["metrics"] == 3 * exp["pretrain"]
+    assert sum(c for rule, c in counts.items() if rule.startswith("score")) == exp["scores"]
+    n_cifar = sum(CFG["benchmarks"][b]["dataset"]["source"] != "imagenet100" for b in benches)
+    assert counts.get("prepare_cifar", 0) == n_cifar
+    assert counts.get("prepare_imagenet100", 0) == 2 * (len(benches) - n_cifar)  # train and test
+    assert "prepare_embedded" not in counts
+
+
+def test_tables_name_the_papers_benchmarks():
+    assert CFG["tables"]["table1"] == ["cifar10_resnet34", "cifar100_resnet34"]
+    assert CFG["tables"]["table2"] == ["cifar10_wrn28_10", "cifar100_wrn28_10"]
+    assert CFG["tables"]["table3"] == ["imagenet100_resnet50"]
+    b = CFG["benchmarks"]
+    assert {b[n]["model"]["arch"] for n in CFG["tables"]["table1"]} == {"resnet34"}
+    assert {b[n]["model"]["arch"] for n in CFG["tables"]["table2"]} == {"wrn28_10"}
+    assert b["imagenet100_resnet50"]["model"]["arch"] == "resnet50"
+
+
+@pytest.mark.parametrize("name, delta, mu", [("cifar10_resnet34", 0.1, 1.0), ("cifar100_resnet34", 0.01, 2.0),
+                                             ("cifar10_wrn28_10", 0.1, 1.0), ("cifar100_wrn28_10", 0.01, 2.0),
+                                             ("imagenet100_resnet50", 0.01, 3.0)])
+def test_paper_hyperparameters(name, delta, mu):
+    """Section V.A of the paper, per benchmark."""
+    b = CFG["benchmarks"][name]
+    assert b["lff"] == {"delta": delta, "mu": mu, "lambda": 1.0}
+    ft = b["finetune"]
+    assert (ft["optimizer"], ft["momentum"], ft["weight_decay"]) == ("sgd", 0.9, 1e-4)
+    assert ft["augment"]["color_jitter"] == 0.0
+    if name.startswith("imagenet"):
+        assert (ft["epochs"], ft["lr"], ft["schedule"]["milestones"]) == (10, 5e-5, [5])
+        assert ft["augment"]["random_resized_crop"]["size"] == 224
+        assert b["extraction"]["center_crop"] == 224 and b["dataset"]["ood_crop"] == 224
+    else:
+        assert (ft["epochs"], ft["lr"], ft["schedule"]["milestones"]) == (30, 0.1, [15])
+        assert b["dataset"]["ood_resize"] == b["dataset"]["ood_crop"] == 32
+    assert ft["schedule"]["gamma"] == 0.1
+
+
+def test_run_paper_switch_plans_every_paper_benchmark(tmp_path):
+    counts = job_counts(snakemake(tmp_path, "-n", "--cores", "8", "all", "--config", "run=paper",
+                                  config=REPO / "config.yaml").stdout)
+    paper = CFG["suites"]["paper"]
+    assert len(paper) == 5
+    assert counts["table"] == counts["figures"] == 5
+    assert counts["pretrain"] == 5 * SEEDS
+    assert "prepare_embedded" not in counts and "paper_table" not in counts
+
+
+def test_user_ce_checkpoint_replaces_pretraining_input(tmp_path):
+    ck = tmp_path / "ce_resnet34.pth"
+    ck.write_bytes(b"placeholder")  # a dry run only checks that the file exists
+    override = f'benchmarks={{"cifar10_resnet34": {{"pretrain": {{"checkpoint": "{ck}"}}}}}}'
+    proc = snakemake(tmp_path, "-n", "--cores", "2", "results/cifar10_resnet34/seed0/models/ce.pt",
+                     "--config", override, config=REPO / "config.yaml")
+    assert str(ck) in proc.stdout  # listed as an input of the pretrain job
+    missing = snakemake(tmp_path, "-n", "--cores", "2", "results/cifar10_resnet34/seed0/models/ce.pt",
+                        "--config", override.replace(str(ck), str(tmp_path / "nope.pth")),
+                        config=REPO / "config.yaml", check=False)
+    assert missing.returncode != 0 and "nope.pth" in missing.stdout + missing.stderr
