@@ -39,27 +39,92 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.deterministic = True
 
 
+# GPU slots: Snakemake's `--resources gpu=N` only counts GPU jobs, it does not tell a job which GPU
+# to use (no CUDA_VISIBLE_DEVICES). With more than one visible GPU, each job claims the first free
+# slot with an exclusive lock file per GPU; the lock goes with the process (also on a crash).
+# Under SLURM (`--gpus=1`) a job sees exactly its own GPU, so there is nothing to claim.
+GPU_LOCK_DIR_ENV = "LFFOOD_GPU_LOCK_DIR"
+_held_slot = None  # (index, open lock file) of this process
+
+
+def gpu_lock_dir() -> str:
+    import tempfile
+
+    return os.environ.get(GPU_LOCK_DIR_ENV) or os.path.join(tempfile.gettempdir(), "lffood-gpu-locks")
+
+
+def visible_gpu_ids(count: int) -> list[str]:
+    """Machine-wide names of the ``count`` visible GPUs: the CUDA_VISIBLE_DEVICES entries (index or
+    UUID) when set, else ``0..count-1``; lock files are named after them so that two jobs with
+    different CUDA_VISIBLE_DEVICES still see each other's claims."""
+    cvd = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if len(cvd) >= count:
+        return cvd[:count]
+    return [str(i) for i in range(count)]
+
+
+def claim_gpu_slot(count: int, lock_dir: str | None = None) -> tuple[int, bool]:
+    """Index (0..count-1) of a visible GPU no other lffood process holds, and whether it was
+    claimed exclusively. The claim lasts until the process exits (or ``release_gpu_slot``). When
+    every GPU is taken (more concurrent GPU jobs than GPUs), returns a shared one (pid modulo count)
+    and False."""
+    import fcntl
+
+    global _held_slot
+    if _held_slot is not None:
+        return _held_slot[0], True
+    lock_dir = lock_dir or gpu_lock_dir()
+    os.makedirs(lock_dir, exist_ok=True)
+    for index, gpu_id in enumerate(visible_gpu_ids(count)):
+        name = "gpu-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in gpu_id) + ".lock"
+        fh = open(os.path.join(lock_dir, name), "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            continue
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        _held_slot = (index, fh)
+        return index, True
+    return os.getpid() % count, False
+
+
+def release_gpu_slot() -> None:
+    global _held_slot
+    if _held_slot is not None:
+        _held_slot[1].close()
+        _held_slot = None
+
+
 def select_device(requested: str = "auto"):
-    """``auto`` -> CUDA when available (honouring CUDA_VISIBLE_DEVICES), else CPU; logs the choice."""
+    """``auto`` -> CUDA when available (honouring CUDA_VISIBLE_DEVICES), else CPU; ``cuda`` fails
+    without a CUDA device. With several visible GPUs the job takes a free one (``claim_gpu_slot``).
+    Logs the device used and why."""
     import torch
 
     from .errors import ConfigError
 
-    if requested == "cpu":
-        dev = torch.device("cpu")
-    elif requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("config key 'device' is 'cuda' but no CUDA device is visible "
-                              f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}). "
-                              "Set device: auto or cpu.")
-        dev = torch.device("cuda")
-    else:
-        dev = torch.device("cpu")
-    if dev.type == "cuda":
-        log.info("device: cuda (%s; CUDA_VISIBLE_DEVICES=%s)", torch.cuda.get_device_name(dev),
-                 os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
-    else:
-        log.info("device: cpu (%d threads)", torch.get_num_threads())
+    cvd = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+    available = requested != "cpu" and torch.cuda.is_available()
+    if requested == "cuda" and not available:
+        raise ConfigError("config key 'device' is 'cuda' but no CUDA device is visible "
+                          f"(CUDA_VISIBLE_DEVICES={cvd!r}). Set device: auto or cpu.")
+    if not available:
+        why = "config device: cpu" if requested == "cpu" else "no CUDA device visible"
+        log.info("device: cpu (%s; CUDA_VISIBLE_DEVICES=%s; %d threads)", why, cvd, torch.get_num_threads())
+        return torch.device("cpu")
+    count = torch.cuda.device_count()
+    index, exclusive = claim_gpu_slot(count) if count > 1 else (0, True)
+    dev = torch.device("cuda", index)
+    torch.cuda.set_device(dev)
+    slot = "" if count == 1 else (f"; GPU slot {index} of {count}, lock in {gpu_lock_dir()}" if exclusive else
+                                  f"; all {count} GPUs claimed by other jobs, sharing GPU {index}")
+    log.info("device: %s (%s; CUDA_VISIBLE_DEVICES=%s%s)", dev, torch.cuda.get_device_name(dev), cvd, slot)
+    if not exclusive:
+        log.warning("more concurrent GPU jobs than visible GPUs: use --resources gpu=N with N <= %d", count)
     return dev
 
 

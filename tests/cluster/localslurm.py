@@ -1,0 +1,276 @@
+"""A throw-away single-node SLURM cluster on localhost, for tests.
+
+Everything lives in one temporary directory: munge key and socket, slurm.conf and gres.conf, state,
+spool, daemon logs, and a ``bin/`` of shims for the SLURM client commands. Nothing is written to
+/etc or /run, and the daemons listen on free ports, so a cluster the machine may already run is not
+touched. The daemons run in the foreground as children of this process (their ids are known) and
+``stop()`` ends them, and any job process left in the directory, even after a failure.
+
+Why shims: the client commands find the cluster through ``SLURM_CONF``, but the SLURM jobstep
+executor removes every ``SLURM_*`` variable before it calls ``srun`` inside a job, so a nested
+``srun`` would look for /etc/slurm/slurm.conf. Shims on ``PATH`` (which jobs inherit: sbatch
+exports the environment) set ``SLURM_CONF`` for each call; the ``sbatch`` shim also records every
+submission's arguments; ``sacct``/``sacctmgr``/``sshare`` answer at once with an error, as there is
+no accounting database (the real ``sacct`` must not be reached: status checks use ``squeue``).
+
+Needs root, Linux and Debian's ``slurmctld slurmd slurm-client munge`` (installed by
+``ensure_packages`` with apt-get when missing).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
+BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "scontrol", "sinfo", "scancel")
+CLIENTS = ("sbatch", "srun", "squeue", "scontrol", "sinfo", "scancel")
+NO_ACCOUNTING = ("sacct", "sacctmgr", "sshare")
+
+
+class SlurmUnavailable(RuntimeError):
+    """The cluster cannot be brought up here; the message says why (a test skips with it)."""
+
+
+def missing_binaries() -> list[str]:
+    return [b for b in BINARIES if shutil.which(b, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None]
+
+
+def ensure_packages(install: bool = True, timeout: int = 600) -> None:
+    """Install Debian's SLURM and munge packages when missing (root + apt-get), else raise
+    SlurmUnavailable with the reason."""
+    if os.name != "posix" or not Path("/proc").is_dir():
+        raise SlurmUnavailable("needs Linux")
+    if os.geteuid() != 0:
+        raise SlurmUnavailable("needs root (starts munged, slurmctld and slurmd)")
+    if not missing_binaries():
+        return
+    if not install:
+        raise SlurmUnavailable(f"SLURM binaries missing ({', '.join(missing_binaries())}) and "
+                               "installing is switched off (LFFOOD_SLURM_INSTALL=0)")
+    if shutil.which("apt-get") is None:
+        raise SlurmUnavailable(f"SLURM binaries missing ({', '.join(missing_binaries())}) and no apt-get to "
+                               f"install {' '.join(PACKAGES)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    cmd = ["timeout", "-s", "KILL", str(timeout), "apt-get", "install", "-y", "-q", "--no-install-recommends",
+           *PACKAGES]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:  # a fresh container may have no package lists yet
+        subprocess.run(["timeout", "-s", "KILL", str(timeout), "apt-get", "update", "-q"], capture_output=True,
+                       text=True, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0 or missing_binaries():
+        raise SlurmUnavailable(f"apt-get install {' '.join(PACKAGES)} failed ({proc.returncode}): "
+                               f"{(proc.stderr or proc.stdout)[-800:]}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _mem_mb() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    return 4000
+
+
+class LocalSlurm:
+    """``with LocalSlurm(root) as slurm:`` a running cluster with one node, ``localhost``, one
+    partition ``lffood`` (default), ``gpus`` fake GPUs (gres backed by /dev/null) and all CPUs."""
+
+    NODE = "localhost"
+    PARTITION = "lffood"
+
+    def __init__(self, root: Path, gpus: int = 1, min_job_age: int = 3600):
+        self.root = Path(root).resolve()
+        self.gpus = gpus
+        self.min_job_age = min_job_age
+        self.conf = self.root / "etc" / "slurm.conf"
+        self.bin = self.root / "bin"
+        self.sbatch_log = self.root / "sbatch_calls.log"
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    # ---------------------------------------------------------------- set-up
+    def _write_files(self) -> None:
+        for d in ("etc", "munge", "state", "spool", "log", "bin"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        munge = self.root / "munge"
+        munge.chmod(0o711)  # munged wants its socket directory not writable by others
+        key = munge / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o600)
+        r = self.root
+        self.conf.write_text(f"""\
+ClusterName=lffoodtest
+SlurmctldHost={socket.gethostname()}(127.0.0.1)
+SlurmctldPort={_free_port()}
+SlurmdPort={_free_port()}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={munge}/munge.socket
+StateSaveLocation={r}/state
+SlurmdSpoolDir={r}/spool
+SlurmctldPidFile={r}/slurmctld.pid
+SlurmdPidFile={r}/slurmd.pid
+SlurmctldLogFile={r}/log/slurmctld.log
+SlurmdLogFile={r}/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+MpiDefault=none
+MailProg=/bin/true
+ReturnToService=2
+SchedulerType=sched/builtin
+SlurmdParameters=config_overrides
+MinJobAge={self.min_job_age}
+GresTypes=gpu
+NodeName={self.NODE} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory={int(_mem_mb() * 0.9)} \
+Gres=gpu:{self.gpus} State=UNKNOWN
+PartitionName={self.PARTITION} Nodes={self.NODE} Default=YES MaxTime=INFINITE State=UP
+""")
+        # fake GPUs: one /dev/null per GPU; jobs get CUDA_VISIBLE_DEVICES but no CUDA device
+        (self.root / "etc" / "gres.conf").write_text(
+            "".join(f"NodeName={self.NODE} Name=gpu File=/dev/null\n" for _ in range(self.gpus)))
+        for name in CLIENTS:
+            real = shutil.which(name)
+            log = f'printf "%s\\n" "SBATCH $*" >> "{self.sbatch_log}"\n' if name == "sbatch" else ""
+            self._shim(name, f'export SLURM_CONF="{self.conf}"\n{log}exec "{real}" "$@"\n')
+        for name in NO_ACCOUNTING:
+            self._shim(name, f'echo "{name}: no accounting database in the lffood test cluster" >&2\nexit 1\n')
+
+    def _shim(self, name: str, body: str) -> None:
+        path = self.bin / name
+        path.write_text("#!/bin/sh\n" + body)
+        path.chmod(0o755)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for commands that talk to this cluster (shims first on PATH)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
+        env["PATH"] = f"{self.bin}:{env.get('PATH', '/usr/bin:/bin')}"
+        return env
+
+    def run(self, *cmd: str, timeout: int = 20) -> subprocess.CompletedProcess:
+        return subprocess.run(["timeout", "-s", "KILL", str(timeout), *cmd], capture_output=True, text=True,
+                              env=self.env)
+
+    def _spawn(self, name: str, cmd: list[str]) -> None:
+        out = open(self.root / "log" / f"{name}.stdout", "w")
+        self.procs[name] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            env={**self.env, "SLURM_CONF": str(self.conf)},
+                                            start_new_session=True)
+        out.close()
+        time.sleep(0.5)
+        if self.procs[name].poll() is not None:
+            raise SlurmUnavailable(f"{name} exited at start ({self.procs[name].returncode}): {self.logs()}")
+
+    def start(self, timeout: float = 60) -> "LocalSlurm":
+        self._write_files()
+        munge = self.root / "munge"
+        sbin = lambda b: shutil.which(b, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")  # noqa: E731
+        # --force: run as root with a key and socket outside /etc and /run
+        self._spawn("munged", [sbin("munged"), "--foreground", "--force", f"--socket={munge}/munge.socket",
+                               f"--key-file={munge}/munge.key", f"--log-file={munge}/munged.log",
+                               f"--pid-file={munge}/munged.pid", f"--seed-file={munge}/munged.seed"])
+        self._spawn("slurmctld", [sbin("slurmctld"), "-D", "-f", str(self.conf)])
+        self._spawn("slurmd", [sbin("slurmd"), "-D", "-f", str(self.conf), "-N", self.NODE])
+        deadline = time.monotonic() + timeout
+        state = ""
+        while time.monotonic() < deadline:
+            state = self.run("sinfo", "-h", "-N", "-o", "%T").stdout.strip()
+            if state in ("idle", "mixed", "allocated"):
+                return self
+            time.sleep(1)
+        raise SlurmUnavailable(f"node not ready after {timeout:.0f} s (state {state!r}): {self.logs()}")
+
+    # ---------------------------------------------------------------- queries
+    def jobs(self) -> list[dict[str, str]]:
+        """Every job slurmctld still knows (finished ones stay MinJobAge seconds), as key=value dicts."""
+        out = self.run("scontrol", "show", "job", "-o").stdout
+        jobs = []
+        for line in out.splitlines():
+            if line.startswith("JobId="):
+                fields = {}
+                for tok in line.split():
+                    k, _, v = tok.partition("=")
+                    fields.setdefault(k, v)
+                jobs.append(fields)
+        return jobs
+
+    def sbatch_calls(self) -> list[str]:
+        if not self.sbatch_log.exists():
+            return []
+        return [ln[len("SBATCH "):] for ln in self.sbatch_log.read_text().splitlines() if ln.startswith("SBATCH ")]
+
+    def logs(self, tail: int = 1500) -> str:
+        parts = []
+        for p in sorted((self.root / "log").glob("*")) + [self.root / "munge" / "munged.log"]:
+            if p.exists():
+                parts.append(f"--- {p.name}:\n{p.read_text(errors='replace')[-tail:]}")
+        return "\n".join(parts)
+
+    # ---------------------------------------------------------------- teardown
+    def stop(self) -> None:
+        """Cancel jobs, stop the daemons this object started (by pid), then end any process still
+        running inside the cluster directory or a job directory (cwd under ``root``)."""
+        if self.procs.get("slurmctld") and self.procs["slurmctld"].poll() is None:
+            self.run("scancel", "--full", "--partition", self.PARTITION, timeout=10)
+            self.run("scontrol", "shutdown", timeout=10)
+        for name in ("slurmd", "slurmctld", "munged"):
+            proc = self.procs.get(name)
+            if proc is None:
+                continue
+            try:
+                proc.wait(timeout=0 if name == "munged" else 5)  # `scontrol shutdown` ends the other two
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+        for pid in self._leftover_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _leftover_pids(self) -> list[int]:
+        """Processes (job steps, Snakemake job processes) whose working directory is inside ``root``
+        or inside one of the extra job directories: started by this cluster, never anything else."""
+        roots = [str(self.root), *map(str, getattr(self, "job_dirs", []))]
+        pids = []
+        for p in Path("/proc").iterdir():
+            if not p.name.isdigit() or int(p.name) == os.getpid():
+                continue
+            try:
+                cwd = os.readlink(p / "cwd")
+            except OSError:
+                continue
+            if any(cwd == r or cwd.startswith(r + "/") for r in roots):
+                pids.append(int(p.name))
+        return pids
+
+    def __enter__(self) -> "LocalSlurm":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
