@@ -67,6 +67,10 @@ class ResNet(nn.Module):
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
 
+    def blocks(self) -> list[nn.Module]:
+        """The residual blocks in forward order, stem excluded (FeatureNorm's block candidates)."""
+        return [blk for stage in self.stages for blk in stage]
+
     def forward(self, x: torch.Tensor, return_features: bool = False):
         z = self.feature_map(x)
         pooled = z.mean(dim=(2, 3))
