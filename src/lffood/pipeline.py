@@ -14,7 +14,7 @@ from .data.arrays import load_split, save_split
 from .errors import DataError
 from .io import atomic_path, sha256_file
 from .names import ID_SPLITS, VARIANTS, split_names, training_config  # noqa: F401  (re-exported)
-from .scorers import FeatureSet, Head, build_scorer
+from .scorers import FeatureSet, Head, build_scorer, scorer_class
 
 log = logging.getLogger("lffood.pipeline")
 
@@ -160,9 +160,9 @@ def load_scorer(features_path: str, scorer: str, params: Mapping, stats_path: st
 def run_scoring(features_path: str, scorer: str, params: Mapping, out: str,
                 stats_path: str | None = None) -> dict[str, np.ndarray]:
     """Score every non-training split of a feature file with a cached-feature scorer."""
-    sc = load_scorer(features_path, scorer, params, stats_path)
-    if sc.score_on != "features":
+    if scorer_class(scorer).score_on != "features":
         raise ValueError(f"scorer '{scorer}' needs the network: use run_scoring_network")
+    sc = load_scorer(features_path, scorer, params, stats_path)
     scores = {name: sc.score(feature_set(features_path, name))
               for name in _scored_splits(h5schema.list_splits(features_path))}
     h5schema.write_scores(out, scores, scorer=scorer, params=sc.params, features_file=features_path)
