@@ -38,6 +38,18 @@ def job_counts(stdout: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
 
 
+def workflow_rules() -> dict[str, str]:
+    """Rule name -> its text, from workflow/rules/*.smk."""
+    text = "".join(p.read_text() for p in sorted((REPO / "workflow" / "rules").glob("*.smk")))
+    parts = re.split(r"^rule (\w+):\n", text, flags=re.M)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts), 2)}
+
+
+def gpu_rules() -> set[str]:
+    """Rules that declare a GPU (``resources: gpu=1``): training, extraction, network scorers."""
+    return {name for name, body in workflow_rules().items() if re.search(r"^\s+gpu=1,?$", body, re.M)}
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO

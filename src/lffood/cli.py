@@ -57,6 +57,18 @@ def _inspect(args) -> int:
     return 0
 
 
+def _rule_names() -> list[str]:
+    """Rule names of this checkout's workflow, longest first (benchmark files are named <rule>[_<wildcards>])."""
+    import re
+
+    text = "".join(p.read_text() for p in (REPO_SCHEMA.parents[1] / "rules").glob("*.smk"))
+    return sorted(set(re.findall(r"^rule (\w+):", text, re.M)), key=len, reverse=True)
+
+
+def _rule_of(stem: str, rules: list[str]) -> str:
+    return next((r for r in rules if stem == r or stem.startswith(r + "_")), stem)
+
+
 def _benchmarks(args) -> int:
     """Summarise Snakemake's per-job benchmark files (benchmark: directive) by rule."""
     import pandas as pd
@@ -65,10 +77,11 @@ def _benchmarks(args) -> int:
     if not files:
         print(f"no benchmark files under {args.dir}: run the workflow first", file=sys.stderr)
         return 1
+    rules = _rule_names()
     rows = []
     for f in files:
         t = pd.read_csv(f, sep="\t")
-        rule = f.stem.split("_")[0] if f.stem.startswith(("finetune", "extract", "score", "metrics")) else f.stem
+        rule = _rule_of(f.stem, rules)
         rows.append({"rule": rule, "s": float(t["s"].iloc[-1]), "max_rss_mb": float(t["max_rss"].iloc[-1])})
     df = pd.DataFrame(rows)
     summary = df.groupby("rule").agg(jobs=("s", "size"), total_s=("s", "sum"), max_s=("s", "max"),

@@ -121,6 +121,7 @@ def _semantic_checks(cfg: dict, source: str) -> None:
             if s not in known:
                 problems.append(f"key 'benchmarks.{bname}.scorers.names': unknown scorer '{s}'. "
                                 f"Known: {sorted(known)}.")
+        problems += _scorer_param_problems(bname, bench["scorers"]["params"], known)
         ds = bench["dataset"]
         ood = ds["ood_sets"]
         from .names import OOD_SETS_BY_SOURCE
@@ -142,6 +143,22 @@ def _semantic_checks(cfg: dict, source: str) -> None:
             problems.append(f"key 'benchmarks.{bname}.dataset.ood_sets': duplicate names in {ood}.")
     if problems:
         raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _scorer_param_problems(bname: str, params: Mapping, known: set) -> list[str]:
+    """Unknown scorer names under ``params`` and unknown or out-of-range parameters, each with its key."""
+    from .scorers import param_problems, scorer_class
+
+    problems = []
+    for s, p in params.items():
+        key = f"benchmarks.{bname}.scorers.params.{s}"
+        if s not in known:
+            problems.append(f"key '{key}': unknown scorer '{s}'. Known: {sorted(known)}.")
+            continue
+        for msg in param_problems(s, p):
+            problems.append(f"key '{key}': {msg}. Reference defaults: {scorer_class(s).defaults} "
+                            "(README, section Scorers).")
+    return problems
 
 
 def load_config(path: str | Path, schema_path: str | Path) -> dict:

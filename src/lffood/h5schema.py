@@ -20,6 +20,15 @@ Score file (one per feature file x scorer)::
     /                      attrs: schema_version, kind="scores", scorer, params (JSON), features_file
     /scores/<name>         float64 (N,)     higher = more in-distribution
 
+Statistics file (one per feature file x scorer that fits ID statistics; see
+``lffood.scorers.base``)::
+
+    /                      attrs: schema_version, kind="stats", stats_version, scorer, params (JSON: the
+                                  parameters the statistics depend on), source (feature file or
+                                  checkpoint it was fitted from), created, plus caller attributes
+    /stats/<name>          float64 / int64 array (0-d for scalars), e.g. mahalanobis/means,
+                           mahalanobis/precision, vim/residual_basis, featurenorm/block
+
 Files are written atomically (temporary file + rename).
 """
 
@@ -38,6 +47,8 @@ from .errors import SchemaError
 from .io import atomic_path
 
 SCHEMA_VERSION = 1
+#: version of the statistics layout (bump when a scorer's stored statistics change meaning)
+STATS_VERSION = 1
 ROLES = ("id_train", "id_test", "ood")
 #: field -> (dtype, ndim, required for which roles)
 FIELDS = {
@@ -160,3 +171,42 @@ def read_scores(path) -> tuple[dict[str, np.ndarray], dict]:
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     attrs["params"] = json.loads(attrs["params"])
     return scores, attrs
+
+
+def write_stats(path, stats: Mapping[str, np.ndarray], *, scorer: str, params: Mapping, source: str,
+                attrs: Mapping | None = None) -> None:
+    """Write a scorer's fitted ID statistics (``{name: array}``)."""
+    with atomic_path(path, suffix=".h5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["kind"] = "stats"
+            f.attrs["stats_version"] = STATS_VERSION
+            f.attrs["scorer"] = scorer
+            f.attrs["params"] = _json_attr(dict(params))
+            f.attrs["source"] = str(source)
+            f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value if isinstance(value, (str, int, float)) else _json_attr(value)
+            g = f.create_group("stats")
+            for name, value in stats.items():
+                arr = np.asarray(value)
+                if arr.dtype.kind not in "biuf":
+                    raise SchemaError(f"statistic '{name}' of scorer '{scorer}': numeric arrays only, got {arr.dtype}")
+                g.create_dataset(name, data=arr.astype(np.int64 if arr.dtype.kind in "biu" else np.float64))
+
+
+def read_stats(path, scorer: str | None = None, params: Mapping | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """Read fitted statistics; with ``scorer`` / ``params`` given, check that they are the ones asked for."""
+    with _open(path, "stats") as f:
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        if attrs.get("stats_version") != STATS_VERSION:
+            raise SchemaError(f"{path}: statistics layout version {attrs.get('stats_version')!r}, expected "
+                              f"{STATS_VERSION}. Delete it and rebuild it with snakemake.")
+        stats = {name: d[()] for name, d in f["stats"].items()}
+    attrs["params"] = json.loads(attrs["params"])
+    if scorer is not None and attrs["scorer"] != scorer:
+        raise SchemaError(f"{path}: statistics of scorer '{attrs['scorer']}', expected '{scorer}'")
+    if params is not None and attrs["params"] != json.loads(_json_attr(dict(params))):
+        raise SchemaError(f"{path}: statistics fitted with {attrs['params']}, but scoring asks for {dict(params)}. "
+                          "The artifact is stale: rebuild it with snakemake.")
+    return stats, attrs

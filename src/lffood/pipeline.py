@@ -1,5 +1,8 @@
 """One function per workflow stage. Rule scripts call these and nothing else, so the whole chain
-can also be driven from Python (tests, notebooks) without Snakemake."""
+can also be driven from Python (tests, notebooks) without Snakemake.
+
+pandas (and torch) are imported inside the functions that use them: about 150 short scoring jobs
+per embedded run import this module, and pandas alone would add ~0.2 s to each."""
 
 from __future__ import annotations
 
@@ -7,14 +10,13 @@ import logging
 from collections.abc import Mapping
 
 import numpy as np
-import pandas as pd
 
 from . import h5schema, metrics
 from .data.arrays import load_split, save_split
 from .errors import DataError
 from .io import atomic_path, sha256_file
 from .names import ID_SPLITS, VARIANTS, split_names, training_config  # noqa: F401  (re-exported)
-from .scorers import FeatureSet, Head, build_scorer
+from .scorers import FeatureSet, Head, build_scorer, scorer_class
 
 log = logging.getLogger("lffood.pipeline")
 
@@ -89,6 +91,8 @@ def run_training(bench: Mapping, *, variant: str, seed: int, train_path: str, ck
                 "torch": str(torch.__version__)}
     save_checkpoint(ckpt_out, model, meta_out)
     with atomic_path(history_out) as tmp:
+        import pandas as pd
+
         pd.DataFrame(history).assign(variant=variant, seed=seed).to_csv(tmp, index=False)
     return history
 
@@ -129,22 +133,115 @@ def run_extraction(bench: Mapping, *, checkpoint: str, split_paths: Mapping[str,
 
 
 # ----------------------------------------------------------------------------- scoring
+# Fitted ID statistics are an artifact (``stats/<variant>/<scorer>.h5``, lffood.h5schema "stats"):
+# fitted once from the ID training split, then read by every scoring job, never refitted there.
 def feature_set(path, split: str) -> FeatureSet:
     d = h5schema.read_split(path, split, ["logits", "features", "labels"])
     return FeatureSet(d["logits"], d["features"], d["labels"])
 
 
-def run_scoring(features_path: str, scorer: str, params: Mapping, out: str) -> dict[str, np.ndarray]:
-    head = Head(*h5schema.read_head(features_path))
+def _scored_splits(roles: Mapping[str, str]) -> list[str]:
+    return [name for name, role in roles.items() if role != "id_train"]
+
+
+def run_fit_stats(features_path: str, scorer: str, params: Mapping, out: str) -> dict[str, np.ndarray]:
+    """Fit a scorer's ID statistics from the cached ID training features and write them to ``out``."""
     sc = build_scorer(scorer, params)
-    sc.fit(feature_set(features_path, "train") if sc.needs_fit else None, head)
+    if not sc.needs_fit or sc.fit_on != "features":
+        raise ValueError(f"scorer '{scorer}' has no statistics fitted from cached features")
+    sc.fit(feature_set(features_path, "train"), Head(*h5schema.read_head(features_path)))
+    h5schema.write_stats(out, sc.stats, scorer=scorer, params=sc.fit_params, source=features_path)
+    log.info("fitted %s statistics %s from %s", scorer, {k: np.shape(v) for k, v in sc.stats.items()}, features_path)
+    return sc.stats
+
+
+def load_scorer(features_path: str, scorer: str, params: Mapping, stats_path: str | None = None):
+    """A scorer ready to score cached features: head, fitted statistics from ``stats_path`` (never
+    refitted here), and for KNN the ID training bank from the feature file."""
+    sc = build_scorer(scorer, params)
+    head = Head(*h5schema.read_head(features_path))
+    stats = None
+    if sc.needs_fit:
+        if stats_path is None:
+            raise ValueError(f"scorer '{scorer}' needs its fitted statistics: pass stats_path (build it with "
+                             f"run_fit_stats or snakemake .../stats/<variant>/{scorer}.h5)")
+        stats, _ = h5schema.read_stats(stats_path, scorer=scorer, params=sc.fit_params)
+    sc.load(head, stats)
+    if sc.uses_train_bank:
+        sc.set_bank(feature_set(features_path, "train"))
+    return sc
+
+
+def run_scoring(features_path: str, scorer: str, params: Mapping, out: str,
+                stats_path: str | None = None) -> dict[str, np.ndarray]:
+    """Score every non-training split of a feature file with a cached-feature scorer."""
+    if scorer_class(scorer).score_on != "features":
+        raise ValueError(f"scorer '{scorer}' needs the network: use run_scoring_network")
+    sc = load_scorer(features_path, scorer, params, stats_path)
     scores = {name: sc.score(feature_set(features_path, name))
-              for name, role in h5schema.list_splits(features_path).items() if role != "id_train"}
+              for name in _scored_splits(h5schema.list_splits(features_path))}
     h5schema.write_scores(out, scores, scorer=scorer, params=sc.params, features_file=features_path)
     return scores
 
 
-def run_metrics(features_path: str, score_paths: Mapping[str, str], out: str, labels: Mapping) -> pd.DataFrame:
+def _network(checkpoint: str, split_paths: Mapping[str, str], device_name: str, threads: int):
+    from .runtime import select_device, set_threads
+    from .training import load_checkpoint
+
+    set_threads(threads)
+    device = select_device(device_name)
+    model, _ = load_checkpoint(checkpoint, device)
+    model.eval()
+    train = load_split(split_paths["train"])
+    return model, device, train, normalization(train, split_paths["train"])
+
+
+def run_fit_stats_network(scorer: str, params: Mapping, *, checkpoint: str, split_paths: Mapping[str, str],
+                          out: str, batch_size: int = 256, device_name: str = "auto",
+                          threads: int = 1) -> dict[str, np.ndarray]:
+    """Fit a scorer's ID statistics that need the network (FeatureNorm's block selection) on the ID
+    training split, without augmentation."""
+    from .data.loader import TensorImages
+
+    sc = build_scorer(scorer, params)
+    if not sc.needs_fit or sc.fit_on != "network":
+        raise ValueError(f"scorer '{scorer}' has no statistics fitted with the network")
+    model, device, train, (mean, std) = _network(checkpoint, split_paths, device_name, threads)
+    sc.fit_network(model, TensorImages(train, mean, std, device), batch_size=batch_size, device=device)
+    h5schema.write_stats(out, sc.stats, scorer=scorer, params=sc.fit_params, source=checkpoint)
+    log.info("fitted %s statistics with the network: %s", scorer,
+             {k: np.round(v, 4).tolist() if np.ndim(v) < 2 else np.shape(v) for k, v in sc.stats.items()})
+    return sc.stats
+
+
+def run_scoring_network(scorer: str, params: Mapping, *, checkpoint: str, split_paths: Mapping[str, str], out: str,
+                        stats_path: str | None = None, batch_size: int = 256, device_name: str = "auto",
+                        threads: int = 1) -> dict[str, np.ndarray]:
+    """Score every split but ``train`` with a scorer that runs the network (ODIN, FeatureNorm)."""
+    from .data.loader import TensorImages
+
+    sc = build_scorer(scorer, params)
+    if sc.score_on != "network":
+        raise ValueError(f"scorer '{scorer}' scores cached features: use run_scoring")
+    stats = None
+    if sc.needs_fit:
+        if stats_path is None:
+            raise ValueError(f"scorer '{scorer}' needs its fitted statistics: pass stats_path")
+        stats, _ = h5schema.read_stats(stats_path, scorer=scorer, params=sc.fit_params)
+    model, device, _, (mean, std) = _network(checkpoint, split_paths, device_name, threads)
+    sc.load(Head(model.head.weight.detach().cpu().numpy(), model.head.bias.detach().cpu().numpy()), stats)
+    scores = {}
+    for name, path in split_paths.items():
+        if name == "train":
+            continue
+        data = TensorImages(load_split(path), mean, std, device)
+        scores[name] = sc.score_network(model, data, batch_size=batch_size, device=device)
+        log.info("%s on %s: %d scores", scorer, name, len(scores[name]))
+    h5schema.write_scores(out, scores, scorer=scorer, params=sc.params, features_file=checkpoint)
+    return scores
+
+
+def run_metrics(features_path: str, score_paths: Mapping[str, str], out: str, labels: Mapping) -> "pd.DataFrame":
     """One tidy row per (scorer, OOD set): AUROC, FPR95, AUPR-In, AUPR-Out, ID accuracy (fractions)."""
     roles = h5schema.list_splits(features_path)
     test = h5schema.read_split(features_path, "test", ["preds", "labels"])
@@ -157,6 +254,8 @@ def run_metrics(features_path: str, score_paths: Mapping[str, str], out: str, la
                 continue
             rows.append({**labels, "scorer": scorer, "ood_set": name, **metrics.ood_metrics(scores["test"], scores[name]),
                          "id_acc": acc})
+    import pandas as pd
+
     df = pd.DataFrame(rows)
     with atomic_path(out) as tmp:
         df.to_csv(tmp, index=False)

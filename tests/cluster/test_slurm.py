@@ -23,21 +23,24 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import MICRO, REPO
+from conftest import MICRO, REPO, gpu_rules
 from localslurm import LocalSlurm, SlurmUnavailable, ensure_packages
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
 SLURM_TIMEOUT = 480  # seconds for the whole Snakemake run through SLURM (about 2-3 minutes here)
-GPU_RULES = {"pretrain", "finetune", "extract"}
-EXPECTED_JOBS = {"prepare_embedded": 1, "pretrain": 1, "finetune": 2, "extract": 3, "score": 9, "metrics": 3,
-                 "table": 1, "figures": 1}
+GPU_RULES = gpu_rules()  # pretrain, finetune, extract and the network scorers' rules
+# one seed, three scorers: energy (cached), react (cached, fitted statistics), odin (network, GPU rule)
+SCORERS = ["energy", "react", "odin"]
+EXPECTED_JOBS = {"prepare_embedded": 1, "pretrain": 1, "finetune": 2, "extract": 3, "fit_stats": 3, "score": 6,
+                 "score_network": 3, "metrics": 3, "table": 1, "scorer_table": 1, "figures": 1}
 PARTITION_LINE = 'slurm_partition: ""'
 
 
 def micro_one_seed(path: Path) -> Path:
     cfg = yaml.safe_load(MICRO.read_text())
     cfg["seeds"] = [0]
+    cfg["benchmarks"]["micro"]["scorers"]["names"] = SCORERS
     cfg["device"] = "auto"  # exercise device selection inside SLURM jobs (CPU here: the GPU is fake)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path

@@ -58,8 +58,10 @@ def test_minimal_config_gets_paper_defaults():
     assert b["lff"] == {"delta": 0.1, "mu": 1.0, "lambda": 1.0}
     assert b["model"]["arch"] == "resnet34"
     assert b["dataset"]["seed"] == 0
-    assert b["scorers"]["names"] == ["msp", "energy", "react"]
-    assert b["scorers"]["params"]["react"] == {"percentile": 90}
+    assert b["scorers"]["names"] == ["msp", "odin", "mahalanobis", "energy", "vim", "knn", "dice", "react",
+                                     "dice_react", "featurenorm", "line"]
+    assert b["scorers"]["params"] == {}
+    assert b["scorers"]["network"]["batch_size"] == 256
     # the pretrain default section is itself completed with the stage defaults
     pt = b["pretrain"]
     assert pt["schedule"]["type"] == "cosine" and pt["epochs"] == 100 and pt["weight_decay"] == 0.0005
@@ -113,8 +115,36 @@ def test_milestone_not_below_epochs():
 
 
 def test_unknown_scorer():
-    msg = _error(_minimal(scorers={"names": ["msp", "mahalanobis"]}))
-    assert "benchmarks.b.scorers.names" in msg and "mahalanobis" in msg
+    msg = _error(_minimal(scorers={"names": ["msp", "mahalanobs"]}))
+    assert "benchmarks.b.scorers.names" in msg and "mahalanobs" in msg
+
+
+def test_unknown_scorer_under_params():
+    msg = _error(_minimal(scorers={"params": {"vimm": {"dim": 3}}}))
+    assert "benchmarks.b.scorers.params.vimm" in msg and "unknown scorer" in msg and "vim" in msg
+
+
+def test_unknown_scorer_parameter_names_key_and_known_ones():
+    msg = _error(_minimal(scorers={"params": {"knn": {"K": 50}}}))
+    assert "benchmarks.b.scorers.params.knn" in msg and "'K'" in msg and "'k'" in msg and "chunk_size" in msg
+
+
+@pytest.mark.parametrize("scorer,params,needle", [
+    ("react", {"percentile": 150}, "percentile"),
+    ("line", {"p_w": -1}, "p_w"),
+    ("knn", {"k": 0}, "'k'"),
+    ("vim", {"dim": 2.5}, "'dim'"),
+    ("featurenorm", {"jigsaw_grid": 1}, "jigsaw_grid"),
+    ("odin", {"temperature": 0}, "temperature"),
+])
+def test_out_of_range_scorer_parameter(scorer, params, needle):
+    msg = _error(_minimal(scorers={"params": {scorer: params}}))
+    assert f"benchmarks.b.scorers.params.{scorer}" in msg and needle in msg
+
+
+def test_scorer_network_section():
+    msg = _error(_minimal(scorers={"network": {"batch_size": 0}}))
+    assert "benchmarks.b.scorers.network.batch_size" in msg
 
 
 def test_run_names_undefined_benchmark():

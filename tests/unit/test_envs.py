@@ -105,10 +105,19 @@ def test_envs_parse_with_pinned_python_and_conda_forge_only():
 
 
 def test_rules_use_their_groups_env():
+    """One env per rule group (the rule file), except that rules running the network (GPU rules:
+    the network scorers in evaluate.smk) use the training env, which has torch."""
+    from conftest import gpu_rules, workflow_rules
+
+    gpu = gpu_rules()
+    rules = workflow_rules()
     for smk, group in RULE_GROUPS.items():
-        text = (REPO / "workflow" / "rules" / smk).read_text()
-        envs = set(re.findall(r'conda:\s*\n\s*"([^"]+)"', text))
-        assert envs == {f"../../envs/{group}.yaml"}, f"{smk}: {envs}"
+        names = re.findall(r"^rule (\w+):", (REPO / "workflow" / "rules" / smk).read_text(), re.M)
+        assert names, smk
+        for name in names:
+            envs = re.findall(r'conda:\s*\n\s*"([^"]+)"', rules[name])
+            want = "train" if name in gpu else group
+            assert envs == [f"../../envs/{want}.yaml"], f"{smk}, rule {name}: {envs}"
     assert set(RULE_GROUPS.values()) == {p.stem for p in ENVS.glob("*.yaml")}
 
 

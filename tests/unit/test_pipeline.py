@@ -43,9 +43,14 @@ def features(tmp_path):
 def test_run_scoring_and_metrics(features, tmp_path):
     path, te, far = features
     score_paths = {}
+    with pytest.raises(ValueError, match="stats_path"):  # scoring never fits statistics itself
+        pipeline.run_scoring(str(path), "react", {}, str(tmp_path / "no.h5"))
+    stats = tmp_path / "stats_react.h5"
+    fitted = pipeline.run_fit_stats(str(path), "react", {}, str(stats))
+    assert h5schema.read_stats(stats, scorer="react")[0]["threshold"] == pytest.approx(float(fitted["threshold"]))
     for name in ("msp", "energy", "react"):
         out = tmp_path / f"scores_{name}.h5"
-        scores = pipeline.run_scoring(str(path), name, {}, str(out))
+        scores = pipeline.run_scoring(str(path), name, {}, str(out), stats_path=str(stats) if name == "react" else None)
         assert set(scores) == {"test", "far"}  # the ID training split is not scored
         score_paths[name] = str(out)
     energy, attrs = h5schema.read_scores(score_paths["energy"])

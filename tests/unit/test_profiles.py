@@ -6,16 +6,19 @@ import re
 import pytest
 import yaml
 
-from conftest import MICRO, REPO, snakemake
+from conftest import MICRO, REPO, gpu_rules, snakemake, workflow_rules
 
 SLURM = REPO / "profiles" / "slurm" / "config.v8+.yaml"
 DEFAULT = REPO / "profiles" / "default" / "config.v8+.yaml"
-GPU_RULES = {"pretrain", "finetune", "extract"}
+GPU_RULES = gpu_rules()
 
 
 def rules_in_workflow() -> set[str]:
-    text = "".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
-    return set(re.findall(r"^rule (\w+):", text, re.M))
+    return set(workflow_rules())
+
+
+def test_gpu_rules_are_found():
+    assert {"pretrain", "finetune", "extract", "score_network", "fit_stats_network"} == GPU_RULES
 
 
 def test_slurm_profile_settings():
@@ -31,8 +34,10 @@ def test_slurm_profile_settings():
         if rule in GPU_RULES:
             assert res["gpu"] == 1 and "cpus_per_gpu" in res, rule
         else:
-            assert "gpu" not in res and "gres" not in res and res["cpus_per_task"] == 1, rule
-            assert res["mem_mb"] > 0 and res["runtime"] > 0, rule
+            assert "gpu" not in res and "gres" not in res and res["cpus_per_task"] in (1, "threads"), rule
+        # memory and time come from the rules (config-driven for the heavy ones), never a fixed
+        # profile value that would override one benchmark's compute.* with another's
+        assert "mem_mb" not in res and "runtime" not in res, rule
 
 
 def test_default_profile_does_not_replace_the_slurm_profiles_lists():
@@ -45,7 +50,9 @@ def test_default_profile_does_not_replace_the_slurm_profiles_lists():
 def test_dry_run_through_the_slurm_profile(tmp_path):
     proc = snakemake(tmp_path, "-n", "--profile", str(SLURM.parent), "all", config=MICRO, timeout=120)
     jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", proc.stdout, re.M)
-    assert {r for r, _ in jobs} == rules_in_workflow() | {"all"}  # `all` has no action: never submitted
+    planned = {r for r, _ in jobs}
+    assert planned <= rules_in_workflow() | {"all"}  # `all` has no action: never submitted
+    assert {"pretrain", "score_network", "fit_stats", "metrics", "scorer_table"} <= planned
     for rule, res in jobs:
         assert "slurm_partition=" in res and "slurm_account=" in res, (rule, res)
         assert ("gpu=1" in res) == (rule in GPU_RULES), (rule, res)

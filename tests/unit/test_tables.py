@@ -123,3 +123,70 @@ def test_markdown_cells_and_bold(tables):
     # exactly one bold cell per metric column
     for h in header[2:-1]:
         assert sum(by_model[m][col[h]].startswith("**") for m in by_model) == 1, h
+
+
+# ----------------------------------------------------------------------------- Table IV shape
+def _tidy(benchmarks=("toy",)):
+    from lffood.report.tables import collect  # noqa: F401  (same units: percentages)
+
+    rows = []
+    for b_i, b in enumerate(benchmarks):
+        for scorer, shift in (("odin", 0.0), ("knn", 0.05)):
+            for v in VARIANTS:
+                for s in SEEDS:
+                    for o in SETS:
+                        rows.append({"benchmark": b, "variant": v, "seed": s, "scorer": scorer, "ood_set": o,
+                                     "auroc": 100 * (AUROC[v][s][o] - shift - 0.01 * b_i),
+                                     "fpr95": 100 * FPR[v][s][o], "aupr_in": 50.0, "aupr_out": 60.0,
+                                     "id_acc": 100 * ACC[v][s]})
+    return pd.DataFrame(rows)
+
+
+def test_scorer_table_rows_and_cells():
+    from lffood.report.tables import scorer_table
+
+    t = scorer_table(_tidy(), scorers=["odin", "knn"])
+    assert list(zip(t["scorer"], t["variant"])) == [(s, v) for s in ("odin", "knn") for v in ("ce", "ce_control", "lff")]
+    assert list(t["label"][:1]) == ["ODIN"] and "KNN" in set(t["label"])
+    r = t.set_index(["scorer", "variant"]).loc[("knn", "lff")]
+    vals = np.array([100 * AUROC["lff"][s]["svhn"] - 5 for s in SEEDS])
+    assert r["svhn/auroc_mean"] == pytest.approx(vals.mean(), abs=1e-3)
+    assert r["svhn/auroc_std"] == pytest.approx(vals.std(ddof=1), abs=1e-3)
+    avg = np.array([np.mean([100 * AUROC["lff"][s][o] - 5 for o in SETS]) for s in SEEDS])
+    assert r["average/auroc_mean"] == pytest.approx(avg.mean(), abs=1e-3)
+    assert r["average/auroc_std"] == pytest.approx(avg.std(ddof=1), abs=1e-3)
+    assert r["n_seeds"] == 2 and "cifar/fpr95_mean" in t.columns and "cifar/aupr_in_mean" not in t.columns
+
+
+def test_scorer_table_across_benchmarks_for_table4():
+    from lffood.report.tables import scorer_markdown, scorer_table
+
+    t = scorer_table(_tidy(("c10", "c100")), by_benchmark=True, ood_order=["average"])
+    assert {"c10/average/auroc_mean", "c100/average/fpr95_std", "c10/id_acc_mean"} <= set(t.columns)
+    r = t.set_index(["scorer", "variant"]).loc[("odin", "ce")]
+    assert r["c10/average/auroc_mean"] - r["c100/average/auroc_mean"] == pytest.approx(1.0)
+    md = scorer_markdown(t, "Table IV")
+    assert "c100/average AUROC↑" in md and md.count("| ODIN |") == 3
+    with pytest.raises(ValueError, match="by_benchmark"):
+        scorer_table(_tidy(("c10", "c100")))
+
+
+def test_write_scorer_table(tmp_path):
+    from lffood.report.tables import write_scorer_table
+
+    files = []
+    for (v, s), grp in _tidy().groupby(["variant", "seed"]):
+        p = tmp_path / f"{v}_{s}.csv"
+        g = grp.copy()
+        for m in ("auroc", "fpr95", "aupr_in", "aupr_out", "id_acc"):
+            g[m] = g[m] / 100  # metric files hold fractions
+        g.to_csv(p, index=False)
+        files.append(str(p))
+    t = write_scorer_table(files, csv=str(tmp_path / "t.csv"), md=str(tmp_path / "t.md"), title="T",
+                           ood_order=["svhn", "cifar"], scorers=["knn", "odin"])
+    back = pd.read_csv(tmp_path / "t.csv")
+    assert list(back["scorer"].unique()) == ["knn", "odin"] and len(back) == len(t) == 6
+    cols = [c for c in back.columns if c.endswith("/auroc_mean")]
+    assert cols == ["svhn/auroc_mean", "cifar/auroc_mean", "average/auroc_mean"]
+    md = (tmp_path / "t.md").read_text()
+    assert "| KNN | LFF |" in md and "±" in md and "**" in md

@@ -16,6 +16,10 @@ DOCUMENTED_TARGETS = [
     "results/embedded/seed0/models/ce_control.pt",
     "results/embedded/seed0/features/lff.h5",
     "results/embedded/seed0/scores/lff/react.h5",
+    "results/embedded/seed0/scores/lff/odin.h5",
+    "results/embedded/seed0/stats/lff/featurenorm.h5",
+    "results/embedded/seed0/stats/lff/mahalanobis.h5",
+    "results/tables/embedded_scorers.csv",
     "results/embedded/seed0/metrics/lff.csv",
     "results/embedded/seed0/models/ce_history.csv",
     "results/embedded/seed0/models/lff_history.csv",
@@ -33,11 +37,16 @@ def test_dry_run_documented_target(tmp_path, target):
 
 def test_all_graph_is_complete(tmp_path):
     counts = job_counts(snakemake(tmp_path, "-n", "--cores", "2", "all", config=REPO / "config.yaml").stdout)
-    seeds, variants, scorers = 3, 3, 3
+    seeds, variants = 3, 3
+    models = seeds * variants
     assert counts["pretrain"] == seeds
     assert counts["finetune"] == seeds * 2
     assert counts["extract"] == seeds * variants
-    assert counts["score"] == seeds * variants * scorers
+    assert counts["score"] == models * 9  # cached-feature scorers
+    assert counts["score_network"] == models * 2  # odin, featurenorm
+    assert counts["fit_stats"] == models * 6  # react, mahalanobis, vim, dice, dice_react, line
+    assert counts["fit_stats_network"] == models  # featurenorm's block selection
+    assert counts["scorer_table"] == 1
     assert counts["metrics"] == seeds * variants
     assert counts["table"] == 1 and counts["figures"] == 1
 

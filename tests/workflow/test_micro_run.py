@@ -15,7 +15,9 @@ from lffood import h5schema
 
 pytestmark = pytest.mark.workflow
 
-SEEDS, VARIANTS, SCORERS = (0, 1), ("ce", "ce_control", "lff"), ("msp", "energy", "react")
+SEEDS, VARIANTS = (0, 1), ("ce", "ce_control", "lff")
+SCORERS = ("msp", "odin", "mahalanobis", "energy", "vim", "knn", "dice", "react", "dice_react", "featurenorm", "line")
+MODELS = len(SEEDS) * len(VARIANTS)
 OOD = ("backgrounds", "novel_digits", "textures", "far")
 
 
@@ -32,7 +34,8 @@ def micro(tmp_path_factory):
 def test_outputs_exist_and_read(micro):
     work, _, _ = micro
     res = work / "results"
-    for p in ["tables/micro.csv", "tables/micro.md", "figures/micro_feature_norms.png", "figures/micro_local_norms.png"]:
+    for p in ["tables/micro.csv", "tables/micro.md", "tables/micro_scorers.csv", "tables/micro_scorers.md",
+              "figures/micro_feature_norms.png", "figures/micro_local_norms.png"]:
         assert (res / p).stat().st_size > 0, p
     for p in ["figures/micro_feature_norms.png", "figures/micro_local_norms.png"]:
         assert (res / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -83,14 +86,64 @@ def test_second_run_has_nothing_to_do(micro):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+def test_scorer_table_has_every_scorer_and_variant(micro):
+    work, _, _ = micro
+    t = pd.read_csv(work / "results/tables/micro_scorers.csv")
+    assert list(t["scorer"]) == [s for s in SCORERS for _ in VARIANTS]
+    assert list(t["variant"][:3]) == list(VARIANTS) and (t["n_seeds"] == len(SEEDS)).all()
+    for s in (*OOD, "average"):
+        assert t[f"{s}/auroc_mean"].between(0, 100).all() and t[f"{s}/fpr95_std"].ge(0).all()
+    md = (work / "results/tables/micro_scorers.md").read_text()
+    assert "| DICE+ReAct | LFF |" in md and "| FeatureNorm | CE control |" in md
+
+
+def test_statistics_artifacts(micro):
+    work, _, _ = micro
+    stats = work / "results/micro/seed0/stats/lff"
+    assert sorted(p.stem for p in stats.glob("*.h5")) == sorted(
+        ["react", "mahalanobis", "vim", "dice", "dice_react", "line", "featurenorm"])
+    sel, attrs = h5schema.read_stats(stats / "featurenorm.h5", scorer="featurenorm")
+    assert 0 <= int(sel["block"]) < len(sel["ratios"]) == 2  # micro model: blocks [1, 1]
+    assert attrs["source"].endswith("models/lff.pt")
+    for v in VARIANTS:
+        scores, sattrs = h5schema.read_scores(work / f"results/micro/seed0/scores/{v}/odin.h5")
+        assert set(scores) == {"test", *OOD} and sattrs["params"] == {"temperature": 1000.0, "epsilon": 0.0014}
+
+
+def _changed(work, name, old, new):
+    cfg = (work / "config.yaml").read_text()
+    assert old in cfg
+    (work / name).write_text(cfg.replace(old, new))
+    proc = snakemake(work, "-n", "--cores", "2", "all", "--configfile", str(work / name))
+    return job_counts(proc.stdout)
+
+
 def test_scorer_change_reruns_only_that_scorer(micro):
     work, _, _ = micro
-    cfg = (work / "config.yaml").read_text().replace("react: {percentile: 90}", "react: {percentile: 80}")
-    (work / "changed.yaml").write_text(cfg)
-    proc = snakemake(work, "-n", "--cores", "2", "all", "--configfile", str(work / "changed.yaml"))
-    counts = job_counts(proc.stdout)
-    assert counts["score"] == len(SEEDS) * len(VARIANTS)  # react only
-    assert "pretrain" not in counts and "finetune" not in counts and "extract" not in counts
+    counts = _changed(work, "changed.yaml", "react: {percentile: 90}", "react: {percentile: 80}")
+    # react only: its statistics (the clipping level) and its scores, for every model
+    assert counts["fit_stats"] == counts["score"] == MODELS
+    assert counts["metrics"] == MODELS
+    for rule in ("pretrain", "finetune", "extract", "fit_stats_network", "score_network"):
+        assert rule not in counts
+
+
+def test_score_only_parameter_keeps_statistics(micro):
+    work, _, _ = micro
+    counts = _changed(work, "dice.yaml", "react: {percentile: 90}", "react: {percentile: 90}\n        dice: {percentile: 70}")
+    assert counts["score"] == MODELS and "fit_stats" not in counts  # DICE's mean activations are reused
+
+
+def test_network_scorer_change_reruns_only_its_jobs(micro):
+    work, _, _ = micro
+    counts = _changed(work, "fn.yaml", "featurenorm: {block: null, jigsaw_grid: 3}",
+                      "featurenorm: {block: null, jigsaw_grid: 2}")
+    assert counts["fit_stats_network"] == counts["score_network"] == MODELS  # featurenorm only, not odin
+    for rule in ("extract", "fit_stats", "score"):
+        assert rule not in counts
+    counts = _changed(work, "odin.yaml", "react: {percentile: 90}",
+                      "react: {percentile: 90}\n        odin: {epsilon: 0.0}")
+    assert counts["score_network"] == MODELS and "fit_stats_network" not in counts and "score" not in counts
 
 
 def test_lambda_change_reruns_only_lff_finetuning(micro):

@@ -4,7 +4,7 @@ import re
 
 from lffood.data import sources as data_sources
 from lffood.names import EMBEDDED_SPLITS, OOD_SETS_BY_SOURCE, VARIANTS, split_names, training_config
-from lffood.scorers import registered_scorers
+from lffood.scorers import fit_params, registered_scorers, resolved_params
 
 R = config["results_dir"]
 DATA = config["data_dir"]
@@ -56,6 +56,30 @@ def compute(key):
     return lambda wildcards: bench(wildcards)["compute"][key]
 
 
+# Scorers by where their statistics are fitted and where they score (lffood.scorers.base.Scorer).
+SCORERS = registered_scorers()
+FEATURE_SCORERS = [n for n, c in SCORERS.items() if c.score_on == "features"]
+NETWORK_SCORERS = [n for n, c in SCORERS.items() if c.score_on == "network"]
+FEATURE_FITS = [n for n, c in SCORERS.items() if c.needs_fit and c.fit_on == "features"]
+NETWORK_FITS = [n for n, c in SCORERS.items() if c.needs_fit and c.fit_on == "network"]
+
+
+def scorer_params(wildcards):
+    """All parameters of the job's scorer, defaults filled in: a change reruns only that scorer."""
+    return resolved_params(wildcards.scorer, bench(wildcards)["scorers"]["params"].get(wildcards.scorer))
+
+
+def scorer_fit_params(wildcards):
+    """Only the parameters the scorer's ID statistics depend on."""
+    return fit_params(wildcards.scorer, bench(wildcards)["scorers"]["params"].get(wildcards.scorer))
+
+
+def stats_input(wildcards):
+    if not SCORERS[wildcards.scorer].needs_fit:
+        return {}
+    return {"stats": f"{R}/{wildcards.bench}/seed{wildcards.seed}/stats/{wildcards.variant}/{wildcards.scorer}.h5"}
+
+
 def score_files(wildcards):
     return {
         s: f"{R}/{wildcards.bench}/seed{wildcards.seed}/scores/{wildcards.variant}/{s}.h5"
@@ -75,6 +99,10 @@ def table_targets(b):
     return [f"{R}/tables/{b}.csv", f"{R}/tables/{b}.md"]
 
 
+def scorer_table_targets(b):
+    return [f"{R}/tables/{b}_scorers.csv", f"{R}/tables/{b}_scorers.md"]
+
+
 def figure_targets(b):
     return [f"{R}/figures/{b}_feature_norms.png", f"{R}/figures/{b}_local_norms.png"]
 
@@ -82,7 +110,7 @@ def figure_targets(b):
 def all_targets():
     out = []
     for b in config["run"]:
-        out += table_targets(b) + figure_targets(b)
+        out += table_targets(b) + scorer_table_targets(b) + figure_targets(b)
     return out
 
 

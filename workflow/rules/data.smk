@@ -41,7 +41,7 @@ rule download:
     log:
         f"{LOGS}/downloads/{{archive}}.log",
     benchmark:
-        f"{BENCH}/downloads/{{archive}}.tsv"
+        f"{BENCH}/downloads/download_{{archive}}.tsv"
     threads: 1
     resources:
         mem_mb=500,

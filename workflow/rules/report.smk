@@ -54,6 +54,30 @@ rule figures:
         "../scripts/figures.py"
 
 
+rule scorer_table:
+    input:
+        metric_files,
+    output:
+        csv=report(f"{R}/tables/{{bench}}_scorers.csv", caption="../report/scorer_table.rst", category="Tables"),
+        md=f"{R}/tables/{{bench}}_scorers.md",
+    params:
+        ood_sets=ood_sets,
+        scorers=lambda wc: bench(wc)["scorers"]["names"],
+        title=lambda wc: f"{wc.bench}: every post-hoc scorer on the CE, CE-control and LFF models",
+    log:
+        f"{LOGS}/{{bench}}/scorer_table.log",
+    benchmark:
+        f"{BENCH}/{{bench}}/scorer_table.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/scorer_table.py"
+
+
 rule paper_table:
     input:
         unpack(paper_table_inputs),
@@ -68,7 +92,7 @@ rule paper_table:
     log:
         f"{LOGS}/tables/{{table}}.log",
     benchmark:
-        f"{BENCH}/tables/{{table}}.tsv"
+        f"{BENCH}/tables/paper_table_{{table}}.tsv"
     threads: 1
     resources:
         mem_mb=1000,

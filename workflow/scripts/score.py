@@ -1,4 +1,4 @@
-"""Rule score: one scorer on one feature file (reads HDF5 only, never the network)."""
+"""Rule score: one cached-feature scorer on one feature file (HDF5 and fitted statistics, never the network)."""
 from lffood import pipeline
 from lffood.runtime import run_rule
 
@@ -6,7 +6,8 @@ smk = snakemake  # noqa: F821
 
 
 def main():
-    pipeline.run_scoring(smk.input.features, smk.wildcards.scorer, smk.params.scorer_params, smk.output[0])
+    pipeline.run_scoring(smk.input.features, smk.wildcards.scorer, smk.params.scorer_params, smk.output[0],
+                         stats_path=smk.input.get("stats"))
 
 
 run_rule(smk, main)

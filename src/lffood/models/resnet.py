@@ -64,12 +64,12 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def blocks(self) -> list[nn.Module]:
-        """The residual blocks in order (16 for ResNet-34)."""
-        return [b for stage in self.stages for b in stage]
-
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
+
+    def blocks(self) -> list[nn.Module]:
+        """The residual blocks in forward order, stem excluded (FeatureNorm's block candidates)."""
+        return [blk for stage in self.stages for blk in stage]
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         z = self.feature_map(x)

@@ -24,17 +24,17 @@ def collect(metric_files: Sequence[str]) -> pd.DataFrame:
     return df
 
 
-def with_average(tidy: pd.DataFrame) -> pd.DataFrame:
+def with_average(tidy: pd.DataFrame, keys: Sequence[str] = KEYS) -> pd.DataFrame:
     """Append, per (variant, scorer, seed), the mean over OOD sets as ood_set == 'average'."""
-    avg = tidy.groupby([*KEYS, "seed"], as_index=False, sort=False)[[*METRICS, "id_acc"]].mean()
+    avg = tidy.groupby([*keys, "seed"], as_index=False, sort=False)[[*METRICS, "id_acc"]].mean()
     avg["ood_set"] = AVERAGE
     return pd.concat([tidy, avg], ignore_index=True)
 
 
-def summarize(tidy: pd.DataFrame) -> pd.DataFrame:
+def summarize(tidy: pd.DataFrame, keys: Sequence[str] = KEYS) -> pd.DataFrame:
     """Rows (variant, scorer, ood_set); columns <metric>_mean, <metric>_std (std over seeds, ddof=1), n_seeds."""
-    full = with_average(tidy)
-    g = full.groupby([*KEYS, "ood_set"], sort=False)
+    full = with_average(tidy, keys)
+    g = full.groupby([*keys, "ood_set"], sort=False)
     mean = g[[*METRICS, "id_acc"]].mean().add_suffix("_mean")
     std = g[[*METRICS, "id_acc"]].std(ddof=1).fillna(0.0).add_suffix("_std")
     out = pd.concat([mean, std], axis=1)
@@ -104,4 +104,107 @@ def write_tables(metric_files: Sequence[str], *, csv: str, md: str, tidy: str, t
         table.to_csv(tmp, index=False)
     with atomic_path(md) as tmp:
         tmp.write_text(markdown(table, ood_order, title))
+    return table
+
+
+# ----------------------------------------------------------------------------- Table IV shape
+def scorer_label(name: str) -> str:
+    from ..scorers import registered_scorers
+
+    cls = registered_scorers().get(name)
+    return cls.label if cls is not None else name
+
+
+def scorer_table(tidy: pd.DataFrame, *, ood_order: Sequence[str] | None = None, scorers: Sequence[str] | None = None,
+                 variants: Sequence[str] = tuple(VARIANT_NAMES), metrics: Sequence[str] = ("auroc", "fpr95"),
+                 by_benchmark: bool = False) -> pd.DataFrame:
+    """The paper's Table IV shape: one row per (scorer, model variant), columns
+    ``<ood_set>/<metric>_mean|std`` per OOD set and ``average/...`` (mean over OOD sets per seed, then
+    over seeds), plus ID accuracy and the number of seeds.
+
+    ``tidy``: rows of metric files (:func:`collect`; percentages), any number of benchmarks. With
+    ``by_benchmark`` the columns are ``<benchmark>/<ood_set>/<metric>_...`` (one block per benchmark,
+    e.g. the paper's CIFAR-10 / CIFAR-100 / ImageNet columns with ``ood_order=['average']``);
+    otherwise ``tidy`` must hold one benchmark. ``ood_order`` selects and orders the sets
+    (default: first appearance, then ``average``; name ``average`` yourself to place or keep only it).
+    Rows: ``scorers`` order (default: first appearance), then ``variants`` order.
+    """
+    benches = list(dict.fromkeys(tidy["benchmark"])) if "benchmark" in tidy else ["-"]
+    if len(benches) > 1 and not by_benchmark:
+        raise ValueError(f"metrics of several benchmarks {benches}: pass by_benchmark=True")
+    data = tidy if "benchmark" in tidy else tidy.assign(benchmark="-")
+    scorers = list(scorers) if scorers is not None else list(dict.fromkeys(data["scorer"]))
+    data = data[data["scorer"].isin(scorers) & data["variant"].isin(variants)]
+    summary = summarize(data, ["benchmark", *KEYS])
+    sets = list(ood_order) if ood_order is not None else [*dict.fromkeys(data["ood_set"]), AVERAGE]
+    idx = summary.set_index(["benchmark", "variant", "scorer", "ood_set"])
+    rows = []
+    for scorer in scorers:
+        for variant in variants:
+            if not ((summary["scorer"] == scorer) & (summary["variant"] == variant)).any():
+                continue
+            row = {"scorer": scorer, "label": scorer_label(scorer), "variant": variant}
+            n_seeds = 0
+            for b in benches:
+                prefix = f"{b}/" if by_benchmark else ""
+                for s in sets:
+                    key = (b, variant, scorer, s)
+                    for m in metrics:
+                        for stat in ("mean", "std"):
+                            row[f"{prefix}{s}/{m}_{stat}"] = (round(float(idx.loc[key, f"{m}_{stat}"]), 3)
+                                                              if key in idx.index else np.nan)
+                avg = (b, variant, scorer, AVERAGE)
+                if avg in idx.index:
+                    row[f"{prefix}id_acc_mean"] = round(float(idx.loc[avg, "id_acc_mean"]), 3)
+                    row[f"{prefix}id_acc_std"] = round(float(idx.loc[avg, "id_acc_std"]), 3)
+                    n_seeds = max(n_seeds, int(idx.loc[avg, "n_seeds"]))
+            row["n_seeds"] = n_seeds
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def scorer_markdown(table: pd.DataFrame, title: str, *, column_sets: Sequence[str] | None = None,
+                    metrics: Sequence[str] = ("auroc", "fpr95")) -> str:
+    """Markdown of :func:`scorer_table`: 'mean ± std' cells, one block of rows per scorer, the best
+    mean of each column within a scorer in bold. ``column_sets``: the column prefixes (default: those of
+    the table, e.g. ``['backgrounds', ..., 'average']`` or ``['cifar10/average', ...]``)."""
+    if column_sets is None:
+        column_sets = list(dict.fromkeys(c.rsplit("/", 1)[0] for c in table.columns
+                                         if c.endswith(f"/{metrics[0]}_mean")))
+    header = ["Scorer", "Model"] + [f"{s} {METRIC_NAMES[m]}" for s in column_sets for m in metrics]
+    lines = [f"# {title}", "",
+             f"Mean ± standard deviation over {int(table['n_seeds'].max())} seed(s); percentages. Rows: each "
+             "post-hoc scorer on the CE model, on the CE control (same fine-tuning, lambda = 0) and on the LFF "
+             "model. FPR95 with ID as the positive class. Bold: best mean per column within each scorer.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for scorer, grp in table.groupby("scorer", sort=False):
+        best = {}
+        for s in column_sets:
+            for m in metrics:
+                col = grp[f"{s}/{m}_mean"]
+                best[(s, m)] = col.max() if HIGHER_IS_BETTER[m] else col.min()
+        for _, r in grp.iterrows():
+            cells = [str(r["label"]), VARIANT_NAMES.get(r["variant"], r["variant"])]
+            for s in column_sets:
+                for m in metrics:
+                    mean, std = r[f"{s}/{m}_mean"], r[f"{s}/{m}_std"]
+                    if pd.isna(mean):
+                        cells.append("–")
+                        continue
+                    cell = f"{mean:.1f} ± {std:.1f}"
+                    cells.append(f"**{cell}**" if np.isclose(mean, best[(s, m)]) and len(grp) > 1 else cell)
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_scorer_table(metric_files: Sequence[str], *, csv: str, md: str, title: str,
+                       ood_order: Sequence[str] | None = None, scorers: Sequence[str] | None = None) -> pd.DataFrame:
+    """Table IV shape for one benchmark from its per-model metric files: CSV and Markdown."""
+    data = collect(metric_files)
+    sets = [*(ood_order or dict.fromkeys(data["ood_set"])), AVERAGE]
+    table = scorer_table(data, ood_order=sets, scorers=scorers)
+    with atomic_path(csv) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(md) as tmp:
+        tmp.write_text(scorer_markdown(table, title))
     return table

@@ -1,16 +1,28 @@
 """The scorer registry: one place that maps a name to a post-hoc OOD scorer.
 
-A scorer is a class with
+A scorer is a class (see :class:`lffood.scorers.base.Scorer`) with
 
-* ``params``: its hyperparameters (from the config's ``benchmarks.<b>.scorers.params.<name>``);
-* ``fit(train: FeatureSet, head: Head)``: fit ID statistics once from the ID training split;
-* ``score(data: FeatureSet) -> np.ndarray``: one score per sample, higher = more ID.
+* ``defaults``: its hyperparameters (config ``benchmarks.<b>.scorers.params.<name>`` overrides them);
+* ``fit(train: FeatureSet, head: Head)``: fit ID statistics once from the ID training split
+  (``needs_fit``; stored as an artifact by the workflow and reloaded with ``load``);
+* ``score(data: FeatureSet) -> np.ndarray``: one score per sample, higher = more ID;
+* or, for the scorers that need the network (``fit_on`` / ``score_on == "network"``),
+  ``fit_network`` / ``score_network`` on a model and a ``TensorImages`` split.
 
-Scorers read cached features and logits (see ``lffood.h5schema``), never the network. Adding a
-scorer is one module with a class decorated by :func:`register`, imported below.
+Adding a scorer is one module with a class decorated by :func:`register`, imported below. This
+package imports numpy only: network scorers import torch inside their functions.
 """
 
 from __future__ import annotations
 
-from .base import FeatureSet, Head, Scorer, build_scorer, register, registered_scorers  # noqa: F401
-from . import logit_based  # noqa: F401,E402  (registers msp, energy, react)
+from .base import (FeatureSet, Head, Scorer, build_scorer, fit_params, param_problems,  # noqa: F401
+                   register, registered_scorers, resolved_params, scorer_class)
+from . import logit_based  # noqa: F401,E402  (msp, energy, react)
+from . import odin  # noqa: F401,E402  (odin)
+from . import feature_based  # noqa: F401,E402  (mahalanobis, vim, knn, dice, dice_react)
+from . import featurenorm  # noqa: F401,E402  (featurenorm)
+from . import line  # noqa: F401,E402  (line)
+
+#: the paper's order (Tables I-IV)
+PAPER_ORDER = ("msp", "odin", "mahalanobis", "energy", "vim", "knn", "dice", "react", "dice_react",
+               "featurenorm", "line")

@@ -1,3 +1,20 @@
+"""The one scorer registry and the :class:`Scorer` interface.
+
+A scorer has
+
+* ``defaults``: its hyperparameters and their reference values (config key
+  ``benchmarks.<b>.scorers.params.<name>`` overrides them);
+* ``needs_fit`` / ``fit_keys``: whether it uses ID statistics fitted once on the ID training split,
+  and which of its parameters those statistics depend on (so that changing any other parameter
+  reruns scoring only, never the fit);
+* ``fit_on`` / ``score_on``: ``"features"`` (cached HDF5 features and logits) or ``"network"``
+  (the checkpoint must be loaded: ODIN, FeatureNorm's block output, LiNe's importance);
+* ``stats``: the fitted ID statistics, a flat ``{name: array}`` dict that
+  :func:`lffood.h5schema.write_stats` stores as the scorer's statistics artifact.
+
+Higher score = more in-distribution, for every scorer.
+"""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -7,6 +24,7 @@ from typing import ClassVar
 import numpy as np
 
 _REGISTRY: dict[str, type["Scorer"]] = {}
+MODES = ("features", "network")
 
 
 @dataclass
@@ -31,8 +49,18 @@ class Head:
 
 class Scorer:
     name: ClassVar[str] = ""
+    #: how tables print the scorer (paper spelling)
+    label: ClassVar[str] = ""
     defaults: ClassVar[dict] = {}
     needs_fit: ClassVar[bool] = False
+    #: parameters the fitted statistics depend on (the statistics rule's params)
+    fit_keys: ClassVar[tuple[str, ...]] = ()
+    fit_on: ClassVar[str] = "features"
+    score_on: ClassVar[str] = "features"
+    #: config parameters that are percentiles (checked to lie in [0, 100])
+    percentile_keys: ClassVar[tuple[str, ...]] = ()
+    #: scoring compares with the ID training features themselves (KNN); read from the feature file
+    uses_train_bank: ClassVar[bool] = False
 
     def __init__(self, **params):
         unknown = set(params) - set(self.defaults)
@@ -40,21 +68,66 @@ class Scorer:
             raise ValueError(f"scorer '{self.name}': unknown parameter(s) {sorted(unknown)}; "
                              f"known: {sorted(self.defaults)}")
         self.params = {**self.defaults, **params}
+        problems = self.check_params(self.params)
+        if problems:
+            raise ValueError(f"scorer '{self.name}': " + "; ".join(problems))
         self.head: Head | None = None
+        self.stats: dict[str, np.ndarray] = {}
 
-    def fit(self, train: FeatureSet, head: Head) -> "Scorer":
+    # ------------------------------------------------------------------ parameters
+    @classmethod
+    def check_params(cls, params: Mapping) -> list[str]:
+        """Problems with fully resolved ``params`` (empty when valid). Subclasses extend this."""
+        problems = []
+        for key in cls.percentile_keys:
+            v = params.get(key)
+            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 100):
+                problems.append(f"parameter '{key}' must be a number in [0, 100], got {v!r}")
+        return problems
+
+    @property
+    def fit_params(self) -> dict:
+        return {k: self.params[k] for k in self.fit_keys}
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, train: FeatureSet | None, head: Head) -> "Scorer":
+        """Fit the ID statistics from the ID training split's cached features (``fit_on == 'features'``)."""
         self.head = head
+        if self.needs_fit:
+            if self.fit_on != "features":
+                raise TypeError(f"scorer '{self.name}' fits its statistics with the network "
+                                f"(use lffood.pipeline.run_fit_stats_network)")
+            self.stats = {k: np.asarray(v) for k, v in self.compute_stats(train, head).items()}
         return self
 
+    def compute_stats(self, train: FeatureSet, head: Head) -> dict[str, np.ndarray]:  # pragma: no cover
+        raise NotImplementedError
+
+    def load(self, head: Head, stats: Mapping[str, np.ndarray] | None = None) -> "Scorer":
+        """Set the head and previously fitted statistics (read from the statistics artifact)."""
+        self.head = head
+        if self.needs_fit:
+            if not stats:
+                raise ValueError(f"scorer '{self.name}' needs its fitted ID statistics")
+            self.stats = {k: np.asarray(v) for k, v in stats.items()}
+        return self
+
+    # ------------------------------------------------------------------ scoring
     def score(self, data: FeatureSet) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
-def register(name: str):
+def register(name: str, label: str | None = None):
     def deco(cls):
         if name in _REGISTRY:
             raise ValueError(f"scorer '{name}' registered twice")
+        if cls.fit_on not in MODES or cls.score_on not in MODES:
+            raise ValueError(f"scorer '{name}': fit_on/score_on must be in {MODES}")
+        unknown = set(cls.fit_keys) - set(cls.defaults)
+        if unknown:
+            raise ValueError(f"scorer '{name}': fit_keys {sorted(unknown)} are not parameters")
         cls.name = name
+        cls.label = label or cls.label or name
         _REGISTRY[name] = cls
         return cls
 
@@ -65,7 +138,31 @@ def registered_scorers() -> dict[str, type[Scorer]]:
     return dict(_REGISTRY)
 
 
-def build_scorer(name: str, params: Mapping | None = None) -> Scorer:
+def scorer_class(name: str) -> type[Scorer]:
     if name not in _REGISTRY:
         raise KeyError(f"unknown scorer '{name}'; registered: {sorted(_REGISTRY)}")
-    return _REGISTRY[name](**dict(params or {}))
+    return _REGISTRY[name]
+
+
+def build_scorer(name: str, params: Mapping | None = None) -> Scorer:
+    return scorer_class(name)(**dict(params or {}))
+
+
+def resolved_params(name: str, params: Mapping | None = None) -> dict:
+    """All parameters of scorer ``name`` with defaults filled in (validated)."""
+    return build_scorer(name, params).params
+
+
+def fit_params(name: str, params: Mapping | None = None) -> dict:
+    """The parameters the statistics of ``name`` depend on (the statistics rule's params)."""
+    return build_scorer(name, params).fit_params
+
+
+def param_problems(name: str, params: Mapping | None) -> list[str]:
+    """Problems with a config's ``params`` for scorer ``name``: unknown keys, out-of-range values."""
+    cls = scorer_class(name)
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(cls.defaults))
+    if unknown:
+        return [f"unknown parameter(s) {unknown}; known: {sorted(cls.defaults)}"]
+    return cls.check_params({**cls.defaults, **params})

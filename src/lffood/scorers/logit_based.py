@@ -18,18 +18,33 @@ def energy_score(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return t * logsumexp(np.asarray(logits, dtype=np.float64) / t)
 
 
-@register("msp")
+def msp_score(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Maximum of softmax(logits / T)."""
+    z = np.asarray(logits, dtype=np.float64) / float(temperature)
+    return np.exp(z.max(1) - logsumexp(z))
+
+
+def clip_threshold(train_features: np.ndarray, percentile: float | None, threshold: float | None) -> float:
+    """ReAct's clipping level: a fixed ``threshold`` if given, else the ``percentile``-th percentile of
+    every entry of the ID training features (the TagFog/FodFoM reading of ReAct's rule)."""
+    if threshold is not None:
+        return float(threshold)
+    if percentile is None:
+        return float("inf")
+    return float(np.percentile(np.asarray(train_features, dtype=np.float64), percentile))
+
+
+@register("msp", "MSP")
 class MSP(Scorer):
     """Maximum softmax probability (Hendrycks & Gimpel, 2017)."""
 
     defaults = {"temperature": 1.0}
 
     def score(self, data: FeatureSet) -> np.ndarray:
-        z = np.asarray(data.logits, dtype=np.float64) / self.params["temperature"]
-        return np.exp(z.max(1) - logsumexp(z))
+        return msp_score(data.logits, self.params["temperature"])
 
 
-@register("energy")
+@register("energy", "Energy")
 class Energy(Scorer):
     """Energy score (Liu et al., 2020), eq. 8 of the LFF paper."""
 
@@ -39,7 +54,7 @@ class Energy(Scorer):
         return energy_score(data.logits, self.params["temperature"])
 
 
-@register("react")
+@register("react", "ReAct")
 class ReActEnergy(Scorer):
     """Energy after clipping penultimate activations at the ``percentile``-th percentile of ID
     training activations (Sun et al., 2021); the LFF paper's default scorer. A fixed ``threshold``
@@ -47,14 +62,15 @@ class ReActEnergy(Scorer):
 
     defaults = {"percentile": 90.0, "threshold": None, "temperature": 1.0}
     needs_fit = True
+    fit_keys = ("percentile", "threshold")
+    percentile_keys = ("percentile",)
 
-    def fit(self, train: FeatureSet, head: Head) -> "ReActEnergy":
-        super().fit(train, head)
-        if self.params["threshold"] is not None:
-            self.threshold = float(self.params["threshold"])
-        else:
-            self.threshold = float(np.percentile(np.asarray(train.features, dtype=np.float64), self.params["percentile"]))
-        return self
+    def compute_stats(self, train: FeatureSet, head: Head) -> dict:
+        return {"threshold": clip_threshold(train.features, self.params["percentile"], self.params["threshold"])}
+
+    @property
+    def threshold(self) -> float:
+        return float(self.stats["threshold"])
 
     def score(self, data: FeatureSet) -> np.ndarray:
         clipped = np.minimum(np.asarray(data.features, dtype=np.float64), self.threshold)

@@ -1,0 +1,225 @@
+"""Scorers on cached penultimate features: Mahalanobis, ViM, KNN, DICE and DICE+ReAct.
+
+All statistics are fitted from the ID training split's cached features (and the head); scoring
+reads cached features only. Everything is vectorised: Mahalanobis is one matrix product per
+split, KNN an exact search in bounded-memory chunks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import FeatureSet, Head, Scorer, register
+from .logit_based import clip_threshold, energy_score, logsumexp
+
+
+def _f64(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------- Mahalanobis
+def class_means_and_precision(features: np.ndarray, labels: np.ndarray, num_classes: int):
+    """Class means and the precision (pseudo-inverse) of one covariance shared by all classes,
+    estimated from the class-centred features with 1/N normalisation (sklearn's
+    EmpiricalCovariance, as in OpenOOD's MDS postprocessor)."""
+    x, y = _f64(features), np.asarray(labels)
+    counts = np.bincount(y, minlength=num_classes)
+    if y.min() < 0 or len(counts) > num_classes or (counts == 0).any():
+        raise ValueError(f"Mahalanobis needs ID training labels in 0..{num_classes - 1} with every class present; "
+                         f"class counts {counts.tolist()}")
+    means = np.zeros((num_classes, x.shape[1]))
+    np.add.at(means, y, x)
+    means /= counts[:, None]
+    centred = x - means[y]
+    centred -= centred.mean(0)
+    cov = centred.T @ centred / len(x)
+    from scipy.linalg import pinvh
+
+    return means, pinvh(cov)
+
+
+def mahalanobis_score(features: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """max_c -(x - mu_c)^T P (x - mu_c), as (N, C) x (C, C) and (N, C) x (C, K) products."""
+    x = _f64(features)
+    xp = x @ precision
+    d2 = (np.einsum("nc,nc->n", xp, x)[:, None] - 2.0 * xp @ means.T
+          + np.einsum("kc,kc->k", means @ precision, means)[None, :])
+    return -d2.min(1)
+
+
+@register("mahalanobis", "Mahalanobis")
+class Mahalanobis(Scorer):
+    """Mahalanobis distance to the closest class mean under one shared covariance, on penultimate
+    features and without input pre-processing (Lee et al., 2018; the OpenOOD / TagFog variant)."""
+
+    defaults: dict = {}
+    needs_fit = True
+
+    def compute_stats(self, train: FeatureSet, head: Head) -> dict:
+        if train.labels is None:
+            raise ValueError("Mahalanobis needs the labels of the ID training split")
+        means, precision = class_means_and_precision(train.features, train.labels, head.weight.shape[0])
+        return {"means": means, "precision": precision}
+
+    def score(self, data: FeatureSet) -> np.ndarray:
+        return mahalanobis_score(data.features, self.stats["means"], self.stats["precision"])
+
+
+# ----------------------------------------------------------------------------- ViM
+def vim_dim(feature_dim: int, dim: int | None = None) -> int:
+    """Dimension D of the principal subspace: ``dim`` if given, else ViM's rule (1000 if the feature
+    dimension is >= 2048, 512 if >= 768, else half of it)."""
+    if dim is not None:
+        d = int(dim)
+    elif feature_dim >= 2048:
+        d = 1000
+    elif feature_dim >= 768:
+        d = 512
+    else:
+        d = feature_dim // 2
+    if not 0 < d < feature_dim:
+        raise ValueError(f"ViM: principal dimension {d} must lie in 1..{feature_dim - 1} (feature dimension "
+                         f"{feature_dim}); set scorers.params.vim.dim")
+    return d
+
+
+@register("vim", "ViM")
+class ViM(Scorer):
+    """Virtual-logit matching (Wang et al., 2022): energy minus alpha times the norm of the feature's
+    residual off the principal subspace of the ID training features, origin u = -pinv(W) b."""
+
+    defaults = {"dim": None}
+    needs_fit = True
+    fit_keys = ("dim",)
+
+    @classmethod
+    def check_params(cls, params):
+        problems = super().check_params(params)
+        d = params.get("dim")
+        if d is not None and (not isinstance(d, int) or isinstance(d, bool) or d < 1):
+            problems.append(f"parameter 'dim' must be a positive integer or null, got {d!r}")
+        return problems
+
+    def compute_stats(self, train: FeatureSet, head: Head) -> dict:
+        w, b = _f64(head.weight), _f64(head.bias)
+        u = -np.linalg.pinv(w) @ b
+        x = _f64(train.features) - u
+        d = vim_dim(x.shape[1], self.params["dim"])
+        cov = x.T @ x / len(x)  # EmpiricalCovariance(assume_centered=True)
+        _, vecs = np.linalg.eigh(cov)  # ascending eigenvalues
+        residual_basis = vecs[:, : x.shape[1] - d]  # the (C - D) least-variance directions
+        vlogit = np.linalg.norm(x @ residual_basis, axis=1)
+        alpha = _f64(train.logits).max(1).mean() / vlogit.mean()
+        return {"u": u, "residual_basis": residual_basis, "alpha": alpha, "dim": d}
+
+    def score(self, data: FeatureSet) -> np.ndarray:
+        s = self.stats
+        residual = np.linalg.norm((_f64(data.features) - s["u"]) @ s["residual_basis"], axis=1)
+        return logsumexp(_f64(data.logits)) - float(s["alpha"]) * residual
+
+
+# ----------------------------------------------------------------------------- KNN
+def l2_normalize(x: np.ndarray, eps: float = 1e-10) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / (np.linalg.norm(x, axis=1, keepdims=True) + eps)
+
+
+def kth_largest_similarity(queries: np.ndarray, bank: np.ndarray, k: int, chunk_size: int = 1024,
+                           bank_chunk: int = 8192) -> np.ndarray:
+    """Exact k-th largest dot product of every query with the bank. Memory is bounded by
+    ``chunk_size x (bank_chunk + k)`` floats whatever the sizes: a running top-k per query is
+    merged with one block of the bank at a time."""
+    nq, nb = len(queries), len(bank)
+    if not 1 <= k <= nb:
+        raise ValueError(f"KNN: k={k} must lie in 1..{nb} (the number of ID training samples)")
+    out = np.empty(nq, dtype=np.float64)
+    for qs in range(0, nq, chunk_size):
+        q = queries[qs:qs + chunk_size]
+        top = None
+        for bs in range(0, nb, bank_chunk):
+            s = q @ bank[bs:bs + bank_chunk].T
+            if top is not None:
+                s = np.concatenate([top, s], axis=1)
+            top = np.partition(s, s.shape[1] - k, axis=1)[:, -k:] if s.shape[1] > k else s
+        out[qs:qs + len(q)] = top.min(1)
+    return out
+
+
+@register("knn", "KNN")
+class KNN(Scorer):
+    """Deep nearest neighbours (Sun et al., 2022): minus the distance from the L2-normalised feature to
+    its k-th nearest L2-normalised ID training feature (exact search, chunked). The ID statistic is
+    the training bank itself, which the feature file already holds: nothing is copied or refitted."""
+
+    defaults = {"k": 50, "chunk_size": 1024}
+    uses_train_bank = True
+
+    @classmethod
+    def check_params(cls, params):
+        problems = super().check_params(params)
+        for key in ("k", "chunk_size"):
+            v = params.get(key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                problems.append(f"parameter '{key}' must be a positive integer, got {v!r}")
+        return problems
+
+    def set_bank(self, train: FeatureSet) -> "KNN":
+        self.bank = l2_normalize(train.features)
+        return self
+
+    def fit(self, train, head):
+        super().fit(train, head)
+        return self.set_bank(train)
+
+    def score(self, data: FeatureSet) -> np.ndarray:
+        s = kth_largest_similarity(l2_normalize(data.features), self.bank, self.params["k"],
+                                   chunk_size=self.params["chunk_size"])
+        return -np.sqrt(np.maximum(2.0 - 2.0 * s, 0.0))  # unit vectors: |a - b|^2 = 2 - 2 a.b
+
+
+# ----------------------------------------------------------------------------- DICE (+ ReAct)
+def dice_weight(weight: np.ndarray, mean_activation: np.ndarray, percentile: float) -> np.ndarray:
+    """DICE's sparsified head: keep the weights whose contribution ``mean_activation * w`` exceeds the
+    ``percentile``-th percentile of all K x C contributions; zero the others."""
+    w = _f64(weight)
+    contrib = _f64(mean_activation)[None, :] * w
+    return w * (contrib > np.percentile(contrib, percentile))
+
+
+@register("dice", "DICE")
+class DICE(Scorer):
+    """Directed sparsification (Sun & Li, 2022): energy of the logits of a head whose weights with the
+    lowest contribution (mean ID training activation x weight) are zeroed."""
+
+    defaults = {"percentile": 90.0}
+    needs_fit = True
+    percentile_keys = ("percentile",)
+
+    def compute_stats(self, train: FeatureSet, head: Head) -> dict:
+        return {"mean_activation": _f64(train.features).mean(0)}
+
+    def score(self, data: FeatureSet) -> np.ndarray:
+        w = dice_weight(self.head.weight, self.stats["mean_activation"], self.params["percentile"])
+        return energy_score(_f64(data.features) @ w.T + _f64(self.head.bias))
+
+
+@register("dice_react", "DICE+ReAct")
+class DICEReAct(Scorer):
+    """DICE on ReAct-clipped features: clip at ``react_threshold`` (or the ``react_percentile``-th
+    percentile of ID training activations), then DICE's sparsified head, then energy. The mean
+    activation for DICE's contribution is that of the unclipped training features."""
+
+    defaults = {"dice_percentile": 90.0, "react_percentile": 90.0, "react_threshold": None}
+    needs_fit = True
+    fit_keys = ("react_percentile", "react_threshold")
+    percentile_keys = ("dice_percentile", "react_percentile")
+
+    def compute_stats(self, train: FeatureSet, head: Head) -> dict:
+        return {"mean_activation": _f64(train.features).mean(0),
+                "threshold": clip_threshold(train.features, self.params["react_percentile"],
+                                            self.params["react_threshold"])}
+
+    def score(self, data: FeatureSet) -> np.ndarray:
+        w = dice_weight(self.head.weight, self.stats["mean_activation"], self.params["dice_percentile"])
+        x = np.minimum(_f64(data.features), float(self.stats["threshold"]))
+        return energy_score(x @ w.T + _f64(self.head.bias))

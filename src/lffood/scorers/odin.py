@@ -1,0 +1,67 @@
+"""ODIN (Liang et al., 2018): temperature scaling plus input pre-processing. Needs the network.
+
+Reference (facebookresearch/odin): the loss is the cross-entropy of ``logits / T`` with the predicted
+class; the input moves against the sign of its gradient (``torch.ge(grad, 0)``, so a zero gradient
+counts as positive), the step scaled per channel by 1 / std because the network sees normalised
+inputs; the score is the maximum softmax of the perturbed input's ``logits / T``.
+torch is imported inside the functions: ``lffood.scorers`` stays importable without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .base import Scorer, register
+
+
+def odin_perturb(model, x, temperature: float, epsilon: float, std: Sequence[float]):
+    """``x - epsilon * sign(grad_x CE(f(x) / T, argmax f(x))) / std`` (x normalised, (B, C, H, W))."""
+    import torch
+
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.float() / temperature, logits.argmax(1), reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+    direction = torch.where(grad >= 0, 1.0, -1.0).to(x.dtype)
+    scale = torch.as_tensor(list(std), dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - epsilon * direction / scale).detach()
+
+
+def odin_score_batch(model, x, temperature: float, epsilon: float, std: Sequence[float]):
+    import torch
+
+    if epsilon != 0:
+        x = odin_perturb(model, x, temperature, epsilon, std)
+    with torch.no_grad():
+        return torch.softmax(model(x).float() / temperature, dim=1).max(1).values
+
+
+@register("odin", "ODIN")
+class ODIN(Scorer):
+    """ODIN: max softmax at temperature T of the input perturbed by epsilon towards higher confidence."""
+
+    defaults = {"temperature": 1000.0, "epsilon": 0.0014}
+    score_on = "network"
+
+    @classmethod
+    def check_params(cls, params):
+        problems = super().check_params(params)
+        if not params["temperature"] or params["temperature"] <= 0:
+            problems.append(f"parameter 'temperature' must be > 0, got {params['temperature']!r}")
+        if params["epsilon"] is None or params["epsilon"] < 0:
+            problems.append(f"parameter 'epsilon' must be >= 0, got {params['epsilon']!r}")
+        return problems
+
+    def score_network(self, model, data, *, batch_size: int, device) -> np.ndarray:
+        import torch
+
+        model.eval().to(device)
+        out = []
+        for idx in data.index_batches(batch_size):
+            x, _ = data.batch(idx)
+            out.append(odin_score_batch(model, x, self.params["temperature"], self.params["epsilon"],
+                                        data.std).cpu())
+        return torch.cat(out).double().numpy()

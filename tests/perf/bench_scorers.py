@@ -1,0 +1,117 @@
+"""Timing and peak-memory figures of the scorers (a benchmark script, not a test: pytest does not
+collect it).
+
+    PYTHONPATH=$PWD/src .venv/bin/python tests/perf/bench_scorers.py                # synthetic embedded-size file
+    PYTHONPATH=$PWD/src .venv/bin/python tests/perf/bench_scorers.py --features results/embedded/seed0/features/lff.h5
+    PYTHONPATH=$PWD/src .venv/bin/python tests/perf/bench_scorers.py --knn-only --train 50000 --test 10000
+
+1. Every cached-feature scorer of one model, fitted and scored on every split of one feature file
+   through the workflow's own stage functions (lffood.pipeline.run_fit_stats / run_scoring: HDF5 in,
+   statistics artifact, HDF5 out). Without --features, a feature file of the embedded benchmark's
+   sizes (4800 train, 1600 test, 4 x 1000 OOD, 64-D features, 8 classes) is synthesised.
+2. Exact KNN (k = 50) of a synthetic --test x --train bank (default 10k x 50k, 512-D): time and peak
+   memory of the chunked search, against the 4 * test * train bytes a full distance matrix would take.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+from lffood import h5schema, pipeline
+from lffood.scorers import registered_scorers
+from lffood.scorers.feature_based import kth_largest_similarity, l2_normalize
+
+
+def synthetic_features(path: Path, *, k=8, c=64, n_train=4800, n_test=1600, n_ood=1000, sets=4, seed=0):
+    rng = np.random.default_rng(seed)
+    w, b = rng.normal(size=(k, c)).astype(np.float32), rng.normal(size=k).astype(np.float32)
+    proto = np.abs(rng.normal(size=(k, c))) * 2
+
+    def split(n, ood):
+        y = rng.integers(0, k, n)
+        f = np.abs((0.3 if ood else 1.0) * proto[y] + rng.normal(size=(n, c))).astype(np.float32)
+        logits = f @ w.T + b
+        return {"logits": logits, "features": f, "labels": np.full(n, -1) if ood else y,
+                "preds": logits.argmax(1), "local_norms": np.ones((n, 16), np.float32),
+                **({} if ood else {"local_gt_prob": np.full((n, 16), 0.5, np.float32)})}
+
+    splits = {"train": split(n_train, False), "test": split(n_test, False),
+              **{f"ood{i}": split(n_ood, True) for i in range(sets)}}
+    roles = {"train": "id_train", "test": "id_test", **{f"ood{i}": "ood" for i in range(sets)}}
+    h5schema.write_features(path, head_weight=w, head_bias=b, splits=splits, roles=roles,
+                            attrs={"benchmark": "synthetic", "variant": "ce", "seed": 0})
+
+
+def bench_cached(features: str, params: dict) -> None:
+    names = [n for n, c in registered_scorers().items() if c.score_on == "features"]
+    roles = h5schema.list_splits(features)
+    sizes = {n: len(h5schema.read_split(features, n, ["labels"])["labels"]) for n in roles}
+    print(f"feature file {features}: splits {sizes}")
+    total = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            p = params.get(name, {})
+            t0 = time.perf_counter()
+            stats = None
+            if registered_scorers()[name].needs_fit:
+                stats = f"{tmp}/{name}_stats.h5"
+                pipeline.run_fit_stats(features, name, p, stats)
+            t1 = time.perf_counter()
+            pipeline.run_scoring(features, name, p, f"{tmp}/{name}.h5", stats_path=stats)
+            t2 = time.perf_counter()
+            total += t2 - t0
+            print(f"  {name:12s} fit {t1 - t0:6.3f} s   score {t2 - t1:6.3f} s")
+    print(f"all {len(names)} cached-feature scorers, fit + score on every split: {total:.2f} s "
+          f"(peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+
+
+def bench_knn(n_train: int, n_test: int, dim: int, k: int, chunk: int) -> None:
+    rng = np.random.default_rng(0)
+    bank = l2_normalize(rng.normal(size=(n_train, dim)).astype(np.float32))
+    queries = l2_normalize(rng.normal(size=(n_test, dim)).astype(np.float32))
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    kth_largest_similarity(queries, bank, k, chunk_size=chunk)
+    dt = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    full = 4 * n_train * n_test
+    print(f"KNN exact, {n_test} test x {n_train} train, {dim}-D, k={k}, chunk {chunk}: {dt:.1f} s, peak extra "
+          f"memory {peak / 2**20:.0f} MB (inputs {(bank.nbytes + queries.nbytes) / 2**20:.0f} MB; a full "
+          f"distance matrix would be {full / 2**20:.0f} MB)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--features", help="a feature file of a run (default: synthetic, embedded sizes)")
+    ap.add_argument("--knn-only", action="store_true")
+    ap.add_argument("--no-knn", action="store_true")
+    ap.add_argument("--train", type=int, default=50_000)
+    ap.add_argument("--test", type=int, default=10_000)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--k", type=int, default=50)
+    ap.add_argument("--chunk", type=int, default=1024)
+    args = ap.parse_args()
+    if not args.knn_only:
+        # the embedded config's non-default choice (its feature scale is not CIFAR's)
+        params = {"line": {"clip_threshold": None}}
+        if args.features:
+            bench_cached(args.features, params)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "features.h5"
+                synthetic_features(path)
+                bench_cached(str(path), params)
+    if not args.no_knn:
+        bench_knn(args.train, args.test, args.dim, args.k, args.chunk)
+
+
+if __name__ == "__main__":
+    main()
