@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .base import FeatureMapClassifier, init_weights
 
 PRESETS: dict[str, dict] = {
     "resnet18": {"blocks": [2, 2, 2, 2], "widths": [64, 128, 256, 512]},
@@ -37,7 +38,7 @@ class BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
-class ResNet(nn.Module):
+class ResNet(FeatureMapClassifier, nn.Module):
     """``feature_map(x)`` -> last map z (B, C, H, W); pooled = GAP(z); logits = head(pooled)."""
 
     def __init__(self, blocks: Sequence[int], widths: Sequence[int], num_classes: int, in_channels: int = 3):
@@ -57,12 +58,7 @@ class ResNet(nn.Module):
         self.head = nn.Linear(in_planes, num_classes)
         self.feature_dim = in_planes
         self.num_classes = num_classes
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
@@ -70,11 +66,3 @@ class ResNet(nn.Module):
     def blocks(self) -> list[nn.Module]:
         """The residual blocks in forward order, stem excluded (FeatureNorm's block candidates)."""
         return [blk for stage in self.stages for blk in stage]
-
-    def forward(self, x: torch.Tensor, return_features: bool = False):
-        z = self.feature_map(x)
-        pooled = z.mean(dim=(2, 3))
-        logits = self.head(pooled)
-        if return_features:
-            return logits, pooled, z
-        return logits

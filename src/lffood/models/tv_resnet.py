@@ -13,12 +13,14 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+from .base import FeatureMapClassifier
+
 
 @lru_cache(maxsize=1)
 def _resnet50_class():
     from torchvision.models.resnet import Bottleneck, ResNet
 
-    class TorchvisionResNet50(ResNet):
+    class TorchvisionResNet50(FeatureMapClassifier, ResNet):  # the mixin's forward wins
         def __init__(self, num_classes: int):
             super().__init__(Bottleneck, [3, 4, 6, 3], num_classes=num_classes)
             self.feature_dim = self.fc.in_features
@@ -35,14 +37,6 @@ def _resnet50_class():
         def feature_map(self, x: torch.Tensor) -> torch.Tensor:
             x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
             return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-        def forward(self, x: torch.Tensor, return_features: bool = False):
-            z = self.feature_map(x)
-            pooled = z.mean(dim=(2, 3))
-            logits = self.fc(pooled)
-            if return_features:
-                return logits, pooled, z
-            return logits
 
     return TorchvisionResNet50
 

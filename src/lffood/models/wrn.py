@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .base import FeatureMapClassifier, init_weights
 
 
 class PreActBlock(nn.Module):
@@ -32,7 +33,7 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
-class WideResNet(nn.Module):
+class WideResNet(FeatureMapClassifier, nn.Module):
     """``feature_map(x)`` -> relu(bn(last group)) (B, 64k, H/4, W/4); pooled = GAP; logits = head(pooled)."""
 
     def __init__(self, depth: int, widen: int, num_classes: int, dropout: float = 0.0, in_channels: int = 3):
@@ -54,14 +55,7 @@ class WideResNet(nn.Module):
         self.head = nn.Linear(in_planes, num_classes)
         self.feature_dim = in_planes
         self.num_classes = num_classes
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_weights(self, zero_linear_bias=True)
 
     def blocks(self) -> list[nn.Module]:
         """The residual blocks in order (12 for WRN-28-10), e.g. for FeatureNorm's block selection."""
@@ -69,11 +63,3 @@ class WideResNet(nn.Module):
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.bn(self.groups(self.stem(x))))
-
-    def forward(self, x: torch.Tensor, return_features: bool = False):
-        z = self.feature_map(x)
-        pooled = z.mean(dim=(2, 3))
-        logits = self.head(pooled)
-        if return_features:
-            return logits, pooled, z
-        return logits

@@ -65,6 +65,31 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
         columns=["_s", "_v"])
 
 
+def _scorer_blocks(table: pd.DataFrame, column_sets: Sequence[str], metrics: Sequence[str], *, first,
+                   last=lambda r: []) -> list[str]:
+    """Markdown rows, one block per scorer: 'mean ± std' cells ('–' when missing), the best mean of
+    each column within the block in bold. ``first(scorer, row)`` names the row; ``last(row)`` adds cells."""
+    lines = []
+    for scorer, grp in table.groupby("scorer", sort=False):
+        best = {}
+        for s in column_sets:
+            for m in metrics:
+                col = grp[f"{s}/{m}_mean"]
+                best[(s, m)] = col.max() if HIGHER_IS_BETTER[m] else col.min()
+        for _, r in grp.iterrows():
+            cells = [first(scorer, r), VARIANT_NAMES.get(r["variant"], r["variant"])]
+            for s in column_sets:
+                for m in metrics:
+                    mean, std = r[f"{s}/{m}_mean"], r[f"{s}/{m}_std"]
+                    if pd.isna(mean):
+                        cells.append("–")
+                        continue
+                    cell = f"{mean:.1f} ± {std:.1f}"
+                    cells.append(f"**{cell}**" if np.isclose(mean, best[(s, m)]) and len(grp) > 1 else cell)
+            lines.append("| " + " | ".join(cells + last(r)) + " |")
+    return lines
+
+
 def markdown(table: pd.DataFrame, ood_order: Sequence[str], title: str, metrics=("fpr95", "auroc")) -> str:
     """Markdown with 'mean ± std' cells; the best mean of each column within a scorer is bold."""
     sets = [*ood_order, AVERAGE]
@@ -73,21 +98,8 @@ def markdown(table: pd.DataFrame, ood_order: Sequence[str], title: str, metrics=
              f"Mean ± standard deviation over {int(table['n_seeds'].max())} seed(s); percentages. "
              "FPR95 with ID as the positive class. Bold: best mean per column within each scorer.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for scorer, grp in table.groupby("scorer", sort=False):
-        best = {}
-        for s in sets:
-            for m in metrics:
-                col = grp[f"{s}/{m}_mean"]
-                best[(s, m)] = col.max() if HIGHER_IS_BETTER[m] else col.min()
-        for _, r in grp.iterrows():
-            cells = [scorer, VARIANT_NAMES.get(r["variant"], r["variant"])]
-            for s in sets:
-                for m in metrics:
-                    mean, std = r[f"{s}/{m}_mean"], r[f"{s}/{m}_std"]
-                    cell = f"{mean:.1f} ± {std:.1f}"
-                    cells.append(f"**{cell}**" if np.isclose(mean, best[(s, m)]) and len(grp) > 1 else cell)
-            cells.append(f"{r['id_acc_mean']:.1f} ± {r['id_acc_std']:.1f}")
-            lines.append("| " + " | ".join(cells) + " |")
+    lines += _scorer_blocks(table, sets, metrics, first=lambda scorer, r: scorer,
+                            last=lambda r: [f"{r['id_acc_mean']:.1f} ± {r['id_acc_std']:.1f}"])
     return "\n".join(lines) + "\n"
 
 
@@ -177,23 +189,7 @@ def scorer_markdown(table: pd.DataFrame, title: str, *, column_sets: Sequence[st
              "post-hoc scorer on the CE model, on the CE control (same fine-tuning, lambda = 0) and on the LFF "
              "model. FPR95 with ID as the positive class. Bold: best mean per column within each scorer.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for scorer, grp in table.groupby("scorer", sort=False):
-        best = {}
-        for s in column_sets:
-            for m in metrics:
-                col = grp[f"{s}/{m}_mean"]
-                best[(s, m)] = col.max() if HIGHER_IS_BETTER[m] else col.min()
-        for _, r in grp.iterrows():
-            cells = [str(r["label"]), VARIANT_NAMES.get(r["variant"], r["variant"])]
-            for s in column_sets:
-                for m in metrics:
-                    mean, std = r[f"{s}/{m}_mean"], r[f"{s}/{m}_std"]
-                    if pd.isna(mean):
-                        cells.append("–")
-                        continue
-                    cell = f"{mean:.1f} ± {std:.1f}"
-                    cells.append(f"**{cell}**" if np.isclose(mean, best[(s, m)]) and len(grp) > 1 else cell)
-            lines.append("| " + " | ".join(cells) + " |")
+    lines += _scorer_blocks(table, column_sets, metrics, first=lambda scorer, r: str(r["label"]))
     return "\n".join(lines) + "\n"
 
 
