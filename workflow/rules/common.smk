@@ -87,12 +87,13 @@ def score_files(wildcards):
     }
 
 
+def bench_metric_files(b):
+    """The metrics of every seed and model variant of benchmark ``b``."""
+    return [f"{R}/{b}/seed{seed}/metrics/{variant}.csv" for seed in SEEDS for variant in VARIANTS]
+
+
 def metric_files(wildcards):
-    return [
-        f"{R}/{wildcards.bench}/seed{seed}/metrics/{variant}.csv"
-        for seed in SEEDS
-        for variant in VARIANTS
-    ]
+    return bench_metric_files(wildcards.bench)
 
 
 def table_targets(b):
@@ -123,9 +124,7 @@ def paper_table_inputs(wildcards):
             f"results/tables/{wildcards.table}.csv needs benchmark(s) {undefined}, which the config does not define "
             f"(key tables.{wildcards.table}). Define them under 'benchmarks' (config.yaml ships them) or change the key."
         )
-    return {
-        b: [f"{R}/{b}/seed{seed}/metrics/{variant}.csv" for seed in SEEDS for variant in VARIANTS] for b in names
-    }
+    return {b: bench_metric_files(b) for b in names}
 
 
 # ----------------------------------------------------------------------------- paper datasets (data.smk)
