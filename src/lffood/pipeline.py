@@ -78,16 +78,18 @@ def run_training(bench: Mapping, *, variant: str, seed: int, train_path: str, ck
         model, _ = load_checkpoint(parent_ckpt, device)
     log.info("%s: seed %d, %d training images, %d classes, model %s", stage_name, seed, len(data), num_classes,
              bench["model"])
+    parent = parent_ckpt or imported
+    parent_sha256 = sha256_file(parent) if parent else None
     if imported:
         # a user-supplied CE model: no training here; one history row records where it came from
         log.info("pretrain: using the CE checkpoint %s (key pretrain.checkpoint) instead of training", imported)
-        history = [{"epoch": 0, "imported_from": str(imported), "imported_sha256": sha256_file(imported)}]
+        history = [{"epoch": 0, "imported_from": str(imported), "imported_sha256": parent_sha256}]
     else:
         history = train(model, data, stage, seed=seed, device=device, lff=lff, guard=bench["guard"],
                         stage_name=stage_name, amp=bench["amp"])
     meta_out = {"model": dict(bench["model"]), "num_classes": num_classes, "classes": meta["classes"],
                 "variant": variant, "seed": seed, "stage": dict(stage), "lff": lff,
-                "parent_sha256": sha256_file(parent_ckpt or imported) if (parent_ckpt or imported) else None,
+                "parent_sha256": parent_sha256,
                 "torch": str(torch.__version__)}
     save_checkpoint(ckpt_out, model, meta_out)
     with atomic_path(history_out) as tmp:
@@ -155,18 +157,22 @@ def run_fit_stats(features_path: str, scorer: str, params: Mapping, out: str) ->
     return sc.stats
 
 
+def _fitted_stats(sc, stats_path: str | None):
+    """The scorer's fitted ID statistics read from ``stats_path`` (None when it needs none)."""
+    if not sc.needs_fit:
+        return None
+    if stats_path is None:
+        raise ValueError(f"scorer '{sc.name}' needs its fitted statistics: pass stats_path (build it with "
+                         f"run_fit_stats / run_fit_stats_network or snakemake .../stats/<variant>/{sc.name}.h5)")
+    stats, _ = h5schema.read_stats(stats_path, scorer=sc.name, params=sc.fit_params)
+    return stats
+
+
 def load_scorer(features_path: str, scorer: str, params: Mapping, stats_path: str | None = None):
     """A scorer ready to score cached features: head, fitted statistics from ``stats_path`` (never
     refitted here), and for KNN the ID training bank from the feature file."""
     sc = build_scorer(scorer, params)
-    head = Head(*h5schema.read_head(features_path))
-    stats = None
-    if sc.needs_fit:
-        if stats_path is None:
-            raise ValueError(f"scorer '{scorer}' needs its fitted statistics: pass stats_path (build it with "
-                             f"run_fit_stats or snakemake .../stats/<variant>/{scorer}.h5)")
-        stats, _ = h5schema.read_stats(stats_path, scorer=scorer, params=sc.fit_params)
-    sc.load(head, stats)
+    sc.load(Head(*h5schema.read_head(features_path)), _fitted_stats(sc, stats_path))
     if sc.uses_train_bank:
         sc.set_bank(feature_set(features_path, "train"))
     return sc
@@ -223,11 +229,7 @@ def run_scoring_network(scorer: str, params: Mapping, *, checkpoint: str, split_
     sc = build_scorer(scorer, params)
     if sc.score_on != "network":
         raise ValueError(f"scorer '{scorer}' scores cached features: use run_scoring")
-    stats = None
-    if sc.needs_fit:
-        if stats_path is None:
-            raise ValueError(f"scorer '{scorer}' needs its fitted statistics: pass stats_path")
-        stats, _ = h5schema.read_stats(stats_path, scorer=scorer, params=sc.fit_params)
+    stats = _fitted_stats(sc, stats_path)
     model, device, _, (mean, std) = _network(checkpoint, split_paths, device_name, threads)
     sc.load(Head(model.head.weight.detach().cpu().numpy(), model.head.bias.detach().cpu().numpy()), stats)
     scores = {}
