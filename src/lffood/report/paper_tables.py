@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..io import atomic_path
-from .tables import AVERAGE, METRIC_NAMES, collect, summarize
+from .tables import AVERAGE, METRIC_NAMES, collect, scorer_table
 
 #: Post-hoc scorers in the order of the paper's Table I (KNN, not in Table I, is listed after ViM).
 POSTHOC = (("MSP", "msp"), ("ODIN", "odin"), ("Mahalanobis", "mahalanobis"), ("Energy", "energy"),
@@ -57,16 +57,18 @@ def rows(table: str, ours_scorer: str) -> list[Row]:
             + [Row(f"CE control ({ours_scorer})", "ce_control", ours_scorer), Row(f"Ours (LFF + {ours_scorer})", "lff", ours_scorer)])
 
 
-def _cells(summary: pd.DataFrame, row: Row, ood_sets: Sequence[str]) -> dict | None:
-    sel = summary[(summary["variant"] == row.variant) & (summary["scorer"] == row.scorer)].set_index("ood_set")
-    if sel.empty:
+def _lookup(tidy: pd.DataFrame, sets: Sequence[str]) -> pd.DataFrame:
+    """Every (scorer, variant) of one benchmark with its cells for ``sets`` (the one wide summary,
+    :func:`lffood.report.tables.scorer_table`)."""
+    return scorer_table(tidy, ood_order=sets, metrics=METRICS).set_index(["scorer", "variant"])
+
+
+def _cells(wide: pd.DataFrame, row: Row, sets: Sequence[str]) -> dict | None:
+    if (row.scorer, row.variant) not in wide.index:
         return None
-    out = {}
-    for s in ood_sets:
-        for m in METRICS:
-            out[f"{s}/{m}_mean"] = round(float(sel.loc[s, f"{m}_mean"]), 3)
-            out[f"{s}/{m}_std"] = round(float(sel.loc[s, f"{m}_std"]), 3)
-    out["n_seeds"] = int(sel.loc[ood_sets[-1], "n_seeds"])
+    r = wide.loc[(row.scorer, row.variant)]
+    out = {f"{s}/{m}_{stat}": r[f"{s}/{m}_{stat}"] for s in sets for m in METRICS for stat in ("mean", "std")}
+    out["n_seeds"] = int(r["n_seeds"])
     return out
 
 
@@ -75,19 +77,21 @@ def build(table: str, tidy: Mapping[str, pd.DataFrame], ood_sets: Mapping[str, S
     """``tidy[bench]``: the per-seed metrics (as :func:`lffood.report.tables.collect` returns, in
     percent); ``ood_sets[bench]``: its OOD sets in column order. Rows whose scorer a benchmark did
     not run are left out (per_ood) or left empty (average)."""
-    summaries = {b: summarize(df) for b, df in tidy.items()}
     records = []
     if LAYOUT[table] == "per_ood":
-        for b, summary in summaries.items():
+        for b, df in tidy.items():
+            sets = [*ood_sets[b], AVERAGE]
+            wide = _lookup(df, sets)
             for r in rows(table, ours_scorer):
-                cells = _cells(summary, r, [*ood_sets[b], AVERAGE])
+                cells = _cells(wide, r, sets)
                 if cells is not None:
                     records.append({"benchmark": b, **r._asdict(), **cells})
     else:
+        wides = {b: _lookup(df, [AVERAGE]) for b, df in tidy.items()}
         for r in rows(table, ours_scorer):
             rec, found = r._asdict(), False
-            for b, summary in summaries.items():
-                cells = _cells(summary, r, [AVERAGE])
+            for b, wide in wides.items():
+                cells = _cells(wide, r, [AVERAGE])
                 for m in METRICS:
                     for stat in ("mean", "std"):
                         rec[f"{b}/{m}_{stat}"] = cells[f"{AVERAGE}/{m}_{stat}"] if cells else np.nan
