@@ -7,7 +7,8 @@ Examples::
     lffood inspect results/embedded/seed0/features/lff.h5
     lffood generate-embedded /tmp/emb        # write the embedded benchmark's splits
     lffood benchmarks                        # run time and memory per rule of the last run
-    lffood smoke --arch resnet34             # images/s of pretraining, LFF and extraction (GPU check)
+    lffood smoke --arch resnet34             # images/s of every training objective and extraction (GPU check)
+    lffood objectives                        # list training objectives and their parameters
     lffood download --list                   # paper datasets: URL, checksum, where to place by hand
     lffood download lsun_crop dtd            # download (or verify) archives outside Snakemake
 """
@@ -40,6 +41,19 @@ def _scorers(args) -> int:
     for name, cls in sorted(registered_scorers().items()):
         doc = " ".join((cls.__doc__ or "").split("\n\n")[0].split())
         print(f"{name:10s} defaults {json.dumps(cls.defaults)}  {doc}")
+    return 0
+
+
+def _objectives(args) -> int:
+    from .objectives import registered_objectives
+
+    for name, cls in registered_objectives().items():
+        doc = " ".join((cls.__doc__ or "").split())
+        flags = ", ".join(f for f, on in (("two views", cls.two_views), (f"provides {list(cls.provides)}", cls.provides))
+                          if on)
+        print(f"{name:10s} {cls.label}: {doc}{f' ({flags})' if flags else ''}")
+        for key, spec in cls.params_schema.items():
+            print(f"    {name}.{key} = {json.dumps(spec['default'])}: {spec.get('description', '')}")
     return 0
 
 
@@ -110,10 +124,13 @@ def _smoke(args) -> int:
 
     setup_logging()
     results = smoke(arch=args.arch, size=args.size, crop=args.crop, classes=args.classes, n=args.n, batch=args.batch,
-                    epochs=args.epochs, device_name=args.device, amp=not args.no_amp)
-    print(f"{'stage':16s} {'images':>8s} {'seconds':>8s} {'img/s':>8s}")
+                    epochs=args.epochs, device_name=args.device, amp=not args.no_amp,
+                    objectives=None if args.objectives is None else {o: {} for o in args.objectives})
+    ce = next((r for r in results if r.stage == "train (ce)"), None)
+    print(f"{'stage':18s} {'images':>8s} {'seconds':>8s} {'img/s':>8s} {'time/CE step':>13s}")
     for r in results:
-        print(f"{r.stage:16s} {r.images:8d} {r.seconds:8.2f} {r.images_per_s:8.0f}")
+        ratio = f"{r.seconds / r.images * ce.images / ce.seconds:13.2f}" if ce and r.stage.startswith("train") else ""
+        print(f"{r.stage:18s} {r.images:8d} {r.seconds:8.2f} {r.images_per_s:8.0f} {ratio}")
     return 0
 
 
@@ -157,7 +174,9 @@ def main(argv=None) -> int:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--params", help='generator parameters as JSON, e.g. \'{"image_size": 16}\'')
     g.set_defaults(fn=_generate)
-    m = sub.add_parser("smoke", help="images/s of CE pretraining, LFF fine-tuning and extraction on random data")
+    o = sub.add_parser("objectives", help="list registered training objectives and their parameters")
+    o.set_defaults(fn=_objectives)
+    m = sub.add_parser("smoke", help="images/s of every training objective and extraction on random data")
     m.add_argument("--arch", default="resnet34", help="model.arch (resnet34, wrn28_10, resnet50, ...)")
     m.add_argument("--size", type=int, default=32, help="stored image size")
     m.add_argument("--crop", type=int, default=None, help="random-resized-crop / centre-crop size (ImageNet: 224)")
@@ -167,6 +186,7 @@ def main(argv=None) -> int:
     m.add_argument("--epochs", type=int, default=1)
     m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     m.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    m.add_argument("--objectives", nargs="*", default=None, help="objectives to time (default: all registered)")
     m.set_defaults(fn=_smoke)
     d = sub.add_parser("download", help="list, download or verify the paper datasets' archives")
     d.add_argument("keys", nargs="*", help="archive keys (default with no keys: --list)")

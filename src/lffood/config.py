@@ -52,13 +52,30 @@ def _key(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
+def full_schema(schema_path: str | Path) -> dict:
+    """The one config schema: the schema file plus, for every registered training objective, its
+    section ``benchmarks.<b>.<objective>`` (declared by the objective, ``Objective.params_schema``)."""
+    from .objectives import registered_objectives
+
+    schema = load_yaml(schema_path)
+    props = schema["$defs"]["benchmark"]["properties"]
+    for name, cls in registered_objectives().items():
+        if not cls.params_schema:
+            continue
+        if name in props:
+            raise ConfigError(f"objective '{name}' cannot declare a config section: 'benchmarks.<b>.{name}' is "
+                              f"already a key of {schema_path}. Register it under another name.")
+        props[name] = cls.section_schema()
+    return schema
+
+
 def validate_config(config: Mapping[str, Any], schema_path: str | Path, source: str = "config.yaml") -> dict:
     """Validate ``config`` against the schema, fill in defaults, run semantic checks.
 
     Returns a new dict (the input is not modified). Raises :class:`ConfigError` listing every
     problem, each with its dotted key.
     """
-    schema = load_yaml(schema_path)
+    schema = full_schema(schema_path)
     cfg = copy.deepcopy(dict(config))
     validator = _DefaultingValidator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
@@ -66,7 +83,12 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path, source: 
         lines = []
         for err in errors:
             key = _key(err.absolute_path)
-            if err.validator == "additionalProperties":
+            if err.validator == "additionalProperties" and "'checkpoint'" in err.message and key.endswith(
+                    ("pretrain", "finetune")):
+                lines.append(f"  - key '{key}.checkpoint': a model trained elsewhere is now a variant's key: move it to "
+                             "variants.<name>.checkpoint (e.g. variants.ce.checkpoint for the CE model LFF starts "
+                             "from).")
+            elif err.validator == "additionalProperties":
                 lines.append(f"  - key '{key}': {err.message}. Remove or rename it (check spelling against "
                              f"{Path(schema_path).name}).")
             else:
@@ -74,11 +96,11 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path, source: 
         raise ConfigError(f"{source}: invalid configuration ({len(errors)} problem(s)):\n" + "\n".join(lines)
                           + f"\nFix these keys in {source} (or in --config overrides); the schema with every key "
                             f"and its default is {schema_path}.")
-    _semantic_checks(cfg, source)
+    _semantic_checks(cfg, source, schema)
     return cfg
 
 
-def _semantic_checks(cfg: dict, source: str) -> None:
+def _semantic_checks(cfg: dict, source: str, schema: Mapping) -> None:
     from .scorers import registered_scorers  # local import: scorers import numpy only
 
     problems = []
@@ -106,9 +128,6 @@ def _semantic_checks(cfg: dict, source: str) -> None:
                             f"(defined: {sorted(benches)}). Add it or remove it from 'run'.")
     known = set(registered_scorers())
     for bname, bench in benches.items():
-        if bench["finetune"].get("checkpoint"):
-            problems.append(f"key 'benchmarks.{bname}.finetune.checkpoint': only pretrain takes a checkpoint "
-                            "(the CE model LFF starts from). Remove it.")
         for stage in ("pretrain", "finetune"):
             st = bench[stage]
             sched = st["schedule"]
@@ -141,6 +160,8 @@ def _semantic_checks(cfg: dict, source: str) -> None:
                             f"(CIFAR: 32/32, ImageNet: 256/224).")
         if len(set(ood)) != len(ood):
             problems.append(f"key 'benchmarks.{bname}.dataset.ood_sets': duplicate names in {ood}.")
+        problems += _variant_problems(bname, bench, schema)
+    problems += _table_problems(cfg)
     if problems:
         raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
@@ -158,6 +179,112 @@ def _scorer_param_problems(bname: str, params: Mapping, known: set) -> list[str]
         for msg in param_problems(s, p):
             problems.append(f"key '{key}': {msg}. Reference defaults: {scorer_class(s).defaults} "
                             "(README, section Scorers).")
+    return problems
+
+
+def _schema_problems(instance: Any, schema: Mapping, root: Mapping, key: str) -> list[str]:
+    """Problems of ``instance`` against a sub-schema (``$ref``s resolved in ``root``), each with its key."""
+    validator = Draft202012Validator({**schema, "$defs": root["$defs"]})
+    return [f"key '{key}{'.' if err.absolute_path else ''}{_key(err.absolute_path) if err.absolute_path else ''}': "
+            f"{err.message}." for err in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.path)))]
+
+
+def _variant_problems(bname: str, bench: dict, schema: Mapping) -> list[str]:
+    """Variants and sweeps: objectives, parents, stages, parameters, imported checkpoints and scorers."""
+    from .objectives import objective_class, registered_objectives
+    from .scorers import registered_scorers, scorer_applies
+    from .variants import extraction_fields, stage_config, variant
+
+    problems = []
+    objectives = registered_objectives()
+    variants = bench["variants"]
+    base = f"benchmarks.{bname}.variants"
+    scorers = bench["scorers"]["names"]
+    for name, v in variants.items():
+        key = f"{base}.{name}"
+        if v["objective"] not in objectives:
+            problems.append(f"key '{key}.objective': unknown objective '{v['objective']}'. Registered: "
+                            f"{sorted(objectives)} (lffood objectives).")
+            continue
+        cls = objective_class(v["objective"])
+        parent = v["parent"]
+        if parent is not None and parent not in variants:
+            problems.append(f"key '{key}.parent': '{parent}' is not a variant of this benchmark "
+                            f"(defined: {list(variants)}).")
+            continue
+        seen, p = [name], parent
+        while p is not None and p in variants:
+            if p in seen:
+                problems.append(f"key '{key}.parent': the parents form a cycle {' -> '.join(seen + [p])}; one "
+                                "variant must train from scratch (parent: null).")
+                break
+            seen.append(p)
+            p = variants[p]["parent"]
+        if v["checkpoint"] is not None:
+            if parent is not None:
+                problems.append(f"key '{key}.checkpoint': only a variant without a parent can be imported; "
+                                "remove the checkpoint or the parent.")
+            elif not Path(v["checkpoint"]).is_file():
+                problems.append(f"key '{key}.checkpoint': file '{v['checkpoint']}' not found (relative paths are "
+                                "relative to the directory snakemake runs in). Fix the path, or set it to null to "
+                                "train this variant here.")
+        params_schema = cls.section_schema()
+        unknown = sorted(set(v["params"]) - set(cls.params_schema))
+        if unknown:
+            problems.append(f"key '{key}.params': unknown parameter(s) {unknown} of objective '{v['objective']}'; "
+                            f"known: {sorted(cls.params_schema)}.")
+        else:
+            problems += _schema_problems({**bench.get(v["objective"], {}), **v["params"]}, params_schema, schema,
+                                         f"{key}.params")
+        problems += _schema_problems(stage_config(bench, name), {"$ref": "#/$defs/stage"}, schema,
+                                     f"{key}.stage_overrides")
+        provides = set(cls.provides) | extraction_fields(bench)
+        for s in [v["scorer"], *(v["scorers"] or [])]:
+            if s not in scorers:
+                problems.append(f"key '{key}.scorer{'s' if s != v['scorer'] else ''}': '{s}' is not in "
+                                f"benchmarks.{bname}.scorers.names {scorers}. Add it there or choose one of them.")
+            elif s in registered_scorers() and not scorer_applies(s, provides):
+                problems.append(f"key '{key}.scorer': '{s}' needs {sorted(registered_scorers()[s].requires)}, which "
+                                f"models of objective '{v['objective']}' do not provide.")
+    for i, sw in enumerate(bench["sweeps"]):
+        key = f"benchmarks.{bname}.sweeps[{i}]"
+        if sw["variant"] not in variants:
+            problems.append(f"key '{key}.variant': '{sw['variant']}' is not a variant of this benchmark "
+                            f"(defined: {list(variants)}).")
+            continue
+        v = variant(bench, sw["variant"])
+        cls = objectives.get(v["objective"])
+        if cls is None:
+            continue
+        if v["parent"] is None:
+            problems.append(f"key '{key}.variant': '{sw['variant']}' trains from scratch; sweep a fine-tuned variant "
+                            "(each point is fine-tuned from the same parent).")
+        if sw["param"] not in cls.params_schema:
+            problems.append(f"key '{key}.param': objective '{v['objective']}' has no parameter '{sw['param']}'; "
+                            f"known: {sorted(cls.params_schema)}.")
+            continue
+        for value in sw["values"]:
+            problems += _schema_problems(value, cls.params_schema[sw["param"]], schema, f"{key}.values")
+    return problems
+
+
+def _table_problems(cfg: Mapping) -> list[str]:
+    """The variants a paper table's rows need exist in every benchmark behind it that `all` builds
+    (the paper_table rule checks the others when that table is asked for)."""
+    problems = []
+    roles = {r: cfg["tables"][r] for r in ("baseline", "control", "ours")}
+    for table, names in cfg["tables"].items():
+        if table in roles:
+            continue
+        for b in names:
+            bench = cfg["benchmarks"].get(b)
+            if bench is None or b not in cfg["run"]:
+                continue
+            missing = {r: v for r, v in roles.items() if v not in bench["variants"]}
+            if missing:
+                problems.append(f"key 'tables': {table} needs the variants {missing} (tables.<role>) in benchmark "
+                                f"'{b}', which defines {list(bench['variants'])}. Add them to "
+                                f"benchmarks.{b}.variants or change tables.{table}.")
     return problems
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from .data.augment import center_crop as crop
 from .data.loader import TensorImages
-from .losses import local_gt_prob, local_norms
+from .local import local_gt_prob, local_norms, multiscale_vectors
 from .training import mixed_precision
 
 log = logging.getLogger("lffood.extraction")
@@ -17,9 +18,12 @@ log = logging.getLogger("lffood.extraction")
 
 @torch.no_grad()
 def extract_split(model: torch.nn.Module, data: TensorImages, *, batch_size: int, device: torch.device,
-                  amp: bool = True, with_gt_prob: bool = False, center_crop: int | None = None) -> dict[str, np.ndarray]:
-    """Logits, pooled features, labels, predictions, local-vector norms (and GT probability per location).
-    ``center_crop`` crops larger stored images (ImageNet-100 train, kept at 256) to the test size."""
+                  amp: bool = True, with_gt_prob: bool = False, center_crop: int | None = None,
+                  multiscale: bool = False, extras: Callable | None = None) -> dict[str, np.ndarray]:
+    """Logits, pooled features, labels, predictions, local-vector norms (and GT probability per location),
+    MODE's six region vectors (``multiscale``, float16) and an objective's own outputs (``extras(fmap,
+    pooled) -> {name: tensor}``, e.g. SSOD's OOD head). ``center_crop`` crops larger stored images
+    (ImageNet-100 train, kept at 256) to the test size."""
     model.eval().to(device)
     use_cl = device.type == "cuda"
     if use_cl:
@@ -27,6 +31,8 @@ def extract_split(model: torch.nn.Module, data: TensorImages, *, batch_size: int
     out: dict[str, list] = {k: [] for k in ("logits", "features", "labels", "preds", "local_norms")}
     if with_gt_prob:
         out["local_gt_prob"] = []
+    if multiscale:
+        out["multiscale"] = []
     autocast, _ = mixed_precision(device, amp)
     for idx in data.index_batches(batch_size):
         x, y = data.batch(idx, channels_last=use_cl)
@@ -44,4 +50,9 @@ def extract_split(model: torch.nn.Module, data: TensorImages, *, batch_size: int
         out["local_norms"].append(local_norms(fmap).cpu())
         if with_gt_prob:
             out["local_gt_prob"].append(local_gt_prob(fmap, model.head.weight, model.head.bias, y).cpu())
+        if multiscale:
+            out["multiscale"].append(multiscale_vectors(fmap).half().cpu())
+        if extras is not None:
+            for name, value in extras(fmap, pooled).items():
+                out.setdefault(name, []).append(value.float().cpu())
     return {k: torch.cat(v).numpy() for k, v in out.items()}

@@ -14,6 +14,10 @@ Feature file (one per benchmark x seed x model variant)::
         preds              int64   (N,)     argmax of logits
         local_norms        float32 (N, L)   L2 norm of each of the L = H*W local vectors of the last map
         local_gt_prob      float32 (N, L)   p_j(y_i | x_i) per location (ID splits only)
+        multiscale         float16 (N, 6, C) MODE's region vectors: 4 quadrant means, global mean,
+                                            centre mean (optional: extraction.multiscale; CSD reads it)
+        ood_head_global    float32 (N,)     SSOD models only: P_ID of the OOD head on the pooled feature
+        ood_head_local     float32 (N,)     SSOD models only: mean over locations of P_ID of the OOD head
 
 Score file (one per feature file x scorer)::
 
@@ -29,7 +33,8 @@ Statistics file (one per feature file x scorer that fits ID statistics; see
     /stats/<name>          float64 / int64 array (0-d for scalars), e.g. mahalanobis/means,
                            mahalanobis/precision, vim/residual_basis, featurenorm/block
 
-Files are written atomically (temporary file + rename).
+Files are written atomically (temporary file + rename). A file of another schema version is refused
+with the command that rebuilds it; version 2 added the optional fields (multiscale, OOD head).
 """
 
 from __future__ import annotations
@@ -46,11 +51,11 @@ import numpy as np
 from .errors import SchemaError
 from .io import atomic_path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: version of the statistics layout (bump when a scorer's stored statistics change meaning)
 STATS_VERSION = 1
 ROLES = ("id_train", "id_test", "ood")
-#: field -> (dtype, ndim, required for which roles)
+#: field -> (dtype, ndim, required for which roles); an empty tuple = optional for every role
 FIELDS = {
     "logits": (np.float32, 2, ROLES),
     "features": (np.float32, 2, ROLES),
@@ -58,7 +63,14 @@ FIELDS = {
     "preds": (np.int64, 1, ROLES),
     "local_norms": (np.float32, 2, ROLES),
     "local_gt_prob": (np.float32, 2, ("id_train", "id_test")),
+    "multiscale": (np.float16, 3, ()),
+    "ood_head_global": (np.float32, 1, ()),
+    "ood_head_local": (np.float32, 1, ()),
 }
+#: fields that only some models have (scorers name them in ``Scorer.requires``)
+OPTIONAL_FIELDS = tuple(name for name, (_, _, roles) in FIELDS.items() if not roles)
+#: large, incompressible fields are stored without gzip (it would cost seconds for nothing)
+UNCOMPRESSED = ("multiscale",)
 
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")  # cluster filesystems (NFS/Lustre) reject locks
 
@@ -103,8 +115,9 @@ def write_features(path, *, head_weight: np.ndarray, head_bias: np.ndarray,
                 for field, (dtype, _, _) in FIELDS.items():
                     if field in fields:
                         arr = np.asarray(fields[field], dtype=dtype)
-                        g.create_dataset(field, data=arr, compression="gzip" if arr.size > 1 << 16 else None,
-                                         compression_opts=1 if arr.size > 1 << 16 else None)
+                        gzip = arr.size > 1 << 16 and field not in UNCOMPRESSED
+                        g.create_dataset(field, data=arr, compression="gzip" if gzip else None,
+                                         compression_opts=1 if gzip else None)
                         g.attrs["n"] = arr.shape[0]
 
 
@@ -119,6 +132,11 @@ def _open(path, kind: str) -> h5py.File:
     version, found = f.attrs.get("schema_version"), f.attrs.get("kind")
     if found != kind or version != SCHEMA_VERSION:
         f.close()
+        if found == kind and version is not None:
+            raise SchemaError(f"{path}: an lffood '{kind}' file of schema version {version}, written by an older "
+                              f"lffood; this version reads version {SCHEMA_VERSION}. Rebuild it: snakemake "
+                              f"--forcerun extract (the workflow also reruns extraction by itself, since the "
+                              f"schema version is part of the extraction job's parameters).")
         raise SchemaError(f"{path}: expected an lffood '{kind}' file of schema version {SCHEMA_VERSION}, found "
                           f"kind={found!r} version={version!r}. Delete it and rebuild it with snakemake.")
     return f

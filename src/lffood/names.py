@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-#: Model variants: CE pretraining, the CE-only control fine-tuned with LFF's exact schedule and
-#: augmentation (lambda = 0), and LFF.
-VARIANTS = ("ce", "ce_control", "lff")
 #: ID splits every benchmark has.
 ID_SPLITS = ("train", "test")
 #: Splits the embedded generator writes (ID first, then its OOD sets).
@@ -31,18 +28,3 @@ OOD_SETS_BY_SOURCE = {
 def split_names(bench: Mapping) -> list[str]:
     """All splits of a benchmark: ID train and test, then its OOD sets in config order."""
     return list(ID_SPLITS) + list(bench["dataset"]["ood_sets"])
-
-
-def training_config(bench: Mapping, variant: str) -> dict:
-    """The part of a benchmark section that training ``variant`` depends on, with the control's
-    lambda fixed to 0. It is both the Snakemake job's params (so a change reruns exactly the
-    affected jobs) and what :func:`lffood.pipeline.run_training` trains with."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
-    keys = ("model", "pretrain", "guard", "amp", "deterministic")
-    if variant != "ce":
-        keys += ("finetune", "lff")
-    cfg = {k: bench[k] for k in keys}
-    if variant == "ce_control":
-        cfg["lff"] = {**bench["lff"], "lambda": 0.0}
-    return cfg

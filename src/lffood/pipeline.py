@@ -15,7 +15,7 @@ from . import h5schema, metrics
 from .data.arrays import load_split, save_split
 from .errors import DataError
 from .io import atomic_path, sha256_file
-from .names import ID_SPLITS, VARIANTS, split_names, training_config  # noqa: F401  (re-exported)
+from .names import ID_SPLITS, split_names  # noqa: F401  (re-exported)
 from .scorers import FeatureSet, Head, build_scorer, scorer_class
 
 log = logging.getLogger("lffood.pipeline")
@@ -44,54 +44,55 @@ def normalization(split, path) -> tuple[list[float], list[float]]:
     return split.meta["mean"], split.meta["std"]
 
 
-def run_training(bench: Mapping, *, variant: str, seed: int, train_path: str, ckpt_out: str, history_out: str,
+def run_training(spec: Mapping, *, variant: str, seed: int, train_path: str, ckpt_out: str, history_out: str,
                  device_name: str = "auto", threads: int = 1, parent_ckpt: str | None = None) -> list[dict]:
-    """Train one variant: ``ce`` from scratch, or fine-tune ``lff`` / ``ce_control`` from
-    ``parent_ckpt``. Writes the checkpoint and the per-epoch history."""
+    """Train one variant (``spec``: :func:`lffood.variants.training_spec`): from scratch or by importing
+    ``spec['checkpoint']`` when it has no parent, else fine-tuned from ``parent_ckpt``. Writes the
+    checkpoint (with the objective's own modules) and the per-epoch history."""
     import torch
 
+    from .data.loader import TensorImages
     from .models import build_model
+    from .objectives import build_objective
     from .runtime import seed_everything, select_device, set_threads
     from .training import import_checkpoint, load_checkpoint, save_checkpoint, train
 
-    bench = training_config(bench, variant)
     set_threads(threads)
-    seed_everything(seed, bench["deterministic"])
+    seed_everything(seed, spec["deterministic"])
     device = select_device(device_name)
-    from .data.loader import TensorImages
-
     split = load_split(train_path)
     meta = split.meta
     data = TensorImages(split, *normalization(split, train_path), device)
     num_classes = len(meta["classes"])
-    imported = None
-    if variant == "ce":
-        stage, lff, stage_name = bench["pretrain"], None, "pretrain"
-        imported = stage.get("checkpoint")
-        if imported:
-            model = import_checkpoint(imported, bench["model"], num_classes, device)
-        else:
-            model = build_model(bench["model"], num_classes)
+    imported = spec.get("checkpoint")
+    if spec["parent"] is None:
+        model = (import_checkpoint(imported, spec["model"], num_classes, device) if imported
+                 else build_model(spec["model"], num_classes))
     else:
-        stage, stage_name = bench["finetune"], f"finetune[{variant}]"
-        lff = dict(bench["lff"])
+        if not parent_ckpt:
+            raise ValueError(f"variant '{variant}' is fine-tuned from '{spec['parent']}': pass parent_ckpt")
         model, _ = load_checkpoint(parent_ckpt, device)
-    log.info("%s: seed %d, %d training images, %d classes, model %s", stage_name, seed, len(data), num_classes,
-             bench["model"])
+    objective = build_objective(spec["objective"], spec["params"], feature_dim=model.feature_dim,
+                                num_classes=num_classes)
+    stage_name = f"{spec['stage_name']}[{variant}]"
+    log.info("%s: objective %s %s, seed %d, %d training images, %d classes, model %s%s", stage_name,
+             spec["objective"], spec["params"], seed, len(data), num_classes, spec["model"],
+             f", from {spec['parent']} ({parent_ckpt})" if spec["parent"] else "")
     parent = parent_ckpt or imported
     parent_sha256 = sha256_file(parent) if parent else None
     if imported:
-        # a user-supplied CE model: no training here; one history row records where it came from
-        log.info("pretrain: using the CE checkpoint %s (key pretrain.checkpoint) instead of training", imported)
+        # a model trained elsewhere: no training here; one history row records where it came from
+        log.info("%s: using %s (key variants.%s.checkpoint) instead of training", stage_name, imported, variant)
         history = [{"epoch": 0, "imported_from": str(imported), "imported_sha256": parent_sha256}]
     else:
-        history = train(model, data, stage, seed=seed, device=device, lff=lff, guard=bench["guard"],
-                        stage_name=stage_name, amp=bench["amp"])
-    meta_out = {"model": dict(bench["model"]), "num_classes": num_classes, "classes": meta["classes"],
-                "variant": variant, "seed": seed, "stage": dict(stage), "lff": lff,
-                "parent_sha256": parent_sha256,
-                "torch": str(torch.__version__)}
-    save_checkpoint(ckpt_out, model, meta_out)
+        history = train(model, data, spec["stage"], objective=objective, seed=seed, device=device,
+                        guard=spec["guard"], stage_name=stage_name, amp=spec["amp"],
+                        monitor_delta=spec.get("monitor_delta"))
+    meta_out = {"model": dict(spec["model"]), "num_classes": num_classes, "classes": meta["classes"],
+                "variant": variant, "seed": seed, "stage": dict(spec["stage"]),
+                "objective": {"name": spec["objective"], "params": dict(spec["params"])},
+                "parent": spec["parent"], "parent_sha256": parent_sha256, "torch": str(torch.__version__)}
+    save_checkpoint(ckpt_out, model, meta_out, objective)
     with atomic_path(history_out) as tmp:
         import pandas as pd
 
@@ -109,9 +110,10 @@ def run_extraction(bench: Mapping, *, checkpoint: str, split_paths: Mapping[str,
 
     set_threads(threads)
     device = select_device(device_name)
-    model, ck_meta = load_checkpoint(checkpoint, device)
-    config = {k: ck_meta.get(k) for k in ("model", "stage", "lff", "variant", "seed", "parent_sha256")}
+    model, ck_meta, objective = load_checkpoint(checkpoint, device, with_objective=True)
+    config = {k: ck_meta.get(k) for k in ("model", "stage", "objective", "variant", "seed", "parent", "parent_sha256")}
     config["extraction"] = dict(bench["extraction"])
+    extras = objective.extract if objective is not None and objective.provides else None
     train_split = load_split(split_paths["train"])
     mean, std = normalization(train_split, split_paths["train"])
     splits, roles = {}, {}
@@ -121,7 +123,8 @@ def run_extraction(bench: Mapping, *, checkpoint: str, split_paths: Mapping[str,
         data = TensorImages(split, mean, std, device)
         splits[name] = extract_split(model, data, batch_size=bench["extraction"]["batch_size"], device=device,
                                      amp=bench["amp"], with_gt_prob=role != "ood",
-                                     center_crop=bench["extraction"].get("center_crop"))
+                                     center_crop=bench["extraction"].get("center_crop"),
+                                     multiscale=bench["extraction"].get("multiscale", True), extras=extras)
         roles[name] = role
         log.info("extracted %s (%s): %d samples", name, role, len(split))
     h5schema.write_features(
@@ -137,9 +140,11 @@ def run_extraction(bench: Mapping, *, checkpoint: str, split_paths: Mapping[str,
 # ----------------------------------------------------------------------------- scoring
 # Fitted ID statistics are an artifact (``stats/<variant>/<scorer>.h5``, lffood.h5schema "stats"):
 # fitted once from the ID training split, then read by every scoring job, never refitted there.
-def feature_set(path, split: str) -> FeatureSet:
-    d = h5schema.read_split(path, split, ["logits", "features", "labels"])
-    return FeatureSet(d["logits"], d["features"], d["labels"])
+def feature_set(path, split: str, extras=()) -> FeatureSet:
+    """What a scorer sees of one split of a feature file: logits, features, labels and the optional
+    fields ``extras`` (a scorer's ``requires``)."""
+    d = h5schema.read_split(path, split, ["logits", "features", "labels", *extras])
+    return FeatureSet(d["logits"], d["features"], d["labels"], {k: d[k] for k in extras})
 
 
 def _scored_splits(roles: Mapping[str, str]) -> list[str]:
@@ -151,7 +156,7 @@ def run_fit_stats(features_path: str, scorer: str, params: Mapping, out: str) ->
     sc = build_scorer(scorer, params)
     if not sc.needs_fit or sc.fit_on != "features":
         raise ValueError(f"scorer '{scorer}' has no statistics fitted from cached features")
-    sc.fit(feature_set(features_path, "train"), Head(*h5schema.read_head(features_path)))
+    sc.fit(feature_set(features_path, "train", sc.requires), Head(*h5schema.read_head(features_path)))
     h5schema.write_stats(out, sc.stats, scorer=scorer, params=sc.fit_params, source=features_path)
     log.info("fitted %s statistics %s from %s", scorer, {k: np.shape(v) for k, v in sc.stats.items()}, features_path)
     return sc.stats
@@ -174,7 +179,7 @@ def load_scorer(features_path: str, scorer: str, params: Mapping, stats_path: st
     sc = build_scorer(scorer, params)
     sc.load(Head(*h5schema.read_head(features_path)), _fitted_stats(sc, stats_path))
     if sc.uses_train_bank:
-        sc.set_bank(feature_set(features_path, "train"))
+        sc.set_bank(feature_set(features_path, "train", sc.requires))
     return sc
 
 
@@ -184,7 +189,7 @@ def run_scoring(features_path: str, scorer: str, params: Mapping, out: str,
     if scorer_class(scorer).score_on != "features":
         raise ValueError(f"scorer '{scorer}' needs the network: use run_scoring_network")
     sc = load_scorer(features_path, scorer, params, stats_path)
-    scores = {name: sc.score(feature_set(features_path, name))
+    scores = {name: sc.score(feature_set(features_path, name, sc.requires))
               for name in _scored_splits(h5schema.list_splits(features_path))}
     h5schema.write_scores(out, scores, scorer=scorer, params=sc.params, features_file=features_path)
     return scores
@@ -202,36 +207,51 @@ def _network(checkpoint: str, split_paths: Mapping[str, str], device_name: str, 
     return model, device, train, normalization(train, split_paths["train"])
 
 
+def _fit_network(sc, model, train, mean, std, *, out: str, checkpoint: str, batch_size: int, device) -> None:
+    from .data.loader import TensorImages
+
+    sc.fit_network(model, TensorImages(train, mean, std, device), batch_size=batch_size, device=device)
+    h5schema.write_stats(out, sc.stats, scorer=sc.name, params=sc.fit_params, source=checkpoint)
+    log.info("fitted %s statistics with the network: %s", sc.name,
+             {k: np.round(v, 4).tolist() if np.ndim(v) < 2 else np.shape(v) for k, v in sc.stats.items()})
+
+
 def run_fit_stats_network(scorer: str, params: Mapping, *, checkpoint: str, split_paths: Mapping[str, str],
                           out: str, batch_size: int = 256, device_name: str = "auto",
                           threads: int = 1) -> dict[str, np.ndarray]:
-    """Fit a scorer's ID statistics that need the network (FeatureNorm's block selection) on the ID
-    training split, without augmentation."""
-    from .data.loader import TensorImages
-
+    """Fit a scorer's ID statistics that need the network on the ID training split, without
+    augmentation (for a scorer that then scores cached features)."""
     sc = build_scorer(scorer, params)
     if not sc.needs_fit or sc.fit_on != "network":
         raise ValueError(f"scorer '{scorer}' has no statistics fitted with the network")
     model, device, train, (mean, std) = _network(checkpoint, split_paths, device_name, threads)
-    sc.fit_network(model, TensorImages(train, mean, std, device), batch_size=batch_size, device=device)
-    h5schema.write_stats(out, sc.stats, scorer=scorer, params=sc.fit_params, source=checkpoint)
-    log.info("fitted %s statistics with the network: %s", scorer,
-             {k: np.round(v, 4).tolist() if np.ndim(v) < 2 else np.shape(v) for k, v in sc.stats.items()})
+    _fit_network(sc, model, train, mean, std, out=out, checkpoint=checkpoint, batch_size=batch_size, device=device)
     return sc.stats
 
 
 def run_scoring_network(scorer: str, params: Mapping, *, checkpoint: str, split_paths: Mapping[str, str], out: str,
-                        stats_path: str | None = None, batch_size: int = 256, device_name: str = "auto",
-                        threads: int = 1) -> dict[str, np.ndarray]:
-    """Score every split but ``train`` with a scorer that runs the network (ODIN, FeatureNorm)."""
+                        stats_path: str | None = None, stats_out: str | None = None, batch_size: int = 256,
+                        device_name: str = "auto", threads: int = 1) -> dict[str, np.ndarray]:
+    """Score every split but ``train`` with a scorer that runs the network (ODIN, FeatureNorm). A scorer
+    whose statistics are fitted with the network too (FeatureNorm's block selection) is fitted first in
+    the same process, its statistics written to ``stats_out`` (one model load, one torch start-up),
+    unless they were fitted already (``stats_path``, which is read for every other scorer)."""
     from .data.loader import TensorImages
 
     sc = build_scorer(scorer, params)
     if sc.score_on != "network":
         raise ValueError(f"scorer '{scorer}' scores cached features: use run_scoring")
-    stats = _fitted_stats(sc, stats_path)
-    model, device, _, (mean, std) = _network(checkpoint, split_paths, device_name, threads)
-    sc.load(Head(model.head.weight.detach().cpu().numpy(), model.head.bias.detach().cpu().numpy()), stats)
+    fits_here = sc.needs_fit and sc.fit_on == "network" and stats_path is None
+    if fits_here and stats_out is None:
+        raise ValueError(f"scorer '{scorer}' fits its statistics with the network: pass stats_out (or stats_path)")
+    model, device, train, (mean, std) = _network(checkpoint, split_paths, device_name, threads)
+    head = Head(model.head.weight.detach().cpu().numpy(), model.head.bias.detach().cpu().numpy())
+    if fits_here:
+        _fit_network(sc, model, train, mean, std, out=stats_out, checkpoint=checkpoint, batch_size=batch_size,
+                     device=device)
+        sc.load(head, sc.stats)
+    else:
+        sc.load(head, _fitted_stats(sc, stats_path))
     scores = {}
     for name, path in split_paths.items():
         if name == "train":

@@ -135,19 +135,18 @@ def set_threads(n: int) -> None:
 
 
 def library_versions() -> dict[str, str]:
-    import h5py
-    import torch
+    """Versions of the libraries an artifact was made with, from the installed distributions' metadata
+    (importing torchvision just to read its version would cost seconds per job)."""
+    from importlib.metadata import PackageNotFoundError, version
 
     from . import __version__
 
-    out = {"lffood": __version__, "python": sys.version.split()[0], "numpy": np.__version__,
-           "torch": torch.__version__, "h5py": h5py.__version__}
-    try:
-        import torchvision
-
-        out["torchvision"] = torchvision.__version__
-    except Exception:  # pragma: no cover - torchvision is optional for the library itself
-        pass
+    out = {"lffood": __version__, "python": sys.version.split()[0]}
+    for dist in ("numpy", "torch", "h5py", "torchvision"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:  # pragma: no cover - torchvision is optional for the library itself
+            pass
     return out
 
 

@@ -1,5 +1,7 @@
 """A short smoke run of the training and extraction code paths on random data in the preprocessed
-split format, reporting images per second. For checking a GPU node before a long run:
+split format, reporting images per second: one training stage per registered objective (CE, LFF,
+LogitNorm, SSOD, ALPA, ...) through the one training loop, then extraction. For checking a GPU node
+before a long run:
 
     lffood smoke --arch resnet34 --size 32 --classes 10           # CIFAR-shaped
     lffood smoke --arch resnet50 --size 256 --crop 224 --classes 100 --batch 128   # ImageNet-shaped
@@ -29,15 +31,17 @@ class SmokeResult:
 
 def smoke(arch: str | dict = "resnet34", size: int = 32, crop: int | None = None, classes: int = 10, n: int = 1024,
           batch: int = 128, epochs: int = 1, device_name: str = "auto", amp: bool = True, seed: int = 0,
-          lff: dict | None = None) -> list[SmokeResult]:
-    """CE pretraining, LFF fine-tuning and extraction, ``epochs`` epochs each over ``n`` random images.
-    ``arch`` is a ``model.arch`` name or a whole ``model`` config section."""
+          objectives: dict | None = None) -> list[SmokeResult]:
+    """One training stage per objective (``objectives``: name -> parameters; default every registered
+    objective with its defaults, CE first) and extraction, ``epochs`` epochs each over ``n`` random
+    images. ``arch`` is a ``model.arch`` name or a whole ``model`` config section."""
     import torch
 
     from .data.arrays import Split
     from .data.loader import TensorImages
     from .extraction import extract_split
     from .models import build_model
+    from .objectives import build_objective, registered_objectives
     from .runtime import seed_everything, select_device
     from .training import train
 
@@ -51,7 +55,7 @@ def smoke(arch: str | dict = "resnet34", size: int = 32, crop: int | None = None
                 "color_jitter": 0.0} if crop else {"crop_padding": 4, "hflip": True, "color_jitter": 0.0})
     stage = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False,
              "epochs": epochs, "batch_size": batch, "schedule": {"type": "constant"}, "augment": augment}
-    lff = lff or {"delta": 0.1, "mu": 1.0, "lambda": 1.0}
+    objectives = objectives if objectives is not None else {name: {} for name in registered_objectives()}
     model = build_model(arch if isinstance(arch, dict) else {"arch": arch}, classes)
     results = []
 
@@ -68,10 +72,11 @@ def smoke(arch: str | dict = "resnet34", size: int = 32, crop: int | None = None
 
     no_guard = {"enabled": False}
     trained = (n // batch) * batch * epochs
-    timed("pretrain (CE)", lambda: train(model, data, stage, seed=seed, device=device, guard=no_guard, amp=amp,
-                                         stage_name="pretrain"), trained)
-    timed("finetune (LFF)", lambda: train(model, data, stage, seed=seed, device=device, lff=lff, guard=no_guard,
-                                          amp=amp, stage_name="finetune[lff]"), trained)
+    for name, params in sorted(objectives.items(), key=lambda kv: kv[0] != "ce"):
+        objective = build_objective(name, params, feature_dim=model.feature_dim, num_classes=classes)
+        timed(f"train ({name})", lambda: train(model, data, stage, objective=objective, seed=seed, device=device,
+                                               guard=no_guard, amp=amp, stage_name=f"smoke[{name}]",
+                                               monitor_delta=0.1), trained)
     timed("extract", lambda: extract_split(model, data, batch_size=2 * batch, device=device, amp=amp,
-                                           with_gt_prob=True, center_crop=crop), n)
+                                           with_gt_prob=True, center_crop=crop, multiscale=True), n)
     return results

@@ -1,10 +1,20 @@
-"""CE pretraining and LFF / CE-control fine-tuning: one training loop for all three.
+"""One training loop for every objective: CE pretraining, the CE control, LFF, LogitNorm, SSOD, ALPA.
 
-``train()`` runs one stage (a config section such as ``pretrain`` or ``finetune``). With an
-``lff`` section it optimises CE + lambda * L_LFF (lambda = 0 gives the CE-only control with the
-identical schedule and augmentation) and logs, every epoch, CE, L_LFF, the fraction of local
-vectors selected as background, the mean norm of selected and unselected vectors, and accuracy.
-A collapse guard stops a run whose accuracy falls to chance or whose features vanish.
+``train()`` runs one stage (a config section such as ``pretrain`` or ``finetune``, with a variant's
+overrides) and calls the objective (``lffood.objectives``) for the loss. The loop owns what every
+objective shares:
+
+* batches: indices shuffled by a seeded generator, gathered and augmented on the device in one
+  vectorised call (``TensorImages``); two independent views per image when the objective asks;
+* the optimiser (its parameters: the network's and the objective's own modules), the learning-rate
+  schedule, mixed precision on CUDA (bfloat16, or float16 with a loss scaler);
+* per-epoch statistics: every sum stays on the device and is read once per epoch (one host
+  synchronisation per epoch, none per step); every run also logs LFF's background selection at
+  the benchmark's monitor delta, so logs of all models compare;
+* the collapse guard: train accuracy at chance (objectives that train the classifier), vanished
+  features, a non-finite loss, or the objective's own collapse check, for ``guard.patience``
+  consecutive epochs (or at the last epoch) stops the run with a message naming the
+  hyperparameters; no checkpoint is written.
 """
 
 from __future__ import annotations
@@ -16,22 +26,28 @@ import time
 from collections.abc import Callable, Mapping
 
 import torch
+import torch.nn.functional as F
 
 from .data.loader import TensorImages
 from .errors import CollapseError, LffoodError
 from .io import atomic_path
-from .losses import lff_objective
+from .local import background_row, background_sums, local_gt_prob, local_norms
+from .objectives import Forward, Objective
 
 log = logging.getLogger("lffood.training")
 
 
-def build_optimizer(model: torch.nn.Module, stage: Mapping) -> torch.optim.Optimizer:
+def build_optimizer(params, stage: Mapping) -> torch.optim.Optimizer:
+    """SGD or AdamW over ``params`` (a module or an iterable of parameters)."""
+    if isinstance(params, torch.nn.Module):
+        params = params.parameters()
+    params = list(params)
     opt = stage["optimizer"]
     if opt == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=stage["lr"], momentum=stage["momentum"],
+        return torch.optim.SGD(params, lr=stage["lr"], momentum=stage["momentum"],
                                weight_decay=stage["weight_decay"], nesterov=stage.get("nesterov", False))
     if opt == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=stage["lr"], weight_decay=stage["weight_decay"])
+        return torch.optim.AdamW(params, lr=stage["lr"], weight_decay=stage["weight_decay"])
     raise LffoodError(f"optimizer '{opt}' is not supported (use sgd or adamw)")
 
 
@@ -55,52 +71,76 @@ def mixed_precision(device: torch.device, enabled: bool):
     return torch.autocast("cuda", dtype=dtype), scaler
 
 
-def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, seed: int, device: torch.device,
-          lff: Mapping | None = None, guard: Mapping | None = None, stage_name: str = "train",
-          amp: bool = True, channels_last: bool = True, progress: Callable[[dict], None] | None = None) -> list[dict]:
-    """Train ``model`` in place for ``stage['epochs']`` epochs; returns the per-epoch history."""
+def _batch(data: TensorImages, idx, augment, gen, channels_last: bool, views: int):
+    """One batch: the images ``idx`` once, or ``views`` independently augmented times (all first views,
+    then all second views, labels repeated to match)."""
+    if views == 1:
+        return data.batch(idx, augment=augment, gen=gen, channels_last=channels_last)
+    xs, ys = zip(*(data.batch(idx, augment=augment, gen=gen, channels_last=channels_last) for _ in range(views)))
+    x = torch.cat(xs)
+    return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), torch.cat(ys)
+
+
+def _add(sums: dict, new: Mapping) -> None:
+    for k, v in new.items():
+        sums[k] = sums[k] + v if k in sums else v
+
+
+def _read(sums: Mapping) -> dict[str, float]:
+    """The epoch's sums on the host: device tensors in one transfer (the loop's only synchronisation);
+    counts known on the host (plain numbers) as they are."""
+    tensors = [k for k, v in sums.items() if isinstance(v, torch.Tensor)]
+    out = {k: float(v) for k, v in sums.items() if k not in tensors}
+    if tensors:
+        out.update(zip(tensors, torch.stack([sums[k].float().reshape(()) for k in tensors]).tolist()))
+    return out
+
+
+def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, objective: Objective, seed: int,
+          device: torch.device, guard: Mapping | None = None, stage_name: str = "train", amp: bool = True,
+          channels_last: bool = True, monitor_delta: float | None = None,
+          progress: Callable[[dict], None] | None = None) -> list[dict]:
+    """Train ``model`` (and the objective's own modules) in place for ``stage['epochs']`` epochs with
+    ``objective``; returns the per-epoch history."""
     model.to(device)
+    objective.modules.to(device)
+    # channels_last on CUDA only: on the CPU it measured 1.2x faster for the embedded model, but torch
+    # 2.12's CPU backward of a 1x1 stride-2 convolution with 4 -> 8 channels on an 8x8 map in that
+    # layout corrupts memory (double free), so it stays off there until that is fixed upstream
     use_cl = channels_last and device.type == "cuda"
     if use_cl:
         model.to(memory_format=torch.channels_last)
-    opt = build_optimizer(model, stage)
+    opt = build_optimizer([*model.parameters(), *objective.modules.parameters()], stage)
     gen = torch.Generator().manual_seed(int(seed))
     aug_gen = torch.Generator(device=device).manual_seed(int(seed) + 1) if device.type == "cuda" else gen
-    delta, mu, lam = (lff["delta"], lff["mu"], lff["lambda"]) if lff else (None, None, 0.0)
-    weight_of = model.head.weight, model.head.bias
-    k = model.num_classes
+    views = 2 if objective.two_views else 1
+    chance = 1.0 / model.num_classes
     guard = guard or {}
-    chance = 1.0 / k
+    monitor = monitor_delta is not None and not objective.reports_background
     collapsed_epochs = 0
     history: list[dict] = []
     autocast, scaler = mixed_precision(device, amp)  # one GradScaler for the whole run (fp16 only)
+    started = time.perf_counter()
     for epoch in range(stage["epochs"]):
         lr = lr_at(stage, epoch)
         for group in opt.param_groups:
             group["lr"] = lr
         model.train()
+        objective.modules.train()
         t0 = time.perf_counter()
-        tot = {"n": 0, "correct": 0, "ce": 0.0, "lff": 0.0, "loss": 0.0, "loc": 0, "sel": 0,
-               "norm_sel": 0.0, "norm_unsel": 0.0, "feat_norm": 0.0}
+        sums: dict[str, torch.Tensor] = {}
+        n = images = 0
         for idx in data.index_batches(stage["batch_size"], shuffle=True, gen=gen, drop_last=True):
-            x, y = data.batch(idx, augment=stage["augment"], gen=aug_gen, channels_last=use_cl)
+            x, y = _batch(data, idx, stage["augment"], aug_gen, use_cl, views)
             with autocast:
                 logits, pooled, fmap = model(x, return_features=True)
-            logits = logits.float()
-            if lff is not None:
-                loss, ce, l_lff, st = lff_objective(logits, fmap, *weight_of, y, delta, mu, lam)
-                tot["lff"] += float(l_lff.detach()) * len(y)
-                tot["loc"] += st.n_locations
-                tot["sel"] += st.n_selected
-                tot["norm_sel"] += st.norm_selected_sum
-                tot["norm_unsel"] += st.norm_unselected_sum
-            else:
-                loss = ce = torch.nn.functional.cross_entropy(logits, y)
-            if not torch.isfinite(loss):
-                raise CollapseError(f"{stage_name}: loss became {float(loss)} at epoch {epoch + 1}. "
-                                    f"Hyperparameters: lr={stage['lr']}"
-                                    + (f", lff.delta={delta}, lff.mu={mu}, lff.lambda={lam}" if lff else "")
-                                    + ". Lower the learning rate or lambda.")
+            out = Forward(logits.float(), pooled, fmap, model.head.weight, model.head.bias, views)
+            loss, obj_sums = objective.loss(out, y)
+            if monitor:  # with the head as the loss saw it, before the step (as LFF selects)
+                with torch.no_grad():
+                    fm = fmap.detach()
+                    obj_sums = {**obj_sums, **background_sums(
+                        local_norms(fm), local_gt_prob(fm, model.head.weight, model.head.bias, y) < monitor_delta)}
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -110,77 +150,129 @@ def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, seed: i
                 loss.backward()
                 opt.step()
             with torch.no_grad():
-                n = len(y)
-                tot["n"] += n
-                tot["correct"] += int((logits.argmax(1) == y).sum())
-                tot["ce"] += float(ce) * n
-                tot["loss"] += float(loss) * n
-                tot["feat_norm"] += float(pooled.float().norm(dim=1).sum())
+                k = y.shape[0]
+                step = {"loss": loss.detach().float() * k,
+                        "ce": F.cross_entropy(out.logits.detach(), y, reduction="sum"),
+                        "correct": (out.logits.detach().argmax(1) == y).sum().float(),
+                        "feature_norm": pooled.detach().float().norm(dim=1).sum(),
+                        "nonfinite": (~torch.isfinite(loss.detach())).float()}
+                _add(sums, step)
+                _add(sums, obj_sums)  # objectives return detached sums
+            n += k
+            images += len(idx)
+        tot = _read(sums)
         secs = time.perf_counter() - t0
-        n = max(tot["n"], 1)
-        row = {"epoch": epoch + 1, "lr": lr, "loss": tot["loss"] / n, "ce": tot["ce"] / n,
-               "acc": tot["correct"] / n, "feature_norm": tot["feat_norm"] / n,
-               "seconds": secs, "images_per_s": tot["n"] / max(secs, 1e-9)}
-        if lff is not None:
-            sel, loc = tot["sel"], max(tot["loc"], 1)
-            row.update({"lff": tot["lff"] / n, "frac_selected": sel / loc,
-                        "norm_selected": tot["norm_sel"] / sel if sel else float("nan"),
-                        "norm_unselected": tot["norm_unsel"] / (loc - sel) if loc > sel else float("nan")})
+        n = max(n, 1)
+        row = {"epoch": epoch + 1, "lr": lr, "loss": tot.get("loss", 0.0) / n, "ce": tot.get("ce", 0.0) / n,
+               "acc": tot.get("correct", 0.0) / n, "feature_norm": tot.get("feature_norm", 0.0) / n,
+               "seconds": secs, "images_per_s": images / max(secs, 1e-9)}
+        if "locations" in tot:
+            row.update(background_row(tot))
+        row.update(objective.epoch_row(tot, n))
         history.append(row)
-        msg = (f"{stage_name} epoch {epoch + 1}/{stage['epochs']} lr {lr:.3g} ce {row['ce']:.4f} "
-               f"acc {100 * row['acc']:.1f}% |f| {row['feature_norm']:.3f}")
-        if lff is not None:
-            msg += (f" L_lff {row['lff']:.4f} selected {100 * row['frac_selected']:.1f}% "
-                    f"norm sel/unsel {row['norm_selected']:.3f}/{row['norm_unselected']:.3f}")
-        log.info("%s (%.1fs, %.0f img/s)", msg, secs, row["images_per_s"])
+        hp = _hyperparameters(stage_name, stage, objective)
+        if tot.get("nonfinite", 0.0):
+            raise CollapseError(f"{stage_name}: the loss became NaN or infinite in epoch {epoch + 1} "
+                                f"({int(tot['nonfinite'])} batch(es)). Hyperparameters: {hp}. No checkpoint was "
+                                "written. Lower the learning rate or the objective's weight.")
+        elapsed = time.perf_counter() - started
+        eta = elapsed / (epoch + 1) * (stage["epochs"] - epoch - 1)
+        msg = (f"{stage_name} epoch {epoch + 1}/{stage['epochs']} lr {lr:.3g} loss {row['loss']:.4f} "
+               f"ce {row['ce']:.4f} acc {100 * row['acc']:.1f}% |f| {row['feature_norm']:.3f} "
+               f"{objective.log_line(row)}")
+        if monitor:
+            msg += f" bg@{monitor_delta:g} {100 * row['frac_selected']:.1f}%"
+        log.info("%s (%.1fs, %.0f img/s, about %s left)", msg.rstrip(), secs, row["images_per_s"], _duration(eta))
         if progress:
             progress(row)
         # collapse guard
-        at_chance = row["acc"] <= guard.get("chance_factor", 1.5) * chance
-        vanished = row["feature_norm"] <= guard.get("min_feature_norm", 1e-3)
-        collapsed_epochs = collapsed_epochs + 1 if (at_chance or vanished) else 0
+        problems = []
+        if objective.accuracy_guard and row["acc"] <= guard.get("chance_factor", 1.5) * chance:
+            problems.append(f"train accuracy {100 * row['acc']:.1f}% is at chance (1/{model.num_classes} = "
+                            f"{100 * chance:.1f}%)")
+        if row["feature_norm"] <= guard.get("min_feature_norm", 1e-3):
+            problems.append(f"the pooled features vanished (mean L2 norm {row['feature_norm']:.2e})")
+        own = objective.collapse(row)
+        if own:
+            problems.append(own)
+        collapsed_epochs = collapsed_epochs + 1 if problems else 0
         last = epoch + 1 == stage["epochs"]
         if guard.get("enabled", True) and (collapsed_epochs >= guard.get("patience", 3) or (last and collapsed_epochs)):
-            what = (f"train accuracy {100 * row['acc']:.1f}% is at chance (1/{k} = {100 * chance:.1f}%)" if at_chance
-                    else f"the pooled features vanished (mean L2 norm {row['feature_norm']:.2e})")
-            key = stage_name.split("[")[0]  # the config section: pretrain or finetune
-            hp = f"{key}.lr={stage['lr']}, {key}.epochs={stage['epochs']}"
-            if lff is not None:
-                hp += f", lff.delta={delta}, lff.mu={mu}, lff.lambda={lam}"
             raise CollapseError(
-                f"{stage_name} collapsed at epoch {epoch + 1}: {what}. Hyperparameters: {hp}. "
+                f"{stage_name} collapsed at epoch {epoch + 1}: {'; '.join(problems)}. Hyperparameters: {hp}. "
                 "No checkpoint was written. For LFF, a margin mu far below the feature scale or a large "
                 "lambda pushes all local vectors to zero; once local predictions are near uniform "
-                "(1/K > delta) nothing is selected and training cannot recover. Lower lambda, raise mu, "
-                "or lower the learning rate (README: 'When LFF collapses').")
+                "(1/K > delta) nothing is selected and training cannot recover. Lower the objective's weight, "
+                "raise lff.mu, or lower the learning rate (README: 'When training collapses').")
     return history
 
 
-def save_checkpoint(path, model: torch.nn.Module, meta: Mapping) -> None:
+def _hyperparameters(stage_name: str, stage: Mapping, objective: Objective) -> str:
+    key = stage_name.split("[")[0]  # the config section: pretrain or finetune
+    hp = f"{key}.lr={stage['lr']}, {key}.epochs={stage['epochs']}"
+    return f"{hp}, {objective.hyperparameters()}" if objective.params else hp
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def save_checkpoint(path, model: torch.nn.Module, meta: Mapping, objective: Objective | None = None) -> None:
+    """Write the network's weights, the objective's own modules (SSOD's OOD head, ALPA's projectors)
+    and ``meta``. The bytes depend only on the content (serialised in memory, so no file name is
+    recorded in the archive): identical runs give identical files, whose hash identifies a model."""
+    import io
+
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    obj = {"state_dict": state, "meta": dict(meta),
+           "objective_state": objective.state_dict() if objective is not None else {}}
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     with atomic_path(path) as tmp:
-        torch.save({"state_dict": state, "meta": dict(meta)}, tmp)
+        tmp.write_bytes(buf.getvalue())
 
 
-def load_checkpoint(path, device="cpu"):
-    """Return ``(model, meta)`` rebuilt from a checkpoint written by :func:`save_checkpoint`."""
-    from .models import build_model
-
+def _read_checkpoint(path, device):
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        return torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise LffoodError(f"{path}: checkpoint not found. Build it with snakemake {path}.") from None
     except Exception as exc:
         raise LffoodError(f"{path}: not a readable lffood checkpoint ({exc}). Delete it and rebuild with snakemake, "
                           "or point the config at a valid file.") from exc
+
+
+def load_checkpoint(path, device="cpu", with_objective: bool = False):
+    """Return ``(model, meta)`` rebuilt from a checkpoint written by :func:`save_checkpoint`; with
+    ``with_objective``, ``(model, meta, objective)`` where the objective (and its trained modules) is
+    rebuilt from ``meta['objective']`` (None for checkpoints without one, e.g. imported models)."""
+    from .models import build_model
+    from .objectives import build_objective
+
+    ckpt = _read_checkpoint(path, device)
     meta = ckpt["meta"]
     model = build_model(meta["model"], meta["num_classes"])
     model.load_state_dict(ckpt["state_dict"])
-    return model.to(device), meta
+    model.to(device)
+    if not with_objective:
+        return model, meta
+    spec = meta.get("objective")
+    objective = None
+    if spec:
+        objective = build_objective(spec["name"], spec["params"], feature_dim=model.feature_dim,
+                                    num_classes=meta["num_classes"])
+        objective.load_state_dict(ckpt.get("objective_state", {}))
+        objective.modules.to(device).eval()
+    return model, meta, objective
 
 
 def import_checkpoint(path, model_cfg: Mapping, num_classes: int, device="cpu") -> torch.nn.Module:
-    """Build ``model_cfg`` and load CE weights trained elsewhere (config key ``pretrain.checkpoint``).
+    """Build ``model_cfg`` and load CE weights trained elsewhere (config key ``variants.<name>.checkpoint``).
 
     Accepts an lffood checkpoint, or a plain ``state_dict`` of the same architecture, bare or under a
     ``state_dict`` / ``model`` / ``net`` key, with or without DataParallel's ``module.`` prefix (so a
@@ -191,17 +283,17 @@ def import_checkpoint(path, model_cfg: Mapping, num_classes: int, device="cpu") 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise LffoodError(f"{path}: CE checkpoint not found (config key pretrain.checkpoint). Fix the path, or set "
-                          "pretrain.checkpoint: null to pretrain with the workflow.") from None
+        raise LffoodError(f"{path}: CE checkpoint not found (config key variants.<name>.checkpoint). Fix the path, or set "
+                          "variants.<name>.checkpoint: null to pretrain with the workflow.") from None
     except Exception as exc:
-        raise LffoodError(f"{path}: cannot read the CE checkpoint named by pretrain.checkpoint ({exc}). It must be a "
+        raise LffoodError(f"{path}: cannot read the CE checkpoint named by variants.<name>.checkpoint ({exc}). It must be a "
                           "torch.save'd state_dict (weights only).") from exc
     if isinstance(obj, Mapping) and "meta" in obj and "state_dict" in obj:
         meta = obj["meta"]
         if dict(meta.get("model", {})) != dict(model_cfg) or meta.get("num_classes") != num_classes:
             raise LffoodError(f"{path}: this lffood checkpoint is a {meta.get('model')} with {meta.get('num_classes')} "
                               f"classes; the benchmark needs {dict(model_cfg)} with {num_classes} (keys model and "
-                              "pretrain.checkpoint).")
+                              "variants.<name>.checkpoint).")
     state = obj
     for key in ("state_dict", "model", "net"):
         if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
@@ -209,7 +301,7 @@ def import_checkpoint(path, model_cfg: Mapping, num_classes: int, device="cpu") 
             break
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise LffoodError(f"{path}: no state_dict of tensors found (looked at the top level and under "
-                          "'state_dict', 'model', 'net'); key pretrain.checkpoint.")
+                          "'state_dict', 'model', 'net'); key variants.<name>.checkpoint.")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     model = build_model(model_cfg, num_classes)
     own = model.state_dict()
@@ -220,7 +312,7 @@ def import_checkpoint(path, model_cfg: Mapping, num_classes: int, device="cpu") 
     if missing or unexpected or shapes:
         raise LffoodError(
             f"{path}: the weights do not fit model {dict(model_cfg)} with {num_classes} classes (key "
-            f"pretrain.checkpoint). Missing: {missing[:5]}{' ...' if len(missing) > 5 else ''}; unexpected: "
+            f"variants.<name>.checkpoint). Missing: {missing[:5]}{' ...' if len(missing) > 5 else ''}; unexpected: "
             f"{unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}; shape mismatches: {shapes[:5]}. Train the "
             "checkpoint with the same architecture and class count (the head must have one row per ID class).")
     model.load_state_dict(state)

@@ -29,10 +29,12 @@ from localslurm import LocalSlurm, SlurmUnavailable, ensure_packages
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
 SLURM_TIMEOUT = 480  # seconds for the whole Snakemake run through SLURM (about 2-3 minutes here)
-GPU_RULES = gpu_rules()  # pretrain, finetune, extract and the network scorers' rules
+GPU_RULES = gpu_rules()  # train, extract and the network scorers' rules
 # one seed, three scorers: energy (cached), react (cached, fitted statistics), odin (network, GPU rule)
 SCORERS = ["energy", "react", "odin"]
-EXPECTED_JOBS = {"prepare_embedded": 1, "pretrain": 1, "finetune": 2, "extract": 3, "fit_stats": 3, "score": 6,
+# three variants (CE, the CE control, LFF): the other methods' objectives are covered by the local micro run
+VARIANTS = ["ce", "ce_control", "lff"]
+EXPECTED_JOBS = {"prepare_embedded": 1, "train": 3, "extract": 3, "fit_stats": 3, "score": 6,
                  "score_network": 3, "metrics": 3, "table": 1, "scorer_table": 1, "figures": 1}
 PARTITION_LINE = 'slurm_partition: ""'
 
@@ -41,6 +43,8 @@ def micro_one_seed(path: Path) -> Path:
     cfg = yaml.safe_load(MICRO.read_text())
     cfg["seeds"] = [0]
     cfg["benchmarks"]["micro"]["scorers"]["names"] = SCORERS
+    cfg["benchmarks"]["micro"]["variants"] = {v: cfg["benchmarks"]["micro"]["variants"][v] for v in VARIANTS}
+    cfg["benchmarks"]["micro"]["sweeps"] = []
     cfg["device"] = "auto"  # exercise device selection inside SLURM jobs (CPU here: the GPU is fake)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -149,7 +153,7 @@ def test_slurm_allocated_the_gpu_gres_to_gpu_jobs_only(runs):
 
 def test_job_logs_name_the_device(runs):
     _, work, _, _, _ = runs
-    for name in ("pretrain", "finetune_lff", "extract_ce"):
+    for name in ("train_ce", "train_lff", "extract_ce"):
         log = (work / f"logs/micro/seed0/{name}.log").read_text()
         # SLURM gave the job the fake GPU (CUDA_VISIBLE_DEVICES=0) but there is no CUDA: CPU
         assert re.search(r"device: cpu \(no CUDA device visible; CUDA_VISIBLE_DEVICES=0\b", log), log[-2000:]
@@ -160,7 +164,7 @@ def test_slurm_logs_and_job_ids_are_where_the_readme_says(runs):
     job_ids = {j["JobId"] for j in slurm.jobs()}
     logs = list((work / ".snakemake" / "slurm_logs").glob("rule_*/**/*.log"))
     assert {p.stem for p in logs} >= job_ids - {""}
-    assert (work / ".snakemake/slurm_logs/rule_pretrain/micro_0").is_dir()
+    assert (work / ".snakemake/slurm_logs/rule_train/micro_0_ce").is_dir()
     assert re.search(r"Job \d+ has been submitted with SLURM jobid \d+", proc.stdout + proc.stderr)
 
 

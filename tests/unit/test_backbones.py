@@ -98,11 +98,11 @@ def test_import_wrong_class_count_names_the_head(tmp_path):
 
 
 def test_import_errors_name_the_key(tmp_path):
-    with pytest.raises(LffoodError, match="pretrain.checkpoint"):
+    with pytest.raises(LffoodError, match="checkpoint"):
         import_checkpoint(tmp_path / "missing.pt", SMALL, 4)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"junk")
-    with pytest.raises(LffoodError, match="pretrain.checkpoint"):
+    with pytest.raises(LffoodError, match="checkpoint"):
         import_checkpoint(junk, SMALL, 4)
     torch.save({"epoch": 3}, tmp_path / "nostate.pt")
     with pytest.raises(LffoodError, match="no state_dict"):
@@ -176,11 +176,14 @@ def test_run_training_imports_a_ce_checkpoint_instead_of_training(tmp_path):
     src = build_model(SMALL, 4)
     torch.save(src.state_dict(), tmp_path / "external.pth")
     cfg = validate_config({"run": ["b"], "benchmarks": {"b": {
-        "dataset": {"source": "embedded", "ood_sets": ["far"]}, "model": SMALL,
-        "pretrain": {"epochs": 50, "checkpoint": str(tmp_path / "external.pth")}}}},
+        "dataset": {"source": "embedded", "ood_sets": ["far"]}, "model": SMALL, "pretrain": {"epochs": 50},
+        "variants": {"ce": {"objective": "ce", "checkpoint": str(tmp_path / "external.pth")}}}}},
         Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml")
-    hist = pipeline.run_training(cfg["benchmarks"]["b"], variant="ce", seed=0, train_path=str(tmp_path / "train.npz"),
-                                 ckpt_out=str(tmp_path / "ce.pt"), history_out=str(tmp_path / "h.csv"), device_name="cpu")
+    from lffood.variants import training_spec
+
+    hist = pipeline.run_training(training_spec(cfg["benchmarks"]["b"], "ce"), variant="ce", seed=0,
+                                 train_path=str(tmp_path / "train.npz"), ckpt_out=str(tmp_path / "ce.pt"),
+                                 history_out=str(tmp_path / "h.csv"), device_name="cpu")
     assert len(hist) == 1 and hist[0]["imported_from"].endswith("external.pth")  # no 50 epochs of training
     model, ck_meta = load_checkpoint(tmp_path / "ce.pt")
     assert ck_meta["parent_sha256"] == hist[0]["imported_sha256"]
@@ -192,8 +195,9 @@ def test_smoke_reports_every_stage():
     from lffood.throughput import smoke
 
     res = smoke({"arch": "resnet", "blocks": [1], "widths": [4]}, size=8, classes=3, n=24, batch=8, device_name="cpu")
-    assert [r.stage for r in res] == ["pretrain (CE)", "finetune (LFF)", "extract"]
-    assert [r.images for r in res] == [24, 24, 24] and all(r.images_per_s > 0 for r in res)
+    assert [r.stage for r in res] == ["train (ce)", "train (lff)", "train (logitnorm)", "train (ssod)", "train (alpa)",
+                                      "extract"]
+    assert all(r.images == 24 for r in res) and all(r.images_per_s > 0 for r in res)
     res = smoke({"arch": "resnet", "blocks": [1], "widths": [4]}, size=12, crop=8, classes=3, n=10, batch=4,
-                device_name="cpu")
+                device_name="cpu", objectives={"ce": {}})
     assert res[0].images == 8  # drop_last: two full batches of 4

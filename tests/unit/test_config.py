@@ -59,7 +59,7 @@ def test_minimal_config_gets_paper_defaults():
     assert b["model"]["arch"] == "resnet34"
     assert b["dataset"]["seed"] == 0
     assert b["scorers"]["names"] == ["msp", "odin", "mahalanobis", "energy", "vim", "knn", "dice", "react",
-                                     "dice_react", "featurenorm", "line"]
+                                     "dice_react", "featurenorm", "line", "csd", "ssod", "ssod_global", "ssod_local"]
     assert b["scorers"]["params"] == {}
     assert b["scorers"]["network"]["batch_size"] == 256
     # the pretrain default section is itself completed with the stage defaults

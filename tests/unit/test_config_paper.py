@@ -34,20 +34,23 @@ def test_table_defaults_and_name_clash():
     cfg = validate_config(_cfg(["a"]), SCHEMA)
     assert cfg["tables"]["table1"] == ["cifar10_resnet34", "cifar100_resnet34"]
     assert cfg["tables"]["table3"] == ["imagenet100_resnet50"]
-    assert cfg["tables"]["ours_scorer"] == "react"
+    assert (cfg["tables"]["baseline"], cfg["tables"]["control"], cfg["tables"]["ours"]) == ("ce", "ce_control", "lff")
     bad = _cfg(["a"])
     bad["benchmarks"]["table2"] = bad["benchmarks"]["a"]
     with pytest.raises(ConfigError, match="benchmarks.table2.*paper table"):
         validate_config(bad, SCHEMA)
 
 
-def test_checkpoint_only_for_pretrain_and_default_null():
+def test_a_stage_checkpoint_points_to_the_variant_key():
     cfg = validate_config(_cfg(["a"]), SCHEMA)
-    assert cfg["benchmarks"]["a"]["pretrain"]["checkpoint"] is None
-    bad = _cfg(["a"])
-    bad["benchmarks"]["a"]["finetune"] = {"checkpoint": "x.pt"}
-    with pytest.raises(ConfigError, match="finetune.checkpoint"):
-        validate_config(bad, SCHEMA)
+    assert cfg["benchmarks"]["a"]["variants"] == {"ce": {"objective": "ce", "parent": None, "stage_overrides": {},
+                                                         "params": {}, "checkpoint": None, "scorer": "react",
+                                                         "scorers": None}}
+    for stage in ("pretrain", "finetune"):
+        bad = _cfg(["a"])
+        bad["benchmarks"]["a"][stage] = {"checkpoint": "x.pt"}
+        with pytest.raises(ConfigError, match=rf"{stage}.checkpoint.*variants.<name>.checkpoint"):
+            validate_config(bad, SCHEMA)
 
 
 def test_backbone_and_crop_keys():

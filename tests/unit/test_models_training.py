@@ -10,6 +10,8 @@ from lffood.data.arrays import Split
 from lffood.data.loader import TensorImages
 from lffood.errors import CollapseError, ConfigError, LffoodError
 from lffood.models import PRESETS, build_model
+from lffood.objectives import build_objective, register, unregister
+from lffood.objectives.base import Objective
 from lffood.training import build_optimizer, load_checkpoint, lr_at, save_checkpoint, train
 
 torch.set_num_threads(1)
@@ -102,13 +104,17 @@ LFF = {"delta": 0.1, "mu": 1.0, "lambda": 1.0}
 NO_GUARD = {"enabled": False}
 
 
+def obj(name="ce", params=None, classes=4, dim=8):
+    return build_objective(name, params, feature_dim=dim, num_classes=classes)
+
+
 def test_train_history_with_lff():
     torch.manual_seed(0)
     model = build_model(SMALL, 4)
     before = [p.detach().clone() for p in model.parameters()]
     seen = []
     hist = train(model, _data(), _stage(epochs=2, lr=0.05, schedule={"type": "step", "milestones": [1], "gamma": 0.1}),
-                 seed=0, device=CPU, lff=LFF, guard=NO_GUARD, progress=seen.append)
+                 objective=obj("lff", LFF), seed=0, device=CPU, guard=NO_GUARD, progress=seen.append)
     assert len(hist) == 2 and seen == hist
     for key in ("ce", "acc", "lff", "frac_selected", "norm_selected", "norm_unselected", "lr", "loss", "epoch",
                 "feature_norm"):
@@ -122,16 +128,20 @@ def test_train_history_with_lff():
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-def test_train_without_lff_and_control_lambda_zero():
+def test_train_ce_with_and_without_background_monitor():
     torch.manual_seed(0)
-    model = build_model(SMALL, 4)
-    hist = train(model, _data(), _stage(epochs=1), seed=0, device=CPU, guard=NO_GUARD)
+    hist = train(build_model(SMALL, 4), _data(), _stage(epochs=1), objective=obj(), seed=0, device=CPU, guard=NO_GUARD)
     assert "lff" not in hist[0] and "frac_selected" not in hist[0]
-    assert hist[0]["loss"] == pytest.approx(hist[0]["ce"])
-    hist0 = train(build_model(SMALL, 4), _data(), _stage(epochs=1), seed=0, device=CPU,
-                  lff={**LFF, "lambda": 0.0}, guard=NO_GUARD)
-    assert "frac_selected" in hist0[0]
-    assert hist0[0]["loss"] == pytest.approx(hist0[0]["ce"])
+    assert hist[0]["loss"] == pytest.approx(hist[0]["ce"], rel=1e-6)
+    # the CE control logs LFF's background selection at the monitor delta, exactly as LFF with lambda 0
+    torch.manual_seed(0)
+    mon = train(build_model(SMALL, 4), _data(), _stage(epochs=1), objective=obj(), seed=0, device=CPU, guard=NO_GUARD,
+                monitor_delta=0.1)
+    torch.manual_seed(0)
+    lam0 = train(build_model(SMALL, 4), _data(), _stage(epochs=1), objective=obj("lff", {**LFF, "lambda": 0.0}),
+                 seed=0, device=CPU, guard=NO_GUARD, monitor_delta=0.5)  # LFF reports its own selection
+    for key in ("frac_selected", "norm_selected", "norm_unselected", "ce", "acc"):
+        assert mon[0][key] == pytest.approx(lam0[0][key], rel=1e-6), key
 
 
 def test_train_is_deterministic():
@@ -139,10 +149,53 @@ def test_train_is_deterministic():
     for _ in range(2):
         torch.manual_seed(1)
         model = build_model(SMALL, 4)
-        train(model, _data(32), _stage(epochs=1), seed=3, device=CPU, lff=LFF, guard=NO_GUARD)
+        train(model, _data(32), _stage(epochs=1), objective=obj("lff", LFF), seed=3, device=CPU, guard=NO_GUARD)
         outs.append([p.detach().clone() for p in model.state_dict().values()])
     for a, b in zip(*outs):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name,params,keys", [
+    ("logitnorm", {"tau": 0.5}, ["logit_norm"]),
+    ("ssod", {"gamma": 0.6}, ["l_ood", "frac_id", "frac_ood"]),
+    ("alpa", {"dim": 4}, ["alpa", "sim_pos", "sim_neg"]),
+])
+def test_every_objective_trains_through_the_one_loop(name, params, keys):
+    torch.manual_seed(0)
+    model = build_model(SMALL, 4)
+    o = obj(name, params)
+    before = [p.detach().clone() for p in o.modules.parameters()]
+    hist = train(model, _data(), _stage(epochs=1, batch_size=8), objective=o, seed=0, device=CPU, guard=NO_GUARD,
+                 monitor_delta=0.1)
+    for key in keys + ["frac_selected", "ce", "acc", "images_per_s"]:
+        assert key in hist[0] and np.isfinite(hist[0][key]), key
+    assert all(not torch.equal(a, b) for a, b in zip(before, o.modules.parameters()))  # own modules trained
+    assert hist[0]["images_per_s"] > 0
+
+
+def test_two_views_double_the_samples_not_the_images():
+    seen = {}
+
+    @register("toy_views")
+    class ToyViews(Objective):
+        """Counts what the loop hands it."""
+
+        two_views = True
+        stats = {"batch": "samples per batch"}
+
+        def loss(self, out, targets):
+            seen.setdefault("shapes", []).append((tuple(out.fmap.shape), tuple(targets.shape), out.views))
+            half = targets.shape[0] // 2
+            assert torch.equal(targets[:half], targets[half:])  # labels repeated for the second views
+            return torch.nn.functional.cross_entropy(out.logits, targets), {"batch": torch.tensor(float(len(targets)))}
+
+    try:
+        hist = train(build_model(SMALL, 4), _data(n=32), _stage(epochs=1, batch_size=8), objective=obj("toy_views"),
+                     seed=0, device=CPU, guard=NO_GUARD)
+    finally:
+        unregister("toy_views")
+    assert {s for s in seen["shapes"]} == {((16, 8, 4, 4), (16,), 2)}
+    assert hist[0]["images_per_s"] > 0 and hist[0]["batch"] == pytest.approx(16 / 16)
 
 
 def test_collapse_guard_vanished_features():
@@ -150,9 +203,10 @@ def test_collapse_guard_vanished_features():
     model = build_model(SMALL, 4)
     guard = {"enabled": True, "chance_factor": 1.5, "min_feature_norm": 1e9, "patience": 1}
     with pytest.raises(CollapseError) as exc:
-        train(model, _data(), _stage(epochs=3), seed=0, device=CPU, lff=LFF, guard=guard, stage_name="finetune")
+        train(model, _data(), _stage(epochs=3), objective=obj("lff", LFF), seed=0, device=CPU, guard=guard,
+              stage_name="finetune[lff]")
     msg = str(exc.value)
-    assert "lff.lambda" in msg and "mu" in msg
+    assert "lff.lambda" in msg and "lff.mu" in msg and "finetune.lr" in msg
     assert "epoch 1" in msg and "finetune" in msg
 
 
@@ -161,31 +215,48 @@ def test_collapse_guard_reports_vanished_when_not_at_chance():
     model = build_model(SMALL, 4)
     guard = {"enabled": True, "chance_factor": -1.0, "min_feature_norm": 1e9, "patience": 1}
     with pytest.raises(CollapseError, match="vanished"):
-        train(model, _data(), _stage(epochs=2), seed=0, device=CPU, lff=LFF, guard=guard)
+        train(model, _data(), _stage(epochs=2), objective=obj("lff", LFF), seed=0, device=CPU, guard=guard)
+
+
+def test_collapse_guard_uses_the_objectives_own_check():
+    torch.manual_seed(0)
+    guard = {"enabled": True, "chance_factor": -1.0, "min_feature_norm": 0.0, "patience": 1}
+    # gamma 0.999: a barely trained 4-class model never reaches p >= gamma anywhere
+    with pytest.raises(CollapseError, match="ssod.gamma"):
+        train(build_model(SMALL, 4), _data(), _stage(epochs=1), objective=obj("ssod", {"gamma": 0.999}), seed=0,
+              device=CPU, guard=guard)
+
+
+def test_collapse_guard_at_last_epoch_with_patience_left():
+    torch.manual_seed(0)
+    guard = {"enabled": True, "chance_factor": 1.5, "min_feature_norm": 1e9, "patience": 5}
+    with pytest.raises(CollapseError, match="epoch 2"):
+        train(build_model(SMALL, 4), _data(), _stage(epochs=2), objective=obj(), seed=0, device=CPU, guard=guard)
 
 
 def test_collapse_guard_disabled_does_not_raise():
     torch.manual_seed(0)
     guard = {"enabled": False, "min_feature_norm": 1e9, "patience": 1}
-    hist = train(build_model(SMALL, 4), _data(), _stage(epochs=1), seed=0, device=CPU, lff=LFF, guard=guard)
+    hist = train(build_model(SMALL, 4), _data(), _stage(epochs=1), objective=obj("lff", LFF), seed=0, device=CPU,
+                 guard=guard)
     assert len(hist) == 1
 
 
-@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 def test_nonfinite_loss_raises_collapse():
     torch.manual_seed(0)
     model = build_model(SMALL, 4)
     with torch.no_grad():
         model.head.bias.fill_(float("nan"))
     with pytest.raises(CollapseError, match="lr="):
-        train(model, _data(), _stage(epochs=1), seed=0, device=CPU, guard=NO_GUARD)
+        train(model, _data(), _stage(epochs=1), objective=obj(), seed=0, device=CPU, guard=NO_GUARD)
 
 
 # ----------------------------------------------------------------------------- checkpoints
 def test_checkpoint_round_trip(tmp_path):
     torch.manual_seed(0)
     model = build_model(TINY, 5)
-    train(model, _data(32, k=5), _stage(epochs=1), seed=0, device=CPU, guard=NO_GUARD)  # non-trivial BN stats
+    train(model, _data(32, k=5), _stage(epochs=1), objective=obj(classes=5, dim=16), seed=0, device=CPU,
+          guard=NO_GUARD)  # non-trivial BN stats
     model.eval()
     path = tmp_path / "ck" / "model.pt"
     meta = {"model": TINY, "num_classes": 5, "classes": list("abcde"), "seed": 0}
@@ -197,6 +268,24 @@ def test_checkpoint_round_trip(tmp_path):
     x = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
+
+
+def test_checkpoint_bytes_depend_only_on_content_and_keep_objective_modules(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(TINY, 2)
+    o = obj("ssod", {"gamma": 0.9}, classes=2, dim=16)
+    meta = {"model": TINY, "num_classes": 2, "classes": ["a", "b"],
+            "objective": {"name": "ssod", "params": dict(o.params)}}
+    save_checkpoint(tmp_path / "a.pt", model, meta, o)
+    save_checkpoint(tmp_path / "other_name.pt", model, meta, o)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "other_name.pt").read_bytes()
+    loaded, meta_back, o2 = load_checkpoint(tmp_path / "a.pt", with_objective=True)
+    assert o2.name == "ssod" and o2.params == o.params
+    for a, b in zip(o.modules.state_dict().values(), o2.modules.state_dict().values()):
+        assert torch.equal(a, b)
+    plain = {"model": TINY, "num_classes": 2, "classes": ["a", "b"]}
+    save_checkpoint(tmp_path / "plain.pt", model, plain)
+    assert load_checkpoint(tmp_path / "plain.pt", with_objective=True)[2] is None
 
 
 def test_load_checkpoint_errors(tmp_path):
@@ -211,7 +300,7 @@ def test_load_checkpoint_errors(tmp_path):
 # ----------------------------------------------------------------------------- extraction
 def test_extract_split_matches_model():
     from lffood.extraction import extract_split
-    from lffood.losses import local_gt_prob
+    from lffood.local import local_gt_prob
 
     torch.manual_seed(0)
     model = build_model(TINY, 4)

@@ -4,7 +4,7 @@ and hand-computed cells."""
 import pandas as pd
 import pytest
 
-from lffood.report.paper_tables import POSTHOC, TABLE4, build, rows, write_paper_table
+from lffood.report.paper_tables import POSTHOC, TABLE4, Method, build, rows, write_paper_table
 
 # two benchmarks, two seeds; AUROC / FPR95 fractions per (bench, variant, scorer, seed, ood set)
 SETS = {"c10": ["svhn", "isun"], "c100": ["svhn", "isun", "textures"]}
@@ -13,6 +13,10 @@ SETS = {"c10": ["svhn", "isun"], "c100": ["svhn", "isun", "textures"]}
 def _auroc(bench, variant, scorer, seed, ood):
     base = {"ce": 0.80, "ce_control": 0.84, "lff": 0.90}[variant] + (0.02 if scorer == "react" else 0.0)
     return base + 0.01 * seed + (0.04 if ood == "svhn" else 0.0) - (0.1 if bench == "c100" else 0.0)
+
+
+METHODS = {"ce": Method("CE", "react"), "ce_control": Method("CE control", "react"), "lff": Method("LFF", "react")}
+ROLES = {"baseline": "ce", "control": "ce_control", "ours": "lff"}
 
 
 def _fpr(bench, variant, scorer, seed, ood):
@@ -35,27 +39,31 @@ def _write(tmp_path, scorers=("msp", "energy", "react")):
 
 
 def test_row_definitions():
-    t1 = rows("table1", "react")
+    t1 = rows("table1", METHODS, ROLES)
     assert [r.scorer for r in t1[:len(POSTHOC)]] == [s for _, s in POSTHOC]
     assert all(r.variant == "ce" for r in t1[:len(POSTHOC)])
-    assert t1[-2:] == [("CE control (react)", "ce_control", "react"), ("Ours (LFF + react)", "lff", "react")]
-    assert rows("table3", "energy")[-1].scorer == "energy"
-    t4 = rows("table4", "react")
+    assert t1[-2:] == [("CE control (ReAct)", "ce_control", "react"), ("Ours (LFF + ReAct)", "lff", "react")]
+    more = {**METHODS, "lff": Method("LFF", "energy"), "ssod": Method("SSOD", "ssod"), "mode": Method("MODE-F", "csd")}
+    t3 = rows("table3", more, ROLES)
+    assert t3[-3:] == [("Ours (LFF + Energy)", "lff", "energy"), ("SSOD (SSOD)", "ssod", "ssod"),
+                       ("MODE-F (CSD)", "mode", "csd")]
+    t4 = rows("table4", METHODS, ROLES)
     assert len(t4) == 3 * len(TABLE4)
     assert t4[:3] == [("MSP", "ce", "msp"), ("MSP (CE control)", "ce_control", "msp"), ("MSP+Ours", "lff", "msp")]
     with pytest.raises(KeyError, match="table9"):
-        rows("table9", "react")
+        rows("table9", METHODS, ROLES)
 
 
 def test_per_ood_table_cells_by_hand(tmp_path):
     files = _write(tmp_path)
     out = tmp_path / "t1.csv"
-    df = write_paper_table("table1", files, SETS, csv=str(out), md=str(tmp_path / "t1.md"))
+    df = write_paper_table("table1", files, SETS, csv=str(out), md=str(tmp_path / "t1.md"), methods=METHODS,
+                           roles=ROLES)
     assert list(df["benchmark"].unique()) == ["c10", "c100"]
     # only the scorers that ran appear: msp, energy, react on CE, then control and Ours
     c10 = df[df["benchmark"] == "c10"].set_index("method")
-    assert list(c10.index) == ["MSP", "Energy", "ReAct", "CE control (react)", "Ours (LFF + react)"]
-    ours = c10.loc["Ours (LFF + react)"]
+    assert list(c10.index) == ["MSP", "Energy", "ReAct", "CE control (ReAct)", "Ours (LFF + ReAct)"]
+    ours = c10.loc["Ours (LFF + ReAct)"]
     # LFF + react on c10, svhn: 0.92 + 0.04 + {0, 0.01} -> mean 96.5, std 0.7071
     assert ours["svhn/auroc_mean"] == pytest.approx(96.5)
     assert ours["svhn/auroc_std"] == pytest.approx(0.707, abs=1e-3)
@@ -67,12 +75,13 @@ def test_per_ood_table_cells_by_hand(tmp_path):
     assert c100.loc["Energy", "textures/auroc_mean"] == pytest.approx(70.5)
     assert pd.read_csv(out).shape == df.shape
     md = (tmp_path / "t1.md").read_text()
-    assert "## c100" in md and "| Ours (LFF + react) | " in md and "96.50 ± 0.71" in md
+    assert "## c100" in md and "| Ours (LFF + ReAct) | " in md and "96.50 ± 0.71" in md
 
 
 def test_average_table_and_missing_scorers(tmp_path):
     files = _write(tmp_path, scorers=("msp", "energy", "react"))
-    df = write_paper_table("table4", files, SETS, csv=str(tmp_path / "t4.csv"), md=str(tmp_path / "t4.md"))
+    df = write_paper_table("table4", files, SETS, csv=str(tmp_path / "t4.csv"), md=str(tmp_path / "t4.md"),
+                           methods=METHODS, roles=ROLES)
     # ODIN and FeatureNorm did not run: their rows are left out; nine rows remain
     assert list(df["method"]) == ["MSP", "MSP (CE control)", "MSP+Ours", "Energy", "Energy (CE control)",
                                   "Energy+Ours", "ReAct", "ReAct (CE control)", "ReAct+Ours"]
@@ -92,5 +101,5 @@ def test_average_table_leaves_empty_cells_for_a_benchmark_without_the_scorer(tmp
     for t in (tidy_c10, tidy_c100):
         for m in ("auroc", "fpr95", "aupr_in", "aupr_out", "id_acc"):
             t[m] = 100 * t[m]
-    df = build("table2", {"c10": tidy_c10, "c100": tidy_c100}, SETS).set_index("method")
+    df = build("table2", {"c10": tidy_c10, "c100": tidy_c100}, SETS, METHODS, ROLES).set_index("method")
     assert pd.isna(df.loc["MSP", "c100/auroc_mean"]) and not pd.isna(df.loc["MSP", "c10/auroc_mean"])

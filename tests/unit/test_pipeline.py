@@ -74,22 +74,3 @@ def test_run_scoring_and_metrics(features, tmp_path):
 
 def test_split_names():
     assert pipeline.split_names({"dataset": {"ood_sets": ["a", "b"]}}) == ["train", "test", "a", "b"]
-
-
-def test_training_config_is_what_each_variant_reads():
-    from lffood.names import training_config
-
-    bench = {k: {"x": k} for k in ("model", "pretrain", "guard", "finetune", "scorers", "extraction")}
-    bench.update(amp=True, deterministic=True, lff={"delta": 0.1, "mu": 1.0, "lambda": 0.2})
-    ce = training_config(bench, "ce")
-    assert set(ce) == {"model", "pretrain", "guard", "amp", "deterministic"}
-    assert training_config(bench, "lff")["lff"] == {"delta": 0.1, "mu": 1.0, "lambda": 0.2}
-    control = training_config(bench, "ce_control")
-    assert control["lff"] == {"delta": 0.1, "mu": 1.0, "lambda": 0.0}
-    assert bench["lff"]["lambda"] == 0.2  # the input is not modified
-    # changing lambda changes the LFF job's params but not the control's
-    other = {**bench, "lff": {**bench["lff"], "lambda": 0.5}}
-    assert training_config(other, "ce_control") == control
-    assert training_config(other, "lff") != training_config(bench, "lff")
-    with pytest.raises(ValueError):
-        training_config(bench, "nope")

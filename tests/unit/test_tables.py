@@ -8,6 +8,7 @@ from lffood.report.tables import write_tables
 
 SETS = ["cifar", "svhn"]
 VARIANTS = ["lff", "ce", "ce_control"]  # deliberately not in table order
+LABELS = {"ce": "CE", "ce_control": "CE control", "lff": "LFF"}  # config order and labels (variants.<v>.label)
 SEEDS = [0, 1]
 # AUROC and FPR95 (fractions) per variant, seed, set
 AUROC = {
@@ -35,7 +36,7 @@ def tables(tmp_path):
             pd.DataFrame(rows).to_csv(path, index=False)
             files.append(str(path))
     out = {k: tmp_path / "out" / f"table.{k}" for k in ("csv", "md", "tidy")}
-    table = write_tables(files, csv=str(out["csv"]), md=str(out["md"]), tidy=str(out["tidy"]), title="Toy results")
+    table = write_tables(files, csv=str(out["csv"]), md=str(out["md"]), tidy=str(out["tidy"]), title="Toy results", labels=LABELS)
     return table, pd.read_csv(out["csv"]), out["md"].read_text(), pd.read_csv(out["tidy"])
 
 
@@ -145,7 +146,7 @@ def _tidy(benchmarks=("toy",)):
 def test_scorer_table_rows_and_cells():
     from lffood.report.tables import scorer_table
 
-    t = scorer_table(_tidy(), scorers=["odin", "knn"])
+    t = scorer_table(_tidy(), scorers=["odin", "knn"], variants=list(LABELS))
     assert list(zip(t["scorer"], t["variant"])) == [(s, v) for s in ("odin", "knn") for v in ("ce", "ce_control", "lff")]
     assert list(t["label"][:1]) == ["ODIN"] and "KNN" in set(t["label"])
     r = t.set_index(["scorer", "variant"]).loc[("knn", "lff")]
@@ -161,11 +162,11 @@ def test_scorer_table_rows_and_cells():
 def test_scorer_table_across_benchmarks_for_table4():
     from lffood.report.tables import scorer_markdown, scorer_table
 
-    t = scorer_table(_tidy(("c10", "c100")), by_benchmark=True, ood_order=["average"])
+    t = scorer_table(_tidy(("c10", "c100")), by_benchmark=True, ood_order=["average"], variants=list(LABELS))
     assert {"c10/average/auroc_mean", "c100/average/fpr95_std", "c10/id_acc_mean"} <= set(t.columns)
     r = t.set_index(["scorer", "variant"]).loc[("odin", "ce")]
     assert r["c10/average/auroc_mean"] - r["c100/average/auroc_mean"] == pytest.approx(1.0)
-    md = scorer_markdown(t, "Table IV")
+    md = scorer_markdown(t, "Table IV", labels=LABELS)
     assert "c100/average AUROC↑" in md and md.count("| ODIN |") == 3
     with pytest.raises(ValueError, match="by_benchmark"):
         scorer_table(_tidy(("c10", "c100")))
@@ -182,7 +183,7 @@ def test_write_scorer_table(tmp_path):
             g[m] = g[m] / 100  # metric files hold fractions
         g.to_csv(p, index=False)
         files.append(str(p))
-    t = write_scorer_table(files, csv=str(tmp_path / "t.csv"), md=str(tmp_path / "t.md"), title="T",
+    t = write_scorer_table(files, csv=str(tmp_path / "t.csv"), md=str(tmp_path / "t.md"), title="T", labels=LABELS,
                            ood_order=["svhn", "cifar"], scorers=["knn", "odin"])
     back = pd.read_csv(tmp_path / "t.csv")
     assert list(back["scorer"].unique()) == ["knn", "odin"] and len(back) == len(t) == 6

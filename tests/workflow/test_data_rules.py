@@ -21,7 +21,7 @@ def test_dry_run_plans_cifar_and_imagenet_benchmarks_without_data(tmp_path):
     assert counts["prepare_cifar"] == 1
     assert counts["prepare_imagenet100"] == 2
     assert counts["prepare_ood"] == 6 + 4
-    assert counts["pretrain"] == 2 and "prepare_embedded" not in counts
+    assert counts["train"] == 2 and "prepare_embedded" not in counts  # the default variants: the CE model
 
 
 def test_missing_imagenet_folder_fails_before_any_job(tmp_path):

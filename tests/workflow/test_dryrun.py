@@ -14,6 +14,14 @@ DOCUMENTED_TARGETS = [
     "results/embedded/seed0/models/ce.pt",
     "results/embedded/seed0/models/lff.pt",
     "results/embedded/seed0/models/ce_control.pt",
+    "results/embedded/seed0/models/ssod.pt",
+    "results/embedded/seed0/models/mode.pt",
+    "results/embedded/seed0/models/logitnorm.pt",
+    "results/embedded/seed0/scores/ssod/ssod.h5",
+    "results/embedded/seed0/scores/mode/csd.h5",
+    "results/figures/embedded_sensitivity.png",
+    "results/figures/embedded_sensitivity.pdf",
+    "results/tables/embedded_sensitivity.csv",
     "results/embedded/seed0/features/lff.h5",
     "results/embedded/seed0/scores/lff/react.h5",
     "results/embedded/seed0/scores/lff/odin.h5",
@@ -27,28 +35,43 @@ DOCUMENTED_TARGETS = [
 ]
 
 
-@pytest.mark.parametrize("target", DOCUMENTED_TARGETS)
-def test_dry_run_documented_target(tmp_path, target):
-    proc = snakemake(tmp_path, "-n", "--cores", "2", target, config=REPO / "config.yaml")
+def test_dry_run_every_documented_target(tmp_path):
+    """One dry run with every documented target (each must be plannable with no data; one call
+    keeps the suite fast: a failing target is named in Snakemake's error)."""
+    proc = snakemake(tmp_path, "-n", "--cores", "2", *DOCUMENTED_TARGETS, config=REPO / "config.yaml")
     counts = job_counts(proc.stdout)
-    assert counts, proc.stdout[-2000:]
-    assert counts.get("prepare_embedded") == 1
+    assert counts.get("prepare_embedded") == 1 and counts.get("sensitivity") == 1, proc.stdout[-2000:]
+    for target in DOCUMENTED_TARGETS[1:]:
+        assert target in proc.stdout, target  # planned as some job's output
 
 
 def test_all_graph_is_complete(tmp_path):
     counts = job_counts(snakemake(tmp_path, "-n", "--cores", "2", "all", config=REPO / "config.yaml").stdout)
-    seeds, variants = 3, 3
+    seeds, variants = 3, 6  # ce, ce_control, lff, ssod, mode, logitnorm
     models = seeds * variants
-    assert counts["pretrain"] == seeds
-    assert counts["finetune"] == seeds * 2
-    assert counts["extract"] == seeds * variants
-    assert counts["score"] == models * 9  # cached-feature scorers
-    assert counts["score_network"] == models * 2  # odin, featurenorm
+    assert counts["train"] == models
+    assert counts["extract"] == models
+    # cached-feature scorers: 10 on every model (msp, mahalanobis, energy, vim, knn, dice, react,
+    # dice_react, line, csd) and SSOD's three on the SSOD models only
+    assert counts["score"] == models * 10 + seeds * 3
+    assert counts["score_network"] == models  # odin
+    assert counts["fit_score_network"] == models  # featurenorm: block selection and scores in one job
     assert counts["fit_stats"] == models * 6  # react, mahalanobis, vim, dice, dice_react, line
-    assert counts["fit_stats_network"] == models  # featurenorm's block selection
-    assert counts["scorer_table"] == 1
-    assert counts["metrics"] == seeds * variants
-    assert counts["table"] == 1 and counts["figures"] == 1
+    assert "fit_stats_network" not in counts
+    assert counts["metrics"] == models
+    assert counts["scorer_table"] == 1 and counts["table"] == 1 and counts["figures"] == 1
+    assert "sensitivity" not in counts  # sweeps are not part of all
+
+
+def test_sensitivity_graph_trains_only_the_new_sweep_points(tmp_path):
+    counts = job_counts(snakemake(tmp_path, "-n", "--cores", "2", "results/figures/embedded_sensitivity.png",
+                                  config=REPO / "config.yaml").stdout)
+    # 3 + 3 + 3 new LFF values and 2 new SSOD gammas (the base values are the variants themselves),
+    # plus the variants they compare with (lff, ssod, ce_control) and their parent ce
+    points = 11
+    assert counts["train"] == 3 * (points + 4)
+    assert counts["sensitivity"] == 1
+    assert counts["metrics"] == 3 * (points + 3)
 
 
 def test_bare_snakemake_builds_all(tmp_path):
@@ -81,4 +104,4 @@ def test_lint_is_clean():
 def test_workstation_command_forms(tmp_path, args):
     """The documented workstation forms (targets before --resources, or after --) plan `all`."""
     counts = job_counts(snakemake(tmp_path, "-n", *args, config=REPO / "config.yaml").stdout)
-    assert counts.get("all") == 1 and counts.get("pretrain") == 3
+    assert counts.get("all") == 1 and counts.get("train") == 18

@@ -1,9 +1,11 @@
-"""Run the whole chain through Snakemake on the micro configuration, then check what it built,
-that a second run has nothing to do, that a scorer change reruns only scoring, and that a collapsed
+"""Run the whole chain through Snakemake on the micro configuration (every variant: CE, the CE
+control, LFF, SSOD, MODE, LogitNorm), then check what it built, that a second run has nothing to do,
+that a scorer change reruns only scoring, that the sensitivity target builds, and that a collapsed
 LFF run fails with a clear message and leaves no checkpoint."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -15,8 +17,10 @@ from lffood import h5schema
 
 pytestmark = pytest.mark.workflow
 
-SEEDS, VARIANTS = (0, 1), ("ce", "ce_control", "lff")
-SCORERS = ("msp", "odin", "mahalanobis", "energy", "vim", "knn", "dice", "react", "dice_react", "featurenorm", "line")
+SEEDS, VARIANTS = (0,), ("ce", "ce_control", "lff", "ssod", "mode", "logitnorm")
+SCORERS = ("msp", "odin", "mahalanobis", "energy", "vim", "knn", "dice", "react", "dice_react", "featurenorm", "line",
+           "csd")
+SSOD_SCORERS = ("ssod", "ssod_global", "ssod_local")  # SSOD models only
 MODELS = len(SEEDS) * len(VARIANTS)
 OOD = ("backgrounds", "novel_digits", "textures", "far")
 
@@ -42,8 +46,11 @@ def test_outputs_exist_and_read(micro):
     for seed in SEEDS:
         for v in VARIANTS:
             assert (res / f"micro/seed{seed}/models/{v}.pt").exists()
+            assert (work / f"logs/micro/seed{seed}/train_{v}.log").exists()
             assert (work / f"logs/micro/seed{seed}/extract_{v}.log").exists()
             assert (work / f"benchmarks/micro/seed{seed}/extract_{v}.tsv").exists()
+    log = (work / "logs/micro/seed0/train_mode.log").read_text()
+    assert "finetune[mode] epoch 2/2" in log and "L_alpa" in log and "left)" in log
 
 
 def test_hdf5_follows_schema(micro):
@@ -64,20 +71,43 @@ def test_hdf5_follows_schema(micro):
     assert test["local_gt_prob"].shape == test["local_norms"].shape
     assert np.all((test["local_gt_prob"] >= 0) & (test["local_gt_prob"] <= 1))
     assert "local_gt_prob" not in h5schema.read_split(f, "far")
+    assert test["multiscale"].shape == (len(test["labels"]), 6, 16) and test["multiscale"].dtype == np.float16
+    assert "ood_head_global" not in test
+    ssod = h5schema.read_split(work / "results/micro/seed0/features/ssod.h5", "far")
+    assert ssod["ood_head_global"].shape == ssod["ood_head_local"].shape == (len(ssod["labels"]),)
+    assert ((ssod["ood_head_global"] >= 0) & (ssod["ood_head_global"] <= 1)).all()
+    assert json.loads(attrs["config"])["objective"] == {"name": "lff", "params": {"delta": 0.3, "mu": 1.0,
+                                                                                  "lambda": 0.2}}
 
 
 def test_table_has_every_row_with_std(micro):
     work, _, _ = micro
     table = pd.read_csv(work / "results/tables/micro.csv")
-    assert len(table) == len(VARIANTS) * len(SCORERS)
-    assert set(table["variant"]) == set(VARIANTS) and set(table["scorer"]) == set(SCORERS)
+    assert len(table) == len(VARIANTS) * len(SCORERS) + len(SSOD_SCORERS)
+    assert set(table["variant"]) == set(VARIANTS) and set(table["scorer"]) == {*SCORERS, *SSOD_SCORERS}
+    assert set(table[table["scorer"].isin(SSOD_SCORERS)]["variant"]) == {"ssod"}
     assert (table["n_seeds"] == len(SEEDS)).all()
     for s in (*OOD, "average"):
         for m in ("auroc", "fpr95", "aupr_in", "aupr_out"):
             assert table[f"{s}/{m}_mean"].between(0, 100).all()
             assert (table[f"{s}/{m}_std"] >= 0).all()
     md = (work / "results/tables/micro.md").read_text()
-    assert "±" in md and "LFF" in md and "CE control" in md
+    assert "±" in md and "LFF" in md and "CE control" in md and "MODE-F" in md and "LogitNorm" in md
+
+
+def test_sensitivity_target(micro):
+    work, _, _ = micro
+    proc = snakemake(work, "--cores", "2", "results/figures/micro_sensitivity.png", timeout=300)
+    counts = job_counts(proc.stdout + proc.stderr)
+    assert counts["train"] == len(SEEDS)  # only the new sweep point (lambda 0.5); lambda 0.2 is the lff variant
+    assert counts["score"] == len(SEEDS) and counts["fit_stats"] == len(SEEDS)  # its scorer (react) only
+    df = pd.read_csv(work / "results/tables/micro_sensitivity.csv")
+    points = df[df["kind"] == "point"]
+    assert sorted(set(points["value"])) == [0.2, 0.5] and set(points["variant"]) == {"lff", "lff_lambda0.5"}
+    assert set(df[df["kind"] == "reference"]["variant"]) == {"ce_control"}
+    assert len(points) == 2 * len(SEEDS) and points["auroc"].between(0, 100).all()
+    assert (work / "results/figures/micro_sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (work / "results/figures/micro_sensitivity.pdf").read_bytes()[:5] == b"%PDF-"
 
 
 def test_second_run_has_nothing_to_do(micro):
@@ -89,12 +119,15 @@ def test_second_run_has_nothing_to_do(micro):
 def test_scorer_table_has_every_scorer_and_variant(micro):
     work, _, _ = micro
     t = pd.read_csv(work / "results/tables/micro_scorers.csv")
-    assert list(t["scorer"]) == [s for s in SCORERS for _ in VARIANTS]
-    assert list(t["variant"][:3]) == list(VARIANTS) and (t["n_seeds"] == len(SEEDS)).all()
+    order = ("msp", "odin", "mahalanobis", "energy", "vim", "knn", "dice", "react", "dice_react", "featurenorm", "line",
+             "csd", *SSOD_SCORERS)
+    assert list(t["scorer"]) == [s for s in order for v in VARIANTS if s not in SSOD_SCORERS or v == "ssod"]
+    assert list(t["variant"][:6]) == list(VARIANTS) and (t["n_seeds"] == len(SEEDS)).all()
     for s in (*OOD, "average"):
         assert t[f"{s}/auroc_mean"].between(0, 100).all() and t[f"{s}/fpr95_std"].ge(0).all()
     md = (work / "results/tables/micro_scorers.md").read_text()
-    assert "| DICE+ReAct | LFF |" in md and "| FeatureNorm | CE control |" in md
+    assert "| DICE+ReAct | LFF |" in md and "| FeatureNorm | CE control |" in md and "| CSD | MODE-F |" in md
+    assert "| SSOD | SSOD |" in md
 
 
 def test_statistics_artifacts(micro):
@@ -102,6 +135,7 @@ def test_statistics_artifacts(micro):
     stats = work / "results/micro/seed0/stats/lff"
     assert sorted(p.stem for p in stats.glob("*.h5")) == sorted(
         ["react", "mahalanobis", "vim", "dice", "dice_react", "line", "featurenorm"])
+    assert not list((work / "results/micro/seed0/stats/lff").glob("csd.h5"))  # CSD's bank is the feature file
     sel, attrs = h5schema.read_stats(stats / "featurenorm.h5", scorer="featurenorm")
     assert 0 <= int(sel["block"]) < len(sel["ratios"]) == 2  # micro model: blocks [1, 1]
     assert attrs["source"].endswith("models/lff.pt")
@@ -124,7 +158,7 @@ def test_scorer_change_reruns_only_that_scorer(micro):
     # react only: its statistics (the clipping level) and its scores, for every model
     assert counts["fit_stats"] == counts["score"] == MODELS
     assert counts["metrics"] == MODELS
-    for rule in ("pretrain", "finetune", "extract", "fit_stats_network", "score_network"):
+    for rule in ("train", "extract", "fit_score_network", "score_network"):
         assert rule not in counts
 
 
@@ -138,12 +172,12 @@ def test_network_scorer_change_reruns_only_its_jobs(micro):
     work, _, _ = micro
     counts = _changed(work, "fn.yaml", "featurenorm: {block: null, jigsaw_grid: 3}",
                       "featurenorm: {block: null, jigsaw_grid: 2}")
-    assert counts["fit_stats_network"] == counts["score_network"] == MODELS  # featurenorm only, not odin
+    assert counts["fit_score_network"] == MODELS and "score_network" not in counts  # featurenorm only, not odin
     for rule in ("extract", "fit_stats", "score"):
         assert rule not in counts
     counts = _changed(work, "odin.yaml", "react: {percentile: 90}",
                       "react: {percentile: 90}\n        odin: {epsilon: 0.0}")
-    assert counts["score_network"] == MODELS and "fit_stats_network" not in counts and "score" not in counts
+    assert counts["score_network"] == MODELS and "fit_score_network" not in counts and "score" not in counts
 
 
 def test_lambda_change_reruns_only_lff_finetuning(micro):
@@ -152,9 +186,9 @@ def test_lambda_change_reruns_only_lff_finetuning(micro):
     (work / "lam.yaml").write_text(cfg)
     proc = snakemake(work, "-n", "--cores", "2", "all", "--configfile", str(work / "lam.yaml"))
     counts = job_counts(proc.stdout)
-    assert counts["finetune"] == len(SEEDS)  # lff only: the control ignores lambda
+    assert counts["train"] == len(SEEDS)  # lff only: no other variant reads lff.lambda
     assert counts["extract"] == len(SEEDS)
-    assert "pretrain" not in counts and "prepare_embedded" not in counts
+    assert "prepare_embedded" not in counts
 
 
 def test_collapse_fails_clearly_and_writes_nothing(micro):
@@ -169,7 +203,7 @@ def test_collapse_fails_clearly_and_writes_nothing(micro):
     assert proc.returncode != 0
     assert not ckpt.exists()
     assert not list(ckpt.parent.glob(".lff.pt*"))  # no temporary left behind
-    log = (work / "logs/micro/seed0/finetune_lff.log").read_text()
+    log = (work / "logs/micro/seed0/train_lff.log").read_text()
     assert "collapsed" in log and "lff.lambda" in log and "lff.mu" in log
 
 

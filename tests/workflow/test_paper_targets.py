@@ -1,11 +1,12 @@
 """The paper's table targets and the `run=paper` switch: with no data on this machine, a dry run of
-each must print its complete job graph (downloads -> preprocessing -> CE -> LFF / control ->
-extraction -> every scorer -> metrics -> table)."""
+each must print its complete job graph (downloads -> preprocessing -> CE -> every variant ->
+extraction -> every scorer that applies -> metrics -> table)."""
 
 import pytest
 
 from conftest import REPO, job_counts, snakemake
 from lffood.config import load_config
+from lffood.variants import variant_names, variant_scorers
 
 CFG = load_config(REPO / "config.yaml", REPO / "workflow" / "schemas" / "config.schema.yaml")
 SEEDS = len(CFG["seeds"])
@@ -16,13 +17,14 @@ OOD_ARCHIVE = {"svhn": "svhn", "lsun_crop": "lsun_crop", "lsun_resize": "lsun_re
 
 
 def expected(benches):
-    archives, n = set(), {"pretrain": 0, "scores": 0, "prepare_ood": 0}
+    archives, n = set(), {"models": 0, "scores": 0, "prepare_ood": 0}
     for b in benches:
-        ds = CFG["benchmarks"][b]["dataset"]
+        bench = CFG["benchmarks"][b]
+        ds = bench["dataset"]
         archives |= ARCHIVES[ds["source"]] | {OOD_ARCHIVE[s] for s in ds["ood_sets"]}
         n["prepare_ood"] += len(ds["ood_sets"])
-        n["pretrain"] += SEEDS
-        n["scores"] += SEEDS * 3 * len(CFG["benchmarks"][b]["scorers"]["names"])
+        n["models"] += SEEDS * len(variant_names(bench))
+        n["scores"] += SEEDS * sum(len(variant_scorers(bench, v)) for v in variant_names(bench))
     n["download"] = len(archives)
     return n
 
@@ -36,10 +38,10 @@ def test_paper_table_graph_without_data(tmp_path, table):
     assert counts["paper_table"] == 1
     assert counts["download"] == exp["download"]
     assert counts["prepare_ood"] == exp["prepare_ood"]
-    assert counts["pretrain"] == exp["pretrain"]
-    assert counts["finetune"] == 2 * exp["pretrain"]  # LFF and the CE control per CE model
-    assert counts["extract"] == counts["metrics"] == 3 * exp["pretrain"]
-    assert sum(c for rule, c in counts.items() if rule.startswith("score")) == exp["scores"]
+    assert counts["train"] == counts["extract"] == counts["metrics"] == exp["models"]
+    assert exp["models"] == 6 * SEEDS * len(benches)  # ce, ce_control, lff, ssod, mode, logitnorm
+    score_rules = ("score", "score_network", "fit_score_network")  # every rule that writes a score file
+    assert sum(counts.get(rule, 0) for rule in score_rules) == exp["scores"]
     n_cifar = sum(CFG["benchmarks"][b]["dataset"]["source"] != "imagenet100" for b in benches)
     assert counts.get("prepare_cifar", 0) == n_cifar
     assert counts.get("prepare_imagenet100", 0) == 2 * (len(benches) - n_cifar)  # train and test
@@ -82,18 +84,19 @@ def test_run_paper_switch_plans_every_paper_benchmark(tmp_path):
     paper = CFG["suites"]["paper"]
     assert len(paper) == 5
     assert counts["table"] == counts["figures"] == 5
-    assert counts["pretrain"] == 5 * SEEDS
+    assert counts["train"] == 5 * 6 * SEEDS
     assert "prepare_embedded" not in counts and "paper_table" not in counts
 
 
 def test_user_ce_checkpoint_replaces_pretraining_input(tmp_path):
     ck = tmp_path / "ce_resnet34.pth"
     ck.write_bytes(b"placeholder")  # a dry run only checks that the file exists
-    override = f'benchmarks={{"cifar10_resnet34": {{"pretrain": {{"checkpoint": "{ck}"}}}}}}'
+    override = f'benchmarks={{"cifar10_resnet34": {{"variants": {{"ce": {{"checkpoint": "{ck}"}}}}}}}}'
     proc = snakemake(tmp_path, "-n", "--cores", "2", "results/cifar10_resnet34/seed0/models/ce.pt",
                      "--config", override, config=REPO / "config.yaml")
-    assert str(ck) in proc.stdout  # listed as an input of the pretrain job
+    assert str(ck) in proc.stdout  # listed as an input of the CE model's training job
     missing = snakemake(tmp_path, "-n", "--cores", "2", "results/cifar10_resnet34/seed0/models/ce.pt",
                         "--config", override.replace(str(ck), str(tmp_path / "nope.pth")),
                         config=REPO / "config.yaml", check=False)
-    assert missing.returncode != 0 and "nope.pth" in missing.stdout + missing.stderr
+    err = missing.stdout + missing.stderr
+    assert missing.returncode != 0 and "nope.pth" in err and "variants.ce.checkpoint" in err

@@ -1,10 +1,15 @@
-# Paths, wildcards and parameter helpers shared by every rule file.
+# Paths, wildcards and parameter helpers shared by every rule file. Every artifact path pattern is
+# defined once, here (P); rules and helpers fill it in with path(P.<name>, wildcards, ...).
 import os
 import re
+from types import SimpleNamespace
 
+from lffood import h5schema
 from lffood.data import sources as data_sources
-from lffood.names import EMBEDDED_SPLITS, OOD_SETS_BY_SOURCE, VARIANTS, split_names, training_config
+from lffood.names import EMBEDDED_SPLITS, OOD_SETS_BY_SOURCE, split_names
 from lffood.scorers import fit_params, registered_scorers, resolved_params
+from lffood.variants import (monitor_delta, sweep_value_names, training_spec, variant, variant_names,
+                             variant_scorers)
 
 R = config["results_dir"]
 DATA = config["data_dir"]
@@ -13,15 +18,40 @@ BENCHMARKS = config["benchmarks"]
 LOGS = "logs"
 BENCH = "benchmarks"
 
+P = SimpleNamespace(
+    split=f"{DATA}/{{bench}}/{{split}}.npz",
+    ckpt=f"{R}/{{bench}}/seed{{seed}}/models/{{variant}}.pt",
+    history=f"{R}/{{bench}}/seed{{seed}}/models/{{variant}}_history.csv",
+    features=f"{R}/{{bench}}/seed{{seed}}/features/{{variant}}.h5",
+    stats=f"{R}/{{bench}}/seed{{seed}}/stats/{{variant}}/{{scorer}}.h5",
+    scores=f"{R}/{{bench}}/seed{{seed}}/scores/{{variant}}/{{scorer}}.h5",
+    metrics=f"{R}/{{bench}}/seed{{seed}}/metrics/{{variant}}.csv",
+    tidy=f"{R}/{{bench}}/metrics_all.csv",
+    table=f"{R}/tables/{{bench}}.{{ext}}",
+    scorer_table=f"{R}/tables/{{bench}}_scorers.{{ext}}",
+    paper_table=f"{R}/tables/{{table}}.{{ext}}",
+    sensitivity_table=f"{R}/tables/{{bench}}_sensitivity.csv",
+    figure=f"{R}/figures/{{bench}}_{{figure}}.{{ext}}",
+)
+
+
+def path(pattern, wildcards=None, **values):
+    """``pattern`` (one of P) filled with the job's wildcards and ``values``."""
+    return pattern.format(**{**(dict(wildcards.items()) if wildcards is not None else {}), **values})
+
 
 def _alt(names):
     return "|".join(re.escape(n) for n in names)
 
 
+# every variant of every benchmark, sweep points included (the rules check membership per benchmark)
+ALL_VARIANTS = sorted({v for b in BENCHMARKS.values() for v in variant_names(b, with_sweeps=True)})
+
+
 wildcard_constraints:
     bench=_alt(BENCHMARKS),
     seed=r"\d+",
-    variant=_alt(VARIANTS),
+    variant=_alt(ALL_VARIANTS),
     scorer=_alt(registered_scorers()),
     split=r"[A-Za-z0-9_\-]+",
 
@@ -31,20 +61,24 @@ def bench(wildcards):
 
 
 def split_paths(wildcards):
-    return {s: f"{DATA}/{wildcards.bench}/{s}.npz" for s in split_names(bench(wildcards))}
+    return {s: path(P.split, wildcards, split=s) for s in split_names(bench(wildcards))}
 
 
 def training_params(wildcards):
-    """Only what training reads, so that changing e.g. a scorer never retrains a model."""
-    return training_config(bench(wildcards), wildcards.get("variant", "ce"))
+    """Only what training this variant reads, so that changing e.g. a scorer or another variant never
+    retrains it (lffood.variants.training_spec)."""
+    return training_spec(bench(wildcards), wildcards.variant)
 
 
-def pretrain_inputs(wildcards):
-    """The ID training split, and the user's CE checkpoint when pretrain.checkpoint names one
-    (then pretraining imports it instead of training, and a new file reruns what follows)."""
-    inputs = {"train": f"{DATA}/{wildcards.bench}/train.npz"}
-    if bench(wildcards)["pretrain"]["checkpoint"]:
-        inputs["checkpoint"] = bench(wildcards)["pretrain"]["checkpoint"]
+def train_inputs(wildcards):
+    """The ID training split; the parent's checkpoint (fine-tuning); the imported checkpoint when the
+    variant names one (a new file then reruns what follows)."""
+    v = variant(bench(wildcards), wildcards.variant)
+    inputs = {"train": path(P.split, wildcards, split="train")}
+    if v["parent"] is not None:
+        inputs["parent"] = path(P.ckpt, wildcards, variant=v["parent"])
+    elif v["checkpoint"]:
+        inputs["imported"] = v["checkpoint"]
     return inputs
 
 
@@ -62,6 +96,10 @@ FEATURE_SCORERS = [n for n, c in SCORERS.items() if c.score_on == "features"]
 NETWORK_SCORERS = [n for n, c in SCORERS.items() if c.score_on == "network"]
 FEATURE_FITS = [n for n, c in SCORERS.items() if c.needs_fit and c.fit_on == "features"]
 NETWORK_FITS = [n for n, c in SCORERS.items() if c.needs_fit and c.fit_on == "network"]
+# rules: fit_stats_network (statistics only), fit_score_network (both in one job), score_network
+NETWORK_FITS_FOR_FEATURES = [n for n in NETWORK_FITS if SCORERS[n].score_on == "features"]
+NETWORK_FIT_AND_SCORE = [n for n in NETWORK_FITS if SCORERS[n].score_on == "network"]
+NETWORK_SCORERS_NO_FIT = [n for n in NETWORK_SCORERS if n not in NETWORK_FIT_AND_SCORE]
 
 
 def scorer_params(wildcards):
@@ -75,43 +113,83 @@ def scorer_fit_params(wildcards):
 
 
 def stats_input(wildcards):
-    if not SCORERS[wildcards.scorer].needs_fit:
+    if not SCORERS[wildcards.scorer].needs_fit or wildcards.scorer in NETWORK_FIT_AND_SCORE:
         return {}
-    return {"stats": f"{R}/{wildcards.bench}/seed{wildcards.seed}/stats/{wildcards.variant}/{wildcards.scorer}.h5"}
+    return {"stats": path(P.stats, wildcards)}
 
 
 def score_files(wildcards):
-    return {
-        s: f"{R}/{wildcards.bench}/seed{wildcards.seed}/scores/{wildcards.variant}/{s}.h5"
-        for s in bench(wildcards)["scorers"]["names"]
-    }
+    return {s: path(P.scores, wildcards, scorer=s) for s in variant_scorers(bench(wildcards), wildcards.variant)}
 
 
-def bench_metric_files(b):
-    """The metrics of every seed and model variant of benchmark ``b``."""
-    return [f"{R}/{b}/seed{seed}/metrics/{variant}.csv" for seed in SEEDS for variant in VARIANTS]
+def bench_metric_files(b, variants=None):
+    """The metrics of every seed and variant (or ``variants``) of benchmark ``b``."""
+    names = variant_names(BENCHMARKS[b]) if variants is None else variants
+    return [path(P.metrics, bench=b, seed=seed, variant=v) for seed in SEEDS for v in names]
 
 
 def metric_files(wildcards):
     return bench_metric_files(wildcards.bench)
 
 
+def per_seed_variant(pattern):
+    """Input function: ``pattern`` for every variant and seed of the job's benchmark, variant-major."""
+    return lambda wc: [path(pattern, wc, seed=s, variant=v) for v in variant_names(bench(wc)) for s in SEEDS]
+
+
+def variant_labels(wildcards):
+    b = bench(wildcards)
+    return {v: variant(b, v)["label"] for v in variant_names(b)}
+
+
 def table_targets(b):
-    return [f"{R}/tables/{b}.csv", f"{R}/tables/{b}.md"]
+    return [path(P.table, bench=b, ext=e) for e in ("csv", "md")]
 
 
 def scorer_table_targets(b):
-    return [f"{R}/tables/{b}_scorers.csv", f"{R}/tables/{b}_scorers.md"]
+    return [path(P.scorer_table, bench=b, ext=e) for e in ("csv", "md")]
 
 
 def figure_targets(b):
-    return [f"{R}/figures/{b}_feature_norms.png", f"{R}/figures/{b}_local_norms.png"]
+    return [path(P.figure, bench=b, figure=f, ext="png") for f in ("feature_norms", "local_norms")]
 
 
 def all_targets():
     out = []
     for b in config["run"]:
         out += table_targets(b) + scorer_table_targets(b) + figure_targets(b)
+    return out
+
+
+def sensitivity_inputs(wildcards):
+    """Metrics of every sweep point and seed, and of the variants the figure compares with."""
+    b = bench(wildcards)
+    if not b["sweeps"]:
+        raise WorkflowError(f"results/figures/{wildcards.bench}_sensitivity.png needs sweeps: the benchmark "
+                            f"defines none (key benchmarks.{wildcards.bench}.sweeps).")
+    names = {name for sw in b["sweeps"] for _, name in sweep_value_names(b, sw)}
+    names.add(config["tables"]["control"])
+    missing = [n for n in names if n not in variant_names(b, with_sweeps=True)]
+    if missing:
+        raise WorkflowError(f"the sensitivity figure of '{wildcards.bench}' compares with the variant(s) {missing} "
+                            f"(key tables.control), which the benchmark does not define.")
+    return bench_metric_files(wildcards.bench, sorted(names))
+
+
+def sweep_table(b):
+    """One entry per sweep point: parameter, value, the variant that is that point, and the scorer
+    of the sweep's base variant (the sensitivity figure's params)."""
+    return [{"param": sw["param"], "value": value, "variant": name, "base": sw["variant"],
+             "scorer": variant(b, sw["variant"])["scorer"]}
+            for sw in b["sweeps"] for value, name in sweep_value_names(b, sw)]
+
+
+def paper_methods(benches):
+    """Variant -> (label, scorer) over the benchmarks behind a paper table, in config order."""
+    out = {}
+    for b in benches:
+        for v in variant_names(BENCHMARKS[b]):
+            out.setdefault(v, [variant(BENCHMARKS[b], v)["label"], variant(BENCHMARKS[b], v)["scorer"]])
     return out
 
 
@@ -124,6 +202,12 @@ def paper_table_inputs(wildcards):
             f"results/tables/{wildcards.table}.csv needs benchmark(s) {undefined}, which the config does not define "
             f"(key tables.{wildcards.table}). Define them under 'benchmarks' (config.yaml ships them) or change the key."
         )
+    roles = {r: config["tables"][r] for r in ("baseline", "control", "ours")}
+    for b in names:
+        missing = {r: v for r, v in roles.items() if v not in BENCHMARKS[b]["variants"]}
+        if missing:
+            raise WorkflowError(f"results/tables/{wildcards.table}.csv needs the variants {missing} (key tables.<role>) "
+                                f"in benchmark '{b}', which defines {list(BENCHMARKS[b]['variants'])}.")
     return {b: bench_metric_files(b) for b in names}
 
 
@@ -161,7 +245,7 @@ def imagenet_input(wc):
     missing or mis-organised ILSVRC folder stops the run before any job starts (skipped in dry runs,
     which must plan the whole graph with no data, and when the split already exists)."""
     ds = bench(wc)["dataset"]
-    out = f"{DATA}/{wc.bench}/{wc.split}.npz"
+    out = path(P.split, wc)
     if not workflow.dryrun and not os.path.exists(out):
         wnids = data_sources.read_class_list(ds["class_list"])
         key = f"benchmarks.{wc.bench}.dataset.imagenet_root"

@@ -1,15 +1,16 @@
 # Stage 5-6: ID statistics fitted once per (model, scorer), one scoring job per (model, scorer),
-# then metrics per model. Cached-feature scorers read the HDF5 cache only; ODIN and FeatureNorm
-# (and FeatureNorm's block selection) load the checkpoint in their own rules. Every job's params
-# are its scorer's resolved parameters (statistics jobs: only those the statistics depend on), so
-# changing one scorer's parameters reruns only that scorer's jobs.
+# then metrics per model (the scorers that apply to its objective). Cached-feature scorers read the
+# HDF5 cache only; ODIN and FeatureNorm load the checkpoint in their own rules, FeatureNorm fitting
+# its block selection (a statistics artifact) in the same job, since its statistics depend on all of
+# its parameters. Every job's params are its scorer's resolved parameters (statistics jobs: only
+# those the statistics depend on), so changing one scorer's parameters reruns only its jobs.
 
 
 rule fit_stats:
     input:
-        features=f"{R}/{{bench}}/seed{{seed}}/features/{{variant}}.h5",
+        features=P.features,
     output:
-        f"{R}/{{bench}}/seed{{seed}}/stats/{{variant}}/{{scorer}}.h5",
+        P.stats,
     wildcard_constraints:
         scorer=_alt(FEATURE_FITS),
     params:
@@ -30,16 +31,15 @@ rule fit_stats:
 
 rule fit_stats_network:
     input:
-        ckpt=f"{R}/{{bench}}/seed{{seed}}/models/{{variant}}.pt",
-        train=f"{DATA}/{{bench}}/train.npz",
+        ckpt=P.ckpt,
+        train=lambda wc: path(P.split, wc, split="train"),
     output:
-        f"{R}/{{bench}}/seed{{seed}}/stats/{{variant}}/{{scorer}}.h5",
+        P.stats,
     wildcard_constraints:
-        scorer=_alt(NETWORK_FITS),
+        scorer=_alt_or_never(NETWORK_FITS_FOR_FEATURES),
     params:
         fit_params=scorer_fit_params,
         batch_size=lambda wc: bench(wc)["scorers"]["network"]["batch_size"],
-        device=config["device"],
     log:
         f"{LOGS}/{{bench}}/seed{{seed}}/stats_{{variant}}_{{scorer}}.log",
     benchmark:
@@ -57,9 +57,9 @@ rule fit_stats_network:
 
 rule score:
     input:
-        unpack(lambda wc: {"features": f"{R}/{wc.bench}/seed{wc.seed}/features/{wc.variant}.h5", **stats_input(wc)}),
+        unpack(lambda wc: {"features": path(P.features, wc), **stats_input(wc)}),
     output:
-        f"{R}/{{bench}}/seed{{seed}}/scores/{{variant}}/{{scorer}}.h5",
+        P.scores,
     wildcard_constraints:
         scorer=_alt(FEATURE_SCORERS),
     params:
@@ -80,17 +80,15 @@ rule score:
 
 rule score_network:
     input:
-        unpack(lambda wc: {"ckpt": f"{R}/{wc.bench}/seed{wc.seed}/models/{wc.variant}.pt", **split_paths(wc),
-                           **stats_input(wc)}),
+        unpack(lambda wc: {"ckpt": path(P.ckpt, wc), **split_paths(wc), **stats_input(wc)}),
     output:
-        f"{R}/{{bench}}/seed{{seed}}/scores/{{variant}}/{{scorer}}.h5",
+        P.scores,
     wildcard_constraints:
-        scorer=_alt(NETWORK_SCORERS),
+        scorer=_alt_or_never(NETWORK_SCORERS_NO_FIT),
     params:
         scorer_params=scorer_params,
         splits=lambda wc: split_names(bench(wc)),
         batch_size=lambda wc: bench(wc)["scorers"]["network"]["batch_size"],
-        device=config["device"],
     log:
         f"{LOGS}/{{bench}}/seed{{seed}}/score_{{variant}}_{{scorer}}.log",
     benchmark:
@@ -106,13 +104,40 @@ rule score_network:
         "../scripts/score_network.py"
 
 
+rule fit_score_network:
+    input:
+        unpack(lambda wc: {"ckpt": path(P.ckpt, wc), **split_paths(wc)}),
+    output:
+        stats=P.stats,
+        scores=P.scores,
+    wildcard_constraints:
+        scorer=_alt_or_never(NETWORK_FIT_AND_SCORE),
+    params:
+        scorer_params=scorer_params,
+        splits=lambda wc: split_names(bench(wc)),
+        batch_size=lambda wc: bench(wc)["scorers"]["network"]["batch_size"],
+    log:
+        f"{LOGS}/{{bench}}/seed{{seed}}/score_{{variant}}_{{scorer}}.log",
+    benchmark:
+        f"{BENCH}/{{bench}}/seed{{seed}}/fit_score_network_{{variant}}_{{scorer}}.tsv"
+    threads: compute("train_threads")
+    resources:
+        gpu=1,
+        mem_mb=lambda wc: bench(wc)["scorers"]["network"]["mem_mb"],
+        runtime=lambda wc: bench(wc)["scorers"]["network"]["runtime"],
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/score_network.py"
+
+
 rule metrics:
     input:
-        unpack(lambda wc: {"features": f"{R}/{wc.bench}/seed{wc.seed}/features/{wc.variant}.h5", **score_files(wc)}),
+        unpack(lambda wc: {"features": path(P.features, wc), **score_files(wc)}),
     output:
-        f"{R}/{{bench}}/seed{{seed}}/metrics/{{variant}}.csv",
+        P.metrics,
     params:
-        scorers=lambda wc: bench(wc)["scorers"]["names"],
+        scorers=lambda wc: variant_scorers(bench(wc), wc.variant),
     log:
         f"{LOGS}/{{bench}}/seed{{seed}}/metrics_{{variant}}.log",
     benchmark:

@@ -1,15 +1,17 @@
-# Stage 4: logits, penultimate features and local-vector statistics to HDF5 (lffood.h5schema).
+# Stage 4: logits, penultimate features, local-vector statistics, MODE's region vectors and an
+# objective's own outputs (SSOD's OOD head) to HDF5 (lffood.h5schema). The schema version is a
+# param, so files of an older layout are rebuilt by a plain rerun.
 
 
 rule extract:
     input:
-        unpack(lambda wc: {"ckpt": f"{R}/{wc.bench}/seed{wc.seed}/models/{wc.variant}.pt", **split_paths(wc)}),
+        unpack(lambda wc: {"ckpt": path(P.ckpt, wc), **split_paths(wc)}),
     output:
-        f"{R}/{{bench}}/seed{{seed}}/features/{{variant}}.h5",
+        P.features,
     params:
         extraction=lambda wc: {k: bench(wc)[k] for k in ("extraction", "amp")},
         splits=lambda wc: split_names(bench(wc)),
-        device=config["device"],
+        schema_version=h5schema.SCHEMA_VERSION,
     log:
         f"{LOGS}/{{bench}}/seed{{seed}}/extract_{{variant}}.log",
     benchmark:

@@ -1,15 +1,19 @@
-# Stage 7: tables (CSV + Markdown, mean and standard deviation over seeds) and figures.
+# Stage 7: tables (CSV + Markdown, mean and standard deviation over seeds) and figures. Rows and
+# labels come from each benchmark's variants (config), never from names written here.
+
+W = {"bench": "{bench}", "table": "{table}"}  # keep these wildcards when filling a pattern of P
 
 
 rule table:
     input:
         metric_files,
     output:
-        csv=report(f"{R}/tables/{{bench}}.csv", caption="../report/table.rst", category="Tables"),
-        md=f"{R}/tables/{{bench}}.md",
-        tidy=f"{R}/{{bench}}/metrics_all.csv",
+        csv=report(path(P.table, **W, ext="csv"), caption="../report/table.rst", category="Tables"),
+        md=path(P.table, **W, ext="md"),
+        tidy=P.tidy,
     params:
         ood_sets=ood_sets,
+        labels=variant_labels,
         title=lambda wc: f"{wc.bench}: {bench(wc).get('description', '')}".rstrip(": "),
     log:
         f"{LOGS}/{{bench}}/table.log",
@@ -27,19 +31,21 @@ rule table:
 
 rule figures:
     input:
-        features=lambda wc: [f"{R}/{wc.bench}/seed{s}/features/{v}.h5" for v in VARIANTS for s in SEEDS],
-        histories=lambda wc: [f"{R}/{wc.bench}/seed{s}/models/{v}_history.csv" for v in VARIANTS for s in SEEDS],
+        features=per_seed_variant(P.features),
+        histories=per_seed_variant(P.history),
     output:
-        norms=report(
-            f"{R}/figures/{{bench}}_feature_norms.png", caption="../report/feature_norms.rst", category="Figures"
-        ),
-        local=report(f"{R}/figures/{{bench}}_local_norms.png", caption="../report/local_norms.rst", category="Figures"),
+        norms=report(path(P.figure, **W, figure="feature_norms", ext="png"), caption="../report/feature_norms.rst",
+                     category="Figures"),
+        local=report(path(P.figure, **W, figure="local_norms", ext="png"), caption="../report/local_norms.rst",
+                     category="Figures"),
     params:
-        delta=lambda wc: bench(wc)["lff"]["delta"],
+        delta=lambda wc: monitor_delta(bench(wc)),
         title=lambda wc: bench(wc).get("description", wc.bench),
-        variants=VARIANTS,
+        labels=variant_labels,
         seeds=SEEDS,
         ood_sets=ood_sets,
+        compare=lambda wc: [v for v in (config["tables"]["ours"], config["tables"]["control"])
+                            if v in bench(wc)["variants"]],
     log:
         f"{LOGS}/{{bench}}/figures.log",
     benchmark:
@@ -58,12 +64,13 @@ rule scorer_table:
     input:
         metric_files,
     output:
-        csv=report(f"{R}/tables/{{bench}}_scorers.csv", caption="../report/scorer_table.rst", category="Tables"),
-        md=f"{R}/tables/{{bench}}_scorers.md",
+        csv=report(path(P.scorer_table, **W, ext="csv"), caption="../report/scorer_table.rst", category="Tables"),
+        md=path(P.scorer_table, **W, ext="md"),
     params:
         ood_sets=ood_sets,
         scorers=lambda wc: bench(wc)["scorers"]["names"],
-        title=lambda wc: f"{wc.bench}: every post-hoc scorer on the CE, CE-control and LFF models",
+        labels=variant_labels,
+        title=lambda wc: f"{wc.bench}: every scorer on every model",
     log:
         f"{LOGS}/{{bench}}/scorer_table.log",
     benchmark:
@@ -78,17 +85,45 @@ rule scorer_table:
         "../scripts/scorer_table.py"
 
 
+rule sensitivity:
+    input:
+        sensitivity_inputs,
+    output:
+        png=report(path(P.figure, **W, figure="sensitivity", ext="png"), caption="../report/sensitivity.rst",
+                   category="Figures"),
+        pdf=path(P.figure, **W, figure="sensitivity", ext="pdf"),
+        csv=path(P.sensitivity_table, **W),
+    params:
+        points=lambda wc: sweep_table(bench(wc)),
+        reference=lambda wc: config["tables"]["control"],
+        labels=lambda wc: {v: variant(bench(wc), v)["label"] for v in variant_names(bench(wc), with_sweeps=True)},
+        title=lambda wc: bench(wc).get("description", wc.bench),
+    log:
+        f"{LOGS}/{{bench}}/sensitivity.log",
+    benchmark:
+        f"{BENCH}/{{bench}}/sensitivity.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/sensitivity.py"
+
+
 rule paper_table:
     input:
         unpack(paper_table_inputs),
     output:
-        csv=report(f"{R}/tables/{{table}}.csv", caption="../report/paper_table.rst", category="Paper tables"),
-        md=f"{R}/tables/{{table}}.md",
+        csv=report(path(P.paper_table, **W, ext="csv"), caption="../report/paper_table.rst", category="Paper tables"),
+        md=path(P.paper_table, **W, ext="md"),
     wildcard_constraints:
         table="table[1-4]",
     params:
         ood_sets=lambda wc: {b: BENCHMARKS[b]["dataset"]["ood_sets"] for b in config["tables"][wc.table]},
-        ours_scorer=config["tables"]["ours_scorer"],
+        methods=lambda wc: paper_methods(config["tables"][wc.table]),
+        roles={r: config["tables"][r] for r in ("baseline", "control", "ours")},
     log:
         f"{LOGS}/tables/{{table}}.log",
     benchmark:

@@ -10,7 +10,7 @@ def main():
     pipeline.run_extraction(
         smk.params.extraction, checkpoint=smk.input.ckpt, split_paths={s: smk.input[s] for s in smk.params.splits},
         out=smk.output[0], attrs={"benchmark": wc.bench, "variant": wc.variant, "seed": int(wc.seed)},
-        device_name=smk.params.device, threads=smk.threads)
+        device_name=smk.config["device"], threads=smk.threads)
 
 
 run_rule(smk, main)

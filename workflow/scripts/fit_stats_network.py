@@ -8,7 +8,7 @@ smk = snakemake  # noqa: F821
 def main():
     pipeline.run_fit_stats_network(smk.wildcards.scorer, smk.params.fit_params, checkpoint=smk.input.ckpt,
                                    split_paths={"train": smk.input.train}, out=smk.output[0],
-                                   batch_size=smk.params.batch_size, device_name=smk.params.device,
+                                   batch_size=smk.params.batch_size, device_name=smk.config["device"],
                                    threads=smk.threads)
 
 

@@ -8,7 +8,7 @@ smk = snakemake  # noqa: F821
 def main():
     files = {b: list(smk.input[b]) for b in smk.params.ood_sets}
     write_paper_table(smk.wildcards.table, files, smk.params.ood_sets, csv=smk.output.csv, md=smk.output.md,
-                      ours_scorer=smk.params.ours_scorer)
+                      methods=smk.params.methods, roles=smk.params.roles)
 
 
 run_rule(smk, main)

@@ -1,4 +1,4 @@
-"""Rule scorer_table: the paper's Table IV shape (each scorer on CE, CE control and LFF) for one benchmark."""
+"""Rule scorer_table: the paper's Table IV shape (every scorer on every model it applies to) for one benchmark."""
 from lffood.report.tables import write_scorer_table
 from lffood.runtime import run_rule
 
@@ -7,7 +7,7 @@ smk = snakemake  # noqa: F821
 
 def main():
     write_scorer_table(list(smk.input), csv=smk.output.csv, md=smk.output.md, title=smk.params.title,
-                       ood_order=smk.params.ood_sets, scorers=smk.params.scorers)
+                       labels=smk.params.labels, ood_order=smk.params.ood_sets, scorers=smk.params.scorers)
 
 
 run_rule(smk, main)

@@ -1,4 +1,4 @@
-"""Rules pretrain and finetune: CE pretraining, LFF or CE-control fine-tuning."""
+"""Rule train: one variant (CE pretraining, the CE control, LFF, LogitNorm, SSOD, MODE, sweep points)."""
 from lffood import pipeline
 from lffood.runtime import run_rule
 
@@ -7,8 +7,8 @@ smk = snakemake  # noqa: F821
 
 def main():
     pipeline.run_training(
-        smk.params.train, variant=smk.params.variant, seed=int(smk.wildcards.seed), train_path=smk.input.train,
-        ckpt_out=smk.output.ckpt, history_out=smk.output.history, device_name=smk.params.device,
+        smk.params.spec, variant=smk.wildcards.variant, seed=int(smk.wildcards.seed), train_path=smk.input.train,
+        ckpt_out=smk.output.ckpt, history_out=smk.output.history, device_name=smk.config["device"],
         threads=smk.threads, parent_ckpt=smk.input.get("parent"))
 
 

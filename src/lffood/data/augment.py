@@ -74,10 +74,14 @@ def random_hflip(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
-def color_jitter(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
-    """Brightness, contrast and saturation jitter, each factor uniform in [1-s, 1+s] per sample."""
-    if strength <= 0:
+def color_jitter(x: torch.Tensor, strength: float, gen: torch.Generator, p: float = 1.0) -> torch.Tensor:
+    """Brightness, contrast and saturation jitter, each factor uniform in [1-s, 1+s] per sample,
+    applied to each image with probability ``p`` (SupCon/MODE: 0.8; no random draw when p = 1)."""
+    if strength <= 0 or p <= 0:
         return x
+    if p < 1:
+        keep = (torch.rand(x.shape[0], generator=gen, device=gen.device) >= p).to(x.device)[:, None, None, None]
+        return torch.where(keep, x, color_jitter(x, strength, gen))
     b = x.shape[0]
 
     def factors():
@@ -92,6 +96,15 @@ def color_jitter(x: torch.Tensor, strength: float, gen: torch.Generator) -> torc
     return x.clamp_(0.0, 1.0)
 
 
+def random_grayscale(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """Replace each image by its luma (ITU-R 601, as torchvision) in all channels with probability ``p``."""
+    if p <= 0:
+        return x
+    gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
+    flip = (torch.rand(x.shape[0], generator=gen, device=gen.device) < p).to(x.device)[:, None, None, None]
+    return torch.where(flip, gray, x)
+
+
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device)[None, :, None, None]
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device)[None, :, None, None]
@@ -100,7 +113,7 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
 
 def apply_train_augment(x: torch.Tensor, aug: Mapping, gen: torch.Generator) -> torch.Tensor:
     """The training pipeline: random-resized crop (ImageNet) or padded random crop (CIFAR),
-    horizontal flip, colour jitter, as configured."""
+    horizontal flip, colour jitter, random greyscale, as configured."""
     rrc = aug.get("random_resized_crop")
     if rrc:
         x = random_resized_crop(x, int(rrc["size"]), rrc.get("scale", (0.08, 1.0)), rrc.get("ratio", (3 / 4, 4 / 3)), gen)
@@ -108,4 +121,5 @@ def apply_train_augment(x: torch.Tensor, aug: Mapping, gen: torch.Generator) -> 
         x = random_crop(x, int(aug.get("crop_padding", 0)), gen)
     if aug.get("hflip", False):
         x = random_hflip(x, gen)
-    return color_jitter(x, float(aug.get("color_jitter", 0.0)), gen)
+    x = color_jitter(x, float(aug.get("color_jitter", 0.0)), gen, float(aug.get("color_jitter_p", 1.0)))
+    return random_grayscale(x, float(aug.get("grayscale_p", 0.0)), gen)

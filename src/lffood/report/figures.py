@@ -15,7 +15,6 @@ import pandas as pd  # noqa: E402
 from .. import h5schema  # noqa: E402
 from ..io import atomic_path  # noqa: E402
 from ..metrics import auroc  # noqa: E402
-from .tables import VARIANT_NAMES  # noqa: E402
 
 ID_COLOUR, OOD_COLOUR = "#d62728", "#2ca02c"
 SEL_COLOUR, UNSEL_COLOUR = "#9467bd", "#ff7f0e"
@@ -32,10 +31,11 @@ def _norms(path, split) -> np.ndarray:
 
 
 def feature_norm_figure(features: Mapping[str, Sequence[str]], out: str, title: str = "",
-                        ood_order: Sequence[str] | None = None) -> None:
+                        ood_order: Sequence[str] | None = None, labels: Mapping[str, str] | None = None) -> None:
     """Rows: model variants; columns: OOD sets. Histograms of ||pooled feature||_2 (first seed),
     ID test in red, OOD in green, with the AUROC of the norm itself as an OOD score."""
     variants = list(features)
+    labels = labels or {}
     first = {v: features[v][0] for v in variants}
     ood_sets = [n for n, r in h5schema.list_splits(first[variants[0]]).items() if r == "ood"]
     if ood_order:
@@ -57,7 +57,7 @@ def feature_norm_figure(features: Mapping[str, Sequence[str]], out: str, title: 
             if i == 0:
                 ax.set_title(s.replace("_", " "), fontsize=10)
             if j == 0:
-                ax.set_ylabel(VARIANT_NAMES.get(v, v), fontsize=10)
+                ax.set_ylabel(labels.get(v, v), fontsize=10)
             if i == len(variants) - 1:
                 ax.set_xlabel("L2 norm of penultimate feature", fontsize=8)
     handles, labels = axes[0, 0].get_legend_handles_labels()
@@ -68,12 +68,17 @@ def feature_norm_figure(features: Mapping[str, Sequence[str]], out: str, title: 
 
 
 def local_norm_figure(features: Mapping[str, Sequence[str]], histories: Mapping[str, Sequence[str]], delta: float,
-                      out: str, title: str = "") -> None:
-    """Left panels: norms of ID-test local vectors with p_j(y|x) < delta (background, selected by
-    LFF) vs the rest, per variant. Right: during fine-tuning, mean norm of selected and unselected
-    vectors per epoch (mean over seeds), LFF vs the CE control."""
+                      out: str, title: str = "", labels: Mapping[str, str] | None = None,
+                      compare: Sequence[str] = ()) -> None:
+    """One panel per variant: norms of ID-test local vectors with p_j(y|x) < delta (background, as LFF
+    selects them) vs the rest. Last panel: during training, the mean norm of selected and unselected
+    vectors per epoch (mean over seeds) of the ``compare`` variants (e.g. LFF vs the CE control)."""
     variants = list(features)
-    fig, axes = plt.subplots(1, len(variants) + 1, figsize=(3.4 * (len(variants) + 1), 3.0))
+    labels = labels or {}
+    ncols = min(4, len(variants) + 1)
+    nrows = -(-(len(variants) + 1) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.0 * nrows), squeeze=False)
+    axes = axes.ravel()
     all_norms = []
     data = {}
     for v in variants:
@@ -88,28 +93,31 @@ def local_norm_figure(features: Mapping[str, Sequence[str]], histories: Mapping[
         ax.hist(u, bins=bins, density=True, alpha=0.55, color=UNSEL_COLOUR, label=f"p(y|z_j) ≥ {delta:g}")
         if len(s):
             ax.hist(s, bins=bins, density=True, alpha=0.55, color=SEL_COLOUR, label=f"background: p < {delta:g}")
-        ax.set_title(f"{VARIANT_NAMES.get(v, v)}: {100 * frac:.0f}% background", fontsize=10)
+        ax.set_title(f"{labels.get(v, v)}: {100 * frac:.0f}% background", fontsize=10)
         ax.set_xlabel("L2 norm of local vector z_j (ID test)", fontsize=8)
         ax.set_yticks([])
     axes[0].legend(fontsize=7, frameon=False)
-    ax = axes[-1]
-    styles = {"lff": "-", "ce_control": "--"}
-    for v, ls in styles.items():
-        if v not in histories:
+    ax = axes[len(variants)]
+    for v, ls in zip(compare, ("-", "--", ":", "-.")):
+        frames = [pd.read_csv(p) for p in histories.get(v, [])]
+        if not frames or "norm_selected" not in frames[0]:
             continue
-        h = pd.concat([pd.read_csv(p) for p in histories[v]]).groupby("epoch")[["norm_selected", "norm_unselected"]].mean()
-        ax.plot(h.index, h["norm_selected"], ls, color=SEL_COLOUR, label=f"{VARIANT_NAMES[v]}: background")
-        ax.plot(h.index, h["norm_unselected"], ls, color=UNSEL_COLOUR, label=f"{VARIANT_NAMES[v]}: other")
-    ax.set_xlabel("fine-tuning epoch", fontsize=8)
+        h = pd.concat(frames).groupby("epoch")[["norm_selected", "norm_unselected"]].mean()
+        ax.plot(h.index, h["norm_selected"], ls, color=SEL_COLOUR, label=f"{labels.get(v, v)}: background")
+        ax.plot(h.index, h["norm_unselected"], ls, color=UNSEL_COLOUR, label=f"{labels.get(v, v)}: other")
+    ax.set_xlabel("training epoch", fontsize=8)
     ax.set_ylabel("mean local-vector norm (train)", fontsize=8)
-    ax.set_title("During fine-tuning (mean over seeds)", fontsize=10)
+    ax.set_title("During training (mean over seeds)", fontsize=10)
     ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2)
+    for extra in axes[len(variants) + 1:]:
+        extra.set_visible(False)
     fig.suptitle(f"Local background vectors: {title}", fontsize=11)
     fig.tight_layout()
     _save(fig, out)
 
 
 def render_figures(features: Mapping[str, Sequence[str]], histories: Mapping[str, Sequence[str]], *, delta: float,
-                   title: str, norms_png: str, local_png: str, ood_order: Sequence[str] | None = None) -> None:
-    feature_norm_figure(features, norms_png, title, ood_order)
-    local_norm_figure(features, histories, delta, local_png, title)
+                   title: str, norms_png: str, local_png: str, labels: Mapping[str, str],
+                   ood_order: Sequence[str] | None = None, compare: Sequence[str] = ()) -> None:
+    feature_norm_figure(features, norms_png, title, ood_order, labels)
+    local_norm_figure(features, histories, delta, local_png, title, labels, compare)

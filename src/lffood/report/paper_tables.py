@@ -6,10 +6,12 @@ hyperparameter); which benchmark fills each column group comes from the config k
 * Table I / III (``per_ood``): rows (ID benchmark, method); per OOD set and average, FPR95 and AUROC.
 * Table II / IV (``average``): rows method; per benchmark, FPR95 and AUROC averaged over its OOD sets.
 
-Post-hoc rows score the CE model; "Ours" is LFF scored with ``ours_scorer`` (the paper's default is
-the energy score with ReAct); the CE control (fine-tuned with LFF's exact schedule, lambda = 0) is
-added so that LFF's gain is separated from the gain of simply training longer. Every cell is the
-mean and standard deviation over seeds (per-seed average over OOD sets first), in percent.
+Rows come from the configuration: the post-hoc rows score the ``baseline`` variant (the paper's CE
+model); every other variant follows with its own ``scorer`` (the CE control, fine-tuned with LFF's
+exact schedule and the CE objective, separates LFF's gain from the gain of training longer; "Ours"
+is the ``ours`` variant, by default LFF with the energy score with ReAct; then the other trained
+methods). Table IV pairs each of its scorers on the baseline, the control and ours. Every cell is
+the mean and standard deviation over seeds (per-seed average over OOD sets first), in percent.
 """
 
 from __future__ import annotations
@@ -45,16 +47,34 @@ class Row(NamedTuple):
     scorer: str
 
 
-def rows(table: str, ours_scorer: str) -> list[Row]:
+class Method(NamedTuple):
+    """A variant as the tables show it: its label and its own scorer (config ``variants.<v>``)."""
+
+    label: str
+    scorer: str
+
+
+def rows(table: str, methods: Mapping[str, Method], roles: Mapping[str, str]) -> list[Row]:
+    """The rows of ``table``: ``methods`` are the variants in config order, ``roles`` map ``baseline``,
+    ``control`` and ``ours`` to variant names (config ``tables``)."""
+    from .tables import scorer_label
+
     if table not in LAYOUT:
         raise KeyError(f"unknown paper table '{table}'; known: {sorted(LAYOUT)}")
+    base, control, ours = roles["baseline"], roles["control"], roles["ours"]
     if table == "table4":
         out = []
         for label, s in TABLE4:
-            out += [Row(label, "ce", s), Row(f"{label} (CE control)", "ce_control", s), Row(f"{label}+Ours", "lff", s)]
+            out += [Row(label, base, s), Row(f"{label} ({methods[control].label})", control, s),
+                    Row(f"{label}+Ours", ours, s)]
         return out
-    return ([Row(label, "ce", s) for label, s in POSTHOC]
-            + [Row(f"CE control ({ours_scorer})", "ce_control", ours_scorer), Row(f"Ours (LFF + {ours_scorer})", "lff", ours_scorer)])
+    out = [Row(label, base, s) for label, s in POSTHOC]
+    for v, m in methods.items():
+        if v == base:
+            continue
+        name = f"Ours ({m.label} + {scorer_label(m.scorer)})" if v == ours else f"{m.label} ({scorer_label(m.scorer)})"
+        out.append(Row(name, v, m.scorer))
+    return out
 
 
 def _lookup(tidy: pd.DataFrame, sets: Sequence[str]) -> pd.DataFrame:
@@ -73,7 +93,7 @@ def _cells(wide: pd.DataFrame, row: Row, sets: Sequence[str]) -> dict | None:
 
 
 def build(table: str, tidy: Mapping[str, pd.DataFrame], ood_sets: Mapping[str, Sequence[str]],
-          ours_scorer: str = "react") -> pd.DataFrame:
+          methods: Mapping[str, Method], roles: Mapping[str, str]) -> pd.DataFrame:
     """``tidy[bench]``: the per-seed metrics (as :func:`lffood.report.tables.collect` returns, in
     percent); ``ood_sets[bench]``: its OOD sets in column order. Rows whose scorer a benchmark did
     not run are left out (per_ood) or left empty (average)."""
@@ -82,13 +102,13 @@ def build(table: str, tidy: Mapping[str, pd.DataFrame], ood_sets: Mapping[str, S
         for b, df in tidy.items():
             sets = [*ood_sets[b], AVERAGE]
             wide = _lookup(df, sets)
-            for r in rows(table, ours_scorer):
+            for r in rows(table, methods, roles):
                 cells = _cells(wide, r, sets)
                 if cells is not None:
                     records.append({"benchmark": b, **r._asdict(), **cells})
     else:
         wides = {b: _lookup(df, [AVERAGE]) for b, df in tidy.items()}
-        for r in rows(table, ours_scorer):
+        for r in rows(table, methods, roles):
             rec, found = r._asdict(), False
             for b, wide in wides.items():
                 cells = _cells(wide, r, [AVERAGE])
@@ -104,7 +124,8 @@ def build(table: str, tidy: Mapping[str, pd.DataFrame], ood_sets: Mapping[str, S
 def markdown(table: str, df: pd.DataFrame, ood_sets: Mapping[str, Sequence[str]]) -> str:
     lines = [f"# {TITLES[table]}", "",
              "Mean ± standard deviation over seeds; percentages; FPR95 with ID as the positive class. "
-             "Post-hoc rows score the CE model; the CE control is fine-tuned with LFF's schedule and lambda = 0.", ""]
+             "Post-hoc rows score the baseline (CE) model; the CE control is fine-tuned with LFF's schedule and the "
+             "CE objective; the other rows are trained methods with their own scorer.", ""]
 
     def cell(r, prefix):
         mean, std = r[f"{prefix}_mean"], r[f"{prefix}_std"]
@@ -128,10 +149,11 @@ def markdown(table: str, df: pd.DataFrame, ood_sets: Mapping[str, Sequence[str]]
 
 
 def write_paper_table(table: str, metric_files: Mapping[str, Sequence[str]], ood_sets: Mapping[str, Sequence[str]],
-                      *, csv: str, md: str, ours_scorer: str = "react") -> pd.DataFrame:
-    """``metric_files[bench]``: the per-(seed, variant) metrics CSVs of that benchmark."""
+                      *, csv: str, md: str, methods: Mapping[str, Method], roles: Mapping[str, str]) -> pd.DataFrame:
+    """``metric_files[bench]``: the per-(seed, variant) metrics CSVs of that benchmark; ``methods``:
+    variant -> (label, scorer) in config order; ``roles``: config ``tables`` baseline/control/ours."""
     tidy = {b: collect(files) for b, files in metric_files.items()}
-    df = build(table, tidy, ood_sets, ours_scorer)
+    df = build(table, tidy, ood_sets, {v: Method(*m) for v, m in methods.items()}, roles)
     with atomic_path(csv) as tmp:
         df.to_csv(tmp, index=False)
     with atomic_path(md) as tmp:

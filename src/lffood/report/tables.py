@@ -3,7 +3,7 @@ the average over OOD sets (the average is taken per seed first, then summarised 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -11,7 +11,6 @@ import pandas as pd
 from ..io import atomic_path
 from ..metrics import HIGHER_IS_BETTER, METRICS
 
-VARIANT_NAMES = {"ce": "CE", "ce_control": "CE control", "lff": "LFF"}
 METRIC_NAMES = {"fpr95": "FPR95↓", "auroc": "AUROC↑", "aupr_in": "AUPR-In↑", "aupr_out": "AUPR-Out↑"}
 AVERAGE = "average"
 KEYS = ["variant", "scorer"]
@@ -59,14 +58,15 @@ def wide(summary: pd.DataFrame, ood_order: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _order(df: pd.DataFrame) -> pd.DataFrame:
-    vorder = {v: i for i, v in enumerate(VARIANT_NAMES)}
+def _order(df: pd.DataFrame, variants: Sequence[str]) -> pd.DataFrame:
+    """Rows grouped by scorer (alphabetically), variants in config order within each group."""
+    vorder = {v: i for i, v in enumerate(variants)}
     return df.assign(_s=df["scorer"], _v=df["variant"].map(vorder)).sort_values(["_s", "_v"], kind="stable").drop(
         columns=["_s", "_v"])
 
 
 def _scorer_blocks(table: pd.DataFrame, column_sets: Sequence[str], metrics: Sequence[str], *, first,
-                   last=lambda r: []) -> list[str]:
+                   labels: Mapping[str, str], last=lambda r: []) -> list[str]:
     """Markdown rows, one block per scorer: 'mean ± std' cells ('–' when missing), the best mean of
     each column within the block in bold. ``first(scorer, row)`` names the row; ``last(row)`` adds cells."""
     lines = []
@@ -77,7 +77,7 @@ def _scorer_blocks(table: pd.DataFrame, column_sets: Sequence[str], metrics: Seq
                 col = grp[f"{s}/{m}_mean"]
                 best[(s, m)] = col.max() if HIGHER_IS_BETTER[m] else col.min()
         for _, r in grp.iterrows():
-            cells = [first(scorer, r), VARIANT_NAMES.get(r["variant"], r["variant"])]
+            cells = [first(scorer, r), labels.get(r["variant"], r["variant"])]
             for s in column_sets:
                 for m in metrics:
                     mean, std = r[f"{s}/{m}_mean"], r[f"{s}/{m}_std"]
@@ -90,7 +90,8 @@ def _scorer_blocks(table: pd.DataFrame, column_sets: Sequence[str], metrics: Seq
     return lines
 
 
-def markdown(table: pd.DataFrame, ood_order: Sequence[str], title: str, metrics=("fpr95", "auroc")) -> str:
+def markdown(table: pd.DataFrame, ood_order: Sequence[str], title: str, labels: Mapping[str, str],
+             metrics=("fpr95", "auroc")) -> str:
     """Markdown with 'mean ± std' cells; the best mean of each column within a scorer is bold."""
     sets = [*ood_order, AVERAGE]
     header = ["Scorer", "Model"] + [f"{s} {METRIC_NAMES[m]}" for s in sets for m in metrics] + ["ID acc↑"]
@@ -98,24 +99,24 @@ def markdown(table: pd.DataFrame, ood_order: Sequence[str], title: str, metrics=
              f"Mean ± standard deviation over {int(table['n_seeds'].max())} seed(s); percentages. "
              "FPR95 with ID as the positive class. Bold: best mean per column within each scorer.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += _scorer_blocks(table, sets, metrics, first=lambda scorer, r: scorer,
+    lines += _scorer_blocks(table, sets, metrics, first=lambda scorer, r: scorer, labels=labels,
                             last=lambda r: [f"{r['id_acc_mean']:.1f} ± {r['id_acc_std']:.1f}"])
     return "\n".join(lines) + "\n"
 
 
 def write_tables(metric_files: Sequence[str], *, csv: str, md: str, tidy: str, title: str,
-                 ood_order: Sequence[str] | None = None) -> pd.DataFrame:
+                 labels: Mapping[str, str], ood_order: Sequence[str] | None = None) -> pd.DataFrame:
     """Write the tidy metrics, the wide CSV table and its Markdown rendering; OOD sets in ``ood_order``
-    (default: order of first appearance)."""
+    (default: order of first appearance); ``labels``: variant -> how the table names it, in row order."""
     data = collect(metric_files)
     ood_order = list(ood_order) if ood_order else list(dict.fromkeys(data["ood_set"]))
-    table = _order(wide(summarize(data), ood_order))
+    table = _order(wide(summarize(data), ood_order), list(labels))
     with atomic_path(tidy) as tmp:
         data.to_csv(tmp, index=False)
     with atomic_path(csv) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(md) as tmp:
-        tmp.write_text(markdown(table, ood_order, title))
+        tmp.write_text(markdown(table, ood_order, title, labels))
     return table
 
 
@@ -128,7 +129,7 @@ def scorer_label(name: str) -> str:
 
 
 def scorer_table(tidy: pd.DataFrame, *, ood_order: Sequence[str] | None = None, scorers: Sequence[str] | None = None,
-                 variants: Sequence[str] = tuple(VARIANT_NAMES), metrics: Sequence[str] = ("auroc", "fpr95"),
+                 variants: Sequence[str] | None = None, metrics: Sequence[str] = ("auroc", "fpr95"),
                  by_benchmark: bool = False) -> pd.DataFrame:
     """The paper's Table IV shape: one row per (scorer, model variant), columns
     ``<ood_set>/<metric>_mean|std`` per OOD set and ``average/...`` (mean over OOD sets per seed, then
@@ -139,13 +140,15 @@ def scorer_table(tidy: pd.DataFrame, *, ood_order: Sequence[str] | None = None, 
     e.g. the paper's CIFAR-10 / CIFAR-100 / ImageNet columns with ``ood_order=['average']``);
     otherwise ``tidy`` must hold one benchmark. ``ood_order`` selects and orders the sets
     (default: first appearance, then ``average``; name ``average`` yourself to place or keep only it).
-    Rows: ``scorers`` order (default: first appearance), then ``variants`` order.
+    Rows: ``scorers`` order (default: first appearance), then ``variants`` order (default: first
+    appearance); a (scorer, variant) without metrics (a scorer that does not apply) has no row.
     """
     benches = list(dict.fromkeys(tidy["benchmark"])) if "benchmark" in tidy else ["-"]
     if len(benches) > 1 and not by_benchmark:
         raise ValueError(f"metrics of several benchmarks {benches}: pass by_benchmark=True")
     data = tidy if "benchmark" in tidy else tidy.assign(benchmark="-")
     scorers = list(scorers) if scorers is not None else list(dict.fromkeys(data["scorer"]))
+    variants = list(variants) if variants is not None else list(dict.fromkeys(data["variant"]))
     data = data[data["scorer"].isin(scorers) & data["variant"].isin(variants)]
     summary = summarize(data, ["benchmark", *KEYS])
     sets = list(ood_order) if ood_order is not None else [*dict.fromkeys(data["ood_set"]), AVERAGE]
@@ -175,8 +178,8 @@ def scorer_table(tidy: pd.DataFrame, *, ood_order: Sequence[str] | None = None, 
     return pd.DataFrame(rows)
 
 
-def scorer_markdown(table: pd.DataFrame, title: str, *, column_sets: Sequence[str] | None = None,
-                    metrics: Sequence[str] = ("auroc", "fpr95")) -> str:
+def scorer_markdown(table: pd.DataFrame, title: str, *, labels: Mapping[str, str],
+                    column_sets: Sequence[str] | None = None, metrics: Sequence[str] = ("auroc", "fpr95")) -> str:
     """Markdown of :func:`scorer_table`: 'mean ± std' cells, one block of rows per scorer, the best
     mean of each column within a scorer in bold. ``column_sets``: the column prefixes (default: those of
     the table, e.g. ``['backgrounds', ..., 'average']`` or ``['cifar10/average', ...]``)."""
@@ -186,21 +189,22 @@ def scorer_markdown(table: pd.DataFrame, title: str, *, column_sets: Sequence[st
     header = ["Scorer", "Model"] + [f"{s} {METRIC_NAMES[m]}" for s in column_sets for m in metrics]
     lines = [f"# {title}", "",
              f"Mean ± standard deviation over {int(table['n_seeds'].max())} seed(s); percentages. Rows: each "
-             "post-hoc scorer on the CE model, on the CE control (same fine-tuning, lambda = 0) and on the LFF "
-             "model. FPR95 with ID as the positive class. Bold: best mean per column within each scorer.", "",
+             f"scorer on every model it applies to ({', '.join(labels.values())}). FPR95 with ID as the positive "
+             "class. Bold: best mean per column within each scorer.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += _scorer_blocks(table, column_sets, metrics, first=lambda scorer, r: str(r["label"]))
+    lines += _scorer_blocks(table, column_sets, metrics, first=lambda scorer, r: str(r["label"]), labels=labels)
     return "\n".join(lines) + "\n"
 
 
-def write_scorer_table(metric_files: Sequence[str], *, csv: str, md: str, title: str,
+def write_scorer_table(metric_files: Sequence[str], *, csv: str, md: str, title: str, labels: Mapping[str, str],
                        ood_order: Sequence[str] | None = None, scorers: Sequence[str] | None = None) -> pd.DataFrame:
-    """Table IV shape for one benchmark from its per-model metric files: CSV and Markdown."""
+    """Table IV shape for one benchmark from its per-model metric files: CSV and Markdown; ``labels``:
+    variant -> name, in row order."""
     data = collect(metric_files)
     sets = [*(ood_order or dict.fromkeys(data["ood_set"])), AVERAGE]
-    table = scorer_table(data, ood_order=sets, scorers=scorers)
+    table = scorer_table(data, ood_order=sets, scorers=scorers, variants=list(labels))
     with atomic_path(csv) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(md) as tmp:
-        tmp.write_text(scorer_markdown(table, title))
+        tmp.write_text(scorer_markdown(table, title, labels=labels))
     return table

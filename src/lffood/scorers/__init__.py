@@ -16,12 +16,14 @@ package imports numpy only: network scorers import torch inside their functions.
 from __future__ import annotations
 
 from .base import (FeatureSet, Head, Scorer, build_scorer, fit_params, param_problems,  # noqa: F401
-                   register, registered_scorers, resolved_params, scorer_class)
+                   register, registered_scorers, resolved_params, scorer_applies, scorer_class)
 from . import logit_based  # noqa: F401,E402  (msp, energy, react)
 from . import odin  # noqa: F401,E402  (odin)
 from . import feature_based  # noqa: F401,E402  (mahalanobis, vim, knn, dice, dice_react)
 from . import featurenorm  # noqa: F401,E402  (featurenorm)
 from . import line  # noqa: F401,E402  (line)
+from . import csd  # noqa: F401,E402  (csd: MODE's cross-scale decision)
+from . import ssod  # noqa: F401,E402  (ssod, ssod_global, ssod_local: SSOD's OOD head)
 
 #: the paper's order (Tables I-IV)
 PAPER_ORDER = ("msp", "odin", "mahalanobis", "energy", "vim", "knn", "dice", "react", "dice_react",

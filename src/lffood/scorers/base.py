@@ -18,7 +18,7 @@ Higher score = more in-distribution, for every scorer.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -29,11 +29,13 @@ MODES = ("features", "network")
 
 @dataclass
 class FeatureSet:
-    """What a scorer sees of one split: logits (N, K) and penultimate features (N, C)."""
+    """What a scorer sees of one split: logits (N, K), penultimate features (N, C), and the extra
+    feature-file fields it ``requires`` (e.g. ``multiscale`` (N, 6, C), ``ood_head_global`` (N,))."""
 
     logits: np.ndarray
     features: np.ndarray
     labels: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,8 +61,11 @@ class Scorer:
     score_on: ClassVar[str] = "features"
     #: config parameters that are percentiles (checked to lie in [0, 100])
     percentile_keys: ClassVar[tuple[str, ...]] = ()
-    #: scoring compares with the ID training features themselves (KNN); read from the feature file
+    #: scoring compares with the ID training features themselves (KNN, CSD); read from the feature file
     uses_train_bank: ClassVar[bool] = False
+    #: optional feature-file fields it reads (lffood.h5schema.OPTIONAL_FIELDS): only models whose
+    #: feature file has them are scored with it (SSOD's OOD head outputs: SSOD models only)
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **params):
         unknown = set(params) - set(self.defaults)
@@ -142,6 +147,11 @@ def scorer_class(name: str) -> type[Scorer]:
     if name not in _REGISTRY:
         raise KeyError(f"unknown scorer '{name}'; registered: {sorted(_REGISTRY)}")
     return _REGISTRY[name]
+
+
+def scorer_applies(name: str, provides) -> bool:
+    """Whether scorer ``name`` runs on a model whose feature file has the optional fields ``provides``."""
+    return set(scorer_class(name).requires) <= set(provides)
 
 
 def build_scorer(name: str, params: Mapping | None = None) -> Scorer:

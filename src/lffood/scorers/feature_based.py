@@ -125,19 +125,21 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-10) -> np.ndarray:
 
 
 def kth_largest_similarity(queries: np.ndarray, bank: np.ndarray, k: int, chunk_size: int = 1024,
-                           bank_chunk: int = 8192) -> np.ndarray:
+                           bank_chunk: int = 8192, what: str = "KNN") -> np.ndarray:
     """Exact k-th largest dot product of every query with the bank. Memory is bounded by
     ``chunk_size x (bank_chunk + k)`` floats whatever the sizes: a running top-k per query is
-    merged with one block of the bank at a time."""
+    merged with one block of the bank at a time. A float16 bank (CSD's) is computed on in float32,
+    one block at a time."""
     nq, nb = len(queries), len(bank)
     if not 1 <= k <= nb:
-        raise ValueError(f"KNN: k={k} must lie in 1..{nb} (the number of ID training samples)")
+        raise ValueError(f"{what}: k={k} must lie in 1..{nb} (the number of ID training vectors)")
+    queries = np.asarray(queries, dtype=np.float32)
     out = np.empty(nq, dtype=np.float64)
     for qs in range(0, nq, chunk_size):
         q = queries[qs:qs + chunk_size]
         top = None
         for bs in range(0, nb, bank_chunk):
-            s = q @ bank[bs:bs + bank_chunk].T
+            s = q @ np.asarray(bank[bs:bs + bank_chunk], dtype=np.float32).T
             if top is not None:
                 s = np.concatenate([top, s], axis=1)
             top = np.partition(s, s.shape[1] - k, axis=1)[:, -k:] if s.shape[1] > k else s

@@ -1,0 +1,163 @@
+"""The one registry of training objectives and the :class:`Objective` interface.
+
+An objective is what a training stage optimises: plain cross-entropy, LFF, LogitNorm, SSOD, ALPA
+(MODE). The training loop (:func:`lffood.training.train`) is the same for all of them: it draws
+batches (two augmented views per image when ``two_views``), runs the model once, and hands the
+result to the objective's :meth:`Objective.loss`, which returns the loss and 0-d tensors to sum
+over the epoch. The loop owns the optimiser, the learning-rate schedule, mixed precision and the
+collapse guard.
+
+An objective declares
+
+* ``params_schema``: its hyperparameters as JSON-Schema properties (type, bounds, default,
+  description). They become the config section ``benchmarks.<b>.<name>`` of the one config
+  schema (:func:`lffood.config.validate_config` adds them), so values are checked and defaults
+  filled in before any job runs; a variant may override them (``variants.<v>.params``);
+* ``build_modules``: trainable modules besides the network (SSOD's OOD head, ALPA's projectors),
+  optimised with the network and saved in the checkpoint;
+* ``two_views``: whether each image enters the batch twice, with independent augmentations;
+* ``loss``: the loss and the per-batch statistic sums it logs (``stats``: name -> description);
+* ``epoch_row``: the per-epoch log fields from the pooled sums; ``collapse``: a message when the
+  epoch looks like a collapse (the loop stops after ``guard.patience`` such epochs);
+* ``provides`` and ``extract``: HDF5 fields its models add at extraction (SSOD's OOD head
+  outputs); scorers that read them (``Scorer.requires``) apply to these models only.
+
+This module, like every objective module, imports torch lazily (``lffood.lazy``): the Snakefile
+imports the registry at parse time (every snakemake call), which must stay fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..lazy import F, nn, torch  # noqa: F401  (re-exported for objective modules)
+
+_REGISTRY: dict[str, type["Objective"]] = {}
+
+
+
+@dataclass
+class Forward:
+    """One forward pass of the network over a batch (both views concatenated when ``views == 2``).
+
+    ``logits`` are float32; ``fmap`` is the last map z (N, C, H, W), ``pooled`` = GAP(z);
+    ``weight``/``bias`` the linear head (so objectives can apply it to local vectors)."""
+
+    logits: Any
+    pooled: Any
+    fmap: Any
+    weight: Any
+    bias: Any
+    views: int = 1
+
+
+class Objective:
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    params_schema: ClassVar[dict] = {}
+    two_views: ClassVar[bool] = False
+    provides: ClassVar[tuple[str, ...]] = ()
+    #: per-batch sums this objective logs (name -> what it is); pooled on the device over the epoch
+    stats: ClassVar[dict[str, str]] = {}
+    #: whether the loop's generic guard (train accuracy at chance) applies; an objective that does
+    #: not train the classifier (ALPA alone) turns it off and checks its own statistics
+    accuracy_guard: ClassVar[bool] = True
+    #: whether ``loss`` returns the background-selection sums itself (LFF, at its own delta);
+    #: otherwise the loop measures them at the benchmark's monitor delta, so every model's log and
+    #: the local-norm figure are comparable
+    reports_background: ClassVar[bool] = False
+
+    def __init__(self, params: Mapping | None = None, *, feature_dim: int, num_classes: int):
+        self.params = {**self.defaults(), **dict(params or {})}
+        unknown = set(self.params) - set(self.params_schema)
+        if unknown:
+            raise ValueError(f"objective '{self.name}': unknown parameter(s) {sorted(unknown)}; "
+                             f"known: {sorted(self.params_schema)}")
+        self.feature_dim, self.num_classes = feature_dim, num_classes
+        self.modules = nn.ModuleDict(self.build_modules(feature_dim, num_classes))
+
+    # ------------------------------------------------------------------ declaration
+    @classmethod
+    def defaults(cls) -> dict:
+        return {k: v["default"] for k, v in cls.params_schema.items() if "default" in v}
+
+    @classmethod
+    def section_schema(cls) -> dict:
+        """The JSON schema of the config section ``benchmarks.<b>.<name>``."""
+        return {"type": "object", "additionalProperties": False, "properties": dict(cls.params_schema),
+                "default": {}, "description": f"{cls.label}: parameters of the '{cls.name}' objective "
+                                               f"(lffood.objectives.{cls.__module__.rsplit('.', 1)[-1]})."}
+
+    def build_modules(self, feature_dim: int, num_classes: int) -> dict:
+        """Trainable modules besides the network, by name (saved with the checkpoint)."""
+        return {}
+
+    # ------------------------------------------------------------------ training
+    def loss(self, out: Forward, targets) -> tuple[Any, dict[str, Any]]:  # pragma: no cover - abstract
+        """``(loss, {stat: 0-d tensor sum over the batch})``; no host synchronisation."""
+        raise NotImplementedError
+
+    def epoch_row(self, sums: Mapping[str, float], n: int) -> dict[str, float]:
+        """Per-epoch log fields from the epoch's pooled sums (``n`` images seen): by default the mean
+        per image of every statistic."""
+        return {k: sums[k] / max(n, 1) for k in self.stats}
+
+    def collapse(self, row: Mapping[str, float]) -> str | None:
+        """A description of what looks collapsed in this epoch's ``row``, or None."""
+        return None
+
+    def hyperparameters(self) -> str:
+        """``<name>.<key>=<value>`` for messages (collapse, logs)."""
+        return ", ".join(f"{self.name}.{k}={v}" for k, v in self.params.items())
+
+    def log_line(self, row: Mapping[str, float]) -> str:
+        return " ".join(f"{k} {row[k]:.4g}" for k in self.stats if k in row)
+
+    # ------------------------------------------------------------------ extraction
+    def extract(self, fmap, pooled) -> dict[str, Any]:
+        """Extra per-image outputs for the feature file (one tensor per name in ``provides``)."""
+        return {}
+
+    def state_dict(self) -> dict:
+        return {k: v.detach().cpu().contiguous() for k, v in self.modules.state_dict().items()}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.modules.load_state_dict(dict(state))
+
+
+def register(name: str, label: str | None = None):
+    """Class decorator: make an :class:`Objective` available under ``name`` (config ``objective:``)."""
+
+    def deco(cls):
+        if name in _REGISTRY:
+            raise ValueError(f"objective '{name}' registered twice")
+        for key, spec in cls.params_schema.items():
+            if "default" not in spec:
+                raise ValueError(f"objective '{name}': parameter '{key}' has no default")
+        cls.name = name
+        cls.label = label or cls.label or name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def unregister(name: str) -> None:
+    """Remove an objective (tests that register a toy objective clean up with this)."""
+    _REGISTRY.pop(name, None)
+
+
+def registered_objectives() -> dict[str, type[Objective]]:
+    return dict(_REGISTRY)
+
+
+def objective_class(name: str) -> type[Objective]:
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown objective '{name}'; registered: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def build_objective(name: str, params: Mapping | None, *, feature_dim: int, num_classes: int) -> Objective:
+    return objective_class(name)(params, feature_dim=feature_dim, num_classes=num_classes)

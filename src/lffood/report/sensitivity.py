@@ -1,0 +1,87 @@
+"""Sensitivity of a method to one hyperparameter at a time (the LFF paper's Fig. 6).
+
+Each sweep point is a variant fine-tuned with one value of one parameter of its objective
+(``lffood.variants.sweep_points``). Its score is the average AUROC (and FPR95) over the OOD sets,
+per seed, with the sweep's base variant's own scorer; the CE control with the same scorer is the
+reference line, as the paper's dashed baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ..io import atomic_path  # noqa: E402
+from .tables import collect  # noqa: E402
+
+#: Okabe-Ito colours (colour-blind safe): the swept method and the reference
+METHOD_COLOUR, REFERENCE_COLOUR = "#D55E00", "#0072B2"
+
+
+def per_seed_average(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Mean over OOD sets of AUROC and FPR95 per (variant, scorer, seed), in percent."""
+    return tidy.groupby(["variant", "scorer", "seed"], as_index=False)[["auroc", "fpr95"]].mean()
+
+
+def sensitivity_table(tidy: pd.DataFrame, points: Sequence[Mapping], reference: str) -> pd.DataFrame:
+    """Tidy rows: one per (parameter, value, seed) and one per (parameter, reference seed), with the
+    average AUROC and FPR95 over the OOD sets. ``points``: dicts with param, value, variant, base and
+    scorer (the workflow's ``sweep_table``)."""
+    avg = per_seed_average(tidy).set_index(["variant", "scorer"])
+    rows = []
+    for p in points:
+        for kind, variant, value in (("point", p["variant"], p["value"]), ("reference", reference, np.nan)):
+            key = (variant, p["scorer"])
+            if key not in avg.index:
+                raise ValueError(f"no metrics of variant '{variant}' with scorer '{p['scorer']}' for the sweep of "
+                                 f"{p['base']}.{p['param']}")
+            for _, r in avg.loc[[key]].iterrows():
+                rows.append({"param": p["param"], "base": p["base"], "kind": kind, "value": value, "variant": variant,
+                             "scorer": p["scorer"], "seed": int(r["seed"]), "auroc": r["auroc"], "fpr95": r["fpr95"]})
+    df = pd.DataFrame(rows)
+    return df.drop_duplicates(["param", "base", "kind", "variant", "seed"]).reset_index(drop=True)
+
+
+def sensitivity_figure(df: pd.DataFrame, *, png: str, pdf: str, title: str, labels: Mapping[str, str]) -> None:
+    """One panel per swept parameter: average AUROC (mean ± std over seeds) against the value, the
+    reference's mean as a dashed line with a ± std band. Sized for a 7-inch page width."""
+    groups = list(dict.fromkeys(zip(df["base"], df["param"])))
+    fig, axes = plt.subplots(1, len(groups), figsize=(7.0, 2.6), squeeze=False)
+    for ax, (base, param) in zip(axes[0], groups):
+        g = df[(df["base"] == base) & (df["param"] == param)]
+        pts = g[g["kind"] == "point"].groupby("value")["auroc"].agg(["mean", "std"]).fillna(0.0)
+        ref = g[g["kind"] == "reference"]["auroc"]
+        ax.errorbar(pts.index, pts["mean"], yerr=pts["std"], marker="o", ms=4, capsize=3, color=METHOD_COLOUR,
+                    label=labels.get(base, base))
+        ref_label = labels.get(g[g["kind"] == "reference"]["variant"].iloc[0], "reference")
+        ax.axhline(ref.mean(), ls="--", color=REFERENCE_COLOUR, label=ref_label)
+        ax.axhspan(ref.mean() - ref.std(ddof=1) if len(ref) > 1 else ref.mean(),
+                   ref.mean() + ref.std(ddof=1) if len(ref) > 1 else ref.mean(), color=REFERENCE_COLOUR, alpha=0.12)
+        ax.set_xlabel(f"{param}", fontsize=9)
+        ax.set_ylabel("average AUROC (%)", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.set_title(f"{labels.get(base, base)}: {param}", fontsize=9)
+    axes[0][0].legend(fontsize=7, frameon=False)
+    n = int(df["seed"].nunique())
+    fig.suptitle(f"Sensitivity ({title}); mean ± std over {n} seed(s)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=200, bbox_inches="tight", format="png")
+    with atomic_path(pdf, suffix=".pdf") as tmp:
+        fig.savefig(tmp, bbox_inches="tight", format="pdf")
+    plt.close(fig)
+
+
+def write_sensitivity(metric_files: Sequence[str], points: Sequence[Mapping], *, reference: str,
+                      labels: Mapping[str, str], title: str, csv: str, png: str, pdf: str) -> pd.DataFrame:
+    df = sensitivity_table(collect(metric_files), points, reference)
+    with atomic_path(csv) as tmp:
+        df.to_csv(tmp, index=False)
+    sensitivity_figure(df, png=png, pdf=pdf, title=title, labels=labels)
+    return df

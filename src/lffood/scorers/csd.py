@@ -1,0 +1,79 @@
+"""CSD, the cross-scale decision of MODE (Zhang et al., "From Global to Local: Multi-scale
+Out-of-distribution Detection", arXiv 2308.10239; code: JimZAI/MODE-OOD ``CSD_STEP2.py``).
+
+Every image has six region vectors from the last map z, stored at extraction (``multiscale``,
+float16, :func:`lffood.local.multiscale_vectors`): the means of its four quadrants, the global mean
+and the mean of the central window. The ID statistic is a bank of the L2-normalised six vectors of
+every ID training image, read from the feature file (nothing is fitted or copied). A test image's
+score is minus the smallest, over its six vectors, squared distance to the k-th nearest bank vector
+(higher = more ID). It applies to any model: CE+CSD, LFF+CSD and MODE+CSD are comparable.
+
+``bank: pooled`` (the official code's choice) searches one bank of all 6N vectors;
+``bank: per_type`` searches each region type against the bank of that type only. The search is
+exact and chunked (:func:`lffood.scorers.feature_based.kth_largest_similarity`): memory is the
+float16 bank plus ``chunk_size x (8192 + k)`` floats, never a distance matrix.
+
+Usage::
+
+    scorers: {names: [..., csd], params: {csd: {k: 10, bank: pooled}}}
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import FeatureSet, Scorer, register
+from .feature_based import kth_largest_similarity
+
+BANKS = ("pooled", "per_type")
+
+
+def normalize_rows(x: np.ndarray, eps: float = 1e-10, chunk: int = 65536) -> np.ndarray:
+    """L2-normalise the last axis of a (float16) array chunk by chunk, keeping its dtype."""
+    out = np.empty_like(x)
+    flat, dst = x.reshape(-1, x.shape[-1]), out.reshape(-1, x.shape[-1])
+    for s in range(0, len(flat), chunk):
+        v = flat[s:s + chunk].astype(np.float32)
+        dst[s:s + chunk] = v / (np.linalg.norm(v, axis=1, keepdims=True) + eps)
+    return out
+
+
+@register("csd", "CSD")
+class CSD(Scorer):
+    """MODE's cross-scale decision: minus the smallest squared distance of an image's six region
+    vectors to their k-th nearest neighbour in the ID bank of region vectors."""
+
+    defaults = {"k": 10, "bank": "pooled", "chunk_size": 1024}
+    uses_train_bank = True
+    requires = ("multiscale",)
+
+    @classmethod
+    def check_params(cls, params):
+        problems = super().check_params(params)
+        for key in ("k", "chunk_size"):
+            v = params.get(key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                problems.append(f"parameter '{key}' must be a positive integer, got {v!r}")
+        if params.get("bank") not in BANKS:
+            problems.append(f"parameter 'bank' must be one of {list(BANKS)}, got {params.get('bank')!r}")
+        return problems
+
+    def set_bank(self, train: FeatureSet) -> "CSD":
+        self.bank = normalize_rows(np.asarray(train.extras["multiscale"]))  # (N, 6, C), kept as stored
+        return self
+
+    def fit(self, train, head):
+        super().fit(train, head)
+        return self.set_bank(train)
+
+    def score(self, data: FeatureSet) -> np.ndarray:
+        q = normalize_rows(np.asarray(data.extras["multiscale"], dtype=np.float32))  # (M, 6, C)
+        m, t, c = q.shape
+        k, chunk = self.params["k"], self.params["chunk_size"]
+        if self.params["bank"] == "pooled":
+            sims = kth_largest_similarity(q.reshape(m * t, c), self.bank.reshape(-1, c), k, chunk_size=chunk,
+                                          what="CSD").reshape(m, t)
+        else:
+            sims = np.stack([kth_largest_similarity(q[:, i], self.bank[:, i], k, chunk_size=chunk, what="CSD")
+                             for i in range(t)], axis=1)
+        return -np.min(np.maximum(2.0 - 2.0 * sims, 0.0), axis=1)  # unit vectors: |a - b|^2 = 2 - 2 a.b

@@ -1,0 +1,134 @@
+"""Model variants: what is trained, from what, with which schedule. Configuration, not code.
+
+A benchmark's ``variants`` section maps a name to
+
+* ``objective``: a registered training objective (``lffood.objectives``);
+* ``params``: overrides of that objective's section ``benchmarks.<b>.<objective>``;
+* ``parent``: the variant whose checkpoint it starts from, or null (from scratch);
+* ``stage``: the stage section it trains with (``pretrain`` or ``finetune``; default ``pretrain``
+  from scratch, ``finetune`` from a parent) and ``stage_overrides`` on top of it;
+* ``checkpoint``: import a model trained elsewhere instead of training (no parent only);
+* ``label``, ``scorer`` (the method's own scorer, for the paper tables' rows) and ``scorers``
+  (restrict which scorers run on it; default every applicable one).
+
+A benchmark's ``sweeps`` add one variant per value of one parameter of a variant's objective
+(:func:`sweep_points`), each fine-tuned from the same parent; they are built for the sensitivity
+figure only. This module imports no torch: the Snakefile uses it at parse time.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import NamedTuple
+
+STAGES = ("pretrain", "finetune")
+
+
+def deep_merge(base: Mapping, override: Mapping) -> dict:
+    """``base`` with ``override`` laid on top, nested mappings merged key by key."""
+    out = copy.deepcopy(dict(base))
+    for k, v in override.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else copy.deepcopy(v)
+    return out
+
+
+class SweepPoint(NamedTuple):
+    base: str
+    param: str
+    value: float
+
+
+def format_value(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def sweep_points(bench: Mapping) -> dict[str, SweepPoint]:
+    """Variant name -> sweep point, for every value of every sweep of ``bench`` (config order). A
+    value equal to the base variant's own is not a new variant: the base variant is that point."""
+    out = {}
+    for sw in bench.get("sweeps", []):
+        for value, name in sweep_value_names(bench, sw):
+            if name != sw["variant"]:
+                out[name] = SweepPoint(sw["variant"], sw["param"], value)
+    return out
+
+
+def sweep_value_names(bench: Mapping, sweep: Mapping) -> list[tuple[float, str]]:
+    """``(value, variant name)`` of each point of one sweep, the base variant where the value is its own."""
+    current = objective_params(bench, sweep["variant"])[sweep["param"]]
+    return [(v, sweep["variant"] if v == current else f"{sweep['variant']}_{sweep['param']}{format_value(v)}")
+            for v in sweep["values"]]
+
+
+def variant_names(bench: Mapping, with_sweeps: bool = False) -> list[str]:
+    """The benchmark's variants in config order (then its sweep points when asked)."""
+    names = list(bench["variants"])
+    return names + list(sweep_points(bench)) if with_sweeps else names
+
+
+def variant(bench: Mapping, name: str) -> dict:
+    """The variant's entry with defaults filled in; a sweep point is its base variant with the one
+    parameter changed, running only the base variant's scorer."""
+    if name in bench["variants"]:
+        v = copy.deepcopy(dict(bench["variants"][name]))  # schema defaults are filled in (validate_config)
+        v.setdefault("stage", "pretrain" if v["parent"] is None else "finetune")
+        v.setdefault("label", name)
+        return v
+    points = sweep_points(bench)
+    if name not in points:
+        raise KeyError(f"unknown variant '{name}'; the benchmark defines {list(bench['variants'])} "
+                       f"and sweep points {list(points)}")
+    p = points[name]
+    v = variant(bench, p.base)
+    v["params"] = {**v["params"], p.param: p.value}
+    v["label"] = f"{v['label']} ({p.param} = {format_value(p.value)})"
+    v["scorers"] = [v["scorer"]]
+    v["sweep"] = {"base": p.base, "param": p.param, "value": p.value}
+    return v
+
+
+def objective_params(bench: Mapping, name: str) -> dict:
+    """The objective's resolved parameters for variant ``name``: its section, then the overrides."""
+    v = variant(bench, name)
+    return {**bench.get(v["objective"], {}), **v["params"]}
+
+
+def stage_config(bench: Mapping, name: str) -> dict:
+    v = variant(bench, name)
+    return deep_merge(bench[v["stage"]], v["stage_overrides"])
+
+
+def monitor_delta(bench: Mapping) -> float | None:
+    """The threshold at which every training run logs LFF's background selection (for comparable logs
+    and the local-norm figure): ``monitor.delta``, or the benchmark's ``lff.delta``."""
+    d = bench.get("monitor", {}).get("delta")
+    return d if d is not None else bench.get("lff", {}).get("delta")
+
+
+def training_spec(bench: Mapping, name: str) -> dict:
+    """Exactly what training variant ``name`` reads. It is the Snakemake job's params (a change reruns
+    that variant and what follows, nothing else) and what :func:`lffood.pipeline.run_training` uses."""
+    v = variant(bench, name)
+    return {"objective": v["objective"], "params": objective_params(bench, name), "parent": v["parent"], "stage_name": v["stage"],
+            "stage": stage_config(bench, name), "checkpoint": v["checkpoint"], "model": dict(bench["model"]),
+            "guard": dict(bench["guard"]), "amp": bench["amp"], "deterministic": bench["deterministic"],
+            "monitor_delta": monitor_delta(bench)}
+
+
+def variant_scorers(bench: Mapping, name: str) -> list[str]:
+    """The scorers run on variant ``name``: the benchmark's ``scorers.names`` (or the variant's own
+    ``scorers``) that apply to its objective (a scorer's ``requires`` must be among the fields the
+    objective's models provide, e.g. SSOD's OOD head)."""
+    from .objectives import objective_class
+    from .scorers import scorer_applies
+
+    v = variant(bench, name)
+    names = v["scorers"] if v["scorers"] is not None else bench["scorers"]["names"]
+    provides = set(objective_class(v["objective"]).provides) | extraction_fields(bench)
+    return [s for s in names if scorer_applies(s, provides)]
+
+
+def extraction_fields(bench: Mapping) -> set[str]:
+    """Optional feature-file fields every model of the benchmark has (``extraction.multiscale``)."""
+    return {"multiscale"} if bench["extraction"].get("multiscale", True) else set()

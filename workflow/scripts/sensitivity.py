@@ -1,0 +1,14 @@
+"""Rule sensitivity: AUROC against each swept parameter, CE control as reference (paper Fig. 6)."""
+from lffood.report.sensitivity import write_sensitivity
+from lffood.runtime import run_rule
+
+smk = snakemake  # noqa: F821
+
+
+def main():
+    p = smk.params
+    write_sensitivity(list(smk.input), p.points, reference=p.reference, labels=p.labels, title=p.title,
+                      csv=smk.output.csv, png=smk.output.png, pdf=smk.output.pdf)
+
+
+run_rule(smk, main)
