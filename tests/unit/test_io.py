@@ -1,5 +1,5 @@
 """Atomic writes: permissions follow the umask, data is synced before the rename, and no temporary
-file outlives a failed or killed (SIGKILL) write."""
+file outlives a failed, cancelled (SIGTERM, SIGHUP, SIGINT) or killed (SIGKILL) write."""
 
 import json
 import os
@@ -17,6 +17,7 @@ import pytest
 import lffood
 from lffood import h5schema
 from lffood.io import atomic_path, remove_stale_temps, write_text_atomic
+from lffood.runtime import signals_raise
 
 SRC = str(Path(lffood.__file__).resolve().parents[1])
 
@@ -121,7 +122,7 @@ def test_failed_sync_fails_the_write_and_leaves_no_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-# --- exceptions --------------------------------------------------------------------------------
+# --- exceptions and signals --------------------------------------------------------------------
 
 @pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt(), SystemExit(143)])
 def test_exception_removes_temp_and_keeps_previous_file(tmp_path, exc):
@@ -134,6 +135,58 @@ def test_exception_removes_temp_and_keeps_previous_file(tmp_path, exc):
             raise exc
     assert target.read_text() == "old"
     assert _temps(tmp_path) == []
+
+
+SLOW_RULE = """
+    import sys, time
+    from types import SimpleNamespace
+    from lffood.io import atomic_path
+    from lffood.runtime import run_rule
+
+    def main():
+        with atomic_path(sys.argv[1]) as tmp:
+            with open(tmp, "w") as fh:
+                fh.write("first half")
+                fh.flush()
+                print(tmp, flush=True)  # tells the test that the write is under way
+                time.sleep(60)
+                fh.write("second half")
+
+    run_rule(SimpleNamespace(log=[sys.argv[2]], rule="slow_write", wildcards={}), main)
+"""
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGHUP, 128 + signal.SIGHUP),
+                                         (signal.SIGINT, -signal.SIGINT)])
+def test_signal_to_rule_removes_temp(tmp_path, sig, status):
+    out, logs = tmp_path / "results", tmp_path / "logs"
+    target, log = out / "slow.txt", logs / "slow.log"
+    proc = _python(SLOW_RULE, target, log)
+    tmp = Path(proc.stdout.readline().strip())
+    assert tmp.parent == out and tmp.exists(), proc.communicate(timeout=30)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == status, err
+    assert not target.exists()
+    assert list(out.iterdir()) == [], "the temporary file of the cancelled write remains"
+    assert f"received {sig.name}" in log.read_text()
+
+
+def test_signals_raise_converts_restores_and_keeps_ignored(tmp_path):
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        with signals_raise():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            with pytest.raises(SystemExit) as exc:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # interrupted by the handler
+            assert exc.value.code == 128 + signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, before[0])
+        signal.signal(signal.SIGHUP, before[1])
 
 
 # --- leftovers of killed writers ---------------------------------------------------------------
