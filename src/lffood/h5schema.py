@@ -47,8 +47,6 @@ from .errors import SchemaError
 from .io import atomic_path
 
 SCHEMA_VERSION = 1
-#: the kinds of file the schema defines (root attribute ``kind``)
-KINDS = ("features", "scores", "stats")
 #: version of the statistics layout (bump when a scorer's stored statistics change meaning)
 STATS_VERSION = 1
 ROLES = ("id_train", "id_test", "ood")
@@ -125,6 +123,10 @@ def _plain(value):
     if isinstance(value, bytes):
         return value.decode()
     return value.item() if isinstance(value, np.generic) else value
+
+
+#: the kinds of file the schema defines (root attribute ``kind``)
+KINDS = ("features", "scores", "stats")
 
 
 def file_kind(path) -> str:
