@@ -4,7 +4,7 @@ Examples::
 
     lffood check-config config.yaml          # validate a config, print resolved values
     lffood scorers                           # list registered scorers and their defaults
-    lffood inspect results/embedded/seed0/features/lff.h5
+    lffood inspect results/embedded/seed0/features/lff.h5   # also score and statistics files
     lffood generate-embedded /tmp/emb        # write the embedded benchmark's splits
     lffood benchmarks                        # run time and memory per rule of the last run
     lffood smoke --arch resnet34             # images/s of every training objective and extraction (GPU check)
@@ -57,17 +57,44 @@ def _objectives(args) -> int:
     return 0
 
 
-def _inspect(args) -> int:
-    from . import h5schema
-
-    attrs = h5schema.read_attrs(args.file)
+def _print_attrs(attrs) -> None:
     for k in sorted(attrs):
         v = str(attrs[k])
         print(f"{k:18s} {v if len(v) < 100 else v[:97] + '...'}")
-    for name, role in h5schema.list_splits(args.file).items():
-        d = h5schema.read_split(args.file, name)
-        shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in d.items())
-        print(f"split {name:14s} {role:9s} {shapes}")
+
+
+def _inspect(args) -> int:
+    """Summarise any kind of lffood HDF5 file: its root attributes, then per kind what it holds
+    (shapes are read from the metadata, so large feature files are not loaded)."""
+    import numpy as np
+
+    from . import h5schema
+
+    kind = h5schema.file_kind(args.file)
+    _print_attrs(h5schema.read_attrs(args.file, kind))
+    if kind == "features":
+        for name, role in h5schema.list_splits(args.file).items():
+            info = h5schema.describe_datasets(args.file, kind, f"splits/{name}")
+            shapes = ", ".join(f"{k} {v['shape']}" for k, v in info.items())
+            print(f"split {name:14s} {role:9s} {shapes}")
+    elif kind == "scores":
+        scores, _ = h5schema.read_scores(args.file)
+        for name, s in scores.items():
+            finite = s[np.isfinite(s)]
+            line = f"split {name:14s} n {len(s):<8d}"
+            if finite.size:
+                line += f" min {finite.min():.6g}  mean {finite.mean():.6g}  max {finite.max():.6g}"
+            if finite.size < s.size:
+                line += f"  non-finite {s.size - finite.size}"
+            print(line.rstrip())
+    else:  # stats
+        version = h5schema.read_attrs(args.file, kind).get("stats_version")
+        if version != h5schema.STATS_VERSION:
+            print(f"note: statistics layout version {version}, this lffood reads {h5schema.STATS_VERSION}: "
+                  "scoring will refuse it; rebuild it with snakemake")
+        for name, info in h5schema.describe_datasets(args.file, kind, "stats").items():
+            value = f" = {info['value']}" if "value" in info else ""
+            print(f"stat {name:24s} {str(info['dtype']):8s} {info['shape']}{value}")
     return 0
 
 
@@ -163,7 +190,7 @@ def main(argv=None) -> int:
     c.set_defaults(fn=_check_config)
     s = sub.add_parser("scorers", help="list registered OOD scorers")
     s.set_defaults(fn=_scorers)
-    i = sub.add_parser("inspect", help="summarise an lffood HDF5 feature file")
+    i = sub.add_parser("inspect", help="summarise an lffood HDF5 file: features, scores or statistics")
     i.add_argument("file")
     i.set_defaults(fn=_inspect)
     b = sub.add_parser("benchmarks", help="summarise per-rule run time and memory from Snakemake benchmark files")

@@ -121,14 +121,46 @@ def write_features(path, *, head_weight: np.ndarray, head_bias: np.ndarray,
                         g.attrs["n"] = arr.shape[0]
 
 
-def _open(path, kind: str) -> h5py.File:
+def _open_hdf5(path) -> h5py.File:
     path = Path(path)
     if not path.exists():
         raise SchemaError(f"{path}: HDF5 file not found. Rebuild it with snakemake {path}.")
     try:
-        f = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as exc:
         raise SchemaError(f"{path}: not a readable HDF5 file ({exc}). Delete it and rebuild it with snakemake.") from exc
+
+
+def _plain(value):
+    """An attribute or scalar as a plain Python value (str for bytes, int/float for numpy scalars)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return value.item() if isinstance(value, np.generic) else value
+
+
+#: the kinds of file the schema defines (root attribute ``kind``)
+KINDS = ("features", "scores", "stats")
+
+
+def file_kind(path) -> str:
+    """The kind (one of :data:`KINDS`) of an lffood HDF5 file, read from its ``kind`` and
+    ``schema_version`` attributes; SchemaError for a missing or non-HDF5 file, an HDF5 file not
+    written by lffood, and one of another schema version."""
+    with _open_hdf5(path) as f:
+        kind, version = _plain(f.attrs.get("kind")), _plain(f.attrs.get("schema_version"))
+    if kind not in KINDS:
+        raise SchemaError(f"{path}: an HDF5 file, but not one of lffood's (its attribute 'kind' is {kind!r}; lffood "
+                          f"files have one of {list(KINDS)}). Only files written by the lffood workflow can be read; "
+                          "their layout is documented in lffood.h5schema.")
+    if version != SCHEMA_VERSION:
+        raise SchemaError(f"{path}: an lffood '{kind}' file of schema version {version!r}, this lffood reads version "
+                          f"{SCHEMA_VERSION}. Delete it and rebuild it with snakemake.")
+    return kind
+
+
+def _open(path, kind: str) -> h5py.File:
+    path = Path(path)
+    f = _open_hdf5(path)
     version, found = f.attrs.get("schema_version"), f.attrs.get("kind")
     if found != kind or version != SCHEMA_VERSION:
         f.close()
@@ -145,6 +177,25 @@ def _open(path, kind: str) -> h5py.File:
 def read_attrs(path, kind: str = "features") -> dict:
     with _open(path, kind) as f:
         return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+
+
+def describe_datasets(path, kind: str, group: str) -> dict[str, dict]:
+    """``{name: {"shape", "dtype", "value"}}`` of every dataset under ``group`` (names relative to
+    it), read from the metadata without loading the arrays; ``value`` only for 0-d (scalar) datasets.
+    For summaries of large files (``lffood inspect``)."""
+    with _open(path, kind) as f:
+        if group not in f:
+            raise SchemaError(f"{path}: no group '{group}' in this '{kind}' file. Delete it and rebuild it with snakemake.")
+        out = {}
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                info = out[name] = {"shape": tuple(obj.shape), "dtype": obj.dtype}
+                if obj.ndim == 0:
+                    info["value"] = _plain(obj[()])
+
+        f[group].visititems(visit)
+        return out
 
 
 def list_splits(path) -> dict[str, str]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -150,18 +154,61 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+#: signals that cancel a job (SLURM's scancel and time limit, Snakemake on shutdown, a closed
+#: terminal); by default they end Python at once, without running ``finally`` blocks or cleanup
+TERMINATION_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+def _raise_on_signal(signum, frame) -> None:
+    name = signal.Signals(signum).name
+    if signum == signal.SIGINT:
+        log.error("received %s: stopping; temporary files of unfinished outputs are removed", name)
+        raise KeyboardInterrupt
+    log.error("received %s: stopping with exit status %d; temporary files of unfinished outputs are removed",
+              name, 128 + signum)
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def signals_raise() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into ``SystemExit(128 + signum)`` (and log SIGINT before its usual
+    KeyboardInterrupt) while the block runs, so that ``finally`` blocks and
+    :func:`lffood.io.atomic_path`'s cleanup run when a job is cancelled; the exit status is the
+    shell's convention for a signal. SIGKILL cannot be caught (``atomic_path`` removes what a
+    killed writer left on the next write). Ignored signals stay ignored (``nohup``). Python runs
+    signal handlers in the main thread only: elsewhere this does nothing. The previous handlers are
+    restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for name in (*TERMINATION_SIGNALS, "SIGINT"):
+        signum = getattr(signal, name, None)
+        # keep ignored signals ignored (nohup ignores SIGHUP, a background shell job SIGINT) and
+        # handlers someone else installed; replace only Python's defaults
+        if signum is not None and signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
+            previous[name] = signal.signal(signum, _raise_on_signal)
+    try:
+        yield
+    finally:
+        for n, handler in previous.items():
+            signal.signal(getattr(signal, n), handler)
+
+
 def run_rule(smk, main) -> None:
     """Entry point of every rule script: log to the rule's log file, turn library errors into a
-    clear message and a non-zero exit instead of a traceback."""
+    clear message and a non-zero exit instead of a traceback, and turn SIGTERM / SIGHUP into an
+    exception (:func:`signals_raise`) so a cancelled job leaves no temporary files."""
     from .errors import LffoodError
 
     logger = setup_logging(smk.log[0] if len(smk.log) else None)
     logger.info("rule %s, wildcards %s", smk.rule, dict(smk.wildcards.items()))
-    try:
-        main()
-    except LffoodError as exc:
-        logger.error("%s", exc)
-        raise SystemExit(1) from None
+    with signals_raise():
+        try:
+            main()
+        except LffoodError as exc:
+            logger.error("%s", exc)
+            raise SystemExit(1) from None
 
 
 def export_pythonpath(path: str) -> None:

@@ -227,3 +227,50 @@ def test_failure_midway_keeps_previous_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["scores.h5"]
     back, attrs = h5schema.read_scores(path)
     assert attrs["scorer"] == "msp" and list(back) == ["test"]
+
+
+def test_file_kind_of_every_kind(tmp_path):
+    feats, scores, stats = tmp_path / "f.h5", tmp_path / "s.h5", tmp_path / "st.h5"
+    _write(feats)
+    h5schema.write_scores(scores, {"test": np.zeros(3)}, scorer="msp", params={}, features_file="f.h5")
+    h5schema.write_stats(stats, {"means": np.zeros((2, 3))}, scorer="mahalanobis", params={}, source="f.h5")
+    assert [h5schema.file_kind(p) for p in (feats, scores, stats)] == ["features", "scores", "stats"]
+    assert set(h5schema.KINDS) == {"features", "scores", "stats"}
+
+
+def test_file_kind_rejects_non_lffood_files(tmp_path):
+    junk, foreign, old = tmp_path / "junk.h5", tmp_path / "foreign.h5", tmp_path / "old.h5"
+    junk.write_text("not hdf5")
+    with h5py.File(foreign, "w") as f:
+        f["x"] = np.arange(3)
+    h5schema.write_scores(old, {"test": np.zeros(3)}, scorer="msp", params={}, features_file="f.h5")
+    with h5py.File(old, "a") as f:
+        f.attrs["schema_version"] = 0
+    for path, message in [(junk, "not a readable HDF5 file"), (foreign, "not one of lffood's"),
+                          (old, "schema version 0"), (tmp_path / "missing.h5", "not found")]:
+        with pytest.raises(SchemaError, match=message) as exc:
+            h5schema.file_kind(path)
+        assert str(path) in str(exc.value)
+
+
+def test_describe_datasets_reads_shapes_dtypes_and_scalars(tmp_path, monkeypatch):
+    path = tmp_path / "st.h5"
+    h5schema.write_stats(path, {"means": np.zeros((2, 3)), "threshold": 1.25, "block": 3}, scorer="react",
+                         params={}, source="f.h5")
+    info = h5schema.describe_datasets(path, "stats", "stats")
+    assert info == {"block": {"shape": (), "dtype": np.dtype(np.int64), "value": 3},
+                    "means": {"shape": (2, 3), "dtype": np.dtype(np.float64)},
+                    "threshold": {"shape": (), "dtype": np.dtype(np.float64), "value": 1.25}}
+    assert type(info["block"]["value"]) is int
+    with pytest.raises(SchemaError, match="no group 'splits'"):
+        h5schema.describe_datasets(path, "stats", "splits")
+    feats = tmp_path / "f.h5"
+    _write(feats)
+
+    def no_reading(self, *args):  # shapes come from the metadata: no array is read
+        raise AssertionError("array read")
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", no_reading)
+    info = h5schema.describe_datasets(feats, "features", "splits/far")
+    assert {k: v["shape"] for k, v in info.items()} == {"features": (5, C), "labels": (5,), "local_norms": (5, L),
+                                                        "logits": (5, K), "preds": (5,)}
