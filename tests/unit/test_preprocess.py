@@ -113,11 +113,12 @@ def test_svhn_end_to_end_with_seeded_cap(tmp_path, monkeypatch):
 
     blob, x = fx.svhn_mat(40)
     url_name = "test_32x32.mat"
+    # file name and md5 come from torchvision's (patched) class attribute; its http:// URL is fetched over https
+    monkeypatch.setitem(tvd.SVHN.split_list, "test", ["http://svhn.example.org/x/" + url_name, url_name, fx.md5(blob)])
+    assert dl.spec("svhn").url == "https://svhn.example.org/x/" + url_name
     with fx.FixtureServer() as srv:
-        url = srv.add(url_name, blob)
-        monkeypatch.setitem(tvd.SVHN.split_list, "test", [url, url_name, fx.md5(blob)])
-        cfg = _cfg(tmp_path, "cifar10", ["svhn"], {}, ood_max_images=25, seed=7)
-        path = dl.fetch_archive(cfg, "svhn")  # the URL comes from torchvision's (patched) class attribute
+        cfg = _cfg(tmp_path, "cifar10", ["svhn"], {"svhn": srv.add(url_name, blob)}, ood_max_images=25, seed=7)
+        path = dl.fetch_archive(cfg, "svhn")
         assert srv.count() == 1
     ds = cfg["benchmarks"]["b"]["dataset"]
     out, files = tmp_path / "svhn.npz", tmp_path / "svhn.files.txt"
