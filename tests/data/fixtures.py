@@ -33,6 +33,23 @@ def jpeg(rng: np.random.Generator, w: int, h: int, fmt: str = "JPEG", mode: str 
     return buf.getvalue()
 
 
+def bomb_png(width: int, height: int) -> bytes:
+    """A decompression bomb: a valid 1-bit grayscale PNG of ``width`` x ``height`` zero pixels. Rows
+    of zeros deflate about 1000:1, so 20000 x 20000 (400 Mpx, 1.2 GB once decoded as RGB) is ~50 KB."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte 0, then the packed bits of one row
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(row * 256) for _ in range(height // 256))
+    idat += z.compress(row * (height % 256)) + z.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
 def tar_bytes(members: dict[str, bytes], mode: str = "w:gz") -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode=mode) as tf:
