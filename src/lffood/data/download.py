@@ -451,9 +451,8 @@ def describe_sources(cfg: Mapping) -> str:
         else:
             ck = "no published checksum: trusted on first use, sha256 recorded in the lock file on first download"
         pol = policy_for(cfg, key)
-        via = (f"mirror named in {pol.config_key}" if pol.mirror
-               else "redirects only within its host" + (f" or to {', '.join(pol.redirect_hosts)}"
-                                                       if pol.redirect_hosts else ""))
-        lines.append(f"{key}\n  {a.description}\n  url:   {sources.archive_url(cfg, key)} ({via})\n"
+        via = (f"its own host only (your mirror, {pol.config_key})" if pol.mirror
+               else ", ".join(("its own host", *pol.redirect_hosts)))
+        lines.append(f"{key}\n  {a.description}\n  url:   {sources.archive_url(cfg, key)}\n  redirects: {via}\n"
                      f"  check: {ck}\n  place: {sources.archive_path(cfg, key)}")
     return "\n".join(lines)
