@@ -193,7 +193,8 @@ def host_allowed(host: str, patterns) -> bool:
 
 def check_url(url: str, policy: UrlPolicy) -> str:
     """Refuse a URL whose scheme ``policy`` does not allow; returns the scheme."""
-    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
     if scheme == "https":
         return scheme
     if scheme == "http" and (policy.allow_http or policy.mirror):
@@ -201,7 +202,7 @@ def check_url(url: str, policy: UrlPolicy) -> str:
     if scheme == "file" and policy.mirror:
         return scheme
     if scheme == "http":
-        why = (f"plain http is refused because the source offers https: use https://{url[len('http://'):]} "
+        why = (f"plain http is refused because the source offers https: use {urllib.parse.urlunsplit(('https',) + tuple(parts[1:]))} "
                f"or, for a mirror you trust, name it in {policy.config_key}")
     elif scheme == "file":
         why = (f"file:// is only accepted when you name it yourself as a local mirror in {policy.config_key}")
