@@ -90,8 +90,9 @@ def record_lock(path: str | os.PathLike, key: str, entry: Mapping) -> None:
         files = read_lock(path)
         files[key] = dict(entry)
         text = json.dumps({"version": LOCK_VERSION,
-                           "comment": "sha256 of downloads with no published checksum, recorded on first "
-                                      "download by lffood.data.download and verified afterwards",
+                           "comment": "sha256 of downloads with no published checksum, trusted on first use: "
+                                      "recorded on first download by lffood.data.download and verified "
+                                      "afterwards. Commit this file.",
                            "files": dict(sorted(files.items()))}, indent=2) + "\n"
         with atomic_path(path, suffix=".json") as tmp:
             tmp.write_text(text)
@@ -202,7 +203,8 @@ def check_url(url: str, policy: UrlPolicy) -> str:
     if scheme == "file" and policy.mirror:
         return scheme
     if scheme == "http":
-        why = (f"plain http is refused because the source offers https: use {urllib.parse.urlunsplit(('https',) + tuple(parts[1:]))} "
+        https = urllib.parse.urlunsplit(("https", *parts[1:]))
+        why = (f"plain http is refused because the source offers https: use {https} "
                f"or, for a mirror you trust, name it in {policy.config_key}")
     elif scheme == "file":
         why = (f"file:// is only accepted when you name it yourself as a local mirror in {policy.config_key}")
