@@ -11,6 +11,7 @@ Examples::
     lffood objectives                        # list training objectives and their parameters
     lffood download --list                   # paper datasets: URL, checksum, where to place by hand
     lffood download lsun_crop dtd            # download (or verify) archives outside Snakemake
+    lffood verify                            # check every split file under data_dir against its checksum
 """
 
 from __future__ import annotations
@@ -180,6 +181,44 @@ def _download(args) -> int:
     return 0
 
 
+def _split_files(args) -> list[Path]:
+    """The split files to verify: the paths given (folders searched recursively), else every ``*.npz``
+    under the config's ``data_dir``. Hidden files (unfinished atomic writes) are skipped."""
+    if args.paths:
+        roots = [Path(p) for p in args.paths]
+    else:
+        from .config import load_config
+
+        data_dir = Path(load_config(args.config, args.schema)["data_dir"])
+        roots = [data_dir] if data_dir.is_dir() else []
+    files = []
+    for r in roots:
+        if r.is_dir():
+            files += sorted(p for p in r.rglob("*.npz") if not p.name.startswith("."))
+        else:
+            files.append(r)  # a missing file is reported by verify_split
+    return files
+
+
+def _verify(args) -> int:
+    from .data.arrays import verify_split
+
+    files = _split_files(args)
+    if not files:
+        where = ", ".join(args.paths) if args.paths else f"data_dir of {args.config}"
+        print(f"error: no split files (*.npz) under {where}: nothing verified", file=sys.stderr)
+        return 1
+    failed = 0
+    for f in files:
+        try:
+            print(f"OK    {f}  {verify_split(f)}", flush=True)
+        except LffoodError as exc:
+            failed += 1
+            print(f"FAIL  {f}  {exc}", flush=True)
+    print(f"{len(files) - failed} of {len(files)} split files verified" + (f", {failed} FAILED" if failed else ""))
+    return 1 if failed else 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="lffood", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -221,6 +260,11 @@ def main(argv=None) -> int:
     d.add_argument("--config", default="config.yaml", help="config file (downloads.* and data_dir)")
     d.add_argument("--schema", default=str(REPO_SCHEMA))
     d.set_defaults(fn=_download)
+    v = sub.add_parser("verify", help="check split files (.npz) against their checksums; exit 1 on any failure")
+    v.add_argument("paths", nargs="*", help="split files or folders (default: every *.npz under the config's data_dir)")
+    v.add_argument("--config", default="config.yaml", help="config whose data_dir is searched when no path is given")
+    v.add_argument("--schema", default=str(REPO_SCHEMA))
+    v.set_defaults(fn=_verify)
     args = p.parse_args(argv)
     try:
         return args.fn(args)

@@ -33,6 +33,23 @@ def jpeg(rng: np.random.Generator, w: int, h: int, fmt: str = "JPEG", mode: str 
     return buf.getvalue()
 
 
+def bomb_png(width: int, height: int) -> bytes:
+    """A decompression bomb: a valid 1-bit grayscale PNG of ``width`` x ``height`` zero pixels. Rows
+    of zeros deflate about 1000:1, so 20000 x 20000 (400 Mpx, 1.2 GB once decoded as RGB) is ~50 KB."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte 0, then the packed bits of one row
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(row * 256) for _ in range(height // 256))
+    idat += z.compress(row * (height % 256)) + z.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
 def tar_bytes(members: dict[str, bytes], mode: str = "w:gz") -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode=mode) as tf:
@@ -137,11 +154,13 @@ def ilsvrc_folder(root: Path, wnids, train_per_class: int = 2, val_per_class: in
 
 # ----------------------------------------------------------------------------- HTTP server
 class FixtureServer:
-    """A loopback HTTP server in a thread serving in-memory files, with optional Range support and
-    injected failures. ``requests`` records (path, Range header) of every GET."""
+    """A loopback HTTP server in a thread serving in-memory files, with optional Range support,
+    redirects and injected failures. ``requests`` records (path, Range header) of every GET;
+    ``redirects`` maps a path to the URL it answers with a 302."""
 
     def __init__(self, range_support: bool = True):
         self.files: dict[str, bytes] = {}
+        self.redirects: dict[str, str] = {}
         self.requests: list[tuple[str, str | None]] = []
         self.range_support = range_support
         self.cut_after: dict[str, list[int]] = {}  # path -> byte counts at which to drop the next responses
@@ -157,6 +176,12 @@ class FixtureServer:
                 path = self.path.split("?")[0]
                 rng = self.headers.get("Range")
                 server.requests.append((path, rng))
+                if path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 data = server.files.get(path)
                 if data is None:
                     self.send_response(404)
@@ -195,8 +220,14 @@ class FixtureServer:
         self.files[f"/{name}"] = data
         return self.url(name)
 
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+    def url(self, name: str, host: str = "127.0.0.1") -> str:
+        """The URL of ``name``; ``host="localhost"`` reaches the same server under another host name."""
+        return f"http://{host}:{self.httpd.server_address[1]}/{name}"
+
+    def redirect(self, name: str, target: str) -> str:
+        """Answer ``name`` with a 302 to ``target``; returns the URL of ``name``."""
+        self.redirects[f"/{name}"] = target
+        return self.url(name)
 
     def count(self, name: str | None = None) -> int:
         return len(self.requests) if name is None else Counter(p for p, _ in self.requests)[f"/{name}"]

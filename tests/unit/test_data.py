@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lffood.data import augment, embedded
-from lffood.data.arrays import OOD_LABEL, Split, load_split, save_split
+from lffood.data import arrays, augment, embedded
+from lffood.data.arrays import OOD_LABEL, Split, SplitWriter, load_split, save_split, verify_split
 from lffood.data.loader import TensorImages
 from lffood.errors import DataError
 
@@ -62,6 +62,114 @@ def test_split_rejects_bad_images(images):
 def test_split_rejects_bad_labels():
     with pytest.raises(DataError):
         Split(_images(3), np.zeros(2, np.int64))
+
+
+# ----------------------------------------------------------------------------- split checksums
+def _flip_image_byte(path, k=37):
+    """Flip one byte inside the images array of a split file, past the zip's CRC (as bit rot would)."""
+    offset = arrays._mmap_member(path, "images.npy").offset + k
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        b = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([b[0] ^ 0x01]))
+
+
+def _cli(*argv):
+    from lffood.cli import main
+
+    return main(["verify", *map(str, argv)])
+
+
+def test_flipped_image_byte_is_caught_on_load_and_by_lffood_verify(tmp_path, capsys):
+    path = tmp_path / "b" / "test.npz"
+    save_split(path, Split(_images(8), np.arange(8), {"role": "id_test"}))
+    assert isinstance(load_split(path).images, np.memmap)  # verified and still memory-mapped
+    assert _cli(path) == 0
+    out = capsys.readouterr().out
+    assert f"OK    {path}" in out and "1 of 1 split files verified" in out
+    _flip_image_byte(path)
+    with pytest.raises(DataError) as exc:
+        load_split(path)  # small: verified on load by default
+    msg = str(exc.value)
+    assert f"split {path} is corrupt: checksum mismatch in images" in msg and f"snakemake --force {path}" in msg
+    assert _cli(path) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL  {path}" in out and "checksum mismatch" in out and "1 FAILED" in out
+    assert load_split(path, verify=False).images.shape == (8, 5, 4, 3)  # an explicit opt-out still loads
+
+
+def test_large_split_is_not_hashed_on_load_but_lffood_verify_checks_it(tmp_path, monkeypatch, caplog):
+    path = tmp_path / "train.npz"
+    save_split(path, Split(_images(8), np.arange(8), {}))
+    _flip_image_byte(path, k=100)
+    monkeypatch.setattr(arrays, "VERIFY_ON_LOAD_MAX_BYTES", _images(8).nbytes - 1)
+    with caplog.at_level("INFO", logger="lffood.data"):
+        load_split(path)  # over the threshold: not verified, and the log says so
+    assert any("not verified on load" in r.getMessage() and "lffood verify" in r.getMessage() for r in caplog.records)
+    with pytest.raises(DataError, match="checksum mismatch in images"):
+        load_split(path, verify=True)
+    with pytest.raises(DataError, match="checksum mismatch in images"):
+        verify_split(path)
+
+
+def test_split_without_checksum_loads_with_a_warning_and_fails_lffood_verify(tmp_path, caplog, capsys):
+    import json
+
+    path = tmp_path / "old.npz"  # the format before checksums
+    np.savez(path, images=_images(), labels=np.zeros(6, np.int64), meta=np.array(json.dumps({"role": "ood"})))
+    with caplog.at_level("WARNING", logger="lffood.data"):
+        s = load_split(path)
+    assert s.meta == {"role": "ood"} and len(s) == 6
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "has no checksum" in warned[0] and f"snakemake --force {path}" in warned[0]
+    with pytest.raises(DataError, match="no checksum"):
+        verify_split(path)
+    assert _cli(path) == 1
+    assert f"FAIL  {path}" in capsys.readouterr().out
+
+
+def test_split_writer_checksum_is_computed_chunk_by_chunk(tmp_path):
+    import zipfile
+
+    imgs, labels, meta = _images(10), np.arange(10) % 3, {"role": "id_train"}
+    save_split(tmp_path / "a.npz", Split(imgs, labels, meta))
+    for name, cuts in (("b.npz", [3, 10]), ("c.npz", [1, 2, 9, 10])):
+        with SplitWriter(tmp_path / name, labels, (5, 4), meta) as w:
+            start = 0
+            for stop in cuts:
+                w.write(imgs[start:stop])
+                start = stop
+    records = []
+    for name in ("a.npz", "b.npz", "c.npz"):
+        with zipfile.ZipFile(tmp_path / name) as zf:
+            records.append(zf.read("checksum.npy"))
+        assert "sha256" in verify_split(tmp_path / name)
+    assert records[0] == records[1] == records[2]  # same content, same checksum, however it was written
+    _flip_image_byte(tmp_path / "c.npz", k=5 * 4 * 3 * 9)  # a byte of the last image
+    with pytest.raises(DataError, match="checksum mismatch in images"):
+        load_split(tmp_path / "c.npz")
+
+
+def test_lffood_verify_defaults_to_every_split_under_data_dir(tmp_path, capsys):
+    data = tmp_path / "data"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data_dir: {data}\nbenchmarks: {{b: {{dataset: {{source: embedded, ood_sets: [far]}}}}}}\n"
+                   "run: [b]\n")
+    assert _cli("--config", cfg) == 1  # no split yet: nothing verified is not a success
+    assert "nothing verified" in capsys.readouterr().err
+    good, bad = data / "b" / "train.npz", data / "c" / "far.npz"
+    save_split(good, Split(_images(4), np.arange(4), {}))
+    save_split(bad, Split(_images(4, seed=1), np.full(4, -1), {}))
+    (data / "b" / ".train.npz.x1y2.tmp.npz").write_bytes(b"an unfinished atomic write")  # skipped
+    assert _cli("--config", cfg) == 0
+    assert capsys.readouterr().out.count("OK    ") == 2
+    _flip_image_byte(bad)
+    assert _cli("--config", cfg) == 1
+    out = capsys.readouterr().out
+    assert f"OK    {good}" in out and f"FAIL  {bad}" in out and "1 of 2 split files verified, 1 FAILED" in out
+    assert _cli(tmp_path / "nope.npz") == 1  # a missing file is a failure too
+    assert "split file not found" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- augmentation

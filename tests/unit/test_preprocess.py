@@ -113,11 +113,12 @@ def test_svhn_end_to_end_with_seeded_cap(tmp_path, monkeypatch):
 
     blob, x = fx.svhn_mat(40)
     url_name = "test_32x32.mat"
+    # file name and md5 come from torchvision's (patched) class attribute; its http:// URL is fetched over https
+    monkeypatch.setitem(tvd.SVHN.split_list, "test", ["http://svhn.example.org/x/" + url_name, url_name, fx.md5(blob)])
+    assert dl.spec("svhn").url == "https://svhn.example.org/x/" + url_name
     with fx.FixtureServer() as srv:
-        url = srv.add(url_name, blob)
-        monkeypatch.setitem(tvd.SVHN.split_list, "test", [url, url_name, fx.md5(blob)])
-        cfg = _cfg(tmp_path, "cifar10", ["svhn"], {}, ood_max_images=25, seed=7)
-        path = dl.fetch_archive(cfg, "svhn")  # the URL comes from torchvision's (patched) class attribute
+        cfg = _cfg(tmp_path, "cifar10", ["svhn"], {"svhn": srv.add(url_name, blob)}, ood_max_images=25, seed=7)
+        path = dl.fetch_archive(cfg, "svhn")
         assert srv.count() == 1
     ds = cfg["benchmarks"]["b"]["dataset"]
     out, files = tmp_path / "svhn.npz", tmp_path / "svhn.files.txt"
@@ -180,6 +181,73 @@ def test_corrupt_tar_is_a_clear_error(tmp_path):
     bad.write_bytes(fx.odin_tgz()[:200])
     with pytest.raises(DataError, match="LSUN.tar.gz"):
         pp.tar_image_names(bad)
+
+
+# ----------------------------------------------------------------------------- size limits
+def _tar_with(tmp_path, extra: dict, name="LSUN.tar.gz"):
+    rng = np.random.default_rng(0)
+    members = {f"LSUN/test/{i:04d}.jpg": fx.jpeg(rng, 36, 36) for i in range(3)}
+    path = tmp_path / name
+    path.write_bytes(fx.tar_bytes({**members, **extra}))
+    return path
+
+
+def test_decompression_bomb_in_a_tar_is_a_data_error_naming_archive_and_member(tmp_path):
+    bomb = fx.bomb_png(20000, 20000)  # 400 Mpx: over twice PIL's threshold, so PIL itself refuses it
+    assert len(bomb) < 100_000
+    path = _tar_with(tmp_path, {"LSUN/test/0002_bomb.png": bomb})
+    names = pp.tar_image_names(path)
+    assert "LSUN/test/0002_bomb.png" in names
+    for threads in (1, 2):
+        with pytest.raises(DataError) as exc:
+            pp.read_tar_images(path, names, 32, 32, threads=threads)
+        msg = str(exc.value)
+        assert f"member LSUN/test/0002_bomb.png of {path}" in msg and "MAX_IMAGE_PIXELS" in msg
+        assert f"Delete {path} and download it again" in msg
+
+
+def test_image_over_the_pixel_limit_is_refused_from_its_header(tmp_path):
+    import warnings
+
+    big = fx.bomb_png(9000, 9000)  # 81 Mpx: over lffood's limit, under PIL's warning threshold
+    assert 9000 * 9000 > pp.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # refused before PIL warns or decodes
+        with pytest.raises(DataError, match="declares 9000 x 9000 = 81,000,000 pixels, over the limit"):
+            pp.decode(big, 32, 32, "member x.png of a.tar")
+    ok = fx.bomb_png(64, 48)
+    assert pp.decode(ok, 32, 32).shape == (32, 32, 3)
+    # an ILSVRC-style file on disk: same limits, the error names the file
+    f = tmp_path / "n0001_1.JPEG"
+    f.write_bytes(big)
+    with pytest.raises(DataError, match=f"{f}: the image declares"):
+        pp.decode(str(f), 32, 32)
+
+
+def test_oversized_tar_member_is_refused_before_reading(tmp_path):
+    huge = b"\0" * (pp.MAX_MEMBER_BYTES + 1)  # deflates to ~64 KB in the .tar.gz
+    path = _tar_with(tmp_path, {"LSUN/test/0001_huge.jpg": huge})
+    assert path.stat().st_size < 1_000_000
+    for call in (lambda: pp.tar_image_names(path),
+                 lambda: pp.read_tar_images(path, ["LSUN/test/0000.jpg", "LSUN/test/0001_huge.jpg"], 32, 32)):
+        with pytest.raises(DataError) as exc:
+            call()
+        msg = str(exc.value)
+        assert f"member LSUN/test/0001_huge.jpg of {path}" in msg and f"{pp.MAX_MEMBER_BYTES + 1:,} bytes" in msg
+        assert "MAX_MEMBER_BYTES" in msg and f"Delete {path}" in msg
+
+
+def test_oversized_image_file_in_a_folder_is_not_read(tmp_path, monkeypatch):
+    f = tmp_path / "n0001_1.JPEG"
+    f.write_bytes(fx.jpeg(np.random.default_rng(0), 40, 40))
+    assert pp.decode(str(f), 32, 32).shape == (32, 32, 3)
+    monkeypatch.setattr(pp, "MAX_MEMBER_BYTES", f.stat().st_size - 1)
+    with pytest.raises(DataError, match=f"{f}: image file of .* bytes is over the limit"):
+        pp.decode(str(f), 32, 32)
+
+
+def test_size_limits_are_generous_for_the_paper_sets():
+    assert pp.MAX_IMAGE_PIXELS >= 8192 * 8192 and pp.MAX_MEMBER_BYTES >= 64 << 20
 
 
 # ----------------------------------------------------------------------------- ImageNet-100

@@ -4,17 +4,30 @@ One split is one uncompressed ``.npz`` file holding
 
 * ``images``: ``uint8`` array of shape ``(N, H, W, 3)`` (RGB, channels last);
 * ``labels``: ``int64`` array of shape ``(N,)``; class index for ID splits, ``-1`` for OOD splits;
-* ``meta``: a 0-d string array with a JSON object (dataset name, role, source, class names, ...).
+* ``meta``: a 0-d string array with a JSON object (dataset name, role, source, class names, ...);
+* ``checksum``: a 0-d string array with a JSON object: the sha256 of the images' bytes (C order), of
+  the labels (int64 little-endian), of the meta text, and the images' shape (:func:`content_checksum`).
 
 Uncompressed so that loading is a memory copy; written atomically. Because the members are stored
 (not deflated), ``images`` is contiguous inside the file: :func:`load_split` memory-maps it by default,
 so opening a 25 GB ImageNet-100 split costs nothing until batches are read. Splits too big for memory
-are written in chunks with :class:`SplitWriter` (same file format as :func:`save_split`).
+are written in chunks with :class:`SplitWriter` (same file format as :func:`save_split`), which
+hashes each chunk as it writes it.
+
+Integrity: :func:`load_split` verifies the checksum of every split whose images take at most
+:data:`VERIFY_ON_LOAD_MAX_BYTES` (every split of the paper's benchmarks except ImageNet-100 train,
+~25 GB, which would cost minutes per load; that one is logged as not verified). :func:`verify_split`
+(``lffood verify``) checks any split fully. The checksum lives inside the ``.npz`` as its own member,
+after ``images``, so memory-mapping is unchanged and there is no second file to keep in step. A split
+written before checksums existed has no ``checksum`` member: it still loads, with a WARNING saying it
+cannot be verified and how to rebuild it, and ``lffood verify`` reports it as a failure.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import struct
 import zipfile
 from dataclasses import dataclass, field
@@ -25,7 +38,14 @@ import numpy as np
 from ..errors import DataError
 from ..io import atomic_path
 
+log = logging.getLogger("lffood.data")
+
 OOD_LABEL = -1
+#: :func:`load_split` verifies splits whose images take at most this many bytes (2 GiB): CIFAR train
+#: (150 MB), every OOD set (up to 1.5 GB at 224 px for ImageNet) and ImageNet-100 test (0.75 GB);
+#: hashing runs at about 1 GB/s, a small cost next to a pass of a network over the same images.
+VERIFY_ON_LOAD_MAX_BYTES = 2 << 30
+_HASH_BLOCK = 64 << 20
 
 
 @dataclass
@@ -45,28 +65,129 @@ class Split:
         return int(self.images.shape[0])
 
 
+# ----------------------------------------------------------------------------- checksums
+def _sha256_rows(arr: np.ndarray, h=None):
+    """sha256 of ``arr``'s bytes in C order, a block of rows at a time (a memmap is read, not copied whole)."""
+    h = h or hashlib.sha256()
+    if arr.ndim == 0 or arr.size == 0:
+        h.update(np.ascontiguousarray(arr).tobytes())
+        return h
+    step = max(1, _HASH_BLOCK // max(1, arr[:1].nbytes))
+    for start in range(0, arr.shape[0], step):
+        h.update(memoryview(np.ascontiguousarray(arr[start:start + step])).cast("B"))
+    return h
+
+
+def _labels_bytes(labels: np.ndarray) -> bytes:
+    return np.ascontiguousarray(labels, dtype="<i8").tobytes()
+
+
+def _record(images_sha: str, shape, labels: np.ndarray, meta_text: str) -> dict:
+    return {"algorithm": "sha256", "images": images_sha, "shape": [int(n) for n in shape],
+            "labels": hashlib.sha256(_labels_bytes(labels)).hexdigest(),
+            "meta": hashlib.sha256(meta_text.encode("utf-8")).hexdigest()}
+
+
+def content_checksum(images: np.ndarray, labels: np.ndarray, meta_text: str) -> dict:
+    """The ``checksum`` record of a split's content: sha256 of images, labels and meta text, and the shape."""
+    return _record(_sha256_rows(images).hexdigest(), images.shape, labels, meta_text)
+
+
+def _rebuild(path: Path) -> str:
+    return (f"rebuild it with `snakemake --force {path}` (the data rule that writes it runs again; jobs that "
+            f"read it re-run on the next `snakemake` because it is newer)")
+
+
+def _corrupt(path: Path, what: str) -> DataError:
+    return DataError(f"split {path} is corrupt: {what}. Do not trust results made from it: {_rebuild(path)}.")
+
+
+def _check(path: Path, images: np.ndarray, labels: np.ndarray, meta_text: str, record_text: str | None,
+           strict: bool) -> str:
+    """Compare a split's content with its ``checksum`` record. Corrupt: DataError. No record (a split
+    written before checksums): DataError when ``strict``, else a WARNING. Returns what was checked."""
+    if record_text is None:
+        msg = (f"split {path} has no checksum (written by an older lffood), so it cannot be verified; "
+               f"to add one, {_rebuild(path)}.")
+        if strict:
+            raise DataError(msg)
+        log.warning("%s", msg)
+        return "no checksum"
+    try:
+        want = json.loads(record_text)
+        algorithm = want["algorithm"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _corrupt(path, f"its checksum record is unreadable ({exc})") from None
+    if algorithm != "sha256":
+        raise DataError(f"split {path}: its checksum uses {algorithm!r}, which this lffood does not know (written "
+                        f"by a newer version?). Update lffood, or {_rebuild(path)}.")
+    if list(images.shape) != want.get("shape"):
+        raise _corrupt(path, f"checksum mismatch: images have shape {list(images.shape)}, {want.get('shape')} "
+                             f"when written")
+    got = content_checksum(images, labels, meta_text)
+    bad = [k for k in ("images", "labels", "meta") if got[k] != want.get(k)]
+    if bad:
+        which = ", ".join(f"{k} (sha256 {got[k]}, written as {want.get(k)})" for k in bad)
+        raise _corrupt(path, f"checksum mismatch in {which}")
+    return f"sha256 {got['images']} ok"
+
+
+# ----------------------------------------------------------------------------- save / load
 def save_split(path: str | Path, split: Split) -> None:
+    """Write ``split`` atomically, with the checksum of its content."""
+    meta_text = json.dumps(split.meta)
+    record = content_checksum(split.images, split.labels, meta_text)
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, images=split.images, labels=split.labels, meta=np.array(json.dumps(split.meta)))
+            np.savez(fh, images=split.images, labels=split.labels, meta=np.array(meta_text),
+                     checksum=np.array(json.dumps(record)))
 
 
-def load_split(path: str | Path, mmap: bool = True) -> Split:
-    """Read a split. With ``mmap`` (the default) ``images`` is a read-only ``np.memmap`` into the file
-    (falls back to reading it when the member is compressed or empty); labels and meta are read."""
-    path = Path(path)
+def _read(path: Path, mmap: bool) -> tuple[Split, str, str | None]:
+    """The split, its meta text and its checksum record text (None when the file has none)."""
     if not path.exists():
         raise DataError(f"{path}: split file not found. Build it with the workflow's data rules "
                         f"(snakemake {path}) or check data_dir in the config.")
     try:
         with np.load(path, allow_pickle=False) as z:
-            labels, meta = z["labels"], json.loads(str(z["meta"]))
+            labels, meta_text = z["labels"], str(z["meta"])
+            meta = json.loads(meta_text)
+            record = str(z["checksum"]) if "checksum" in z.files else None
             images = _mmap_member(path, "images.npy") if mmap else None
             if images is None:
                 images = z["images"]
-        return Split(images=images, labels=labels, meta=meta)
+        return Split(images=images, labels=labels, meta=meta), meta_text, record
     except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a valid split file ({exc}). Delete it and rebuild it with snakemake.") from exc
+
+
+def load_split(path: str | Path, mmap: bool = True, verify: bool | None = None) -> Split:
+    """Read a split. With ``mmap`` (the default) ``images`` is a read-only ``np.memmap`` into the file
+    (falls back to reading it when the member is compressed or empty); labels and meta are read.
+
+    ``verify``: check the content against the split's checksum (a mismatch is a DataError saying how
+    to rebuild it). ``None`` (default): only when the images take at most :data:`VERIFY_ON_LOAD_MAX_BYTES`;
+    a larger split is logged as not verified (``lffood verify`` checks it). A split without a checksum
+    loads with a WARNING."""
+    path = Path(path)
+    split, meta_text, record = _read(path, mmap)
+    if verify is None:
+        verify = split.images.nbytes <= VERIFY_ON_LOAD_MAX_BYTES
+        if not verify:
+            log.info("%s: %.1f GB of images, not verified on load (over %.1f GB); `lffood verify %s` checks it",
+                     path, split.images.nbytes / 1e9, VERIFY_ON_LOAD_MAX_BYTES / 1e9, path)
+    if verify:
+        _check(path, split.images, split.labels, meta_text, record, strict=False)
+    return split
+
+
+def verify_split(path: str | Path) -> str:
+    """Check every byte of a split against its checksum, whatever its size; returns what was checked.
+    A corrupt split or one without a checksum is a DataError (``lffood verify``)."""
+    path = Path(path)
+    split, meta_text, record = _read(path, mmap=True)
+    what = _check(path, split.images, split.labels, meta_text, record, strict=True)
+    return f"{len(split)} images {tuple(split.images.shape[1:])}, {what}"
 
 
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zip local file header (30 bytes), as in zipfile
@@ -119,6 +240,7 @@ class SplitWriter:
         self.written = 0
         self._sum = np.zeros(3)
         self._sumsq = np.zeros(3)
+        self._hash = hashlib.sha256()  # of the images, chunk by chunk (the checksum member)
         self._atomic = None
 
     def __enter__(self) -> SplitWriter:
@@ -141,6 +263,7 @@ class SplitWriter:
             self._sum += x.sum(0, dtype=np.float64)
             self._sumsq += np.square(x).sum(0, dtype=np.float64)
         self._member.write(memoryview(chunk).cast("B"))
+        _sha256_rows(chunk, self._hash)
         self.written += len(chunk)
 
     def mean(self) -> list[float]:
@@ -159,7 +282,10 @@ class SplitWriter:
             if exc_type is None:
                 if self.written != self.n:
                     raise DataError(f"{self.path}: {self.written} images written for {self.n} labels")
-                for name, arr in (("labels", self.labels), ("meta", np.array(json.dumps(self.meta)))):
+                meta_text = json.dumps(self.meta)
+                record = _record(self._hash.hexdigest(), self.shape, self.labels, meta_text)
+                for name, arr in (("labels", self.labels), ("meta", np.array(meta_text)),
+                                  ("checksum", np.array(json.dumps(record)))):
                     with self._zip.open(f"{name}.npy", "w", force_zip64=True) as fh:
                         np.lib.format.write_array(fh, arr, allow_pickle=False)
         except BaseException as err:

@@ -1,11 +1,19 @@
-"""Downloads that are atomic, resumable and verified.
+"""Downloads that are atomic, resumable, verified and only go where they are allowed to.
 
 * The bytes go to ``<dest>.part``; only a complete, verified file is renamed to ``dest``, so a file
   at ``dest`` is always complete and an interrupted or corrupt download never looks finished.
 * An interrupted download resumes from the ``.part`` file with an HTTP ``Range`` request when the
   server honours it (206), and restarts from zero when it does not (200).
 * Verification: the published md5 where there is one; otherwise the sha256 recorded in the lock file
-  (``downloads.lock_file``) on first download, and checked on every later download or re-run.
+  (``downloads.lock_file``) on first download, and checked on every later download or re-run. The
+  first download of such a file is trusted on first use: a WARNING gives its sha256 and asks for the
+  lock file to be committed; the lock entry names the final file (never the ``.part``).
+* Transport (:class:`UrlPolicy`): registry URLs are https (plain http only for an archive marked
+  ``http_only`` in :mod:`lffood.data.sources`, i.e. whose host serves no https). Redirects are followed
+  only to the URL's own host or the archive's ``redirect_hosts``, and never from https to http. A URL
+  the user names in ``downloads.urls.<key>`` (a mirror) may be https, http or ``file://`` (a local
+  copy); its redirects may only stay on its own host. Every other scheme (ftp://, data:, ...) is
+  refused, mirror or not.
 * A file already at ``dest`` that verifies is never downloaded again (placing a file there by hand
   is how to run offline). Failures end with a :class:`~lffood.errors.DataError` naming the URL and
   the path to place the file at by hand.
@@ -23,9 +31,11 @@ import os
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import DataError
@@ -80,8 +90,9 @@ def record_lock(path: str | os.PathLike, key: str, entry: Mapping) -> None:
         files = read_lock(path)
         files[key] = dict(entry)
         text = json.dumps({"version": LOCK_VERSION,
-                           "comment": "sha256 of downloads with no published checksum, recorded on first "
-                                      "download by lffood.data.download and verified afterwards",
+                           "comment": "sha256 of downloads with no published checksum, trusted on first use: "
+                                      "recorded on first download by lffood.data.download and verified "
+                                      "afterwards. Commit this file.",
                            "files": dict(sorted(files.items()))}, indent=2) + "\n"
         with atomic_path(path, suffix=".json") as tmp:
             tmp.write_text(text)
@@ -103,11 +114,15 @@ class Expected:
         return f"no published checksum; its sha256 is recorded in {self.lock_file} on first download"
 
 
-def verify(path: str | os.PathLike, expected: Expected, *, url: str = "", record: bool = True) -> str:
+def verify(path: str | os.PathLike, expected: Expected, *, url: str = "", record: bool = True,
+           final: str | os.PathLike | None = None) -> str:
     """Check ``path`` against ``expected``; returns a short description of what was checked.
 
-    Without a published md5 and with no lock entry yet, records the file's sha256 (``record``)."""
+    Without a published md5 and with no lock entry yet, records the file's sha256 (``record``) under
+    the name of ``final`` (where the file will live; ``path`` itself by default, a ``.part`` file is
+    never recorded) and warns that the file is trusted on first use."""
     path = Path(path)
+    final = Path(final) if final is not None else path
     if expected.md5:
         got = file_digest(path, "md5")
         if got != expected.md5:
@@ -121,9 +136,14 @@ def verify(path: str | os.PathLike, expected: Expected, *, url: str = "", record
     if entry is None:
         if record:
             record_lock(expected.lock_file, expected.lock_key,
-                        {"filename": path.name, "sha256": got, "size": path.stat().st_size, "url": url})
-            log.info("%s: no published checksum; recorded sha256 %s in %s", path, got, expected.lock_file)
-        return f"sha256 {got} recorded"
+                        {"filename": final.name, "path": str(final), "sha256": got, "size": path.stat().st_size,
+                         "url": url, "recorded": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+            log.warning("TRUST ON FIRST USE: '%s' (%s) has no published checksum, so this copy is trusted on "
+                        "first use without any check: its sha256 %s is now recorded in %s, and every later "
+                        "download or re-run must match it. Commit %s so that other machines and later runs "
+                        "are held to the same file.",
+                        expected.lock_key, final, got, expected.lock_file, expected.lock_file)
+        return f"sha256 {got} recorded (trusted on first use)"
     if got != entry["sha256"]:
         raise DataError(f"{path}: checksum mismatch: sha256 is {got}, but {expected.lock_file} recorded "
                         f"{entry['sha256']} for '{expected.lock_key}' on its first download"
@@ -132,22 +152,126 @@ def verify(path: str | os.PathLike, expected: Expected, *, url: str = "", record
     return f"sha256 {got} ok (lock)"
 
 
+# ----------------------------------------------------------------------------- where a download may go
+@dataclass(frozen=True)
+class UrlPolicy:
+    """Which URLs a download of one archive may use. The default is the strictest: https only, and
+    redirects only within the URL's own host.
+
+    ``key`` names the archive in errors (and so the config key ``downloads.urls.<key>``);
+    ``redirect_hosts`` are the other hosts a redirect may lead to (``*.x.org`` = any subdomain of x.org);
+    ``allow_http`` admits plain http (a host with no https, or a URL the user named); ``mirror`` marks a
+    URL the user named in ``downloads.urls.<key>``, which may also be ``file://``."""
+    key: str = ""
+    redirect_hosts: tuple[str, ...] = ()
+    allow_http: bool = False
+    mirror: bool = False
+
+    @property
+    def config_key(self) -> str:
+        return f"downloads.urls.{self.key or '<archive key>'}"
+
+
+def policy_for(cfg: Mapping, key: str) -> UrlPolicy:
+    """The policy of archive ``key``: a mirror's when ``downloads.urls.<key>`` is set, else the registry's."""
+    if sources.mirror_url(cfg, key):
+        return UrlPolicy(key=key, allow_http=True, mirror=True)
+    a = sources.archive(key)
+    return UrlPolicy(key=key, redirect_hosts=tuple(a.redirect_hosts), allow_http=a.http_only)
+
+
+def host_allowed(host: str, patterns) -> bool:
+    """``host`` equals a pattern, or is a subdomain of ``x.org`` for a pattern ``*.x.org`` (case-insensitive)."""
+    host = host.lower().rstrip(".")
+    for p in patterns:
+        p = p.lower().rstrip(".")
+        if p.startswith("*.") and host.endswith(p[1:]) and len(host) > len(p) - 1:
+            return True
+        if host == p:
+            return True
+    return False
+
+
+def check_url(url: str, policy: UrlPolicy) -> str:
+    """Refuse a URL whose scheme ``policy`` does not allow; returns the scheme."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "https":
+        return scheme
+    if scheme == "http" and (policy.allow_http or policy.mirror):
+        return scheme
+    if scheme == "file" and policy.mirror:
+        return scheme
+    if scheme == "http":
+        https = urllib.parse.urlunsplit(("https", *parts[1:]))
+        why = (f"plain http is refused because the source offers https: use {https} "
+               f"or, for a mirror you trust, name it in {policy.config_key}")
+    elif scheme == "file":
+        why = (f"file:// is only accepted when you name it yourself as a local mirror in {policy.config_key}")
+    else:
+        why = (f"only https, http and (for a mirror named in {policy.config_key}) file:// are supported. "
+               f"Fetch the file with another tool and place it by hand, or name an https/http/file:// mirror "
+               f"in {policy.config_key}")
+    raise DataError(f"refusing to download {url}: {scheme or 'no'} scheme; {why}.")
+
+
+def check_redirect(policy: UrlPolicy, origin: str, current: str, target: str) -> None:
+    """Refuse a redirect from ``current`` (reached from ``origin``) to ``target`` that leaves the
+    allowed hosts, downgrades https to http, or changes to any other scheme."""
+    old, new = urllib.parse.urlsplit(current), urllib.parse.urlsplit(target)
+    scheme = new.scheme.lower()
+    problem = None
+    if scheme not in ("http", "https"):
+        problem = f"the target's scheme {scheme or '(none)'}:// is not http(s)"
+    elif old.scheme.lower() == "https" and scheme == "http":
+        problem = "it downgrades https to plain http"
+    elif scheme == "http" and not (policy.allow_http or policy.mirror):
+        problem = "plain http is not allowed for this source"
+    else:
+        own = urllib.parse.urlsplit(origin).hostname or ""
+        host = new.hostname or ""
+        if not (host_allowed(host, (own,)) or host_allowed(host, policy.redirect_hosts)):
+            allowed = ", ".join((own, *policy.redirect_hosts))
+            problem = f"host {host!r} is not among the hosts allowed for this download ({allowed})"
+    if problem:
+        raise DataError(f"refusing the redirect from {current} to {target}: {problem}. If you trust the "
+                        f"target, name it as a mirror in the config ({policy.config_key}: {target}); "
+                        f"otherwise the source has moved or is compromised.")
+
+
+class _PolicyRedirectHandler(urllib.request.HTTPRedirectHandler):
+    """urllib's redirect handler, asked :func:`check_redirect` before every hop."""
+
+    def __init__(self, policy: UrlPolicy, origin: str):
+        super().__init__()
+        self.policy, self.origin = policy, origin
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        check_redirect(self.policy, self.origin, req.full_url, newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 # ----------------------------------------------------------------------------- HTTP
-def _manual_hint(url: str, dest: Path, expected: Expected) -> str:
+def _manual_hint(url: str, dest: Path, expected: Expected, policy: UrlPolicy | None = None) -> str:
     lock = read_lock(expected.lock_file) if expected.lock_file else {}
+    mirror = f" (or name a mirror in {policy.config_key})" if policy is not None else ""
     return (f"Download {url} on a machine with internet access and place it at {dest} "
-            f"(expected {expected.describe(lock)}), then re-run; an existing verified file is never downloaded again.")
+            f"(expected {expected.describe(lock)}){mirror}, then re-run; an existing verified file is never "
+            f"downloaded again.")
 
 
-def _fetch_once(url: str, part: Path, timeout: float) -> None:
-    """One HTTP attempt: resume ``part`` with a Range request if it has bytes, else start from zero."""
+def _fetch_once(url: str, part: Path, timeout: float, policy: UrlPolicy | None = None) -> None:
+    """One HTTP attempt: resume ``part`` with a Range request if it has bytes, else start from zero.
+    Redirects are checked against ``policy`` (:func:`check_redirect`)."""
+    policy = policy or UrlPolicy()
     have = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": "lffood-downloader"}
     if have:
         headers["Range"] = f"bytes={have}-"
     req = urllib.request.Request(url, headers=headers)
+    opener = urllib.request.build_opener(_PolicyRedirectHandler(policy, url))
     try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
+        resp = opener.open(req, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # the .part already holds every byte
             log.info("%s: server says the partial file is complete (416)", part)
@@ -155,6 +279,8 @@ def _fetch_once(url: str, part: Path, timeout: float) -> None:
         raise
     with resp:
         status = getattr(resp, "status", 200)
+        if resp.geturl() != url:
+            log.info("%s redirected to %s", url, resp.geturl())
         if have and status == 206:
             mode = "ab"
             log.info("resuming %s at byte %d", url, have)
@@ -181,10 +307,16 @@ _NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, socket.time
 
 
 def download(url: str, dest: str | os.PathLike, expected: Expected | None = None, *, timeout: float = 60,
-             retries: int = 3, backoff: float = 2.0) -> Path:
-    """Make ``dest`` a verified copy of ``url``; no network access when it already is one."""
+             retries: int = 3, backoff: float = 2.0, policy: UrlPolicy | None = None) -> Path:
+    """Make ``dest`` a verified copy of ``url``; no network access when it already is one.
+
+    ``policy`` says which schemes and redirects are allowed (default: https only, no redirect off the
+    URL's host); a URL it refuses is refused before anything else, even when ``dest`` exists, so a
+    wrong ``downloads.urls`` entry is reported on every run, not only on the first."""
     dest = Path(dest)
     expected = expected or Expected()
+    policy = policy or UrlPolicy()
+    check_url(url, policy)
     if dest.exists():
         try:
             what = verify(dest, expected, url=url)
@@ -205,7 +337,9 @@ def download(url: str, dest: str | os.PathLike, expected: Expected | None = None
         try:
             log.info("downloading %s -> %s (attempt %d of %d)", url, dest, attempt, retries + 1)
             resumed = part.exists() and part.stat().st_size > 0
-            _fetch_once(url, part, timeout)
+            _fetch_once(url, part, timeout, policy)
+        except DataError as exc:  # a refused redirect: retrying will not help
+            raise DataError(f"{exc} " + _manual_hint(url, dest, expected, policy)) from None
         except urllib.error.HTTPError as exc:
             last_error = exc
             if 400 <= exc.code < 500 and exc.code not in (408, 429):
@@ -214,7 +348,7 @@ def download(url: str, dest: str | os.PathLike, expected: Expected | None = None
             last_error = exc
         else:
             try:
-                what = verify(part, expected, url=url)
+                what = verify(part, expected, url=url, final=dest)
             except DataError as exc:
                 part.unlink(missing_ok=True)
                 if resumed and not restarted:  # a stale .part may be the culprit: one fresh attempt
@@ -225,7 +359,7 @@ def download(url: str, dest: str | os.PathLike, expected: Expected | None = None
                     continue
                 raise DataError(f"{exc} The download was deleted; nothing was written at {dest}. If this "
                                 f"repeats, the source is corrupt or has changed: "
-                                + _manual_hint(url, dest, expected)) from None
+                                + _manual_hint(url, dest, expected, policy)) from None
             os.replace(part, dest)
             log.info("downloaded %s (%d bytes), %s", dest, dest.stat().st_size, what)
             return dest
@@ -235,7 +369,7 @@ def download(url: str, dest: str | os.PathLike, expected: Expected | None = None
             time.sleep(wait)
     kept = (f" The partial file {part} ({part.stat().st_size} bytes) is kept and resumed by the next run."
             if part.exists() and part.stat().st_size else "")
-    raise DataError(f"could not download {url}: {last_error}.{kept} " + _manual_hint(url, dest, expected))
+    raise DataError(f"could not download {url}: {last_error}.{kept} " + _manual_hint(url, dest, expected, policy))
 
 
 # ----------------------------------------------------------------------------- registry glue
@@ -260,14 +394,24 @@ def torchvision_spec(key: str) -> Spec:
     raise ValueError(f"{key}: not a torchvision archive")
 
 
+def prefer_https(url: str, a: sources.Archive) -> str:
+    """``url`` with http upgraded to https unless the registry marks the archive's host ``http_only``
+    (torchvision still names SVHN's host with http://, which serves https too)."""
+    if url.lower().startswith("http://") and not a.http_only:
+        return "https://" + url[len("http://"):]
+    return url
+
+
 def spec(key: str) -> Spec:
+    """URL, file name and md5 used at run time: torchvision's for the torchvision-backed archives
+    (URL moved to https, :func:`prefer_https`), the registry's for the others."""
     a = sources.archive(key)
     if a.torchvision:
         s = torchvision_spec(key)
         if s.filename != a.filename:
             raise DataError(f"torchvision.datasets.{a.torchvision} now names its file {s.filename!r}, but "
                             f"lffood.data.sources registers {a.filename!r} for '{key}'. Update the registry.")
-        return s
+        return Spec(prefer_https(s.url, a), s.filename, s.md5)
     return Spec(a.url, a.filename, a.md5)
 
 
@@ -278,7 +422,7 @@ def expected_for(key: str, downloads: Mapping) -> Expected:
 
 def url_for(cfg: Mapping, key: str) -> str:
     """``downloads.urls.<key>`` when set, else the registry's (torchvision's) URL."""
-    return (cfg["downloads"].get("urls") or {}).get(key) or spec(key).url
+    return sources.mirror_url(cfg, key) or spec(key).url
 
 
 def fetch_archive(cfg: Mapping, key: str, receipt: str | os.PathLike | None = None) -> Path:
@@ -288,7 +432,7 @@ def fetch_archive(cfg: Mapping, key: str, receipt: str | os.PathLike | None = No
     url = url_for(cfg, key)
     dest = Path(sources.archive_path(cfg, key))
     expected = expected_for(key, dl)
-    download(url, dest, expected, timeout=dl["timeout_s"], retries=dl["retries"])
+    download(url, dest, expected, timeout=dl["timeout_s"], retries=dl["retries"], policy=policy_for(cfg, key))
     if receipt is not None:
         entry = read_lock(dl["lock_file"]).get(key, {}) if expected.lock_file else {}
         info = {"archive": key, "path": str(dest), "url": url, "size": dest.stat().st_size,
@@ -308,7 +452,10 @@ def describe_sources(cfg: Mapping) -> str:
         elif key in lock:
             ck = f"sha256 {lock[key]['sha256']} (lock file)"
         else:
-            ck = "no published checksum: sha256 recorded in the lock file on first download"
-        lines.append(f"{key}\n  {a.description}\n  url:   {sources.archive_url(cfg, key)}\n  check: {ck}\n"
-                     f"  place: {sources.archive_path(cfg, key)}")
+            ck = "no published checksum: trusted on first use, sha256 recorded in the lock file on first download"
+        pol = policy_for(cfg, key)
+        via = (f"its own host only (your mirror, {pol.config_key})" if pol.mirror
+               else ", ".join(("its own host", *pol.redirect_hosts)))
+        lines.append(f"{key}\n  {a.description}\n  url:   {sources.archive_url(cfg, key)}\n  redirects: {via}\n"
+                     f"  check: {ck}\n  place: {sources.archive_path(cfg, key)}")
     return "\n".join(lines)

@@ -12,6 +12,13 @@
   written in chunks so memory stays bounded.
 
 Decoding is per file (PIL, threaded); there are no per-pixel Python loops.
+
+Size limits (constants, not config keys: nothing in the paper's data sets comes near them, so a file
+over a limit means a damaged or foreign archive, and the fix is a new download, not a bigger limit):
+:data:`MAX_MEMBER_BYTES` for one image file (tar member or ILSVRC file), checked before it is read,
+and :data:`MAX_IMAGE_PIXELS` for one decoded image (decompression bombs: a few KB of PNG can declare
+gigapixels), checked from the header before any pixel is decoded. Both end in a
+:class:`~lffood.errors.DataError` naming the archive, the member and what to do.
 """
 
 from __future__ import annotations
@@ -34,6 +41,22 @@ from .arrays import OOD_LABEL, Split, SplitWriter, save_split
 
 log = logging.getLogger("lffood.preprocess")
 
+#: Largest image decoded, in pixels: 2**26 (8192 x 8192, 192 MiB as RGB). The paper's images are
+#: 32 px (CIFAR, SVHN, ODIN sets), at most 640 px (DTD), 256 px (Places365 test_256), and ILSVRC-2012
+#: and MOS photos of at most a few tens of megapixels. Below PIL's own warning threshold
+#: (``Image.MAX_IMAGE_PIXELS``, ~89.5 Mpx), so such an image is refused here before PIL warns, and
+#: PIL's ``DecompressionBombError`` (above twice its threshold) is turned into the same error.
+MAX_IMAGE_PIXELS = 1 << 26
+#: Largest image file read into memory: 64 MiB per tar member or ILSVRC file (the paper's image files
+#: are at most a few MB). Checked from the tar header / file size before a byte is read.
+MAX_MEMBER_BYTES = 64 << 20
+#: Undecoded tar members held at once before they are decoded (bounds memory with many threads).
+_PENDING_BYTES = 256 << 20
+
+_REDOWNLOAD = ("No image of the paper's data sets is this large: the archive is damaged or not the published "
+               "one. Delete {archive} and download it again (lffood download, or re-run the workflow; the "
+               "checksum is verified); if the fresh copy fails the same way, report it.")
+
 
 # ----------------------------------------------------------------------------- transforms
 def resize_center_crop(img, resize: int, crop: int) -> np.ndarray:
@@ -55,15 +78,44 @@ def resize_center_crop(img, resize: int, crop: int) -> np.ndarray:
     return np.asarray(img.crop((left, top, left + crop, top + crop)), dtype=np.uint8)
 
 
-def decode(data: bytes | str | os.PathLike, resize: int, crop: int, name: str = "") -> np.ndarray:
+def decode(data: bytes | str | os.PathLike, resize: int, crop: int, name: str = "", fix: str = "") -> np.ndarray:
+    """Decode one image file (bytes or path) and apply :func:`resize_center_crop`.
+
+    ``name`` says where the image comes from in errors (default: the path), ``fix`` what to do about a
+    file over the size limits. A path over :data:`MAX_MEMBER_BYTES` is not read; an image over
+    :data:`MAX_IMAGE_PIXELS` is refused from its header, before any pixel is decoded."""
     from PIL import Image, UnidentifiedImageError
 
+    where = name or str(data)
+    fix = fix or "Remove or replace that file: no image of the paper's data sets is this large."
     try:
+        if not isinstance(data, bytes) and (size := os.stat(data).st_size) > MAX_MEMBER_BYTES:
+            raise DataError(f"{where}: image file of {size:,} bytes is over the limit of {MAX_MEMBER_BYTES:,} "
+                            f"bytes (lffood.data.preprocess.MAX_MEMBER_BYTES); it is not read. {fix}")
         with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as img:
+            w, h = img.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise DataError(_too_many_pixels(where, f"declares {w} x {h} = {w * h:,} pixels", fix))
             return resize_center_crop(img, resize, crop)
+    except Image.DecompressionBombError as exc:  # PIL's own guard (over twice its warning threshold)
+        raise DataError(_too_many_pixels(where, f"was refused by PIL ({exc})", fix)) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(f"{name or data}: cannot decode image ({exc}). The archive or folder is damaged: "
+        raise DataError(f"{where}: cannot decode image ({exc}). The archive or folder is damaged: "
                         f"delete it and download/copy it again.") from exc
+
+
+def _too_many_pixels(where: str, what: str, fix: str) -> str:
+    return (f"{where}: the image {what}, over the limit of {MAX_IMAGE_PIXELS:,} pixels "
+            f"(lffood.data.preprocess.MAX_IMAGE_PIXELS, a guard against decompression bombs); it is not "
+            f"decoded. {fix}")
+
+
+def _check_member_size(path, m: tarfile.TarInfo) -> None:
+    """Refuse an image member larger than :data:`MAX_MEMBER_BYTES` from its tar header, before reading it."""
+    if m.size > MAX_MEMBER_BYTES:
+        raise DataError(f"member {m.name} of {path}: image file of {m.size:,} bytes is over the limit of "
+                        f"{MAX_MEMBER_BYTES:,} bytes (lffood.data.preprocess.MAX_MEMBER_BYTES); it is not read. "
+                        + _REDOWNLOAD.format(archive=path))
 
 
 def _map_threads(fn: Callable, items: Iterable, threads: int) -> Iterable:
@@ -87,10 +139,15 @@ def choose_subset(n: int, cap: int | None, seed: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- tar archives
 def tar_image_names(path: str | os.PathLike) -> list[str]:
-    """Every image member of a tar / tar.gz, sorted by name (one streaming pass)."""
+    """Every image member of a tar / tar.gz, sorted by name (one streaming pass). An image member over
+    :data:`MAX_MEMBER_BYTES` stops here, before any image is decoded."""
+    names = set()
     try:
         with tarfile.open(path, "r|*") as tf:
-            names = {m.name for m in tf if m.isfile() and sources.is_image_member(m.name)}
+            for m in tf:
+                if m.isfile() and sources.is_image_member(m.name):
+                    _check_member_size(path, m)
+                    names.add(m.name)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DataError(f"{path}: not a readable tar archive ({exc}). Delete it and run the download again.") from exc
     if not names:
@@ -100,16 +157,25 @@ def tar_image_names(path: str | os.PathLike) -> list[str]:
 
 def read_tar_images(path: str | os.PathLike, names: Sequence[str], resize: int, crop: int,
                     threads: int = 1) -> np.ndarray:
-    """Decode the members ``names`` of a tar (one streaming pass), in the order of ``names``."""
+    """Decode the members ``names`` of a tar (one streaming pass), in the order of ``names``. Members
+    over :data:`MAX_MEMBER_BYTES` are refused before they are read, images over :data:`MAX_IMAGE_PIXELS`
+    before they are decoded."""
     pos = {n: i for i, n in enumerate(names)}
     out = np.empty((len(names), crop, crop, 3), dtype=np.uint8)
     seen = np.zeros(len(names), dtype=bool)
     pending: list[tuple[int, bytes, str]] = []
+    pending_bytes = 0
+    fix = _REDOWNLOAD.format(archive=path)
+
+    def one(t):
+        return decode(t[1], resize, crop, f"member {t[2]} of {path}", fix)
 
     def flush(pool):
-        for (i, _, _), arr in zip(pending, pool.map(lambda t: decode(t[1], resize, crop, f"{path}:{t[2]}"), pending)):
+        nonlocal pending_bytes
+        for (i, _, _), arr in zip(pending, pool.map(one, pending)):
             out[i] = arr
         pending.clear()
+        pending_bytes = 0
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, tarfile.open(path, "r|*") as tf:
@@ -118,8 +184,10 @@ def read_tar_images(path: str | os.PathLike, names: Sequence[str], resize: int, 
                 if i is None or seen[i] or not m.isfile():
                     continue
                 seen[i] = True
+                _check_member_size(path, m)
                 pending.append((i, tf.extractfile(m).read(), m.name))
-                if len(pending) >= 64 * max(1, threads):
+                pending_bytes += m.size
+                if len(pending) >= 64 * max(1, threads) or pending_bytes >= _PENDING_BYTES:
                     flush(pool)
             flush(pool)
     except (tarfile.TarError, EOFError) as exc:
@@ -270,7 +338,9 @@ def prepare_imagenet(dataset: Mapping, split: str, out: str | os.PathLike, files
              crop, crop)
 
     def load(rel):
-        return decode(str(root / rel), resize, crop)
+        return decode(str(root / rel), resize, crop,
+                      fix=f"Remove or replace that file under dataset.imagenet_root ({root}): no ILSVRC-2012 image "
+                          f"is this large, so it is damaged or not part of ImageNet.")
 
     _write_files(files_out, files)
     with SplitWriter(out, labels, (crop, crop), meta) as w:

@@ -8,7 +8,13 @@ page); where none is published (``md5=None``) the sha256 of the first download i
 lock file (config ``downloads.lock_file``) and every later download or re-run is verified against it.
 For the torchvision-backed archives (CIFAR-10/100, SVHN) the URL, file name and md5 used at run time
 are the dataset class's own attributes (:func:`lffood.data.download.torchvision_spec`); the values
-here name the files for the workflow and must agree with them (a unit test checks this).
+here name the files for the workflow and must agree with them (a unit test checks this), except that
+a torchvision URL on plain http is fetched over https when the registry says the host serves https.
+
+Transport: every registry URL is https; ``http_only=True`` would mark a host that serves no https
+(none does today), and only then is plain http used without the user naming the URL. Redirects are
+followed only to the URL's own host and to the archive's ``redirect_hosts`` (``*.example.org`` matches
+any subdomain), never from https down to http (:mod:`lffood.data.download` enforces this).
 """
 
 from __future__ import annotations
@@ -34,6 +40,16 @@ class Archive:
     torchvision: str | None = None
     #: where the checksum comes from (README and ``lffood download --list``)
     checksum_source: str = ""
+    #: hosts a download may be redirected to besides the URL's own (``*.x.org`` = any subdomain of x.org)
+    redirect_hosts: tuple[str, ...] = ()
+    #: the host serves no https: plain http is allowed for the registry URL (the checksum is the only
+    #: protection then). False for every archive today; kept so the rule is explicit.
+    http_only: bool = False
+
+
+#: Dropbox answers ``/s/raw/...`` with a redirect to a content host under dropboxusercontent.com
+#: (sometimes via ``/scl/fi/...`` on www.dropbox.com itself).
+_DROPBOX = ("www.dropbox.com", "dl.dropbox.com", "*.dropboxusercontent.com")
 
 
 ARCHIVES: dict[str, Archive] = {a.key: a for a in [
@@ -43,28 +59,30 @@ ARCHIVES: dict[str, Archive] = {a.key: a for a in [
     Archive("cifar100", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "cifar-100-python.tar.gz",
             "eb9058c3a382ffc7106e4002c42a8d85", "cifar", "CIFAR-100 (python pickle batches)",
             torchvision="CIFAR100", checksum_source="torchvision.datasets.CIFAR100.tgz_md5"),
-    Archive("svhn", "http://ufldl.stanford.edu/housenumbers/test_32x32.mat", "test_32x32.mat",
+    Archive("svhn", "https://ufldl.stanford.edu/housenumbers/test_32x32.mat", "test_32x32.mat",
             "eb5a983be6a315427106f1b164d9cef3", "svhn", "SVHN test split (26,032 images, MATLAB file)",
             torchvision="SVHN", checksum_source="torchvision.datasets.SVHN.split_list['test']"),
     Archive("lsun_crop", "https://www.dropbox.com/s/raw/fhtsw1m3qxlwj6h/LSUN.tar.gz", "LSUN.tar.gz",
             "458a0a0ab8e5f1cb4516d7400568e460", "tar", "LSUN-Crop, 10,000 32x32 crops (ODIN release)",
-            checksum_source="ODIN release (facebookresearch/odin)"),
+            checksum_source="ODIN release (facebookresearch/odin)", redirect_hosts=_DROPBOX),
     Archive("lsun_resize", "https://www.dropbox.com/s/raw/moqh2wh8696c3yl/LSUN_resize.tar.gz", "LSUN_resize.tar.gz",
             "278b7b31c8cb7e804a1465a8ce03a2dc", "tar", "LSUN-Resize, 10,000 images resized to 32x32 (ODIN release)",
-            checksum_source="ODIN release (facebookresearch/odin)"),
+            checksum_source="ODIN release (facebookresearch/odin)", redirect_hosts=_DROPBOX),
     Archive("isun", "https://www.dropbox.com/s/raw/ssz7qxfqae0cca5/iSUN.tar.gz", "iSUN.tar.gz",
-            None, "tar", "iSUN, 8,925 images at 32x32 (ODIN release)"),
+            None, "tar", "iSUN, 8,925 images at 32x32 (ODIN release)", redirect_hosts=_DROPBOX),
     Archive("dtd", "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz", "dtd-r1.0.1.tar.gz",
             "fff73e5086ae6bdbea199a49dfb8a4c1", "tar", "Describable Textures r1.0.1, 5,640 images (dtd/images/)",
-            checksum_source="torchvision.datasets.DTD._MD5"),
-    Archive("places365", "http://data.csail.mit.edu/places/places365/test_256.tar", "test_256.tar",
+            checksum_source="torchvision.datasets.DTD._MD5",
+            # the VGG group serves its data sets from thor.robots.ox.ac.uk
+            redirect_hosts=("thor.robots.ox.ac.uk",)),
+    Archive("places365", "https://data.csail.mit.edu/places/places365/test_256.tar", "test_256.tar",
             "f532f6ad7b582262a2ec8009075e186b", "tar", "Places365 test_256 (328,500 images at 256x256)",
             checksum_source="torchvision.datasets.Places365._IMAGES_META[('test', True)]"),
-    Archive("inaturalist", "http://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset/iNaturalist.tar.gz",
+    Archive("inaturalist", "https://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset/iNaturalist.tar.gz",
             "iNaturalist.tar.gz", None, "tar", "iNaturalist OOD subset of MOS, 10,000 images"),
-    Archive("sun", "http://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset/SUN.tar.gz", "SUN.tar.gz",
+    Archive("sun", "https://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset/SUN.tar.gz", "SUN.tar.gz",
             None, "tar", "SUN OOD subset of MOS, 10,000 images"),
-    Archive("places", "http://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset/Places.tar.gz", "Places.tar.gz",
+    Archive("places", "https://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset/Places.tar.gz", "Places.tar.gz",
             None, "tar", "Places OOD subset of MOS, 10,000 images"),
 ]}
 
@@ -99,9 +117,14 @@ def archive_path(cfg: Mapping, key: str) -> str:
     return f"{downloads_dir(cfg)}/{key}/{archive(key).filename}"
 
 
+def mirror_url(cfg: Mapping, key: str) -> str | None:
+    """The URL the user named in ``downloads.urls.<key>`` (a mirror), or None."""
+    return (cfg.get("downloads", {}).get("urls") or {}).get(key) or None
+
+
 def archive_url(cfg: Mapping, key: str) -> str:
     """The config's override (``downloads.urls.<key>``) or the registry's URL."""
-    return (cfg.get("downloads", {}).get("urls") or {}).get(key) or archive(key).url
+    return mirror_url(cfg, key) or archive(key).url
 
 
 def archives_for(dataset: Mapping) -> dict[str, str]:
