@@ -9,6 +9,7 @@ Examples::
     lffood benchmarks                        # run time and memory per rule of the last run
     lffood smoke --arch resnet34             # images/s of every training objective and extraction (GPU check)
     lffood objectives                        # list training objectives and their parameters
+    lffood results --write README.md         # regenerate the README's results from results/ (commit, machine)
     lffood download --list                   # paper datasets: URL, checksum, where to place by hand
     lffood download lsun_crop dtd            # download (or verify) archives outside Snakemake
     lffood verify                            # check every split file under data_dir against its checksum
@@ -42,6 +43,35 @@ def _scorers(args) -> int:
     for name, cls in sorted(registered_scorers().items()):
         doc = " ".join((cls.__doc__ or "").split("\n\n")[0].split())
         print(f"{name:10s} defaults {json.dumps(cls.defaults)}  {doc}")
+    return 0
+
+
+def _results(args) -> int:
+    """Print (or write into the README) the results block of one benchmark, from its metrics."""
+    import pandas as pd
+
+    from .config import load_config
+    from .report import summary
+    from .variants import variant, variant_names
+
+    cfg = load_config(args.config, args.schema)
+    bench = args.bench or cfg["run"][0]
+    b = cfg["benchmarks"][bench]
+    path = Path(cfg["results_dir"]) / bench / "metrics_all.csv"
+    if not path.exists():
+        print(f"error: {path} not found: build it first (snakemake {path})", file=sys.stderr)
+        return 1
+    methods = {v: (variant(b, v)["label"], variant(b, v)["scorer"]) for v in variant_names(b)}
+    command = "lffood results" + (f" --bench {bench}" if args.bench else "") + (" --write README.md" if args.write else "")
+    block = summary.results_block(pd.read_csv(path), bench=bench, methods=methods, control=cfg["tables"]["control"],
+                                  ood_sets=b["dataset"]["ood_sets"], origin=summary.provenance(REPO_SCHEMA.parents[2]),
+                                  command=command)
+    if args.write:
+        target = Path(args.write)
+        target.write_text(summary.replace_block(target.read_text(), block, str(target)))
+        print(f"{target}: results block rewritten from {path}")
+    else:
+        print(block)
     return 0
 
 
@@ -240,6 +270,12 @@ def main(argv=None) -> int:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--params", help='generator parameters as JSON, e.g. \'{"image_size": 16}\'')
     g.set_defaults(fn=_generate)
+    r = sub.add_parser("results", help="the README's results block of a benchmark, from its metrics (with provenance)")
+    r.add_argument("--bench", default=None, help="benchmark (default: the first of `run`)")
+    r.add_argument("--write", metavar="README", help="replace the block between the file's results markers")
+    r.add_argument("--config", default="config.yaml")
+    r.add_argument("--schema", default=str(REPO_SCHEMA))
+    r.set_defaults(fn=_results)
     o = sub.add_parser("objectives", help="list registered training objectives and their parameters")
     o.set_defaults(fn=_objectives)
     m = sub.add_parser("smoke", help="images/s of every training objective and extraction on random data")

@@ -177,12 +177,13 @@ def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, objecti
                                 "written. Lower the learning rate or the objective's weight.")
         elapsed = time.perf_counter() - started
         eta = elapsed / (epoch + 1) * (stage["epochs"] - epoch - 1)
-        msg = (f"{stage_name} epoch {epoch + 1}/{stage['epochs']} lr {lr:.3g} loss {row['loss']:.4f} "
-               f"ce {row['ce']:.4f} acc {100 * row['acc']:.1f}% |f| {row['feature_norm']:.3f} "
-               f"{objective.log_line(row)}")
+        parts = [f"{stage_name} epoch {epoch + 1}/{stage['epochs']} lr {lr:.3g} loss {row['loss']:.4f} "
+                 f"ce {row['ce']:.4f} acc {100 * row['acc']:.1f}% |f| {row['feature_norm']:.3f}",
+                 objective.log_line(row)]
         if monitor:
-            msg += f" bg@{monitor_delta:g} {100 * row['frac_selected']:.1f}%"
-        log.info("%s (%.1fs, %.0f img/s, about %s left)", msg.rstrip(), secs, row["images_per_s"], _duration(eta))
+            parts.append(f"background@{monitor_delta:g} {100 * row['frac_selected']:.1f}%")
+        log.info("%s (%.1fs, %.0f img/s, about %s left)", " ".join(p for p in parts if p), secs, row["images_per_s"],
+                 _duration(eta))
         if progress:
             progress(row)
         # collapse guard

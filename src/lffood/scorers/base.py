@@ -61,6 +61,8 @@ class Scorer:
     score_on: ClassVar[str] = "features"
     #: config parameters that are percentiles (checked to lie in [0, 100])
     percentile_keys: ClassVar[tuple[str, ...]] = ()
+    #: config parameters that must be positive integers (neighbour counts, chunk sizes)
+    positive_int_keys: ClassVar[tuple[str, ...]] = ()
     #: scoring compares with the ID training features themselves (KNN, CSD); read from the feature file
     uses_train_bank: ClassVar[bool] = False
     #: optional feature-file fields it reads (lffood.h5schema.OPTIONAL_FIELDS): only models whose
@@ -88,6 +90,10 @@ class Scorer:
             v = params.get(key)
             if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 100):
                 problems.append(f"parameter '{key}' must be a number in [0, 100], got {v!r}")
+        for key in cls.positive_int_keys:
+            v = params.get(key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                problems.append(f"parameter '{key}' must be a positive integer, got {v!r}")
         return problems
 
     @property

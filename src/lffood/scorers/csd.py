@@ -46,14 +46,11 @@ class CSD(Scorer):
     defaults = {"k": 10, "bank": "pooled", "chunk_size": 1024}
     uses_train_bank = True
     requires = ("multiscale",)
+    positive_int_keys = ("k", "chunk_size")
 
     @classmethod
     def check_params(cls, params):
         problems = super().check_params(params)
-        for key in ("k", "chunk_size"):
-            v = params.get(key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                problems.append(f"parameter '{key}' must be a positive integer, got {v!r}")
         if params.get("bank") not in BANKS:
             problems.append(f"parameter 'bank' must be one of {list(BANKS)}, got {params.get('bank')!r}")
         return problems

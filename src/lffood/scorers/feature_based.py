@@ -155,15 +155,7 @@ class KNN(Scorer):
 
     defaults = {"k": 50, "chunk_size": 1024}
     uses_train_bank = True
-
-    @classmethod
-    def check_params(cls, params):
-        problems = super().check_params(params)
-        for key in ("k", "chunk_size"):
-            v = params.get(key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                problems.append(f"parameter '{key}' must be a positive integer, got {v!r}")
-        return problems
+    positive_int_keys = ("k", "chunk_size")
 
     def set_bank(self, train: FeatureSet) -> "KNN":
         self.bank = l2_normalize(train.features)

@@ -1,0 +1,152 @@
+"""The README's results, generated from the results (``lffood results``), never typed by hand.
+
+For one benchmark it reads the tidy per-seed metrics (``results/<bench>/metrics_all.csv``, percent)
+and the benchmark's variants from the config, and renders Markdown:
+
+* every method (variant) with its own scorer: AUROC per OOD set and on average, FPR95, ID accuracy
+  (mean ± std over seeds);
+* every method against the CE control, per OOD set: the paired difference of AUROC over seeds
+  (both are fine-tuned from the same CE model per seed), scored with the method's scorer, or with
+  the control's own scorer where the method's needs outputs the control lacks (SSOD's OOD head).
+  A difference counts as a win (loss) when its mean is above (below) zero by more than one standard
+  deviation of the paired differences, otherwise as a tie: with 3 seeds this is a reading aid, not
+  a significance test.
+
+A header names the commit, the machine and the date the numbers came from, so they cannot silently
+go stale: ``lffood results --write README.md`` replaces the block between the README's markers.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from collections.abc import Mapping, Sequence
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .tables import AVERAGE, scorer_label
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _with_average(tidy: pd.DataFrame) -> pd.DataFrame:
+    avg = tidy.groupby(["variant", "scorer", "seed"], as_index=False)[["auroc", "fpr95", "id_acc"]].mean()
+    return pd.concat([tidy, avg.assign(ood_set=AVERAGE)], ignore_index=True)
+
+
+def _cell(values: pd.Series) -> str:
+    v = values.to_numpy(dtype=float)
+    std = v.std(ddof=1) if len(v) > 1 else 0.0
+    return f"{v.mean():.1f} ± {std:.1f}"
+
+
+def methods_table(tidy: pd.DataFrame, methods: Mapping[str, tuple[str, str]], ood_sets: Sequence[str]) -> str:
+    """Markdown: one row per method (label, its own scorer), AUROC per OOD set and average, average
+    FPR95 and ID accuracy, mean ± std over seeds."""
+    full = _with_average(tidy)
+    head = ["Method", "Scorer", *[f"{s} AUROC" for s in ood_sets], "average AUROC", "average FPR95", "ID acc"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for v, (label, scorer) in methods.items():
+        sel = full[(full["variant"] == v) & (full["scorer"] == scorer)]
+        if sel.empty:
+            continue
+        by_set = {s: sel[sel["ood_set"] == s] for s in [*ood_sets, AVERAGE]}
+        cells = [_cell(by_set[s]["auroc"]) for s in [*ood_sets, AVERAGE]]
+        lines.append("| " + " | ".join([label, scorer_label(scorer), *cells, _cell(by_set[AVERAGE]["fpr95"]),
+                                        _cell(by_set[AVERAGE]["id_acc"])]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def paired_differences(tidy: pd.DataFrame, method: str, scorer: str, control: str, control_scorer: str,
+                       ood_sets: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per OOD set (and average): AUROC(method, scorer) - AUROC(control, control_scorer), per seed."""
+    full = _with_average(tidy)
+    out = {}
+    for s in [*ood_sets, AVERAGE]:
+        a = full[(full["variant"] == method) & (full["scorer"] == scorer) & (full["ood_set"] == s)].set_index("seed")
+        b = full[(full["variant"] == control) & (full["scorer"] == control_scorer) & (full["ood_set"] == s)]
+        seeds = a.index.intersection(b.set_index("seed").index)
+        out[s] = (a.loc[seeds, "auroc"] - b.set_index("seed").loc[seeds, "auroc"]).to_numpy(dtype=float)
+    return out
+
+
+def verdict(diff: np.ndarray) -> str:
+    """'win', 'loss' or 'tie' of a paired difference (module docstring)."""
+    if len(diff) == 0:
+        return "–"
+    mean, std = diff.mean(), (diff.std(ddof=1) if len(diff) > 1 else 0.0)
+    if mean - std > 0:
+        return "win"
+    if mean + std < 0:
+        return "loss"
+    return "tie"
+
+
+def control_table(tidy: pd.DataFrame, methods: Mapping[str, tuple[str, str]], control: str,
+                  ood_sets: Sequence[str]) -> str:
+    """Markdown: every method but the control against the control, paired AUROC difference per OOD
+    set (mean ± std over seeds) and its verdict."""
+    scorers = set(tidy[tidy["variant"] == control]["scorer"])
+    head = ["Method (scorer) − CE control", *[f"{s} ΔAUROC" for s in ood_sets], "average ΔAUROC"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for v, (label, scorer) in methods.items():
+        if v == control:
+            continue
+        ref = scorer if scorer in scorers else methods[control][1]
+        diffs = paired_differences(tidy, v, scorer, control, ref, ood_sets)
+        if not len(diffs[AVERAGE]):
+            continue
+        cells = []
+        for s in [*ood_sets, AVERAGE]:
+            d = diffs[s]
+            std = d.std(ddof=1) if len(d) > 1 else 0.0
+            cells.append(f"{d.mean():+.1f} ± {std:.1f} ({verdict(d)})")
+        name = f"{label} ({scorer_label(scorer)})" + ("" if ref == scorer else f" vs control ({scorer_label(ref)})")
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def provenance(repo: str | Path) -> str:
+    """Commit (and whether the tree had changes), machine and date."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = " (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return (f"commit {commit}{dirty}; {cpu}, {os.cpu_count()} CPU cores, {platform.system()} "
+            f"{platform.release().split('-')[0]}, Python {platform.python_version()}; {date.today().isoformat()}")
+
+
+def results_block(tidy: pd.DataFrame, *, bench: str, methods: Mapping[str, tuple[str, str]], control: str,
+                  ood_sets: Sequence[str], origin: str, command: str) -> str:
+    seeds = tidy["seed"].nunique()
+    return (f"{START}\n_Generated by `{command}` from `results/{bench}/metrics_all.csv` ({seeds} seeds; {origin}). "
+            "Numbers from another CPU differ slightly._\n\n"
+            f"{methods_table(tidy, methods, ood_sets)}\n"
+            "Against the CE control (paired over seeds: each method and the control start from the same CE "
+            "model; win / loss = the mean difference is more than one standard deviation above / below 0):\n\n"
+            f"{control_table(tidy, methods, control, ood_sets)}{END}")
+
+
+def replace_block(text: str, block: str, where: str) -> str:
+    if START not in text or END not in text:
+        raise ValueError(f"{where} has no {START} ... {END} markers: add them where the results belong")
+    a, b = text.index(START), text.index(END) + len(END)
+    return text[:a] + block + text[b:]
