@@ -222,7 +222,9 @@ def read_head(path) -> tuple[np.ndarray, np.ndarray]:
         return f["head/weight"][()], f["head/bias"][()]
 
 
-def write_scores(path, scores: Mapping[str, np.ndarray], *, scorer: str, params: Mapping, features_file: str) -> None:
+def write_scores(path, scores: Mapping[str, np.ndarray], *, scorer: str, params: Mapping, features_file: str,
+                 attrs: Mapping | None = None) -> None:
+    """Write a score file; ``attrs``: extra attributes (e.g. the device a network scorer ran on)."""
     with atomic_path(path, suffix=".h5") as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["schema_version"] = SCHEMA_VERSION
@@ -230,6 +232,8 @@ def write_scores(path, scores: Mapping[str, np.ndarray], *, scorer: str, params:
             f.attrs["scorer"] = scorer
             f.attrs["params"] = _json_attr(dict(params))
             f.attrs["features_file"] = str(features_file)
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value if isinstance(value, (str, int, float)) else _json_attr(value)
             for name, s in scores.items():
                 f.create_dataset(f"scores/{name}", data=np.asarray(s, dtype=np.float64))
 

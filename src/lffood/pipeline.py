@@ -7,7 +7,9 @@ per embedded run import this module, and pandas alone would add ~0.2 s to each."
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -44,18 +46,30 @@ def normalization(split, path) -> tuple[list[float], list[float]]:
     return split.meta["mean"], split.meta["std"]
 
 
+def resume_path(ckpt_out: str | Path) -> Path:
+    """Where a training job keeps its end-of-epoch state: beside its checkpoint, not a workflow output."""
+    ckpt_out = Path(ckpt_out)
+    return ckpt_out.with_name(f"{ckpt_out.stem}.resume.pt")
+
+
 def run_training(spec: Mapping, *, variant: str, seed: int, train_path: str, ckpt_out: str, history_out: str,
-                 device_name: str = "auto", threads: int = 1, parent_ckpt: str | None = None) -> list[dict]:
+                 device_name: str = "auto", threads: int = 1, parent_ckpt: str | None = None,
+                 job: str = "") -> list[dict]:
     """Train one variant (``spec``: :func:`lffood.variants.training_spec`): from scratch or by importing
     ``spec['checkpoint']`` when it has no parent, else fine-tuned from ``parent_ckpt``. Writes the
-    checkpoint (with the objective's own modules) and the per-epoch history."""
+    checkpoint (with the objective's own modules) and the per-epoch history. The end-of-epoch state
+    is kept in :func:`resume_path` while the job runs: a rerun after a crash or SIGKILL continues
+    after the last finished epoch (same configuration, seed, parent and data only)."""
+    import hashlib
+    import json
+
     import torch
 
     from .data.loader import TensorImages
     from .models import build_model
     from .objectives import build_objective
     from .runtime import seed_everything, select_device, set_threads
-    from .training import import_checkpoint, load_checkpoint, save_checkpoint, train
+    from .training import ResumeFile, import_checkpoint, load_checkpoint, save_checkpoint, train
 
     set_threads(threads)
     seed_everything(seed, spec["deterministic"])
@@ -80,29 +94,42 @@ def run_training(spec: Mapping, *, variant: str, seed: int, train_path: str, ckp
              f", from {spec['parent']} ({parent_ckpt})" if spec["parent"] else "")
     parent = parent_ckpt or imported
     parent_sha256 = sha256_file(parent) if parent else None
+    resume = None
     if imported:
         # a model trained elsewhere: no training here; one history row records where it came from
         log.info("%s: using %s (key variants.%s.checkpoint) instead of training", stage_name, imported, variant)
         history = [{"epoch": 0, "imported_from": str(imported), "imported_sha256": parent_sha256}]
     else:
+        st = Path(train_path).stat()
+        fingerprint = hashlib.sha256(json.dumps(
+            {"spec": spec, "seed": seed, "parent_sha256": parent_sha256, "data": [st.st_size, st.st_mtime_ns]},
+            sort_keys=True, default=str).encode()).hexdigest()
+        resume = ResumeFile(resume_path(ckpt_out), fingerprint)
         history = train(model, data, spec["stage"], objective=objective, seed=seed, device=device,
                         guard=spec["guard"], stage_name=stage_name, amp=spec["amp"],
-                        monitor_delta=spec.get("monitor_delta"))
+                        monitor_delta=spec.get("monitor_delta"), resume=resume, job=job)
+    # the device is recorded, not part of the artifact's identity (a rerun on another device is not asked for)
     meta_out = {"model": dict(spec["model"]), "num_classes": num_classes, "classes": meta["classes"],
                 "variant": variant, "seed": seed, "stage": dict(spec["stage"]),
                 "objective": {"name": spec["objective"], "params": dict(spec["params"])},
-                "parent": spec["parent"], "parent_sha256": parent_sha256, "torch": str(torch.__version__)}
+                "parent": spec["parent"], "parent_sha256": parent_sha256, "torch": str(torch.__version__),
+                "device": str(device)}
     save_checkpoint(ckpt_out, model, meta_out, objective)
     with atomic_path(history_out) as tmp:
         import pandas as pd
 
         pd.DataFrame(history).assign(variant=variant, seed=seed).to_csv(tmp, index=False)
+    if resume is not None:
+        resume.remove()  # the checkpoint is complete: nothing to resume any more
     return history
 
 
 # ----------------------------------------------------------------------------- extraction
-def run_extraction(bench: Mapping, *, checkpoint: str, split_paths: Mapping[str, str], out: str,
-                   attrs: Mapping, device_name: str = "auto", threads: int = 1) -> None:
+def run_extraction(extraction: Mapping, *, checkpoint: str, split_paths: Mapping[str, str], out: str, attrs: Mapping,
+                   amp: bool = True, batch_size: int = 512, device_name: str = "auto", threads: int = 1) -> None:
+    """Run ``checkpoint`` over every split and write the HDF5 feature file. ``extraction``: what the
+    features depend on (``center_crop``, ``multiscale``); ``batch_size`` and the device change only how
+    fast they are computed, and are recorded in the file's attributes, not in its identity."""
     from .data.loader import TensorImages
     from .extraction import extract_split
     from .runtime import library_versions, select_device, set_threads
@@ -112,21 +139,22 @@ def run_extraction(bench: Mapping, *, checkpoint: str, split_paths: Mapping[str,
     device = select_device(device_name)
     model, ck_meta, objective = load_checkpoint(checkpoint, device, with_objective=True)
     config = {k: ck_meta.get(k) for k in ("model", "stage", "objective", "variant", "seed", "parent", "parent_sha256")}
-    config["extraction"] = dict(bench["extraction"])
+    config["extraction"] = dict(extraction)
     extras = objective.extract if objective is not None and objective.provides else None
     train_split = load_split(split_paths["train"])
     mean, std = normalization(train_split, split_paths["train"])
     splits, roles = {}, {}
-    for name, path in split_paths.items():
+    started, total = time.perf_counter(), len(split_paths)
+    for i, (name, path) in enumerate(split_paths.items()):
         split = train_split if name == "train" else load_split(path)
         role = split.meta.get("role", "ood")
         data = TensorImages(split, mean, std, device)
-        splits[name] = extract_split(model, data, batch_size=bench["extraction"]["batch_size"], device=device,
-                                     amp=bench["amp"], with_gt_prob=role != "ood",
-                                     center_crop=bench["extraction"].get("center_crop"),
-                                     multiscale=bench["extraction"].get("multiscale", True), extras=extras)
+        splits[name] = extract_split(model, data, batch_size=batch_size, device=device, amp=amp,
+                                     with_gt_prob=role != "ood", center_crop=extraction.get("center_crop"),
+                                     multiscale=extraction.get("multiscale", True), extras=extras)
         roles[name] = role
-        log.info("extracted %s (%s): %d samples", name, role, len(split))
+        log.info("extracted %s (%s): %d samples (split %d/%d, %s)", name, role, len(split), i + 1, total,
+                 _progress(started, i + 1, total))
     h5schema.write_features(
         out, head_weight=model.head.weight.detach().cpu().numpy(), head_bias=model.head.bias.detach().cpu().numpy(),
         splits=splits, roles=roles,
@@ -134,7 +162,15 @@ def run_extraction(bench: Mapping, *, checkpoint: str, split_paths: Mapping[str,
                "id_dataset": train_split.meta.get("benchmark", "unknown"),
                "ood_datasets": [n for n, r in roles.items() if r == "ood"],
                "dataset_files": {name: str(path) for name, path in split_paths.items()},
-               "versions": library_versions(), "classes": ck_meta["classes"]})
+               "versions": library_versions(), "classes": ck_meta["classes"],
+               "device": str(device), "batch_size": int(batch_size)})
+
+
+def _progress(started: float, done: int, total: int) -> str:
+    """``12.3s elapsed, about 45s left`` from the fraction of work done (for long stages' logs)."""
+    elapsed = time.perf_counter() - started
+    left = elapsed / max(done, 1) * (total - done)
+    return f"{elapsed:.1f}s elapsed, about {left:.0f}s left"
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -253,13 +289,14 @@ def run_scoring_network(scorer: str, params: Mapping, *, checkpoint: str, split_
     else:
         sc.load(head, _fitted_stats(sc, stats_path))
     scores = {}
-    for name, path in split_paths.items():
-        if name == "train":
-            continue
-        data = TensorImages(load_split(path), mean, std, device)
+    started, todo = time.perf_counter(), [n for n in split_paths if n != "train"]
+    for i, name in enumerate(todo):
+        data = TensorImages(load_split(split_paths[name]), mean, std, device)
         scores[name] = sc.score_network(model, data, batch_size=batch_size, device=device)
-        log.info("%s on %s: %d scores", scorer, name, len(scores[name]))
-    h5schema.write_scores(out, scores, scorer=scorer, params=sc.params, features_file=checkpoint)
+        log.info("%s on %s: %d scores (split %d/%d, %s)", scorer, name, len(scores[name]), i + 1, len(todo),
+                 _progress(started, i + 1, len(todo)))
+    h5schema.write_scores(out, scores, scorer=scorer, params=sc.params, features_file=checkpoint,
+                          attrs={"device": str(device), "batch_size": int(batch_size)})
     return scores
 
 

@@ -211,6 +211,16 @@ def run_rule(smk, main) -> None:
             raise SystemExit(1) from None
 
 
+def bench_setting(smk, *keys):
+    """A setting of the job's benchmark that a rule script reads from the config instead of receiving
+    it as a param (batch sizes of inference): changing it changes how fast, not what is computed, so
+    it must not rerun the job. ``bench_setting(smk, "extraction", "batch_size")``."""
+    value = smk.config["benchmarks"][smk.wildcards.bench]
+    for key in keys:
+        value = value[key]
+    return value
+
+
 def export_pythonpath(path: str) -> None:
     """Prepend ``path`` to PYTHONPATH so that rule scripts (local, cluster or conda jobs, which
     inherit the environment) import this checkout's library without installing it."""

@@ -322,3 +322,62 @@ def test_extract_split_matches_model():
     no_gt = extract_split(model, data, batch_size=7, device=CPU)
     assert "local_gt_prob" not in no_gt
     np.testing.assert_allclose(no_gt["logits"], out["logits"], rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- resume
+class _Killed(Exception):
+    pass
+
+
+def test_resume_after_a_crash_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
+    from lffood.training import ResumeFile
+
+    def run(resume=None, kill_at=None, objective="lff"):
+        torch.manual_seed(0)
+        model = build_model(SMALL, 4)
+        o = obj(objective, LFF if objective == "lff" else {"gamma": 0.6})
+
+        def progress(row):
+            if row["epoch"] == kill_at:
+                raise _Killed
+
+        try:
+            hist = train(model, _data(), _stage(epochs=4, schedule={"type": "step", "milestones": [2], "gamma": 0.1}),
+                         objective=o, seed=0, device=CPU, guard=NO_GUARD, progress=progress, resume=resume)
+        except _Killed:
+            return None, None, None
+        return model, o, hist
+
+    ref_model, ref_obj, ref_hist = run()
+    resume = ResumeFile(tmp_path / "m.resume.pt", "fp-1")
+    assert run(resume, kill_at=3)[0] is None  # killed during epoch 3: the state after epoch 2 is on disk
+    assert torch.load(resume.path, weights_only=True)["epoch"] == 2
+    model, o, hist = run(resume)
+    for a, b in zip(ref_model.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
+    for key in ("loss", "ce", "acc", "lff", "frac_selected"):
+        assert [h[key] for h in hist] == [h[key] for h in ref_hist], key
+    # SSOD: the objective's own module (OOD head) resumes too
+    ref_model, ref_obj, _ = run(objective="ssod")
+    resume = ResumeFile(tmp_path / "s.resume.pt", "fp-ssod")
+    run(resume, kill_at=2, objective="ssod")
+    _, o, _ = run(resume, objective="ssod")
+    for a, b in zip(ref_obj.modules.state_dict().values(), o.modules.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_resume_state_of_another_training_is_ignored(tmp_path, caplog):
+    from lffood.training import ResumeFile
+
+    torch.manual_seed(0)
+    resume = ResumeFile(tmp_path / "m.resume.pt", "fingerprint-a")
+    resume.save({"epoch": 3, "model": {}, "objective": {}, "optimizer": {}, "scaler": None, "rng": {},
+                 "history": [], "collapsed_epochs": 0})
+    other = ResumeFile(tmp_path / "m.resume.pt", "fingerprint-b")
+    with caplog.at_level("WARNING"):
+        hist = train(build_model(SMALL, 4), _data(), _stage(epochs=2), objective=obj(), seed=0, device=CPU,
+                     guard=NO_GUARD, resume=other)
+    assert [h["epoch"] for h in hist] == [1, 2] and "another training configuration" in caplog.text
+    (tmp_path / "torn.resume.pt").write_bytes(b"\x00" * 10)
+    assert ResumeFile(tmp_path / "torn.resume.pt", "x").load(CPU) is None

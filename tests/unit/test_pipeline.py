@@ -74,3 +74,44 @@ def test_run_scoring_and_metrics(features, tmp_path):
 
 def test_split_names():
     assert pipeline.split_names({"dataset": {"ood_sets": ["a", "b"]}}) == ["train", "test", "a", "b"]
+
+
+def test_two_runs_of_the_chain_are_identical(tmp_path):
+    """Determinism: the chain (CE training, LFF fine-tuning, extraction, statistics, scoring, metrics)
+    run twice from scratch gives byte-identical checkpoints and metrics."""
+    from lffood.config import validate_config
+    from lffood.variants import training_spec
+
+    from conftest import MICRO, SCHEMA
+    import yaml
+
+    cfg = yaml.safe_load(MICRO.read_text())
+    b = cfg["benchmarks"]["micro"]
+    b["variants"] = {v: b["variants"][v] for v in ("ce", "lff")}
+    b["sweeps"] = []
+    bench = validate_config(cfg, SCHEMA)["benchmarks"]["micro"]
+    splits = {s: str(tmp_path / f"{s}.npz") for s in pipeline.split_names(bench)}
+    pipeline.prepare_embedded(bench, splits)  # the generator's determinism is tested in test_data.py
+    outs = []
+    for run in ("a", "b"):
+        d = tmp_path / run
+        for v, parent in (("ce", None), ("lff", str(d / "ce.pt"))):
+            pipeline.run_training(training_spec(bench, v), variant=v, seed=0, train_path=splits["train"],
+                                  ckpt_out=str(d / f"{v}.pt"), history_out=str(d / f"{v}.csv"), device_name="cpu",
+                                  parent_ckpt=parent)
+        pipeline.run_extraction(bench["extraction"], checkpoint=str(d / "lff.pt"), split_paths=splits,
+                                out=str(d / "lff.h5"), attrs={}, device_name="cpu")
+        pipeline.run_fit_stats(str(d / "lff.h5"), "react", {}, str(d / "react_stats.h5"))
+        scores = {}
+        for s, stats in (("react", str(d / "react_stats.h5")), ("csd", None), ("energy", None)):
+            pipeline.run_scoring(str(d / "lff.h5"), s, bench["scorers"]["params"].get(s, {}), str(d / f"{s}.h5"),
+                                 stats_path=stats)
+            scores[s] = str(d / f"{s}.h5")
+        pipeline.run_metrics(str(d / "lff.h5"), scores, str(d / "metrics.csv"), {"variant": "lff", "seed": 0})
+        outs.append(d)
+    a, b_ = outs
+    for name in ("ce.pt", "lff.pt", "metrics.csv"):
+        assert (a / name).read_bytes() == (b_ / name).read_bytes(), name
+    fa, fb = h5schema.read_split(a / "lff.h5", "far"), h5schema.read_split(b_ / "lff.h5", "far")
+    for k in fa:
+        np.testing.assert_array_equal(fa[k], fb[k])

@@ -192,7 +192,7 @@ def test_a_toy_objective_is_one_class_plus_a_config_entry(tmp_path):
         assert "hinge" in hist[0] and np.isfinite(hist[0]["hinge"])
         save_split(tmp_path / "test.npz", Split(rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8), np.arange(6) % 2,
                                                 {**meta, "role": "id_test"}))
-        pipeline.run_extraction({"extraction": b["extraction"], "amp": False}, checkpoint=str(tmp_path / "toy.pt"),
+        pipeline.run_extraction(b["extraction"], amp=False, checkpoint=str(tmp_path / "toy.pt"),
                                 split_paths={"train": str(tmp_path / "train.npz"), "test": str(tmp_path / "test.npz")},
                                 out=str(tmp_path / "toy.h5"), attrs={"variant": "toy"}, device_name="cpu")
         assert h5schema.read_split(tmp_path / "toy.h5", "test", ["multiscale"])["multiscale"].shape == (6, 6, 4)

@@ -39,7 +39,6 @@ rule fit_stats_network:
         scorer=_alt_or_never(NETWORK_FITS_FOR_FEATURES),
     params:
         fit_params=scorer_fit_params,
-        batch_size=lambda wc: bench(wc)["scorers"]["network"]["batch_size"],
     log:
         f"{LOGS}/{{bench}}/seed{{seed}}/stats_{{variant}}_{{scorer}}.log",
     benchmark:
@@ -88,7 +87,6 @@ rule score_network:
     params:
         scorer_params=scorer_params,
         splits=lambda wc: split_names(bench(wc)),
-        batch_size=lambda wc: bench(wc)["scorers"]["network"]["batch_size"],
     log:
         f"{LOGS}/{{bench}}/seed{{seed}}/score_{{variant}}_{{scorer}}.log",
     benchmark:
@@ -115,7 +113,6 @@ rule fit_score_network:
     params:
         scorer_params=scorer_params,
         splits=lambda wc: split_names(bench(wc)),
-        batch_size=lambda wc: bench(wc)["scorers"]["network"]["batch_size"],
     log:
         f"{LOGS}/{{bench}}/seed{{seed}}/score_{{variant}}_{{scorer}}.log",
     benchmark:

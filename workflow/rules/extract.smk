@@ -9,7 +9,9 @@ rule extract:
     output:
         P.features,
     params:
-        extraction=lambda wc: {k: bench(wc)[k] for k in ("extraction", "amp")},
+        # what the features depend on; the batch size and the device are read by the job itself
+        extraction=lambda wc: {"amp": bench(wc)["amp"],
+                               **{k: v for k, v in bench(wc)["extraction"].items() if k != "batch_size"}},
         splits=lambda wc: split_names(bench(wc)),
         schema_version=h5schema.SCHEMA_VERSION,
     log:

@@ -2,14 +2,17 @@
 # from-scratch methods (LogitNorm), and everything fine-tuned from a parent checkpoint (the CE
 # control, LFF, SSOD, MODE, sweep points). Which objective, parent and schedule is configuration
 # (benchmarks.<b>.variants); the job's params are exactly what the variant's training reads.
+# Outputs are update(): when a changed configuration reruns a trained model, Snakemake keeps a copy
+# of the old checkpoint instead of deleting it first, and restores it if the new job fails. A job
+# killed mid-training resumes after its last finished epoch (lffood.pipeline.resume_path).
 
 
 rule train:
     input:
         unpack(train_inputs),
     output:
-        ckpt=P.ckpt,
-        history=P.history,
+        ckpt=update(P.ckpt),
+        history=update(P.history),
     params:
         spec=training_params,
     log:
