@@ -8,6 +8,7 @@ Examples::
     lffood generate-embedded /tmp/emb        # write the embedded benchmark's splits
     lffood benchmarks                        # run time and memory per rule of the last run
     lffood smoke --arch resnet34             # images/s of every training objective and extraction (GPU check)
+    lffood bench                             # ratios: data pipeline vs torchvision, objectives vs CE, scorers
     lffood objectives                        # list training objectives and their parameters
     lffood results --write README.md         # regenerate the README's results from results/ (commit, machine)
     lffood download --list                   # paper datasets: URL, checksum, where to place by hand
@@ -192,6 +193,20 @@ def _smoke(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    from .bench import format_figures, run_bench
+    from .runtime import setup_logging
+
+    setup_logging()
+    arch = {"arch": "resnet", "blocks": [1, 1, 1], "widths": [16, 32, 64]} if args.arch == "embedded" else args.arch
+    t0 = __import__("time").perf_counter()
+    figures = run_bench(arch=arch, size=args.size, classes=args.classes, n=args.n, batch=args.batch,
+                        device_name=args.device, amp=not args.no_amp, workers=args.workers)
+    print(format_figures(figures))
+    print(f"(ratios: time per image against the group's reference; {__import__('time').perf_counter() - t0:.0f} s)")
+    return 0
+
+
 def _download(args) -> int:
     from .config import load_config
     from .data import download, sources
@@ -276,6 +291,16 @@ def main(argv=None) -> int:
     r.add_argument("--config", default="config.yaml")
     r.add_argument("--schema", default=str(REPO_SCHEMA))
     r.set_defaults(fn=_results)
+    bn = sub.add_parser("bench", help="data pipeline, objectives' steps, extraction and scorers, side by side (ratios)")
+    bn.add_argument("--arch", default="embedded", help="'embedded' (the default benchmark's model) or a model.arch")
+    bn.add_argument("--size", type=int, default=16)
+    bn.add_argument("--classes", type=int, default=8)
+    bn.add_argument("--n", type=int, default=1024, help="number of random images")
+    bn.add_argument("--batch", type=int, default=128)
+    bn.add_argument("--workers", type=int, default=2, help="DataLoader workers of the torchvision pipeline")
+    bn.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    bn.add_argument("--no-amp", action="store_true")
+    bn.set_defaults(fn=_bench)
     o = sub.add_parser("objectives", help="list registered training objectives and their parameters")
     o.set_defaults(fn=_objectives)
     m = sub.add_parser("smoke", help="images/s of every training objective and extraction on random data")

@@ -1,0 +1,269 @@
+"""``lffood bench``: one command that measures, side by side in one run, what the performance
+targets are about, and prints ratios (the verdict) next to the absolute figures (which depend on
+the machine):
+
+* data: the project's tensor pipeline (:class:`lffood.data.loader.TensorImages`: gather, augment and
+  normalise a batch in one vectorised call on the device) against the usual torchvision pipeline
+  (a ``Dataset`` of PIL images, ``RandomCrop``/``ToTensor``/``Normalize`` per image, a ``DataLoader``)
+  on the same images and model, each feeding the same training step;
+* training: every objective's step against the CE step (time per image), and the host
+  synchronisations per step of each (counted with :class:`SyncCounter`; 0 is the target);
+* extraction: images/s;
+* scorers: each cached-feature scorer's fit and score time on one model's cached features.
+
+On a CPU it runs in about a minute with the defaults; with a GPU it runs there (``--device``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger("lffood.bench")
+
+
+# ----------------------------------------------------------------------------- host synchronisations
+class SyncCounter:
+    """Counts the calls that move a tensor's value to the host (``item``, ``tolist``, ``numpy``,
+    ``bool``/``float``/``int`` of a tensor, ``cpu``): on a GPU each is a synchronisation that stalls
+    the step. Counting works on the CPU through the same code path, which is what the tests use.
+
+    ::
+
+        with SyncCounter() as c:
+            step()
+        c.count, c.calls  # number, and which methods
+    """
+
+    METHODS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__")
+
+    def __init__(self):
+        self.calls: dict[str, int] = {}
+
+    @property
+    def count(self) -> int:
+        return sum(self.calls.values())
+
+    def __enter__(self) -> "SyncCounter":
+        import torch
+
+        self._saved = {m: getattr(torch.Tensor, m) for m in self.METHODS}
+        for m, original in self._saved.items():
+            setattr(torch.Tensor, m, self._wrap(m, original))
+        return self
+
+    def _wrap(self, name, original):
+        def counted(tensor, *args, **kwargs):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return original(tensor, *args, **kwargs)
+
+        return counted
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        for m, original in self._saved.items():
+            setattr(torch.Tensor, m, original)
+
+
+def syncs_per_step(train_fn, steps_a: int, steps_b: int) -> float:
+    """Host synchronisations per training step: ``train_fn(steps)`` runs one epoch of ``steps`` steps;
+    the difference between two epoch lengths cancels what happens once per epoch."""
+    counts = []
+    for steps in (steps_a, steps_b):
+        with SyncCounter() as c:
+            train_fn(steps)
+        counts.append(c.count)
+    return (counts[1] - counts[0]) / (steps_b - steps_a)
+
+
+# ----------------------------------------------------------------------------- figures
+@dataclass
+class Figure:
+    group: str
+    name: str
+    value: float
+    unit: str
+    ratio: float | None = None  # against the group's reference (the verdict)
+    note: str = ""
+
+
+def _timed(fn, device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The training loop logs every epoch; the benchmark prints its own table."""
+    logger = logging.getLogger("lffood.training")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def run_bench(*, arch: str | dict = {"arch": "resnet", "blocks": [1, 1, 1], "widths": [16, 32, 64]}, size: int = 16,
+              classes: int = 8, n: int = 1024, batch: int = 128, device_name: str = "auto", amp: bool = True,
+              workers: int = 2, seed: int = 0) -> list[Figure]:
+    """Every figure of the benchmark (module docstring). Defaults: the embedded benchmark's model and
+    image size; ``--arch resnet34 --size 32 --classes 10`` for CIFAR's."""
+    import torch
+
+    from .data.arrays import Split
+    from .data.loader import TensorImages
+    from .extraction import extract_split
+    from .models import build_model
+    from .objectives import build_objective, registered_objectives
+    from .runtime import seed_everything, select_device
+    from .training import train
+
+    seed_everything(seed, deterministic=False)
+    device = select_device(device_name)
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    labels = rng.integers(0, classes, n)
+    model_cfg = arch if isinstance(arch, dict) else {"arch": arch}
+    model = build_model(model_cfg, classes).to(device)
+    mean, std = [0.5] * 3, [0.25] * 3
+    augment = {"crop_padding": 2, "hflip": True, "color_jitter": 0.0}
+    stage = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False, "epochs": 1,
+             "batch_size": batch, "schedule": {"type": "constant"}, "augment": augment}
+    figures: list[Figure] = []
+    steps = n // batch
+    trained = steps * batch
+
+    # ---- data pipelines, each feeding the same CE step
+    data = TensorImages(Split(images, labels, {"role": "id_train"}), mean, std, device)
+    ce = build_objective("ce", {}, feature_dim=model.feature_dim, num_classes=classes)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step(x, y):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    gen = torch.Generator().manual_seed(seed)
+
+    def ours(with_step: bool):
+        for idx in data.index_batches(batch, shuffle=True, gen=gen, drop_last=True):
+            x, y = data.batch(idx, augment=augment, gen=gen)
+            if with_step:
+                step(x, y)
+
+    loader = _torchvision_loader(images, labels, batch, workers, padding=2, mean=mean, std=std, seed=seed)
+
+    def theirs(with_step: bool):
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if with_step:
+                step(x, y)
+
+    model.train()
+    ours(True), theirs(True)  # warm-up: kernels, worker processes, allocator
+    t_ours_data, t_theirs_data = _timed(lambda: ours(False), device), _timed(lambda: theirs(False), device)
+    t_ours, t_theirs = _timed(lambda: ours(True), device), _timed(lambda: theirs(True), device)
+    figures += [
+        Figure("data", "project pipeline (batches only)", trained / t_ours_data, "img/s", 1.0),
+        Figure("data", f"torchvision DataLoader, {workers} workers (batches only)", trained / t_theirs_data, "img/s",
+               t_ours_data / t_theirs_data, "ratio: time of ours / theirs (below 1 = ours faster)"),
+        Figure("data", "project pipeline + CE step", trained / t_ours, "img/s", 1.0),
+        Figure("data", "torchvision DataLoader + CE step", trained / t_theirs, "img/s", t_ours / t_theirs,
+               "ratio: time of ours / theirs"),
+    ]
+
+    # ---- every objective's step against CE's, and host synchronisations per step
+    with _quiet():
+        times = {}
+        train(model, data, stage, objective=ce, seed=seed, device=device, guard={"enabled": False}, amp=amp)  # warm-up
+        for name in sorted(registered_objectives(), key=lambda o: o != "ce"):
+            obj = build_objective(name, {}, feature_dim=model.feature_dim, num_classes=classes)
+            secs = _timed(lambda: train(model, data, stage, objective=obj, seed=seed, device=device,
+                                        guard={"enabled": False}, amp=amp, monitor_delta=0.1), device)
+            times[name] = secs / trained
+
+            def one_epoch(k, obj=obj):
+                sub = TensorImages(Split(images[:k * batch], labels[:k * batch], {}), mean, std, device)
+                train(model, sub, stage, objective=obj, seed=seed, device=device, guard={"enabled": False}, amp=amp,
+                      monitor_delta=0.1)
+
+            syncs = syncs_per_step(one_epoch, 2, 4)
+            figures.append(Figure("train", f"{name} step", 1.0 / times[name], "img/s", times[name] / times["ce"],
+                                  f"{syncs:.0f} host syncs/step" + (" (CE: reference)" if name == "ce" else "")))
+
+    # ---- extraction
+    t = _timed(lambda: extract_split(model, data, batch_size=2 * batch, device=device, amp=amp, with_gt_prob=True,
+                                     multiscale=True), device)
+    figures.append(Figure("extract", "extraction (all fields, multiscale)", n / t, "img/s"))
+
+    # ---- cached-feature scorers on this model's features
+    figures += _scorer_figures(model, data, device, amp, batch)
+    return figures
+
+
+def _torchvision_loader(images, labels, batch, workers, *, padding, mean, std, seed):
+    """The usual pipeline: a Dataset of PIL images with per-image torchvision transforms, a DataLoader."""
+    import torch
+    from PIL import Image
+    from torchvision import transforms
+
+    tf = transforms.Compose([transforms.RandomCrop(images.shape[1], padding=padding), transforms.RandomHorizontalFlip(),
+                             transforms.ToTensor(), transforms.Normalize(mean, std)])
+
+    class Images(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(images)
+
+        def __getitem__(self, i):
+            return tf(Image.fromarray(images[i])), int(labels[i])
+
+    return torch.utils.data.DataLoader(Images(), batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
+                                       generator=torch.Generator().manual_seed(seed), persistent_workers=workers > 0)
+
+
+def _scorer_figures(model, data, device, amp, batch) -> list[Figure]:
+    """Fit and score time of every cached-feature scorer on features extracted from ``model``."""
+    from .extraction import extract_split
+    from .scorers import FeatureSet, Head, build_scorer, registered_scorers
+
+    out = extract_split(model, data, batch_size=2 * batch, device=device, amp=amp, multiscale=True)
+    head = Head(model.head.weight.detach().cpu().numpy(), model.head.bias.detach().cpu().numpy())
+    train = FeatureSet(out["logits"], out["features"], out["labels"], {"multiscale": out["multiscale"]})
+    test = FeatureSet(out["logits"], out["features"], None, {"multiscale": out["multiscale"]})
+    figures = []
+    for name, cls in registered_scorers().items():
+        if cls.score_on != "features" or not set(cls.requires) <= {"multiscale"}:
+            continue
+        params = {"k": 10} if name in ("knn", "csd") else {}
+        sc = build_scorer(name, params)
+        t0 = time.perf_counter()
+        sc.fit(train, head)
+        t1 = time.perf_counter()
+        sc.score(test)
+        t2 = time.perf_counter()
+        figures.append(Figure("scorers", f"{name} fit + score", (t2 - t0) * 1000, "ms",
+                              note=f"fit {1000 * (t1 - t0):.1f} ms, score {1000 * (t2 - t1):.1f} ms, {len(test.logits)} samples"))
+    return figures
+
+
+def format_figures(figures: list[Figure]) -> str:
+    lines = [f"{'group':8s} {'what':44s} {'value':>10s} {'unit':6s} {'ratio':>7s}  note"]
+    for f in figures:
+        ratio = f"{f.ratio:7.2f}" if f.ratio is not None else " " * 7
+        lines.append(f"{f.group:8s} {f.name:44s} {f.value:10.1f} {f.unit:6s} {ratio}  {f.note}")
+    return "\n".join(lines)
