@@ -20,7 +20,8 @@ test notices, so they are caught here by rule, with the file and line of each vi
 
 Exceptions are listed in ``ALLOWED`` with the reason, by file, enclosing function and call (not by
 line, so they survive edits), and an entry that no longer matches anything fails. Each rule is shown
-to fire on a planted defect and to stay quiet on the correct form.
+to fire on a planted defect and to stay quiet on the correct form. The file ends with a behavioural
+test of the training collapse guard's last-epoch rule.
 """
 
 from __future__ import annotations
@@ -31,9 +32,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import torch
 
 from conftest import REPO  # noqa: E402
+from lffood.data.arrays import Split
+from lffood.data.loader import TensorImages
+from lffood.errors import CollapseError
+from lffood.models import build_model
+from lffood.objectives import build_objective, register, unregister
+from lffood.objectives.ce import CrossEntropy
+from lffood.training import train
 
 RULES = ("torch-load", "allow-pickle", "pickle", "torch-rng", "global-rng", "unseeded-rng")
 
@@ -419,3 +429,48 @@ def test_every_allowed_exception_has_a_reason():
     for a in ALLOWED:
         assert len(a.reason) > 40 and a.path.endswith(".py") and a.function, a
         assert (REPO / a.path).is_file(), a.path
+
+
+# ----------------------------------------------------------------------------- collapse guard, last epoch
+# test_models_training.py::test_collapse_guard_at_last_epoch_with_patience_left covers a run that is
+# collapsed from its first epoch to its last with patience left. These pin the rest of the rule:
+# what counts is the last epoch itself (collapsed or not), not the run's earlier epochs.
+GUARD = {"enabled": True, "chance_factor": -1.0, "min_feature_norm": 0.0, "patience": 3}
+STAGE = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "nesterov": False, "epochs": 3,
+         "batch_size": 16, "schedule": {"type": "constant"}, "augment": {"crop_padding": 0, "hflip": False,
+                                                                           "color_jitter": 0.0}}
+
+
+@pytest.mark.parametrize("collapsed,stops_at", [
+    ({3}, 3),         # only the last epoch: 1 collapsed epoch < patience 3, still stops
+    ({2, 3}, 3),      # 2 < patience 3 collapsed epochs ending at the last
+    ({2}, None),      # collapsed once, then recovered: the count resets, the last epoch is fine
+    (set(), None),    # never collapsed, guard on: no false alarm at the last epoch
+])
+def test_collapse_guard_judges_the_last_epoch(collapsed, stops_at):
+    """A run whose last epoch is collapsed is stopped (no checkpoint) even with fewer than
+    ``guard.patience`` collapsed epochs; a healthy last epoch is not."""
+
+    @register("toy_collapse")
+    class ToyCollapse(CrossEntropy):
+        """Cross-entropy whose own collapse check fires in the epochs listed in ``collapsed``."""
+
+        def collapse(self, row):
+            return f"toy collapse in epoch {int(row['epoch'])}" if int(row["epoch"]) in collapsed else None
+
+    rng = np.random.default_rng(0)
+    data = TensorImages(Split(rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8), np.arange(16) % 4),
+                        [0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+    torch.manual_seed(0)
+    model = build_model({"arch": "resnet", "blocks": [1, 1], "widths": [4, 8]}, 4)
+    try:
+        objective = build_objective("toy_collapse", None, feature_dim=8, num_classes=4)
+        if stops_at is None:
+            hist = train(model, data, STAGE, objective=objective, seed=0, device=torch.device("cpu"), guard=GUARD)
+            assert [r["epoch"] for r in hist] == [1, 2, 3]
+        else:
+            msg = f"collapsed at epoch {stops_at}: toy collapse in epoch {stops_at}"
+            with pytest.raises(CollapseError, match=msg):
+                train(model, data, STAGE, objective=objective, seed=0, device=torch.device("cpu"), guard=GUARD)
+    finally:
+        unregister("toy_collapse")
