@@ -5,12 +5,14 @@ logs name the device, and the results equal a local run's.
 
 Needs root and Debian's slurmctld/slurmd/slurm-client/munge: installed with apt-get when missing
 (LFFOOD_SLURM_INSTALL=0 switches that off), waiting (at most 10 minutes) for another apt or dpkg to
-release the package manager's lock; skips with the reason otherwise. Deselect with `-m "not slurm"`.
+release the package manager's lock. Where the cluster cannot come up it skips with the reason,
+except in CI (``CI`` set, as .ci/run and GitHub-style CI do) as root, where it fails with the reason:
+there a skip would hide a check that is supposed to run. Deselect with `-m "not slurm"`.
 Bounded: the Snakemake run is killed (timeout -s KILL) after SLURM_TIMEOUT s and the daemons are
 stopped in the fixture's teardown whatever happens.
 
-The lock waiting is tested here too, without root or a real cluster (those tests are not marked
-`slurm`).
+The lock waiting and the skip/fail policy are tested here too, without root or a real cluster
+(those tests are not marked `slurm`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -60,12 +63,31 @@ def on_cluster(test):
     return pytest.mark.workflow(pytest.mark.slurm(test))
 
 
+def in_ci(env: Mapping[str, str]) -> bool:
+    """``CI`` set to anything but empty, 0, false or no (GitHub Actions and .ci/run set it)."""
+    return env.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def unavailable(reason: str, env: Mapping[str, str] | None = None, euid: int | None = None):
+    """Skip with ``reason`` where the cluster cannot be expected (a developer's machine, not root);
+    fail with it in CI as root, where the cluster is expected and a skip would go unnoticed."""
+    env = os.environ if env is None else env
+    euid = os.geteuid() if euid is None else euid
+    if in_ci(env) and euid == 0:
+        pytest.fail(f"{reason}\n(CI is set and this runs as root, so the SLURM tests must run here; if this "
+                    "machine cannot run them, deselect them explicitly with -m 'not slurm')", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
+    problem = None  # skipped or failed outside the except blocks: the reason alone, no chained traceback
     try:
         ensure_packages(install=os.environ.get("LFFOOD_SLURM_INSTALL", "1") != "0")
     except SlurmUnavailable as exc:
-        pytest.skip(f"no local SLURM cluster: {exc}")
+        problem = f"no local SLURM cluster: {exc}"
+    if problem:
+        unavailable(problem)
     root = tmp_path_factory.mktemp("slurm")
     slurm = LocalSlurm(root / "cluster")
     slurm.job_dirs = [root]  # teardown also ends job processes left in the work directories
@@ -73,7 +95,9 @@ def cluster(tmp_path_factory):
         slurm.start()
     except SlurmUnavailable as exc:
         slurm.stop()
-        pytest.skip(f"local SLURM cluster did not start: {exc}")
+        problem = f"local SLURM cluster did not start: {exc}"
+    if problem:
+        unavailable(problem)
     try:
         yield slurm, root
     finally:
@@ -336,3 +360,22 @@ def test_real_apt_get_waits_for_dpkgs_lock_itself(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert time.monotonic() - t0 >= 1.0
     assert not lines, lines  # one run of apt-get that waited, not a failed run and a second one
+
+
+# ----------------------------------------------------------------------------- skip or fail
+@pytest.mark.parametrize("ci,euid,fails", [
+    ("1", 0, True), ("true", 0, True),                                    # CI as root: the cluster must come up
+    (None, 0, False), ("", 0, False), ("0", 0, False), ("false", 0, False),  # not CI: skip with the reason
+    ("1", 1000, False),                                                   # CI, not root: cannot run, skip
+])
+def test_an_unavailable_cluster_fails_in_ci_as_root_and_skips_elsewhere(ci, euid, fails):
+    env = {} if ci is None else {"CI": ci}
+    # catch both, so that the wrong one fails this test instead of skipping it
+    with pytest.raises((pytest.fail.Exception, pytest.skip.Exception), match="no apt-get") as exc:
+        unavailable("no local SLURM cluster: no apt-get", env=env, euid=euid)
+    assert isinstance(exc.value, pytest.fail.Exception if fails else pytest.skip.Exception), repr(exc.value)
+
+
+def test_ci_entry_point_says_it_is_ci():
+    """.ci/run sets CI (unless the CI service did), so there the SLURM tests fail rather than skip."""
+    assert re.search(r'^export CI="\$\{CI:-1\}"$', (REPO / ".ci" / "run").read_text(), re.M)
