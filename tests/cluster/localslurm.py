@@ -14,17 +14,25 @@ submission's arguments; ``sacct``/``sacctmgr``/``sshare`` answer at once with an
 no accounting database (the real ``sacct`` must not be reached: status checks use ``squeue``).
 
 Needs root, Linux and Debian's ``slurmctld slurmd slurm-client munge`` (installed by
-``ensure_packages`` with apt-get when missing).
+``ensure_packages`` with apt-get when missing). When another apt or dpkg holds the package
+manager's lock (an unattended upgrade, a second test run), ``ensure_packages`` waits for it, bounded,
+and says every 30 s which process holds it, instead of failing at once (``wait_for_locks``,
+``apt_get``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
@@ -33,17 +41,120 @@ CLIENTS = ("sbatch", "srun", "squeue", "scontrol", "sinfo", "scancel")
 NO_ACCOUNTING = ("sacct", "sacctmgr", "sshare")
 
 
+# the package manager's locks: dpkg's (which apt's frontend takes first), the package lists' (apt-get
+# update) and the download cache's (apt-get install)
+APT_LOCKS = ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock", "/var/lib/apt/lists/lock",
+             "/var/cache/apt/archives/lock")
+LOCK_WAIT = 600  # seconds to wait, in all, for another apt/dpkg to let go of the locks
+LOCK_REPORT_EVERY = 30  # seconds between "still waiting for <process>" lines
+# what apt-get says when it finds a lock taken (apt 2.x; without DPkg::Lock::Timeout, or for the
+# lists and archives locks, which that option does not cover)
+APT_LOCK_ERROR = re.compile(r"Could not get lock|Unable to acquire the dpkg frontend lock|Unable to lock")
+_FLOCK = "hhqqi4x"  # struct flock on 64-bit Linux: l_type, l_whence, l_start, l_len, l_pid
+
+
 class SlurmUnavailable(RuntimeError):
-    """The cluster cannot be brought up here; the message says why (a test skips with it)."""
+    """The cluster cannot be brought up here; the message says why (the test skips with it, or fails
+    in CI as root: see tests/cluster/test_slurm.py)."""
 
 
 def missing_binaries() -> list[str]:
     return [b for b in BINARIES if shutil.which(b, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None]
 
 
-def ensure_packages(install: bool = True, timeout: int = 600) -> None:
+def _stderr(line: str) -> None:
+    print(f"localslurm: {line}", file=sys.stderr, flush=True)
+
+
+def lock_holder(path: str | os.PathLike) -> int | None:
+    """The process whose lock on ``path`` would stop apt or dpkg from taking it: its pid, 0 when the
+    kernel does not say (a holder in another pid namespace, an open-file-description lock); None when
+    the file is absent or not locked. apt and dpkg lock with fcntl(F_SETLK); this asks with F_GETLK,
+    which takes no lock, so it never stands in their way."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:  # absent: nothing has locked it yet
+        return None
+    try:
+        got = fcntl.fcntl(fd, fcntl.F_GETLK, struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+    finally:
+        os.close(fd)
+    l_type, _, _, _, pid = struct.unpack(_FLOCK, got)
+    return None if l_type == fcntl.F_UNLCK else max(pid, 0)
+
+
+def describe_process(pid: int) -> str:
+    """``pid 812 (apt-get install -y foo)``, from /proc."""
+    if pid <= 0:
+        return "a process this pid namespace cannot name"
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        cmd = ""
+    return f"pid {pid} ({cmd or 'gone'})"
+
+
+def held_locks(paths: Iterable[str | os.PathLike]) -> dict[str, int]:
+    """Lock file -> holding pid, for those of ``paths`` that are held."""
+    return {str(p): pid for p in paths if (pid := lock_holder(p)) is not None}
+
+
+def wait_for_locks(paths: Iterable[str | os.PathLike] = APT_LOCKS, timeout: float = LOCK_WAIT, *,
+                   poll: float = 1.0, report_every: float = LOCK_REPORT_EVERY,
+                   report: Callable[[str], None] = _stderr) -> float:
+    """Wait until none of ``paths`` is locked, at most ``timeout`` seconds; report which process holds
+    which lock at once and every ``report_every`` seconds. Returns the seconds waited; raises
+    SlurmUnavailable naming the holders when the time is up."""
+    paths = list(paths)
+    t0 = time.monotonic()
+    next_report = t0
+    while True:
+        held = held_locks(paths)
+        now = time.monotonic()
+        if not held:
+            if next_report > t0:  # reported that it waits: say that it is over
+                report(f"the package manager's lock is free after {now - t0:.0f} s")
+            return now - t0
+        who = "; ".join(f"{p} held by {describe_process(pid)}" for p, pid in held.items())
+        if now - t0 >= timeout:
+            raise SlurmUnavailable(f"the package manager's lock is still held after {timeout:.0f} s: {who}")
+        if now >= next_report:
+            report(f"waiting for the package manager's lock ({now - t0:.0f} of at most {timeout:.0f} s): {who}")
+            next_report = now + report_every
+        time.sleep(max(0.0, min(poll, t0 + timeout - now)))
+
+
+def apt_get(*args: str, lock_wait: float = LOCK_WAIT, timeout: int = 600, lock_paths=APT_LOCKS,
+            report: Callable[[str], None] = _stderr, apt: str = "apt-get",
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``apt-get *args`` once the package manager's locks are free: waits for them (``wait_for_locks``),
+    lets apt-get itself wait for dpkg's lock (``-o DPkg::Lock::Timeout``) should another apt take it in
+    between, and runs it again when apt-get still finds a lock taken (that option does not cover the
+    lists and archives locks), all within ``lock_wait`` seconds. ``timeout`` bounds apt-get's own work
+    per run (it is killed after that plus the lock wait it was allowed). Raises SlurmUnavailable with
+    apt-get's message when the locks stay held."""
+    deadline = time.monotonic() + lock_wait
+    while True:
+        wait_for_locks(lock_paths, max(0.0, deadline - time.monotonic()), report=report)
+        left = max(1, int(deadline - time.monotonic()))
+        cmd = ["timeout", "-s", "KILL", str(timeout + left), apt, "-o", f"DPkg::Lock::Timeout={left}", *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        out = (proc.stderr or "") + (proc.stdout or "")
+        if proc.returncode == 0 or not APT_LOCK_ERROR.search(out):
+            return proc
+        if time.monotonic() >= deadline:
+            raise SlurmUnavailable(f"apt-get {' '.join(args)}: the package manager's lock stayed taken for "
+                                   f"{lock_wait:.0f} s: {out.strip()[-800:]}")
+        report(f"apt-get {args[0] if args else ''} found a lock taken ({APT_LOCK_ERROR.search(out).group(0)}); "
+               "waiting again")
+        time.sleep(1)
+
+
+def ensure_packages(install: bool = True, timeout: int = 600, lock_wait: float = LOCK_WAIT,
+                    lock_paths=APT_LOCKS, report: Callable[[str], None] = _stderr) -> None:
     """Install Debian's SLURM and munge packages when missing (root + apt-get), else raise
-    SlurmUnavailable with the reason."""
+    SlurmUnavailable with the reason. Another apt or dpkg holding the package manager's lock is waited
+    for (at most ``lock_wait`` seconds in all), not taken as a reason to give up."""
     if os.name != "posix" or not Path("/proc").is_dir():
         raise SlurmUnavailable("needs Linux")
     if os.geteuid() != 0:
@@ -57,13 +168,14 @@ def ensure_packages(install: bool = True, timeout: int = 600) -> None:
         raise SlurmUnavailable(f"SLURM binaries missing ({', '.join(missing_binaries())}) and no apt-get to "
                                f"install {' '.join(PACKAGES)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["timeout", "-s", "KILL", str(timeout), "apt-get", "install", "-y", "-q", "--no-install-recommends",
-           *PACKAGES]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    deadline = time.monotonic() + lock_wait
+    apt = lambda *a: apt_get(*a, lock_wait=max(0.0, deadline - time.monotonic()), timeout=timeout,  # noqa: E731
+                             lock_paths=lock_paths, report=report, env=env)
+    install_cmd = ("install", "-y", "-q", "--no-install-recommends", *PACKAGES)
+    proc = apt(*install_cmd)
     if proc.returncode != 0:  # a fresh container may have no package lists yet
-        subprocess.run(["timeout", "-s", "KILL", str(timeout), "apt-get", "update", "-q"], capture_output=True,
-                       text=True, env=env)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        apt("update", "-q")
+        proc = apt(*install_cmd)
     if proc.returncode != 0 or missing_binaries():
         raise SlurmUnavailable(f"apt-get install {' '.join(PACKAGES)} failed ({proc.returncode}): "
                                f"{(proc.stderr or proc.stdout)[-800:]}")
