@@ -97,6 +97,11 @@ ALLOWED = (
             "seeded by the run's seed; it shares torch's global generator with the layers' own default init "
             "(reset_parameters, which takes no generator), so a separate generator here would not make "
             "initialisation any more independent, and it would change every model's initial weights"),
+    Allowed("src/lffood/training.py", "_set_rng", "torch.set_rng_state",
+            "resuming a killed training job restores the global generator's saved state of its last finished "
+            "epoch (not a new seed), so the resumed run draws exactly what the uninterrupted one would"),
+    Allowed("src/lffood/training.py", "_set_rng", "torch.cuda.set_rng_state_all",
+            "as torch.set_rng_state, for the CUDA generators of a resumed run"),
 )
 
 
