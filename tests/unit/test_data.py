@@ -365,3 +365,8 @@ def test_embedded_train_is_shuffled(generated):
 def test_embedded_bad_num_classes():
     with pytest.raises(ValueError):
         embedded.generate({"num_classes": 9}, seed=0)
+
+
+def test_index_batches_refuse_an_unseeded_shuffle():
+    with pytest.raises(ValueError, match="seeded torch.Generator"):
+        next(_tensor_images(4).index_batches(2, shuffle=True))

@@ -67,11 +67,17 @@ class TensorImages:
 
     def index_batches(self, batch_size: int, shuffle: bool = False, gen: torch.Generator | None = None,
                       drop_last: bool = False) -> Iterator[torch.Tensor]:
+        """Batches of indices. The order is drawn with ``gen`` (a shuffle without a generator would use
+        torch's global state: refused) and moved to the images' device once per epoch, so a step makes
+        no host-to-device copy of indices."""
+        if shuffle and gen is None:
+            raise ValueError("index_batches(shuffle=True) needs a seeded torch.Generator (gen=...)")
         n = len(self)
         order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
+        order = order.to(self.index_device)
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         for start in range(0, stop, batch_size):
-            yield order[start:start + batch_size].to(self.index_device)
+            yield order[start:start + batch_size]
 
     def batch(self, idx: torch.Tensor, augment: Mapping | None = None, gen: torch.Generator | None = None,
               channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
