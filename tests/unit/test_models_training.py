@@ -381,3 +381,35 @@ def test_resume_state_of_another_training_is_ignored(tmp_path, caplog):
     assert [h["epoch"] for h in hist] == [1, 2] and "another training configuration" in caplog.text
     (tmp_path / "torn.resume.pt").write_bytes(b"\x00" * 10)
     assert ResumeFile(tmp_path / "torn.resume.pt", "x").load(CPU) is None
+
+
+# ----------------------------------------------------------------------------- host synchronisations
+@pytest.mark.parametrize("name,params", [("ce", {}), ("lff", LFF), ("logitnorm", {}), ("ssod", {"gamma": 0.6}),
+                                         ("alpa", {"dim": 4})])
+def test_training_step_makes_no_host_synchronisation(name, params):
+    """Per-epoch statistics stay on the device and are read once per epoch; every objective uses
+    masked reductions: the number of value reads to the host does not grow with the number of steps."""
+    from lffood.bench import syncs_per_step
+
+    def epoch(steps):
+        torch.manual_seed(0)
+        train(build_model(SMALL, 4), _data(n=8 * steps), _stage(epochs=1, batch_size=8), objective=obj(name, params),
+              seed=0, device=CPU, guard=NO_GUARD, monitor_delta=0.1)
+
+    assert syncs_per_step(epoch, 2, 5) == 0
+
+
+def test_sync_counter_counts_value_reads():
+    from lffood.bench import SyncCounter, syncs_per_step
+
+    def loop(steps):
+        t = torch.ones(3)
+        for _ in range(steps):
+            float(t.sum())  # one read per step
+            t.tolist()      # and another
+
+    assert syncs_per_step(loop, 2, 5) == 2
+    with SyncCounter() as c:
+        torch.zeros(1).item()
+        bool(torch.tensor(True))
+    assert c.calls == {"item": 1, "__bool__": 1}
