@@ -54,7 +54,7 @@ def resume_path(ckpt_out: str | Path) -> Path:
 
 def run_training(spec: Mapping, *, variant: str, seed: int, train_path: str, ckpt_out: str, history_out: str,
                  device_name: str = "auto", threads: int = 1, parent_ckpt: str | None = None,
-                 job: str = "") -> list[dict]:
+                 job: str = "", compile: bool = False) -> list[dict]:
     """Train one variant (``spec``: :func:`lffood.variants.training_spec`): from scratch or by importing
     ``spec['checkpoint']`` when it has no parent, else fine-tuned from ``parent_ckpt``. Writes the
     checkpoint (with the objective's own modules) and the per-epoch history. The end-of-epoch state
@@ -107,7 +107,7 @@ def run_training(spec: Mapping, *, variant: str, seed: int, train_path: str, ckp
         resume = ResumeFile(resume_path(ckpt_out), fingerprint)
         history = train(model, data, spec["stage"], objective=objective, seed=seed, device=device,
                         guard=spec["guard"], stage_name=stage_name, amp=spec["amp"],
-                        monitor_delta=spec.get("monitor_delta"), resume=resume, job=job)
+                        monitor_delta=spec.get("monitor_delta"), resume=resume, job=job, compile=compile)
     # the device is recorded, not part of the artifact's identity (a rerun on another device is not asked for)
     meta_out = {"model": dict(spec["model"]), "num_classes": num_classes, "classes": meta["classes"],
                 "variant": variant, "seed": seed, "stage": dict(spec["stage"]),

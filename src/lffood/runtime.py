@@ -38,9 +38,10 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if deterministic:
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
+    # deterministic: no cuDNN autotuning (same algorithms, same numbers); otherwise let cuDNN pick the
+    # fastest algorithms for the input sizes (config key `deterministic`)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = bool(deterministic)
 
 
 # GPU slots: Snakemake's `--resources gpu=N` only counts GPU jobs, it does not tell a job which GPU

@@ -101,7 +101,7 @@ def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, objecti
           device: torch.device, guard: Mapping | None = None, stage_name: str = "train", amp: bool = True,
           channels_last: bool = True, monitor_delta: float | None = None,
           progress: Callable[[dict], None] | None = None, resume: "ResumeFile | None" = None,
-          job: str = "") -> list[dict]:
+          job: str = "", compile: bool = False) -> list[dict]:
     """Train ``model`` (and the objective's own modules) in place for ``stage['epochs']`` epochs with
     ``objective``; returns the per-epoch history.
 
@@ -109,7 +109,8 @@ def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, objecti
     random generators, history, collapse counter) is written atomically at the end of every epoch,
     and a run that finds a state of the same training (same fingerprint) continues after its last
     epoch: a job killed at any point and rerun ends with the weights of an uninterrupted run. ``job``
-    names the job in every log line (e.g. ``embedded seed 0 lff``)."""
+    names the job in every log line (e.g. ``embedded seed 0 lff``). ``compile``: run the forward pass
+    through ``torch.compile`` (config key ``compile``)."""
     model.to(device)
     objective.modules.to(device)
     # channels_last on CUDA only: on the CPU it measured 1.2x faster for the embedded model, but torch
@@ -119,6 +120,7 @@ def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, objecti
     if use_cl:
         model.to(memory_format=torch.channels_last)
     opt = build_optimizer([*model.parameters(), *objective.modules.parameters()], stage)
+    net = torch.compile(model) if compile else model  # same parameters; the checkpoint is the model's
     gen = torch.Generator().manual_seed(int(seed))
     aug_gen = torch.Generator(device=device).manual_seed(int(seed) + 1) if device.type == "cuda" else gen
     views = 2 if objective.two_views else 1
@@ -153,7 +155,7 @@ def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, objecti
         for idx in data.index_batches(stage["batch_size"], shuffle=True, gen=gen, drop_last=True):
             x, y = _batch(data, idx, stage["augment"], aug_gen, use_cl, views)
             with autocast:
-                logits, pooled, fmap = model(x, return_features=True)
+                logits, pooled, fmap = net(x, return_features=True)
             out = Forward(logits.float(), pooled, fmap, model.head.weight, model.head.bias, views)
             loss, obj_sums = objective.loss(out, y)
             if monitor:  # with the head as the loss saw it, before the step (as LFF selects)

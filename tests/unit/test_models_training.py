@@ -413,3 +413,18 @@ def test_sync_counter_counts_value_reads():
         torch.zeros(1).item()
         bool(torch.tensor(True))
     assert c.calls == {"item": 1, "__bool__": 1}
+
+
+def test_compile_runs_the_forward_through_torch_compile(monkeypatch):
+    compiled = []
+
+    def fake_compile(model):
+        compiled.append(model)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = build_model(SMALL, 4)
+    train(model, _data(), _stage(epochs=1), objective=obj(), seed=0, device=CPU, guard=NO_GUARD, compile=True)
+    assert compiled == [model]
+    train(build_model(SMALL, 4), _data(), _stage(epochs=1), objective=obj(), seed=0, device=CPU, guard=NO_GUARD)
+    assert len(compiled) == 1
