@@ -58,6 +58,17 @@ def test_odin_zero_gradient_counts_as_positive_and_eps0_is_tempered_msp():
     assert float(s) == pytest.approx(float(torch.softmax(torch.tensor([0.2, 0.3]), 0).max()))
 
 
+def test_odin_softmax_at_t1000_has_no_float32_ties():
+    """At T = 1000 the tempered softmax of nearby logits differ by ~1e-9: float32 rounds them to one
+    value (ties that blur AUROC and FPR95); the score is computed in float64."""
+    model = nn.Flatten()  # a float32 "network" whose logits are its input
+    x = torch.tensor([[[[5.0]], [[0.0]]], [[[5.0 + 1e-5]], [[0.0]]]], dtype=torch.float32)
+    s = odin_score_batch(model, x, 1000.0, 0.0, [1.0, 1.0])
+    assert s.dtype == torch.float64 and s[1] > s[0]
+    f32 = torch.softmax(model(x) / 1000.0, dim=1).max(1).values
+    assert f32[1] == f32[0]  # what float32 gave
+
+
 def test_jigsaw_permutes_patches_and_keeps_border():
     g = torch.Generator().manual_seed(0)
     x = torch.arange(2 * 1 * 7 * 7, dtype=torch.float32).reshape(2, 1, 7, 7)

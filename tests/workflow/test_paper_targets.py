@@ -78,6 +78,18 @@ def test_paper_hyperparameters(name, delta, mu):
     assert ft["schedule"]["gamma"] == 0.1
 
 
+def test_fidelity_choices_of_the_paper_benchmarks():
+    """ImageNet-100 is NPOS's list (II); ReAct by its own percentile rule on ImageNet-100 (not the
+    fixed 1.0 of ImageNet-1k's ResNet-50); FeatureNorm on WRN-28-10's penultimate block (index 10)."""
+    b = CFG["benchmarks"]
+    assert b["imagenet100_resnet50"]["dataset"]["class_list"] == "II"
+    react = b["imagenet100_resnet50"]["scorers"]["params"]["react"]
+    assert react == {"percentile": 90, "threshold": None}
+    assert b["imagenet100_resnet50"]["scorers"]["params"]["dice_react"]["react_threshold"] is None
+    for name in ("cifar10_wrn28_10", "cifar100_wrn28_10"):
+        assert b[name]["scorers"]["params"]["featurenorm"]["block"] == 10
+
+
 def test_run_paper_switch_plans_every_paper_benchmark(tmp_path):
     counts = job_counts(snakemake(tmp_path, "-n", "--cores", "8", "all", "--config", "run=paper",
                                   config=REPO / "config.yaml").stdout)

@@ -36,7 +36,8 @@ def odin_score_batch(model, x, temperature: float, epsilon: float, std: Sequence
     if epsilon != 0:
         x = odin_perturb(model, x, temperature, epsilon, std)
     with torch.no_grad():
-        return torch.softmax(model(x).float() / temperature, dim=1).max(1).values
+        # float64: at T = 1000 the float32 softmax rounds near-equal confidences to the same value (ties)
+        return torch.softmax(model(x).double() / temperature, dim=1).max(1).values
 
 
 @register("odin", "ODIN")
