@@ -9,7 +9,10 @@ the machine):
 * training: every objective's step against the CE step (time per image), and the host
   synchronisations per step of each (counted with :class:`SyncCounter`; 0 is the target);
 * extraction: images/s;
-* scorers: each cached-feature scorer's fit and score time on one model's cached features.
+* scorers: each cached-feature scorer's fit and score time on one model's cached features;
+* the loader of host-kept splits (ImageNet-100 train, memory-mapped): one epoch of gather + step with
+  the next batch gathered serially or in a background thread (:meth:`TensorImages.prefetched`), each
+  from a cold page cache (the file's pages are evicted first).
 
 On a CPU it runs in about a minute with the defaults; with a GPU it runs there (``--device``).
 """
@@ -213,7 +216,42 @@ def run_bench(*, arch: str | dict = {"arch": "resnet", "blocks": [1, 1, 1], "wid
 
     # ---- cached-feature scorers on this model's features
     figures += _scorer_figures(model, data, device, amp, batch)
+    figures += _prefetch_figures(model, step, device, batch, seed)
     return figures
+
+
+def _prefetch_figures(model, step, device, batch, seed, n=1536, size=96) -> list[Figure]:
+    """Serial vs background gathering of a memory-mapped, host-kept split, cold page cache each time."""
+    import os
+    import tempfile
+
+    import torch
+
+    from .data.arrays import Split, load_split, save_split
+    from .data.loader import TensorImages
+
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "host.npz")
+        save_split(path, Split(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+                               rng.integers(0, 2, n), {"role": "id_train"}))
+        data = TensorImages(load_split(path, verify=False), [0.5] * 3, [0.25] * 3, device, device_max_bytes=0)
+        times = {}
+        for depth in (0, 2):
+            fd = os.open(path, os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # cold: the pages come from the disk again
+            os.close(fd)
+            gen = torch.Generator().manual_seed(seed)
+
+            def epoch():
+                for idx, gathered in data.prefetched(data.index_batches(batch, shuffle=True, gen=gen), depth=depth):
+                    x, y = data.batch(idx, gathered=gathered)
+                    step(x[:, :, :16, :16].contiguous(), y % 2)  # the benchmark's model on a crop
+
+            times[depth] = _timed(epoch, device)
+    return [Figure("loader", "host-kept split, serial gather", n / times[0], "img/s", 1.0),
+            Figure("loader", "host-kept split, background gather (depth 2)", n / times[2], "img/s",
+                   times[2] / times[0], "ratio: time with / without the background thread")]
 
 
 def _torchvision_loader(images, labels, batch, workers, *, padding, mean, std, seed):

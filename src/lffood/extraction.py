@@ -34,8 +34,8 @@ def extract_split(model: torch.nn.Module, data: TensorImages, *, batch_size: int
     if multiscale:
         out["multiscale"] = []
     autocast, _ = mixed_precision(device, amp)
-    for idx in data.index_batches(batch_size):
-        x, y = data.batch(idx, channels_last=use_cl)
+    for idx, gathered in data.prefetched(data.index_batches(batch_size)):
+        x, y = data.batch(idx, channels_last=use_cl, gathered=gathered)
         if center_crop:
             x = crop(x, center_crop)
             if use_cl:

@@ -72,12 +72,13 @@ def mixed_precision(device: torch.device, enabled: bool):
     return torch.autocast("cuda", dtype=dtype), scaler
 
 
-def _batch(data: TensorImages, idx, augment, gen, channels_last: bool, views: int):
+def _batch(data: TensorImages, idx, gathered, augment, gen, channels_last: bool, views: int):
     """One batch: the images ``idx`` once, or ``views`` independently augmented times (all first views,
     then all second views, labels repeated to match)."""
     if views == 1:
-        return data.batch(idx, augment=augment, gen=gen, channels_last=channels_last)
-    xs, ys = zip(*(data.batch(idx, augment=augment, gen=gen, channels_last=channels_last) for _ in range(views)))
+        return data.batch(idx, augment=augment, gen=gen, channels_last=channels_last, gathered=gathered)
+    xs, ys = zip(*(data.batch(idx, augment=augment, gen=gen, channels_last=channels_last, gathered=gathered)
+                   for _ in range(views)))
     x = torch.cat(xs)
     return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), torch.cat(ys)
 
@@ -152,8 +153,9 @@ def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, objecti
         t0 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
         n = images = 0
-        for idx in data.index_batches(stage["batch_size"], shuffle=True, gen=gen, drop_last=True):
-            x, y = _batch(data, idx, stage["augment"], aug_gen, use_cl, views)
+        batches = data.index_batches(stage["batch_size"], shuffle=True, gen=gen, drop_last=True)
+        for idx, gathered in data.prefetched(batches):  # host-kept splits: the next batch loads meanwhile
+            x, y = _batch(data, idx, gathered, stage["augment"], aug_gen, use_cl, views)
             with autocast:
                 logits, pooled, fmap = net(x, return_features=True)
             out = Forward(logits.float(), pooled, fmap, model.head.weight, model.head.bias, views)

@@ -1,6 +1,5 @@
 """Split files, batched augmentation, the tensor loader and the embedded generator."""
 
-import time
 
 import numpy as np
 import pytest
@@ -309,14 +308,9 @@ SMALL = {"train_per_class": 5, "test_per_class": 3, "ood_size": 20}
 
 @pytest.fixture(scope="module")
 def generated():
-    t0 = time.perf_counter()
-    a = embedded.generate(SMALL, seed=1)
-    secs = time.perf_counter() - t0
-    return a, secs
-
-
-def test_embedded_is_fast(generated):
-    assert generated[1] < 10.0
+    # speed is measured by benchmarks (lffood bench, lffood benchmarks), not by timed unit tests that
+    # fail on a loaded machine
+    return embedded.generate(SMALL, seed=1), None
 
 
 def test_embedded_same_seed_byte_identical(generated):
@@ -370,3 +364,22 @@ def test_embedded_bad_num_classes():
 def test_index_batches_refuse_an_unseeded_shuffle():
     with pytest.raises(ValueError, match="seeded torch.Generator"):
         next(_tensor_images(4).index_batches(2, shuffle=True))
+
+
+@pytest.mark.parametrize("on_device", [True, False])
+def test_prefetched_batches_equal_serial_ones(on_device):
+    """The background gather of host-kept splits hands out exactly the batches, in order, that a serial
+    gather would (the thread changes when, not what)."""
+    data = _tensor_images(23)
+    if not on_device:
+        data.on_device = False  # as a split above device_max_bytes
+    gen = torch.Generator().manual_seed(3)
+    serial = [(idx, data.gather(idx)) for idx in data.index_batches(5, shuffle=True, gen=gen)]
+    gen = torch.Generator().manual_seed(3)
+    fetched = list(data.prefetched(data.index_batches(5, shuffle=True, gen=gen), depth=2))
+    assert len(fetched) == len(serial) == 5
+    for (i1, x1), (i2, x2) in zip(serial, fetched):
+        assert torch.equal(i1, i2) and torch.equal(x1, x2)
+    x, y = data.batch(fetched[0][0], gathered=fetched[0][1])
+    x_ref, y_ref = data.batch(fetched[0][0])
+    assert torch.equal(x, x_ref) and torch.equal(y, y_ref)

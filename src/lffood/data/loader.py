@@ -16,7 +16,7 @@ force host residency.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -80,11 +80,36 @@ class TensorImages:
             yield order[start:start + batch_size]
 
     def batch(self, idx: torch.Tensor, augment: Mapping | None = None, gen: torch.Generator | None = None,
-              channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        x = to_float(self.gather(idx))
+              channels_last: bool = False, gathered: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``idx`` as a normalised float batch (augmented with ``augment`` and ``gen``) and their
+        labels. ``gathered``: the uint8 images when :meth:`prefetched` gathered them already."""
+        x = to_float(self.gather(idx) if gathered is None else gathered)
         if augment:
             x = apply_train_augment(x, augment, gen)
         x = normalize(x, self.mean, self.std)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, self.labels[idx.to(self.device)]
+
+    def prefetched(self, batches: Iterable[torch.Tensor], depth: int = 2) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(idx, uint8 images)`` for each index batch. For a split kept on the host (ImageNet-100
+        train), a background thread gathers the next ``depth`` batches from the memory-mapped file (and
+        pins and copies them to the GPU) while the current one computes: torch releases the GIL in both
+        the gather and the compute. On the device there is nothing to overlap: gathered in place."""
+        if self.on_device or depth < 1:
+            for idx in batches:
+                yield idx, self.gather(idx)
+            return
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lffood-gather") as pool:
+            pending = deque()
+            for idx in batches:
+                pending.append((idx, pool.submit(self.gather, idx)))
+                if len(pending) > depth:
+                    i, f = pending.popleft()
+                    yield i, f.result()
+            while pending:
+                i, f = pending.popleft()
+                yield i, f.result()
