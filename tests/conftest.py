@@ -46,8 +46,10 @@ def workflow_rules() -> dict[str, str]:
 
 
 def gpu_rules() -> set[str]:
-    """Rules that declare a GPU (``resources: gpu=1``): training, extraction, network scorers."""
-    return {name for name, body in workflow_rules().items() if re.search(r"^\s+gpu=1,?$", body, re.M)}
+    """Rules that declare a GPU (``resources: gpu=1``, or the benchmark's ``train_gpus``): training,
+    extraction, network scorers."""
+    return {name for name, body in workflow_rules().items()
+            if re.search(r'^\s+gpu=(1|compute\("train_gpus"\)),?$', body, re.M)}
 
 
 @pytest.fixture(scope="session")

@@ -114,13 +114,16 @@ def run_training(spec: Mapping, *, variant: str, seed: int, train_path: str, ckp
                 "objective": {"name": spec["objective"], "params": dict(spec["params"])},
                 "parent": spec["parent"], "parent_sha256": parent_sha256, "torch": str(torch.__version__),
                 "device": str(device)}
-    save_checkpoint(ckpt_out, model, meta_out, objective)
-    with atomic_path(history_out) as tmp:
-        import pandas as pd
+    from .distributed import world
 
-        pd.DataFrame(history).assign(variant=variant, seed=seed).to_csv(tmp, index=False)
-    if resume is not None:
-        resume.remove()  # the checkpoint is complete: nothing to resume any more
+    if world()[0] == 0:  # with DDP, process 0 writes for all
+        save_checkpoint(ckpt_out, model, meta_out, objective)
+        with atomic_path(history_out) as tmp:
+            import pandas as pd
+
+            pd.DataFrame(history).assign(variant=variant, seed=seed).to_csv(tmp, index=False)
+        if resume is not None:
+            resume.remove()  # the checkpoint is complete: nothing to resume any more
     return history
 
 

@@ -112,6 +112,9 @@ def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, objecti
     epoch: a job killed at any point and rerun ends with the weights of an uninterrupted run. ``job``
     names the job in every log line (e.g. ``embedded seed 0 lff``). ``compile``: run the forward pass
     through ``torch.compile`` (config key ``compile``)."""
+    from .distributed import all_reduce_sums, average_gradients, shard, world
+
+    rank, size = world()  # (0, 1) unless launched by torchrun (lffood.distributed)
     model.to(device)
     objective.modules.to(device)
     # channels_last on CUDA only: on the CPU it measured 1.2x faster for the embedded model, but torch
@@ -120,8 +123,13 @@ def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, objecti
     use_cl = channels_last and device.type == "cuda"
     if use_cl:
         model.to(memory_format=torch.channels_last)
+    net = model
+    if size > 1:  # DDP: gradients averaged over the processes; batch-norm statistics too on CUDA
+        if device.type == "cuda":
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
     opt = build_optimizer([*model.parameters(), *objective.modules.parameters()], stage)
-    net = torch.compile(model) if compile else model  # same parameters; the checkpoint is the model's
+    net = torch.compile(net) if compile else net  # same parameters; the checkpoint is the model's
     gen = torch.Generator().manual_seed(int(seed))
     aug_gen = torch.Generator(device=device).manual_seed(int(seed) + 1) if device.type == "cuda" else gen
     views = 2 if objective.two_views else 1
@@ -154,6 +162,8 @@ def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, objecti
         sums: dict[str, torch.Tensor] = {}
         n = images = 0
         batches = data.index_batches(stage["batch_size"], shuffle=True, gen=gen, drop_last=True)
+        if size > 1:
+            batches = shard(batches, rank, size)  # this process's share of every global batch
         for idx, gathered in data.prefetched(batches):  # host-kept splits: the next batch loads meanwhile
             x, y = _batch(data, idx, gathered, stage["augment"], aug_gen, use_cl, views)
             with autocast:
@@ -168,10 +178,14 @@ def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, objecti
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
+                if size > 1:
+                    average_gradients(objective.modules.parameters())
                 scaler.step(opt)
                 scaler.update()
             else:
                 loss.backward()
+                if size > 1:
+                    average_gradients(objective.modules.parameters())  # the network's: DDP, during backward
                 opt.step()
             with torch.no_grad():
                 k = y.shape[0]
@@ -184,7 +198,11 @@ def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, objecti
                 _add(sums, obj_sums)  # objectives return detached sums
             n += k
             images += len(idx)
-        tot = _read(sums)
+        if size > 1:
+            tot = all_reduce_sums({**sums, "_n": float(n), "_images": float(images)}, device)
+            n, images = int(tot.pop("_n")), int(tot.pop("_images"))
+        else:
+            tot = _read(sums)
         secs = time.perf_counter() - t0
         n = max(n, 1)
         row = {"epoch": epoch + 1, "lr": lr, "loss": tot.get("loss", 0.0) / n, "ce": tot.get("ce", 0.0) / n,
@@ -230,7 +248,7 @@ def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, objecti
                 "lambda pushes all local vectors to zero; once local predictions are near uniform "
                 "(1/K > delta) nothing is selected and training cannot recover. Lower the objective's weight, "
                 "raise lff.mu, or lower the learning rate (README: 'When training collapses').")
-        if resume is not None and epoch + 1 < stage["epochs"]:
+        if resume is not None and rank == 0 and epoch + 1 < stage["epochs"]:
             resume.save({"epoch": epoch + 1, "model": model.state_dict(), "objective": objective.state_dict(),
                          "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
                          "rng": _get_rng(gen, aug_gen), "history": history, "collapsed_epochs": collapsed_epochs})

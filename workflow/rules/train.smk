@@ -21,7 +21,7 @@ rule train:
         f"{BENCH}/{{bench}}/seed{{seed}}/train_{{variant}}.tsv"
     threads: compute("train_threads")
     resources:
-        gpu=1,
+        gpu=compute("train_gpus"),
         mem_mb=compute("train_mem_mb"),
         runtime=compute("train_runtime"),
     conda:

@@ -1,0 +1,129 @@
+"""Training one model on several GPUs of one node with PyTorch DDP, launched by torchrun.
+
+A benchmark's ``compute.train_gpus`` (default 1) is the train rule's ``gpu`` resource. With more
+than one, the rule's script starts ``python -m torch.distributed.run --standalone --nproc_per_node N
+-m lffood.distributed <job.json>``: N processes, one per GPU, each running
+:func:`lffood.pipeline.run_training` with the same arguments. Then:
+
+* every process draws the same seeded order of each global batch and trains on its share
+  (positions r, r + N, ...), so the global batch and the number of steps are those of one process;
+* DDP averages the network's gradients; the objective's own modules (SSOD's head, ALPA's
+  projectors) have theirs averaged with one ``all_reduce``; batch-norm statistics are reduced across
+  processes with SyncBatchNorm on CUDA (on the CPU, with the gloo backend used by the tests,
+  SyncBatchNorm does not exist and each process normalises with its share's statistics);
+* each objective's per-batch loss is a mean over the process's share (an LFF mean over the selected
+  locations of that share); the per-epoch statistics (loss, accuracy, LFF's selection and norms, ...)
+  are summed over the processes once per epoch, so the log and the collapse guard see the whole
+  batch and every process takes the same decisions;
+* process 0 logs, writes the end-of-epoch resume state and the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+
+log = logging.getLogger("lffood.distributed")
+
+
+def world() -> tuple[int, int]:
+    """``(rank, size)`` of this process; ``(0, 1)`` when not distributed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard(batches: Iterable, rank: int, size: int):
+    """This process's share of every batch of indices: positions rank, rank + size, ..."""
+    for idx in batches:
+        if len(idx) % size:
+            raise ValueError(f"a batch of {len(idx)} images cannot be split evenly over {size} processes: choose a "
+                             f"batch_size divisible by compute.train_gpus")
+        yield idx[rank::size]
+
+
+def average_gradients(params: Iterable) -> None:
+    """Average the gradients of ``params`` over the processes (one all_reduce of them all, flattened)."""
+    import torch
+    import torch.distributed as dist
+
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def all_reduce_sums(values: Mapping, device) -> dict:
+    """Sum every per-epoch statistic (device tensors and host numbers) over the processes, in one
+    all_reduce; returns plain floats."""
+    import torch
+    import torch.distributed as dist
+
+    keys = sorted(values)
+    stacked = torch.stack([torch.as_tensor(values[k], dtype=torch.float64, device=device).reshape(()) for k in keys])
+    dist.all_reduce(stacked)
+    return dict(zip(keys, stacked.tolist()))
+
+
+def launch(kwargs: Mapping, nproc: int) -> None:
+    """Run :func:`lffood.pipeline.run_training` with ``kwargs`` in ``nproc`` processes through torchrun
+    (one node, rendezvous on localhost); fails when any process fails."""
+    with tempfile.TemporaryDirectory(prefix="lffood-ddp-") as tmp:
+        job = os.path.join(tmp, "job.json")
+        with open(job, "w") as fh:
+            json.dump(dict(kwargs), fh)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "lffood.distributed", job]
+        log.info("training on %d processes: %s", nproc, " ".join(cmd))
+        proc = subprocess.run(cmd)
+        if proc.returncode:
+            from .errors import LffoodError
+
+            raise LffoodError(f"distributed training on {nproc} processes failed (exit {proc.returncode}); each "
+                              "process's error is printed above. With compute.train_gpus: 1 the job trains on one GPU.")
+
+
+def main(argv=None) -> int:
+    """Entry point of each torchrun process: join the process group, pick this process's GPU, train."""
+    import torch
+    import torch.distributed as dist
+
+    from .runtime import setup_logging
+
+    argv = sys.argv[1:] if argv is None else argv
+    with open(argv[0]) as fh:
+        kwargs = json.load(fh)
+    cuda = torch.cuda.is_available() and kwargs.get("device_name", "auto") != "cpu"
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    rank = dist.get_rank()
+    setup_logging()
+    if rank:
+        logging.getLogger().setLevel(logging.WARNING)  # process 0 speaks for all
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        torch.cuda.set_device(local)
+        kwargs["device_name"] = f"cuda:{local}"
+    from . import pipeline
+
+    try:
+        pipeline.run_training(**kwargs)
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - started by torchrun
+    sys.exit(main())
