@@ -31,7 +31,9 @@ def test_slurm_profile_settings():
     assert set(per_rule) == rules_in_workflow(), "every rule has its resources in the profile"
     for rule, res in per_rule.items():
         assert "slurm_extra" not in res or not re.search(r"--(gpus|gres|mem)\b", res["slurm_extra"]), rule
-        if rule in GPU_RULES:
+        if rule == "train":  # its gpu count is the rule's: compute.train_gpus (multi-GPU DDP jobs)
+            assert "gpu" not in res and "cpus_per_gpu" in res, rule
+        elif rule in GPU_RULES:
             assert res["gpu"] == 1 and "cpus_per_gpu" in res, rule
         else:
             assert "gpu" not in res and "gres" not in res and res["cpus_per_task"] in (1, "threads"), rule
