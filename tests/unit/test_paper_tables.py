@@ -1,105 +1,153 @@
-"""The paper's Tables I-IV: which model and scorer fill each row, per-OOD and average layouts,
-and hand-computed cells."""
+"""The paper's Tables I-IV side by side with the paper's printed numbers: which model and scorer fill
+each row, the paper's order, paper-reported and not-in-the-paper rows, hand-computed cells and
+differences, best/second marks, Markdown and LaTeX, and the same shapes without the paper column."""
+
+import re
 
 import pandas as pd
 import pytest
 
-from lffood.report.paper_tables import POSTHOC, TABLE4, Method, build, rows, write_paper_table
+from lffood.report.paper_tables import (NOT_IN_PAPER, PAPER_ONLY, POSTHOC, REPRODUCED, TABLE4, Method, build, rows,
+                                        write_paper_table)
 
-# two benchmarks, two seeds; AUROC / FPR95 fractions per (bench, variant, scorer, seed, ood set)
-SETS = {"c10": ["svhn", "isun"], "c100": ["svhn", "isun", "textures"]}
+# two benchmarks named as the paper's, two seeds; AUROC / FPR95 fractions per (bench, variant, scorer, seed, set)
+B10, B100 = "cifar10_resnet34", "cifar100_resnet34"
+SETS = {B10: ["svhn", "isun"], B100: ["svhn", "isun", "textures"]}
+METHODS = {"ce": Method("CE", "react"), "ce_control": Method("CE control", "react"), "lff": Method("LFF", "react"),
+           "ssod": Method("SSOD", "ssod"), "logitnorm": Method("LogitNorm", "msp")}
+ROLES = {"baseline": "ce", "control": "ce_control", "ours": "lff"}
+BASE = {"ce": 0.80, "ce_control": 0.84, "lff": 0.90, "ssod": 0.86, "logitnorm": 0.82}
 
 
 def _auroc(bench, variant, scorer, seed, ood):
-    base = {"ce": 0.80, "ce_control": 0.84, "lff": 0.90}[variant] + (0.02 if scorer == "react" else 0.0)
-    return base + 0.01 * seed + (0.04 if ood == "svhn" else 0.0) - (0.1 if bench == "c100" else 0.0)
-
-
-METHODS = {"ce": Method("CE", "react"), "ce_control": Method("CE control", "react"), "lff": Method("LFF", "react")}
-ROLES = {"baseline": "ce", "control": "ce_control", "ours": "lff"}
-
-
-def _fpr(bench, variant, scorer, seed, ood):
-    return 1.0 - _auroc(bench, variant, scorer, seed, ood)
+    return (BASE[variant] + (0.02 if scorer == "react" else 0.0) + 0.01 * seed + (0.04 if ood == "svhn" else 0.0)
+            - (0.1 if bench == B100 else 0.0))
 
 
 def _write(tmp_path, scorers=("msp", "energy", "react")):
     files = {}
     for b, sets in SETS.items():
         files[b] = []
-        for v in ("ce", "ce_control", "lff"):
+        for v in BASE:
             for seed in (0, 1):
+                own = ("ssod",) if v == "ssod" else ()
                 recs = [{"benchmark": b, "seed": seed, "variant": v, "scorer": s, "ood_set": o,
-                         "auroc": _auroc(b, v, s, seed, o), "fpr95": _fpr(b, v, s, seed, o), "aupr_in": 0.5,
-                         "aupr_out": 0.5, "id_acc": 0.9} for s in scorers for o in sets]
+                         "auroc": _auroc(b, v, s, seed, o), "fpr95": 1 - _auroc(b, v, s, seed, o), "aupr_in": 0.5,
+                         "aupr_out": 0.5, "id_acc": 0.9} for s in (*scorers, *own) for o in sets]
                 path = tmp_path / f"{b}_{v}_{seed}.csv"
                 pd.DataFrame(recs).to_csv(path, index=False)
                 files[b].append(str(path))
     return files
 
 
-def test_row_definitions():
-    t1 = rows("table1", METHODS, ROLES)
-    assert [r.scorer for r in t1[:len(POSTHOC)]] == [s for _, s in POSTHOC]
-    assert all(r.variant == "ce" for r in t1[:len(POSTHOC)])
-    assert t1[-2:] == [("CE control (ReAct)", "ce_control", "react"), ("Ours (LFF + ReAct)", "lff", "react")]
-    more = {**METHODS, "lff": Method("LFF", "energy"), "ssod": Method("SSOD", "ssod"), "mode": Method("MODE-F", "csd")}
-    t3 = rows("table3", more, ROLES)
-    assert t3[-3:] == [("Ours (LFF + Energy)", "lff", "energy"), ("SSOD (SSOD)", "ssod", "ssod"),
-                       ("MODE-F (CSD)", "mode", "csd")]
-    t4 = rows("table4", METHODS, ROLES)
+@pytest.fixture(scope="module")
+def paper():
+    from lffood.report import paper_numbers
+
+    return paper_numbers.load()
+
+
+def test_rows_follow_the_papers_order_with_added_rows(paper):
+    t1 = rows("table1", METHODS, ROLES, paper)
+    names = [r.method for r in t1]
+    assert names[:len(POSTHOC)] == [label for label, _ in POSTHOC]  # KNN (not in the paper) after ViM
+    assert all(r.variant == "ce" for r in t1[:len(POSTHOC)]) and t1[5] == ("KNN", "ce", "knn", None)
+    # the training methods in the paper's order; LogitNorm reproduced by the variant with that label
+    assert names[len(POSTHOC):len(POSTHOC) + 7] == ["CSI", "SSD+", "VOS", "LogitNorm (MSP)", "NPOS", "CIDER", "TagFog"]
+    assert t1[len(POSTHOC) + 3] == ("LogitNorm (MSP)", "logitnorm", "msp", "LogitNorm")
+    assert t1[len(POSTHOC)].variant is None  # CSI: paper-reported
+    # then the rows the paper lacks, and Ours last
+    assert [(r.method, r.paper) for r in t1[-3:]] == [("CE control (ReAct)", None), ("SSOD (SSOD)", None),
+                                                     ("Ours (LFF + ReAct)", "Ours")]
+    t4 = rows("table4", METHODS, ROLES, paper)
     assert len(t4) == 3 * len(TABLE4)
-    assert t4[:3] == [("MSP", "ce", "msp"), ("MSP (CE control)", "ce_control", "msp"), ("MSP+Ours", "lff", "msp")]
+    assert t4[:3] == [("MSP", "ce", "msp", "MSP"), ("MSP (CE control)", "ce_control", "msp", None),
+                      ("MSP+Ours", "lff", "msp", "MSP+Ours")]
+    no_paper = rows("table1", METHODS, ROLES, None)  # the embedded benchmark's shape: no paper-reported rows
+    assert all(r.variant is not None for r in no_paper) and no_paper[-1].method == "Ours (LFF + ReAct)"
     with pytest.raises(KeyError, match="table9"):
-        rows("table9", METHODS, ROLES)
+        rows("table9", METHODS, ROLES, paper)
 
 
-def test_per_ood_table_cells_by_hand(tmp_path):
+def test_per_ood_table_side_by_side_with_the_paper(tmp_path, paper):
     files = _write(tmp_path)
-    out = tmp_path / "t1.csv"
-    df = write_paper_table("table1", files, SETS, csv=str(out), md=str(tmp_path / "t1.md"), methods=METHODS,
-                           roles=ROLES)
-    assert list(df["benchmark"].unique()) == ["c10", "c100"]
-    # only the scorers that ran appear: msp, energy, react on CE, then control and Ours
-    c10 = df[df["benchmark"] == "c10"].set_index("method")
-    assert list(c10.index) == ["MSP", "Energy", "ReAct", "CE control (ReAct)", "Ours (LFF + ReAct)"]
+    out = {k: tmp_path / f"t1.{k}" for k in ("csv", "md", "tex")}
+    df = write_paper_table("table1", files, SETS, csv=str(out["csv"]), md=str(out["md"]), tex=str(out["tex"]),
+                           methods=METHODS, roles=ROLES, title="Table I: test",
+                           paper_path=None if paper is None else str(
+                               __import__("lffood.report.paper_numbers", fromlist=["x"]).DEFAULT_PATH))
+    c10 = df[df["benchmark"] == B10].set_index("method")
+    # only scorers that ran are reproduced rows; paper-only rows keep the paper's numbers
+    assert list(c10[c10["source"] == REPRODUCED].index) == ["MSP", "Energy", "ReAct", "LogitNorm (MSP)",
+                                                           "Ours (LFF + ReAct)"]
+    assert set(c10[c10["source"] == PAPER_ONLY].index) == {"CSI", "SSD+", "VOS", "NPOS", "CIDER", "TagFog"}
+    # printed post-hoc rows whose scorer this run did not include keep the paper's numbers
+    assert set(c10[c10["source"] == "not run"].index) == {"ODIN", "Mahalanobis", "ViM", "DICE", "DICE+ReAct",
+                                                          "FeatureNorm", "LiNe"}
+    assert "KNN" not in c10.index  # not run, and not in the paper
+    assert c10.loc["SSOD (SSOD)", "source"] == NOT_IN_PAPER
     ours = c10.loc["Ours (LFF + ReAct)"]
-    # LFF + react on c10, svhn: 0.92 + 0.04 + {0, 0.01} -> mean 96.5, std 0.7071
-    assert ours["svhn/auroc_mean"] == pytest.approx(96.5)
-    assert ours["svhn/auroc_std"] == pytest.approx(0.707, abs=1e-3)
-    # average over OOD sets per seed: (0.96 + 0.92)/2 = 0.94 and 0.95 -> mean 94.5
-    assert ours["average/auroc_mean"] == pytest.approx(94.5)
-    assert c10.loc["MSP", "isun/fpr95_mean"] == pytest.approx(100 - 80.5)
-    c100 = df[df["benchmark"] == "c100"].set_index("method")
-    assert "textures/auroc_mean" in c100.columns
-    assert c100.loc["Energy", "textures/auroc_mean"] == pytest.approx(70.5)
-    assert pd.read_csv(out).shape == df.shape
-    md = (tmp_path / "t1.md").read_text()
-    assert "## c100" in md and "| Ours (LFF + ReAct) | " in md and "96.50 ± 0.71" in md
+    # LFF + react on svhn: 0.92 + 0.04 + {0, 0.01} -> 96.5 ± 0.707; the paper prints Ours' SVHN AUROC
+    assert ours["svhn/auroc_mean"] == pytest.approx(96.5) and ours["svhn/auroc_std"] == pytest.approx(0.707, abs=1e-3)
+    printed = float(paper[(paper["table"] == "table1") & (paper["benchmark"] == B10) & (paper["method"] == "Ours")
+                          & (paper["ood_set"] == "svhn") & (paper["metric"] == "auroc")]["value"].iloc[0])
+    assert ours["svhn/auroc_paper"] == pytest.approx(printed)
+    assert ours["svhn/auroc_diff"] == pytest.approx(96.5 - printed, abs=1e-3)
+    assert pd.isna(c10.loc["CSI", "svhn/auroc_mean"]) and not pd.isna(c10.loc["CSI", "svhn/auroc_paper"])
+    assert pd.isna(c10.loc["SSOD (SSOD)", "svhn/auroc_paper"])
+    # marks among reproduced rows: Ours best AUROC (bold), SSOD (0.86) second (underline)
+    assert ours["svhn/auroc_mark"] == "bold" and c10.loc["SSOD (SSOD)", "svhn/auroc_mark"] == "underline"
+    assert c10.loc["Ours (LFF + ReAct)", "svhn/fpr95_mark"] == "bold"  # lowest FPR95
+    md = out["md"].read_text()
+    assert "## cifar100_resnet34" in md and "| Ours (LFF + ReAct) | reproduced | **96.50 ± 0.71** (paper" in md
+    assert "| CSI | paper-reported | (paper " in md
+    tex = out["tex"].read_text()
+    assert tex.count(r"\begin{tabular}") == 2 and tex.count(r"\toprule") == 2
+    body = tex.split(r"\midrule", 1)[1].split(r"\bottomrule")[0]
+    row_lines = [line for line in body.splitlines() if line.endswith(r"\\")]
+    assert len(row_lines) == len(c10)  # one LaTeX row per table row of the first benchmark
+    assert re.search(r"\\textbf\{96\.50\{\\scriptsize\$\\pm\$0\.71\}\}", tex)
 
 
-def test_average_table_and_missing_scorers(tmp_path):
+def test_average_table_with_the_paper(tmp_path, paper):
     files = _write(tmp_path, scorers=("msp", "energy", "react"))
-    df = write_paper_table("table4", files, SETS, csv=str(tmp_path / "t4.csv"), md=str(tmp_path / "t4.md"),
-                           methods=METHODS, roles=ROLES)
-    # ODIN and FeatureNorm did not run: their rows are left out; nine rows remain
-    assert list(df["method"]) == ["MSP", "MSP (CE control)", "MSP+Ours", "Energy", "Energy (CE control)",
-                                  "Energy+Ours", "ReAct", "ReAct (CE control)", "ReAct+Ours"]
-    row = df.set_index("method").loc["Energy+Ours"]
-    # lff energy c100: 0.80 + seed/100 + (0.04 on svhn), 3 sets -> per-seed avg 0.8133 / 0.8233
-    assert row["c100/auroc_mean"] == pytest.approx(100 * (0.80 + 0.04 / 3 + 0.005), abs=1e-3)  # 3 decimals
-    assert row["c10/fpr95_mean"] == pytest.approx(100 * (1 - (0.90 + 0.02 + 0.005)))
-    md = (tmp_path / "t4.md").read_text()
-    assert md.count("\n| ") == 1 + 9 and "c10 AUROC↑" in md
+    from lffood.report import paper_numbers
+
+    df = write_paper_table("table4", {b: files[b] for b in (B10, B100)}, SETS, csv=str(tmp_path / "t4.csv"),
+                           md=str(tmp_path / "t4.md"), tex=str(tmp_path / "t4.tex"), methods=METHODS, roles=ROLES,
+                           title="Table IV: test", paper_path=str(paper_numbers.DEFAULT_PATH))
+    # ODIN and FeatureNorm did not run: their rows keep only the paper's numbers
+    r = df.set_index("method")
+    assert r.loc["Energy+Ours", "source"] == REPRODUCED and r.loc["ODIN+Ours", "source"] == "not run"
+    # lff energy c100: 0.80 + seed/100 + (0.04 on svhn), 3 sets -> per-seed averages 0.8133 / 0.8233
+    assert r.loc["Energy+Ours", f"{B100}/average/auroc_mean"] == pytest.approx(100 * (0.80 + 0.04 / 3 + 0.005),
+                                                                              abs=1e-3)
+    assert r.loc["Energy+Ours", f"{B100}/average/auroc_paper"] == pytest.approx(92.11)  # Table IV as printed
+    assert r.loc["Energy+Ours", f"{B100}/average/auroc_paper_mark"] == "bold"
+    assert pd.isna(r.loc["Energy (CE control)", f"{B10}/average/auroc_paper"])  # the paper has no control rows
+    tex = (tmp_path / "t4.tex").read_text()
+    assert tex.count(r"\begin{tabular}") == 1 and "cifar10\\_resnet34" in tex
+
+
+def test_same_shapes_without_the_paper(tmp_path):
+    files = _write(tmp_path)
+    df = write_paper_table("table1", {B10: files[B10]}, {B10: SETS[B10]}, csv=str(tmp_path / "e.csv"),
+                           md=str(tmp_path / "e.md"), tex=str(tmp_path / "e.tex"), methods=METHODS, roles=ROLES,
+                           title="Table I's shape: embedded")
+    assert not [c for c in df.columns if c.endswith(("_paper", "_diff"))]
+    assert set(df["source"]) == {REPRODUCED, NOT_IN_PAPER} or set(df["source"]) == {REPRODUCED}
+    assert "(paper" not in (tmp_path / "e.md").read_text()
 
 
 def test_average_table_leaves_empty_cells_for_a_benchmark_without_the_scorer(tmp_path):
     files = _write(tmp_path)
-    tidy_c10 = pd.concat([pd.read_csv(f) for f in files["c10"]])
-    tidy_c100 = pd.concat([pd.read_csv(f) for f in files["c100"]])
-    tidy_c100 = tidy_c100[tidy_c100["scorer"] != "msp"]
-    for t in (tidy_c10, tidy_c100):
+    tidy = {}
+    for b in (B10, B100):
+        t = pd.concat([pd.read_csv(f) for f in files[b]])
+        if b == B100:
+            t = t[t["scorer"] != "msp"]
         for m in ("auroc", "fpr95", "aupr_in", "aupr_out", "id_acc"):
             t[m] = 100 * t[m]
-    df = build("table2", {"c10": tidy_c10, "c100": tidy_c100}, SETS, METHODS, ROLES).set_index("method")
-    assert pd.isna(df.loc["MSP", "c100/auroc_mean"]) and not pd.isna(df.loc["MSP", "c10/auroc_mean"])
+        tidy[b] = t
+    df = build("table4", tidy, SETS, METHODS, ROLES).set_index("method")
+    assert pd.isna(df.loc["MSP", f"{B100}/average/auroc_mean"]) and not pd.isna(df.loc["MSP", f"{B10}/average/auroc_mean"])

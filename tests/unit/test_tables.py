@@ -35,8 +35,13 @@ def tables(tmp_path):
             path = tmp_path / f"metrics_{v}_{s}.csv"
             pd.DataFrame(rows).to_csv(path, index=False)
             files.append(str(path))
-    out = {k: tmp_path / "out" / f"table.{k}" for k in ("csv", "md", "tidy")}
-    table = write_tables(files, csv=str(out["csv"]), md=str(out["md"]), tidy=str(out["tidy"]), title="Toy results", labels=LABELS)
+    out = {k: tmp_path / "out" / f"table.{k}" for k in ("csv", "md", "tex", "tidy")}
+    table = write_tables(files, csv=str(out["csv"]), md=str(out["md"]), tex=str(out["tex"]), tidy=str(out["tidy"]),
+                         title="Toy results", labels=LABELS)
+    tex = out["tex"].read_text()
+    # a booktabs table with one row per (scorer, model): 3 models of one scorer, header and rules
+    assert tex.count(r"\\") == 1 + len(VARIANTS) and r"\toprule" in tex and r"\bottomrule" in tex
+    assert r"\textbf{" in tex and "$\\pm$" in tex and "CE control" in tex
     return table, pd.read_csv(out["csv"]), out["md"].read_text(), pd.read_csv(out["tidy"])
 
 
@@ -183,7 +188,8 @@ def test_write_scorer_table(tmp_path):
             g[m] = g[m] / 100  # metric files hold fractions
         g.to_csv(p, index=False)
         files.append(str(p))
-    t = write_scorer_table(files, csv=str(tmp_path / "t.csv"), md=str(tmp_path / "t.md"), title="T", labels=LABELS,
+    t = write_scorer_table(files, csv=str(tmp_path / "t.csv"), md=str(tmp_path / "t.md"), tex=str(tmp_path / "t.tex"),
+                           title="T", labels=LABELS,
                            ood_order=["svhn", "cifar"], scorers=["knn", "odin"])
     back = pd.read_csv(tmp_path / "t.csv")
     assert list(back["scorer"].unique()) == ["knn", "odin"] and len(back) == len(t) == 6
@@ -191,3 +197,5 @@ def test_write_scorer_table(tmp_path):
     assert cols == ["svhn/auroc_mean", "cifar/auroc_mean", "average/auroc_mean"]
     md = (tmp_path / "t.md").read_text()
     assert "| KNN | LFF |" in md and "±" in md and "**" in md
+    tex = (tmp_path / "t.tex").read_text()
+    assert tex.count("\\midrule") == 2 and "KNN & LFF &" in tex  # header rule + one between the scorer blocks

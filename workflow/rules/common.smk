@@ -30,6 +30,7 @@ P = SimpleNamespace(
     table=f"{R}/tables/{{bench}}.{{ext}}",
     scorer_table=f"{R}/tables/{{bench}}_scorers.{{ext}}",
     paper_table=f"{R}/tables/{{table}}.{{ext}}",
+    bench_paper_table=f"{R}/tables/{{bench}}_{{shape}}.{{ext}}",
     sensitivity_table=f"{R}/tables/{{bench}}_sensitivity.csv",
     figure=f"{R}/figures/{{bench}}_{{figure}}.{{ext}}",
 )
@@ -142,12 +143,28 @@ def variant_labels(wildcards):
     return {v: variant(b, v)["label"] for v in variant_names(b)}
 
 
+TABLE_EXTS = ("csv", "md", "tex")
+#: the paper's printed numbers (lffood.report.paper_numbers): an input of the paper tables
+PAPER_NUMBERS = "resources/paper/lff_tables.csv"
+
+
 def table_targets(b):
-    return [path(P.table, bench=b, ext=e) for e in ("csv", "md")]
+    return [path(P.table, bench=b, ext=e) for e in TABLE_EXTS]
 
 
 def scorer_table_targets(b):
-    return [path(P.scorer_table, bench=b, ext=e) for e in ("csv", "md")]
+    return [path(P.scorer_table, bench=b, ext=e) for e in TABLE_EXTS]
+
+
+def bench_paper_table_targets(b):
+    """The paper's Table I and Table IV shapes for one benchmark, without the paper column."""
+    return [path(P.bench_paper_table, bench=b, shape=t, ext=e) for t in ("table1", "table4") for e in TABLE_EXTS]
+
+
+def paper_table_targets():
+    """Tables I-IV whose benchmarks `run` builds (all of them with `--config run=paper`)."""
+    return [path(P.paper_table, table=t, ext=e) for t, names in config["tables"].items()
+            if t.startswith("table") and names and set(names) <= set(config["run"]) for e in TABLE_EXTS]
 
 
 def figure_targets(b):
@@ -157,8 +174,8 @@ def figure_targets(b):
 def all_targets():
     out = []
     for b in config["run"]:
-        out += table_targets(b) + scorer_table_targets(b) + figure_targets(b)
-    return out
+        out += table_targets(b) + scorer_table_targets(b) + bench_paper_table_targets(b) + figure_targets(b)
+    return out + paper_table_targets()
 
 
 def sensitivity_inputs(wildcards):
@@ -182,6 +199,17 @@ def sweep_table(b):
     return [{"param": sw["param"], "value": value, "variant": name, "base": sw["variant"],
              "scorer": variant(b, sw["variant"])["scorer"]}
             for sw in b["sweeps"] for value, name in sweep_value_names(b, sw)]
+
+
+def paper_table_title(table, benches, shape=False):
+    """The title of a paper table: which paper table (or its shape), and the benchmarks and backbones used."""
+    from lffood.report.paper_tables import TITLES
+
+    used = "; ".join(f"{b}: {BENCHMARKS[b].get('description', b)}, model {BENCHMARKS[b]['model']['arch']}"
+                     for b in benches)
+    head = TITLES[table].split(":")[0] + "'s shape" if shape else TITLES[table].split(":")[0]
+    rest = TITLES[table].split(":", 1)[1].strip()
+    return f"{head}: {rest} ({used})"
 
 
 def paper_methods(benches):

@@ -9,7 +9,8 @@ rule table:
         metric_files,
     output:
         csv=report(path(P.table, **W, ext="csv"), caption="../report/table.rst", category="Tables"),
-        md=path(P.table, **W, ext="md"),
+        md=report(path(P.table, **W, ext="md"), caption="../report/table.rst", category="Tables"),
+        tex=path(P.table, **W, ext="tex"),
         tidy=P.tidy,
     params:
         ood_sets=ood_sets,
@@ -65,7 +66,8 @@ rule scorer_table:
         metric_files,
     output:
         csv=report(path(P.scorer_table, **W, ext="csv"), caption="../report/scorer_table.rst", category="Tables"),
-        md=path(P.scorer_table, **W, ext="md"),
+        md=report(path(P.scorer_table, **W, ext="md"), caption="../report/scorer_table.rst", category="Tables"),
+        tex=path(P.scorer_table, **W, ext="tex"),
     params:
         ood_sets=ood_sets,
         scorers=lambda wc: bench(wc)["scorers"]["names"],
@@ -115,19 +117,52 @@ rule sensitivity:
 rule paper_table:
     input:
         unpack(paper_table_inputs),
+        paper=PAPER_NUMBERS,
     output:
         csv=report(path(P.paper_table, **W, ext="csv"), caption="../report/paper_table.rst", category="Paper tables"),
-        md=path(P.paper_table, **W, ext="md"),
+        md=report(path(P.paper_table, **W, ext="md"), caption="../report/paper_table.rst", category="Paper tables"),
+        tex=path(P.paper_table, **W, ext="tex"),
     wildcard_constraints:
         table="table[1-4]",
     params:
         ood_sets=lambda wc: {b: BENCHMARKS[b]["dataset"]["ood_sets"] for b in config["tables"][wc.table]},
         methods=lambda wc: paper_methods(config["tables"][wc.table]),
         roles={r: config["tables"][r] for r in ("baseline", "control", "ours")},
+        title=lambda wc: paper_table_title(wc.table, config["tables"][wc.table]),
     log:
         f"{LOGS}/tables/{{table}}.log",
     benchmark:
         f"{BENCH}/tables/paper_table_{{table}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/paper_table.py"
+
+
+rule bench_paper_table:
+    input:
+        metric_files,
+    output:
+        csv=report(path(P.bench_paper_table, **W, shape="{shape}", ext="csv"), caption="../report/bench_paper_table.rst",
+                   category="Tables"),
+        md=report(path(P.bench_paper_table, **W, shape="{shape}", ext="md"), caption="../report/bench_paper_table.rst",
+                  category="Tables"),
+        tex=path(P.bench_paper_table, **W, shape="{shape}", ext="tex"),
+    wildcard_constraints:
+        shape="table1|table4",
+    params:
+        ood_sets=lambda wc: {wc.bench: ood_sets(wc)},
+        methods=lambda wc: paper_methods([wc.bench]),
+        roles={r: config["tables"][r] for r in ("baseline", "control", "ours")},
+        title=lambda wc: paper_table_title(wc.shape, [wc.bench], shape=True),
+    log:
+        f"{LOGS}/{{bench}}/{{shape}}.log",
+    benchmark:
+        f"{BENCH}/{{bench}}/bench_paper_table_{{shape}}.tsv"
     threads: 1
     resources:
         mem_mb=1000,

@@ -6,7 +6,8 @@ smk = snakemake  # noqa: F821
 
 
 def main():
-    write_scorer_table(list(smk.input), csv=smk.output.csv, md=smk.output.md, title=smk.params.title,
+    write_scorer_table(list(smk.input), csv=smk.output.csv, md=smk.output.md, tex=smk.output.tex,
+                       title=smk.params.title,
                        labels=smk.params.labels, ood_order=smk.params.ood_sets, scorers=smk.params.scorers)
 
 

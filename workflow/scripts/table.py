@@ -6,7 +6,7 @@ smk = snakemake  # noqa: F821
 
 
 def main():
-    write_tables(list(smk.input), csv=smk.output.csv, md=smk.output.md, tidy=smk.output.tidy,
+    write_tables(list(smk.input), csv=smk.output.csv, md=smk.output.md, tex=smk.output.tex, tidy=smk.output.tidy,
                  title=smk.params.title, labels=smk.params.labels, ood_order=smk.params.ood_sets)
 
 

@@ -65,49 +65,81 @@ def _order(df: pd.DataFrame, variants: Sequence[str]) -> pd.DataFrame:
         columns=["_s", "_v"])
 
 
-def _scorer_blocks(table: pd.DataFrame, column_sets: Sequence[str], metrics: Sequence[str], *, first,
-                   labels: Mapping[str, str], last=lambda r: []) -> list[str]:
-    """Markdown rows, one block per scorer: 'mean ± std' cells ('–' when missing), the best mean of
-    each column within the block in bold. ``first(scorer, row)`` names the row; ``last(row)`` adds cells."""
-    lines = []
+def _scorer_rows(table: pd.DataFrame, column_sets: Sequence[str], metrics: Sequence[str], *, first,
+                 labels: Mapping[str, str], last=lambda r: []) -> list[tuple[list[str], list[str], bool]]:
+    """The rows of a table grouped by scorer, as (cell texts, their marks, starts a scorer block):
+    'mean ± std' cells ('–' when missing), the best mean of each column within a scorer's block
+    marked bold. ``first(scorer, row)`` names the row; ``last(row)`` adds cells."""
+    out = []
     for scorer, grp in table.groupby("scorer", sort=False):
         best = {}
         for s in column_sets:
             for m in metrics:
                 col = grp[f"{s}/{m}_mean"]
                 best[(s, m)] = col.max() if HIGHER_IS_BETTER[m] else col.min()
-        for _, r in grp.iterrows():
-            cells = [first(scorer, r), labels.get(r["variant"], r["variant"])]
+        for i, (_, r) in enumerate(grp.iterrows()):
+            cells, marks = [first(scorer, r), labels.get(r["variant"], r["variant"])], ["", ""]
             for s in column_sets:
                 for m in metrics:
                     mean, std = r[f"{s}/{m}_mean"], r[f"{s}/{m}_std"]
-                    if pd.isna(mean):
-                        cells.append("–")
-                        continue
-                    cell = f"{mean:.1f} ± {std:.1f}"
-                    cells.append(f"**{cell}**" if np.isclose(mean, best[(s, m)]) and len(grp) > 1 else cell)
-            lines.append("| " + " | ".join(cells + last(r)) + " |")
-    return lines
+                    cells.append("–" if pd.isna(mean) else f"{mean:.1f} ± {std:.1f}")
+                    marks.append("bold" if pd.notna(mean) and np.isclose(mean, best[(s, m)]) and len(grp) > 1 else "")
+            extra = last(r)
+            out.append((cells + extra, marks + [""] * len(extra), i == 0))
+    return out
+
+
+def _md_lines(rows) -> list[str]:
+    return ["| " + " | ".join(f"**{c}**" if how == "bold" else c for c, how in zip(cells, marks)) + " |"
+            for cells, marks, _ in rows]
+
+
+def _latex(rows, header: Sequence[str], *, title: str, note: str, label: str) -> str:
+    from . import latex
+
+    body = [[latex.mark(latex.escape(c), how) for c, how in zip(cells, marks)] for cells, marks, _ in rows]
+    breaks = [i for i, (_, _, start) in enumerate(rows) if start]
+    return latex.tabular([[(h, 1) for h in header]], body, caption=f"{title}. {note}", label=label,
+                         align="ll" + "c" * (len(header) - 2), midrules_before=breaks)
+
+
+def _note(table: pd.DataFrame) -> str:
+    return (f"Mean ± standard deviation over {int(table['n_seeds'].max())} seed(s); percentages. "
+            "FPR95 with ID as the positive class. Bold: best mean per column within each scorer.")
+
+
+def _header(sets: Sequence[str], metrics: Sequence[str]) -> list[str]:
+    return ["Scorer", "Model"] + [f"{s} {METRIC_NAMES[m]}" for s in sets for m in metrics]
 
 
 def markdown(table: pd.DataFrame, ood_order: Sequence[str], title: str, labels: Mapping[str, str],
              metrics=("fpr95", "auroc")) -> str:
     """Markdown with 'mean ± std' cells; the best mean of each column within a scorer is bold."""
     sets = [*ood_order, AVERAGE]
-    header = ["Scorer", "Model"] + [f"{s} {METRIC_NAMES[m]}" for s in sets for m in metrics] + ["ID acc↑"]
-    lines = [f"# {title}", "",
-             f"Mean ± standard deviation over {int(table['n_seeds'].max())} seed(s); percentages. "
-             "FPR95 with ID as the positive class. Bold: best mean per column within each scorer.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += _scorer_blocks(table, sets, metrics, first=lambda scorer, r: scorer, labels=labels,
-                            last=lambda r: [f"{r['id_acc_mean']:.1f} ± {r['id_acc_std']:.1f}"])
+    header = _header(sets, metrics) + ["ID acc↑"]
+    lines = [f"# {title}", "", _note(table), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += _md_lines(_table_rows(table, sets, metrics, labels))
     return "\n".join(lines) + "\n"
 
 
-def write_tables(metric_files: Sequence[str], *, csv: str, md: str, tidy: str, title: str,
+def _table_rows(table, sets, metrics, labels):
+    return _scorer_rows(table, sets, metrics, first=lambda scorer, r: scorer, labels=labels,
+                        last=lambda r: [f"{r['id_acc_mean']:.1f} ± {r['id_acc_std']:.1f}"])
+
+
+def to_latex(table: pd.DataFrame, ood_order: Sequence[str], title: str, labels: Mapping[str, str],
+             metrics=("fpr95", "auroc"), label: str = "tab:results") -> str:
+    """The same table as :func:`markdown`, as a LaTeX (booktabs) table."""
+    sets = [*ood_order, AVERAGE]
+    return _latex(_table_rows(table, sets, metrics, labels), _header(sets, metrics) + ["ID acc↑"], title=title,
+                  note=_note(table), label=label)
+
+
+def write_tables(metric_files: Sequence[str], *, csv: str, md: str, tex: str, tidy: str, title: str,
                  labels: Mapping[str, str], ood_order: Sequence[str] | None = None) -> pd.DataFrame:
-    """Write the tidy metrics, the wide CSV table and its Markdown rendering; OOD sets in ``ood_order``
-    (default: order of first appearance); ``labels``: variant -> how the table names it, in row order."""
+    """Write the tidy metrics, the wide CSV table and its Markdown and LaTeX renderings; OOD sets in
+    ``ood_order`` (default: order of first appearance); ``labels``: variant -> how the table names it,
+    in row order."""
     data = collect(metric_files)
     ood_order = list(ood_order) if ood_order else list(dict.fromkeys(data["ood_set"]))
     table = _order(wide(summarize(data), ood_order), list(labels))
@@ -117,6 +149,8 @@ def write_tables(metric_files: Sequence[str], *, csv: str, md: str, tidy: str, t
         table.to_csv(tmp, index=False)
     with atomic_path(md) as tmp:
         tmp.write_text(markdown(table, ood_order, title, labels))
+    with atomic_path(tex) as tmp:
+        tmp.write_text(to_latex(table, ood_order, title, labels))
     return table
 
 
@@ -178,25 +212,36 @@ def scorer_table(tidy: pd.DataFrame, *, ood_order: Sequence[str] | None = None, 
     return pd.DataFrame(rows)
 
 
+def _scorer_parts(table: pd.DataFrame, labels, column_sets, metrics):
+    if column_sets is None:
+        column_sets = list(dict.fromkeys(c.rsplit("/", 1)[0] for c in table.columns
+                                         if c.endswith(f"/{metrics[0]}_mean")))
+    note = (f"Mean ± standard deviation over {int(table['n_seeds'].max())} seed(s); percentages. Rows: each "
+            f"scorer on every model it applies to ({', '.join(labels.values())}). FPR95 with ID as the positive "
+            "class. Bold: best mean per column within each scorer.")
+    rows = _scorer_rows(table, column_sets, metrics, first=lambda scorer, r: str(r["label"]), labels=labels)
+    return _header(column_sets, metrics), note, rows
+
+
 def scorer_markdown(table: pd.DataFrame, title: str, *, labels: Mapping[str, str],
                     column_sets: Sequence[str] | None = None, metrics: Sequence[str] = ("auroc", "fpr95")) -> str:
     """Markdown of :func:`scorer_table`: 'mean ± std' cells, one block of rows per scorer, the best
     mean of each column within a scorer in bold. ``column_sets``: the column prefixes (default: those of
     the table, e.g. ``['backgrounds', ..., 'average']`` or ``['cifar10/average', ...]``)."""
-    if column_sets is None:
-        column_sets = list(dict.fromkeys(c.rsplit("/", 1)[0] for c in table.columns
-                                         if c.endswith(f"/{metrics[0]}_mean")))
-    header = ["Scorer", "Model"] + [f"{s} {METRIC_NAMES[m]}" for s in column_sets for m in metrics]
-    lines = [f"# {title}", "",
-             f"Mean ± standard deviation over {int(table['n_seeds'].max())} seed(s); percentages. Rows: each "
-             f"scorer on every model it applies to ({', '.join(labels.values())}). FPR95 with ID as the positive "
-             "class. Bold: best mean per column within each scorer.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += _scorer_blocks(table, column_sets, metrics, first=lambda scorer, r: str(r["label"]), labels=labels)
-    return "\n".join(lines) + "\n"
+    header, note, rows = _scorer_parts(table, labels, column_sets, metrics)
+    lines = [f"# {title}", "", note, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + _md_lines(rows)) + "\n"
 
 
-def write_scorer_table(metric_files: Sequence[str], *, csv: str, md: str, title: str, labels: Mapping[str, str],
+def scorer_latex(table: pd.DataFrame, title: str, *, labels: Mapping[str, str],
+                 column_sets: Sequence[str] | None = None, metrics: Sequence[str] = ("auroc", "fpr95")) -> str:
+    """:func:`scorer_markdown` as a LaTeX (booktabs) table."""
+    header, note, rows = _scorer_parts(table, labels, column_sets, metrics)
+    return _latex(rows, header, title=title, note=note, label="tab:scorers")
+
+
+def write_scorer_table(metric_files: Sequence[str], *, csv: str, md: str, tex: str, title: str,
+                       labels: Mapping[str, str],
                        ood_order: Sequence[str] | None = None, scorers: Sequence[str] | None = None) -> pd.DataFrame:
     """Table IV shape for one benchmark from its per-model metric files: CSV and Markdown; ``labels``:
     variant -> name, in row order."""
@@ -207,4 +252,6 @@ def write_scorer_table(metric_files: Sequence[str], *, csv: str, md: str, title:
         table.to_csv(tmp, index=False)
     with atomic_path(md) as tmp:
         tmp.write_text(scorer_markdown(table, title, labels=labels))
+    with atomic_path(tex) as tmp:
+        tmp.write_text(scorer_latex(table, title, labels=labels))
     return table
