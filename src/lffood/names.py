@@ -4,6 +4,10 @@ imports it at parse time (every snakemake call, every cluster job), so it must n
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
+
+#: The paper's printed Tables I-IV (lffood.report.paper_numbers; an input of the paper-table rules).
+PAPER_NUMBERS = Path(__file__).resolve().parents[2] / "resources" / "paper" / "lff_tables.csv"
 
 #: ID splits every benchmark has.
 ID_SPLITS = ("train", "test")

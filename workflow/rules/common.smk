@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from lffood import h5schema
 from lffood.data import sources as data_sources
-from lffood.names import EMBEDDED_SPLITS, OOD_SETS_BY_SOURCE, split_names
+from lffood.names import EMBEDDED_SPLITS, OOD_SETS_BY_SOURCE, PAPER_NUMBERS, split_names
 from lffood.scorers import fit_params, registered_scorers, resolved_params
 from lffood.variants import (monitor_delta, sweep_value_names, training_spec, variant, variant_names,
                              variant_scorers)
@@ -144,8 +144,6 @@ def variant_labels(wildcards):
 
 
 TABLE_EXTS = ("csv", "md", "tex")
-#: the paper's printed numbers (lffood.report.paper_numbers): an input of the paper tables
-PAPER_NUMBERS = "resources/paper/lff_tables.csv"
 
 
 def table_targets(b):

@@ -117,7 +117,7 @@ rule sensitivity:
 rule paper_table:
     input:
         unpack(paper_table_inputs),
-        paper=PAPER_NUMBERS,
+        paper=str(PAPER_NUMBERS),
     output:
         csv=report(path(P.paper_table, **W, ext="csv"), caption="../report/paper_table.rst", category="Paper tables"),
         md=report(path(P.paper_table, **W, ext="md"), caption="../report/paper_table.rst", category="Paper tables"),

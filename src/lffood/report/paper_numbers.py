@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ..names import CIFAR_OOD_SETS, IMAGENET_OOD_SETS
+from ..names import CIFAR_OOD_SETS, IMAGENET_OOD_SETS, PAPER_NUMBERS
 from .tables import AVERAGE
 
-DEFAULT_PATH = Path(__file__).resolve().parents[3] / "resources" / "paper" / "lff_tables.csv"
+DEFAULT_PATH = PAPER_NUMBERS
 COLUMNS = ("table", "benchmark", "method", "extra_data", "ood_set", "metric", "value", "mark", "flag")
 KEY = ["table", "benchmark", "method", "ood_set", "metric"]
 METRICS = ("fpr95", "auroc")
