@@ -21,18 +21,24 @@ configfile: "config.yaml"
 SRC = str(Path(workflow.basedir) / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
-from lffood.config import validate_config
+from lffood.config import Overrides, validate_config
 from lffood.errors import ConfigError
 from lffood.runtime import export_pythonpath
 
 # rule scripts (local, cluster or conda jobs) import the library from this checkout
 export_pythonpath(SRC)
 
+# Snakemake has merged its --config values into `config` already, with every nested value a string
+# (`seeds=[0]` -> ['0']); validate_config lays them on again as README "Configuration" says and names
+# the override (not the config file) in errors it causes.
+_source = " + ".join(map(str, workflow.configfiles)) or "config"
+_overrides = Overrides(workflow.config_settings.config, workflow.config_settings.config_args)
 try:
     _validated = validate_config(
         config,
         Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml",
-        source=" + ".join(map(str, workflow.configfiles)) or "config",
+        source=_source,
+        overrides=_overrides,
     )
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None

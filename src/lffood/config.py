@@ -3,12 +3,18 @@
 The schema file is ``workflow/schemas/config.schema.yaml``; the Snakefile and the tests both call
 :func:`validate_config` with it, so there is exactly one definition of what a valid config is.
 Every error names the file, the key (dotted path) and what to do.
+
+Snakemake's ``--config KEY=VALUE`` overrides are applied here too (:func:`apply_overrides`), so that
+they mean what users expect (``seeds=[0]`` is a list of integers, ``lff={lambda: 0.5}`` changes
+``lff.lambda`` of every benchmark in ``run``) and an error they cause names the override, not the
+config file.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,38 +75,248 @@ def full_schema(schema_path: str | Path) -> dict:
     return schema
 
 
-def validate_config(config: Mapping[str, Any], schema_path: str | Path, source: str = "config.yaml") -> dict:
-    """Validate ``config`` against the schema, fill in defaults, run semantic checks.
+# ----------------------------------------------------------------------------- --config overrides
+_INT = re.compile(r"[-+]?[0-9]+")
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_LITERALS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False,
+             "null": None, "Null": None, "NULL": None, "~": None, "": None}
 
-    Returns a new dict (the input is not modified). Raises :class:`ConfigError` listing every
-    problem, each with its dotted key.
+
+def yaml_value(value: Any) -> Any:
+    """A ``--config`` value as the user typed it. Snakemake turns a top-level value into an int, a float
+    or True/False when it can, and reads anything else with YAML's BaseLoader, which keeps every
+    scalar a string: ``seeds=[0]`` arrives as ``['0']`` and ``lff={lambda: 0.5}`` as
+    ``{'lambda': '0.5'}``. Every string that is a literal of YAML 1.2's core schema becomes that value
+    (integers, floats such as ``0.5`` or ``1e-3``, ``true``/``false``, ``null``/``~``), and a string
+    that starts with ``[`` or ``{`` is read as a flow sequence or mapping, item by item alike. Any
+    other string stays a string (``yes``, ``off`` and ``2024-01-01`` too)."""
+    if isinstance(value, Mapping):
+        return {k: yaml_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [yaml_value(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text in _LITERALS:
+        return _LITERALS[text]
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    if text[0] in "[{":
+        try:
+            parsed = yaml.load(text, Loader=yaml.BaseLoader)  # every scalar a string: the rules above apply
+        except yaml.YAMLError:
+            return value
+        if isinstance(parsed, (Mapping, list)):
+            return yaml_value(parsed)
+    return value
+
+
+class Overrides:
+    """Snakemake's ``--config`` overrides: the values as Snakemake parsed them
+    (``workflow.config_settings.config``) and the text typed for each key
+    (``workflow.config_settings.config_args``), which error messages quote."""
+
+    def __init__(self, values: Mapping | None = None, args: Sequence[str] | None = None):
+        self.values = dict(values or {})
+        typed: dict[str, list[str]] = {}
+        for arg in args or ():
+            typed.setdefault(str(arg).split("=", 1)[0], []).append(str(arg))
+        self._typed = typed
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    def text(self, key: str) -> str:
+        """How the override of ``key`` was given, e.g. ``--config lff={delta: 2}``."""
+        args = self._typed.get(key) or [f"{key}={self.values[key]}"]
+        return "--config " + " ".join(args)
+
+    def texts(self) -> str:
+        return "--config " + " ".join(t.removeprefix("--config ") for t in map(self.text, self.values))
+
+
+def benchmark_sections(schema: Mapping) -> list[str]:
+    """The keys of a benchmark section (``benchmarks.<name>.<key>``), objectives' sections included:
+    a ``--config`` key of this name applies to every benchmark in ``run``."""
+    return list(schema["$defs"]["benchmark"]["properties"])
+
+
+def apply_overrides(config: Mapping, overrides: Overrides | Mapping, schema: Mapping) -> tuple[dict, dict[str, str]]:
+    """``config`` with the ``--config`` overrides laid on top as users expect, and where each one went.
+
+    * Values are YAML (:func:`yaml_value`): ``seeds=[0]``, ``lff={lambda: 0.5}``, ``device=cpu``.
+    * A mapping is merged key by key into what is there (``lff={lambda: 0.5}`` keeps ``delta`` and
+      ``mu``); any other value, lists included, replaces it.
+    * A key with dots is a path: ``benchmarks.embedded.lff.lambda``. Snakemake 9's command line
+      refuses dots in ``--config`` keys (before the workflow is read), so this form is for callers of
+      this function; on the command line, nest the value instead.
+    * A key (or the first part of a dotted key) that is a key of a benchmark section (``lff``,
+      ``finetune``, ``variants``, ``scorers``, ...: :func:`benchmark_sections`) and not a top-level
+      key applies to every benchmark in ``run``, after the other overrides (``run`` included).
+
+    ``config`` may already hold the overrides as Snakemake merged them (it does, in the Snakefile):
+    laying them on again is harmless, and the top-level copies of benchmark sections are removed.
+    Returns the new config and ``{dotted key: override text}`` for every value set.
+    """
+    if not isinstance(overrides, Overrides):
+        overrides = Overrides(overrides)
+    cfg = copy.deepcopy(dict(config))
+    top, sections = set(schema["properties"]), set(benchmark_sections(schema))
+    origins: dict[str, str] = {}
+    per_benchmark = []
+    for key, raw in overrides.values.items():
+        path, value, text = str(key).split("."), yaml_value(raw), overrides.text(key)
+        if path[0] in sections and path[0] not in top:
+            cfg.pop(key, None)  # Snakemake put it at the top level; it belongs to the benchmarks
+            per_benchmark.append((path, value, text))
+        else:
+            if len(path) > 1:
+                cfg.pop(key, None)
+            _lay(cfg, path, value, text, origins)
+    benches = cfg.get("benchmarks")
+    for path, value, text in per_benchmark:
+        for name in _run_names(cfg, schema):
+            if isinstance(benches, Mapping) and isinstance(benches.get(name), Mapping):
+                _lay(cfg, ["benchmarks", name, *path], value, text, origins)
+    return cfg, origins
+
+
+def _lay(cfg: dict, path: Sequence[str], value: Any, text: str, origins: dict[str, str]) -> None:
+    """Set ``path`` in ``cfg`` to ``value`` (a mapping is merged into a mapping there, key by key),
+    recording the dotted key of every value set in ``origins``."""
+    node = cfg
+    for part in path[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    last = path[-1]
+    if isinstance(value, Mapping) and isinstance(node.get(last), dict):
+        for k, v in value.items():
+            _lay(cfg, [*path, str(k)], v, text, origins)
+    else:
+        node[last] = copy.deepcopy(value)
+        _record(".".join(path), value, text, origins)
+
+
+def _record(key: str, value: Any, text: str, origins: dict[str, str]) -> None:
+    if isinstance(value, Mapping) and value:
+        for k, v in value.items():
+            _record(f"{key}.{k}", v, text, origins)
+    else:
+        origins[key] = text
+
+
+def _run_names(cfg: Mapping, schema: Mapping) -> list[str]:
+    """The benchmarks ``run`` names (a list, a suite or one benchmark), as far as they can be known
+    before validation."""
+    run = cfg.get("run", schema["properties"]["run"].get("default", []))
+    if isinstance(run, str):
+        suites = cfg.get("suites")
+        suite = suites.get(run) if isinstance(suites, Mapping) else None
+        return [str(n) for n in suite] if isinstance(suite, list) else [run]
+    return [str(n) for n in run] if isinstance(run, list) else []
+
+
+class _Problem(str):
+    """A problem message that also names the other keys it depends on (a cross-key constraint), so
+    that an override of any of them is named with it."""
+
+    related: tuple[str, ...] = ()
+
+
+def _problem(message: str, *related: str) -> str:
+    p = _Problem(message)
+    p.related = related
+    return p
+
+
+def _blame(key: str, origins: Mapping[str, str], extra: Sequence[str] = (), related: Sequence[str] = ()) -> list[str]:
+    """The overrides behind a problem at dotted ``key``: those that set it, a key under it or a key
+    above it. ``extra``: keys under it that the problem is about (unexpected properties);
+    ``related``: other dotted keys it depends on."""
+    keys = [key, *(f"{key}.{e}" if key != "<top level>" else str(e) for e in extra), *related]
+
+    def hit(k: str, origin: str) -> bool:
+        return k == origin or k.startswith((origin + ".", origin + "[")) or origin.startswith(k + ".")
+
+    return sorted({text for origin, text in origins.items() if any(hit(k, origin) for k in keys)})
+
+
+def _report(source: str, problems: list[tuple[str, list[str]]], overrides: Overrides | None,
+            schema_path: str | Path) -> ConfigError:
+    """One error listing every problem; a problem an override caused starts with that override, and
+    the config file is named only for the others."""
+    lines = [f"  - {' '.join(blamed)}: {msg}" if blamed else f"  - {msg}" for msg, blamed in problems]
+    n_blamed = sum(bool(blamed) for _, blamed in problems)
+    if not overrides:
+        where, fix = source, f"Fix these keys in {source}"
+    elif n_blamed == len(problems):
+        where, fix = overrides.texts(), "Fix the --config value(s) named above (README, section Configuration)"
+    elif n_blamed:
+        where = f"{source} + {overrides.texts()}"
+        fix = f"Fix the --config value(s) named above, and the other keys in {source}"
+    else:
+        where = f"{source} + {overrides.texts()}"
+        fix = f"Fix these keys in {source} (or in the --config values)"
+    return ConfigError(f"{where}: invalid configuration ({len(problems)} problem(s)):\n" + "\n".join(lines)
+                       + f"\n{fix}; the schema with every key and its default is {schema_path}.")
+
+
+def validate_config(config: Mapping[str, Any], schema_path: str | Path, source: str = "config.yaml",
+                    overrides: Overrides | Mapping | None = None) -> dict:
+    """Apply ``--config`` overrides, validate against the schema, fill in defaults, run semantic checks.
+
+    ``overrides`` are Snakemake's ``--config`` values (:class:`Overrides`, or a mapping of key to value;
+    :func:`apply_overrides` says how they apply). Returns a new dict (the input is not modified).
+    Raises :class:`ConfigError` listing every problem, each with its dotted key and, when an override
+    caused it, that override.
     """
     schema = full_schema(schema_path)
+    if overrides is not None and not isinstance(overrides, Overrides):
+        overrides = Overrides(overrides)
     cfg = copy.deepcopy(dict(config))
+    origins: dict[str, str] = {}
+    if overrides:
+        cfg, origins = apply_overrides(cfg, overrides, schema)
     validator = _DefaultingValidator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        lines = []
+        problems = []
         for err in errors:
             key = _key(err.absolute_path)
+            extra = []
+            if err.validator == "additionalProperties" and isinstance(err.instance, Mapping):
+                extra = [k for k in err.instance if k not in err.schema.get("properties", {})]
             if err.validator == "additionalProperties" and "'checkpoint'" in err.message and key.endswith(
                     ("pretrain", "finetune")):
-                lines.append(f"  - key '{key}.checkpoint': a model trained elsewhere is now a variant's key: move it to "
-                             "variants.<name>.checkpoint (e.g. variants.ce.checkpoint for the CE model LFF starts "
-                             "from).")
+                msg = (f"key '{key}.checkpoint': a model trained elsewhere is now a variant's key: move it to "
+                       "variants.<name>.checkpoint (e.g. variants.ce.checkpoint for the CE model LFF starts from).")
             elif err.validator == "additionalProperties":
-                lines.append(f"  - key '{key}': {err.message}. Remove or rename it (check spelling against "
-                             f"{Path(schema_path).name}).")
+                msg = (f"key '{key}': {err.message}. Remove or rename it (check spelling against "
+                       f"{Path(schema_path).name}).")
+                if key == "<top level>" and _blame(key, origins, extra):
+                    msg += (" A --config key is a top-level key or a key of benchmarks.<name> (then it applies to "
+                            f"every benchmark in 'run': {', '.join(benchmark_sections(schema))}).")
             else:
-                lines.append(f"  - key '{key}': {err.message}.")
-        raise ConfigError(f"{source}: invalid configuration ({len(errors)} problem(s)):\n" + "\n".join(lines)
-                          + f"\nFix these keys in {source} (or in --config overrides); the schema with every key "
-                            f"and its default is {schema_path}.")
-    _semantic_checks(cfg, source, schema)
+                msg = f"key '{key}': {err.message}."
+            problems.append((msg, _blame(key, origins, extra)))
+        raise _report(source, problems, overrides, schema_path)
+    problems = _semantic_problems(cfg, schema)
+    if problems:
+        blamed = []
+        for msg in problems:
+            m = re.match(r"key '([^']+)'", msg)
+            related = getattr(msg, "related", ())
+            blamed.append((str(msg), _blame(m.group(1), origins, related=related) if m else []))
+        raise _report(source, blamed, overrides, schema_path)
     return cfg
 
 
-def _semantic_checks(cfg: dict, source: str, schema: Mapping) -> None:
+def _semantic_problems(cfg: dict, schema: Mapping) -> list[str]:
+    """Problems a JSON schema cannot express (names that must exist, keys that constrain each other),
+    each starting with its dotted key. Resolves a suite name in ``run`` to its list."""
     from .scorers import registered_scorers  # local import: scorers import numpy only
 
     problems = []
@@ -112,8 +328,8 @@ def _semantic_checks(cfg: dict, source: str, schema: Mapping) -> None:
         elif cfg["run"] in benches:
             cfg["run"] = [cfg["run"]]
         else:
-            raise ConfigError(f"{source}: key 'run': '{cfg['run']}' is neither a suite (defined under 'suites': "
-                              f"{sorted(suites)}) nor a benchmark ({sorted(benches)}).")
+            return [f"key 'run': '{cfg['run']}' is neither a suite (defined under 'suites': "
+                    f"{sorted(suites)}) nor a benchmark ({sorted(benches)})."]
     for suite, names in cfg["suites"].items():
         undefined = [n for n in names if n not in benches]
         if undefined:
@@ -134,8 +350,9 @@ def _semantic_checks(cfg: dict, source: str, schema: Mapping) -> None:
             if sched["type"] == "step":
                 bad = [m for m in sched["milestones"] if m >= st["epochs"]]
                 if bad:
-                    problems.append(f"key 'benchmarks.{bname}.{stage}.schedule.milestones': {bad} not below "
-                                    f"epochs={st['epochs']}; a decay at or after the last epoch never happens.")
+                    problems.append(_problem(f"key 'benchmarks.{bname}.{stage}.schedule.milestones': {bad} not below "
+                                             f"epochs={st['epochs']}; a decay at or after the last epoch never happens.",
+                                             f"benchmarks.{bname}.{stage}.epochs"))
         for s in bench["scorers"]["names"]:
             if s not in known:
                 problems.append(f"key 'benchmarks.{bname}.scorers.names': unknown scorer '{s}'. "
@@ -155,15 +372,15 @@ def _semantic_checks(cfg: dict, source: str, schema: Mapping) -> None:
             problems.append(f"key 'benchmarks.{bname}.dataset.generator': only the embedded source has a generator; "
                             f"remove it (source is '{ds['source']}').")
         if ds["ood_crop"] > ds["ood_resize"]:
-            problems.append(f"key 'benchmarks.{bname}.dataset.ood_crop': {ds['ood_crop']} is larger than "
-                            f"ood_resize={ds['ood_resize']}; the center crop must fit in the resized image "
-                            f"(CIFAR: 32/32, ImageNet: 256/224).")
+            problems.append(_problem(f"key 'benchmarks.{bname}.dataset.ood_crop': {ds['ood_crop']} is larger than "
+                                     f"ood_resize={ds['ood_resize']}; the center crop must fit in the resized image "
+                                     f"(CIFAR: 32/32, ImageNet: 256/224).", f"benchmarks.{bname}.dataset.ood_resize"))
         if len(set(ood)) != len(ood):
             problems.append(f"key 'benchmarks.{bname}.dataset.ood_sets': duplicate names in {ood}.")
         problems += _variant_problems(bname, bench, schema)
     problems += _table_problems(cfg)
-    if problems:
-        raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+    return problems
+
 
 
 def _scorer_param_problems(bname: str, params: Mapping, known: set) -> list[str]:
