@@ -43,12 +43,16 @@ def _with_defaults(cls):
 _DefaultingValidator = _with_defaults(Draft202012Validator)
 
 
+#: libyaml's loader where PyYAML has it (about 8x faster on the schema, which every validation reads)
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: file not found. Pass an existing config file (snakemake --configfile PATH).")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc}). Fix the syntax at the line shown.") from exc
     return data or {}
@@ -345,14 +349,9 @@ def _semantic_problems(cfg: dict, schema: Mapping) -> list[str]:
     known = set(registered_scorers())
     for bname, bench in benches.items():
         for stage in ("pretrain", "finetune"):
-            st = bench[stage]
-            sched = st["schedule"]
-            if sched["type"] == "step":
-                bad = [m for m in sched["milestones"] if m >= st["epochs"]]
-                if bad:
-                    problems.append(_problem(f"key 'benchmarks.{bname}.{stage}.schedule.milestones': {bad} not below "
-                                             f"epochs={st['epochs']}; a decay at or after the last epoch never happens.",
-                                             f"benchmarks.{bname}.{stage}.epochs"))
+            for sub, msg, related in _stage_problems(bench[stage]):
+                problems.append(_problem(f"key 'benchmarks.{bname}.{stage}.{sub}': {msg}",
+                                         *(f"benchmarks.{bname}.{stage}.{r}" for r in related)))
         for s in bench["scorers"]["names"]:
             if s not in known:
                 problems.append(f"key 'benchmarks.{bname}.scorers.names': unknown scorer '{s}'. "
@@ -377,10 +376,183 @@ def _semantic_problems(cfg: dict, schema: Mapping) -> list[str]:
                                      f"(CIFAR: 32/32, ImageNet: 256/224).", f"benchmarks.{bname}.dataset.ood_resize"))
         if len(set(ood)) != len(ood):
             problems.append(f"key 'benchmarks.{bname}.dataset.ood_sets': duplicate names in {ood}.")
+        problems += _dataset_problems(bname, bench)
+        problems += _model_problems(bname, bench["model"])
+        if not _scorer_param_problems(bname, bench["scorers"]["params"], known):
+            problems += _scorer_size_problems(bname, bench)
         problems += _variant_problems(bname, bench, schema)
     problems += _table_problems(cfg)
     return problems
 
+
+# ----------------------------------------------------------------------------- what the config determines
+#: The embedded generator's defaults that the checks below depend on. They are
+#: ``lffood.data.embedded.DEFAULTS``, which imports torch (the Snakefile validates without it); a unit
+#: test keeps the two equal.
+EMBEDDED_DEFAULTS = {"image_size": 16, "num_classes": 8, "train_per_class": 600, "test_per_class": 200}
+#: The paper datasets as the workflow stores them: ID training and test images, classes, side of the
+#: stored training images (None: known only after building; ImageNet-100's side is dataset.train_size).
+PAPER_DATA = {
+    "cifar10": {"train": 50000, "test": 10000, "classes": 10, "side": 32, "what": "CIFAR-10's training split"},
+    "cifar100": {"train": 50000, "test": 10000, "classes": 100, "side": 32, "what": "CIFAR-100's training split"},
+    "imagenet100": {"train": None, "test": 5000, "classes": 100, "side": None, "what": "ImageNet-100"},
+}
+#: CIFAR ResNet presets (``lffood.models.resnet.PRESETS``, which imports torch; a unit test keeps them equal).
+RESNET_PRESETS = {"resnet18": {"blocks": [2, 2, 2, 2], "widths": [64, 128, 256, 512]},
+                  "resnet34": {"blocks": [3, 4, 6, 3], "widths": [64, 128, 256, 512]}}
+#: Which ``model.arch`` reads each optional model key (``lffood.models.build.build_model``).
+MODEL_KEYS = {"blocks": ("resnet",), "widths": ("resnet",), "depth": ("wrn",), "widen": ("wrn",),
+              "dropout": ("wrn", "wrn28_10")}
+#: FPR95 needs at least this many ID test scores (the threshold keeps 95% of them: lffood.metrics).
+MIN_ID_TEST = 20
+
+
+def id_data(dataset: Mapping) -> dict:
+    """What a (validated) ``dataset`` section determines about the ID data: ``train`` and ``test``
+    image counts, ``classes``, ``side`` of the stored training images (None where only the built data
+    can tell: ImageNet-100's training images) and ``what`` (how the training count comes about)."""
+    if dataset["source"] == "embedded":
+        g = {**EMBEDDED_DEFAULTS, **dataset.get("generator", {})}
+        k = g["num_classes"]
+        return {"train": g["train_per_class"] * k, "test": g["test_per_class"] * k, "classes": k,
+                "side": g["image_size"],
+                "what": f"the generator's train_per_class x num_classes = {g['train_per_class']} x {k}"}
+    facts = dict(PAPER_DATA[dataset["source"]])
+    if dataset["source"] == "imagenet100":
+        facts["side"] = dataset["train_size"]
+    return facts
+
+
+def model_shape(model: Mapping) -> tuple[int, int] | None:
+    """``(residual blocks, feature dimension)`` of the backbone a (validated) ``model`` section builds
+    (``model.blocks()`` and the width of the pooled features), or None when the section is invalid."""
+    arch = model["arch"]
+    if arch in RESNET_PRESETS or arch == "resnet":
+        spec = RESNET_PRESETS.get(arch, model)
+        blocks, widths = spec.get("blocks"), spec.get("widths")
+        return (sum(blocks), widths[-1]) if blocks and widths and len(blocks) == len(widths) else None
+    if arch in ("wrn", "wrn28_10"):
+        depth, widen = (28, 10) if arch == "wrn28_10" else (model.get("depth", 28), model.get("widen", 10))
+        return (3 * ((depth - 4) // 6), 64 * widen) if (depth - 4) % 6 == 0 else None
+    if arch == "resnet50":
+        return 16, 2048
+    return None
+
+
+def _model_problems(bname: str, model: Mapping) -> list[str]:
+    """What ``lffood.models.build.build_model`` would refuse (or silently ignore) inside a job."""
+    key, arch, problems = f"benchmarks.{bname}.model", model["arch"], []
+    if arch == "resnet":
+        missing = [k for k in ("blocks", "widths") if k not in model]
+        if missing:
+            problems.append(f"key '{key}': arch 'resnet' needs {missing}: one entry per stage, the number of "
+                            "residual blocks and their width (e.g. blocks: [1, 1, 1], widths: [16, 32, 64]); or "
+                            "choose a preset arch (resnet18, resnet34).")
+        elif len(model["blocks"]) != len(model["widths"]):
+            problems.append(_problem(f"key '{key}.widths': {len(model['widths'])} entries, but blocks has "
+                                     f"{len(model['blocks'])} ({model['blocks']}); give one width per stage "
+                                     f"(stage i: blocks[i] residual blocks of widths[i] channels).", f"{key}.blocks"))
+    for k, archs in MODEL_KEYS.items():
+        if k in model and arch not in archs:
+            problems.append(_problem(f"key '{key}.{k}': arch '{arch}' does not read it (only {list(archs)} "
+                                     "do); remove it, or choose an arch that does.", f"{key}.arch"))
+    if arch == "wrn" and (model.get("depth", 28) - 4) % 6:
+        problems.append(f"key '{key}.depth': {model['depth']} is not 6n + 4 (n blocks in each of the three "
+                        "groups); use e.g. 10, 16, 22, 28 or 40.")
+    return problems
+
+
+def _dataset_problems(bname: str, bench: Mapping) -> list[str]:
+    """Constraints between dataset keys and what depends on the number of classes."""
+    ds, key, problems = bench["dataset"], f"benchmarks.{bname}.dataset", []
+    gen = ds.get("generator", {})
+    for k in ("digit_scale", "crop_scale"):
+        if k in gen and gen[k][0] > gen[k][1]:
+            problems.append(f"key '{key}.generator.{k}': {gen[k]} is not [min, max]; swap the two values.")
+    data = id_data(ds)
+    if data["test"] < MIN_ID_TEST:
+        problems.append(_problem(
+            f"key '{key}.generator.test_per_class': {data['test'] // data['classes']} x {data['classes']} classes = "
+            f"{data['test']} ID test images; FPR95 needs at least {MIN_ID_TEST} (its threshold keeps 95% of them). "
+            "Raise test_per_class.", f"{key}.generator.num_classes"))
+    guard = bench["guard"]
+    if guard["enabled"] and guard["chance_factor"] >= data["classes"]:
+        problems.append(_problem(
+            f"key 'benchmarks.{bname}.guard.chance_factor': {guard['chance_factor']} / {data['classes']} classes >= 1, "
+            "so every epoch counts as chance and the collapse guard stops every training run. Use a value below "
+            f"{data['classes']} (default 1.5), or guard.enabled: false.",
+            f"{key}.generator.num_classes", f"{key}.source"))
+    return problems
+
+
+def _scorer_size_problems(bname: str, bench: Mapping) -> list[str]:
+    """Scorer parameters bounded by the data or the backbone, for the scorers the benchmark runs:
+    KNN's and CSD's k (at most the ID training vectors), ViM's dim (below the feature dimension),
+    FeatureNorm's block (an index into the backbone's blocks) and jigsaw grid (at most the image side)."""
+    from .scorers import resolved_params
+
+    names, params = bench["scorers"]["names"], bench["scorers"]["params"]
+    data, shape = id_data(bench["dataset"]), model_shape(bench["model"])
+    key, problems = f"benchmarks.{bname}.scorers.params", []
+    ds_key, model_key = f"benchmarks.{bname}.dataset", f"benchmarks.{bname}.model"
+
+    def get(name):
+        return resolved_params(name, params.get(name))
+
+    n = data["train"]
+    if n is not None:
+        if "knn" in names and get("knn")["k"] > n:
+            problems.append(_problem(
+                f"key '{key}.knn.k': {get('knn')['k']} is larger than the {n} ID training images ({data['what']}); "
+                f"KNN's k must be at most {n}. Lower it (reference: 50 for CIFAR-10, 300 for CIFAR-100).", ds_key))
+        if "csd" in names:
+            p = get("csd")
+            bank = 6 * n if p["bank"] == "pooled" else n
+            if p["k"] > bank:
+                problems.append(_problem(
+                    f"key '{key}.csd.k': {p['k']} is larger than the {bank} vectors of CSD's bank "
+                    f"({'6 region vectors x ' if p['bank'] == 'pooled' else ''}{n} ID training images, {data['what']}); "
+                    f"lower it to at most {bank} (MODE: 10).", ds_key, f"{key}.csd.bank"))
+    if shape is not None:
+        n_blocks, dim = shape
+        if "vim" in names and get("vim")["dim"] is not None and not 1 <= get("vim")["dim"] < dim:
+            problems.append(_problem(
+                f"key '{key}.vim.dim': {get('vim')['dim']} must lie below the feature dimension {dim} of "
+                f"model.arch '{bench['model']['arch']}'; lower it, or null for ViM's rule (D = {dim // 2} here).",
+                model_key))
+        block = get("featurenorm")["block"] if "featurenorm" in names else None
+        if block is not None and block >= n_blocks:
+            problems.append(_problem(
+                f"key '{key}.featurenorm.block': {block} is not a block of model.arch '{bench['model']['arch']}', "
+                f"which has {n_blocks} (0-based: 0..{n_blocks - 1}); choose one, or null to select by the "
+                "norm ratio.", model_key))
+    if "featurenorm" in names and data["side"] is not None and get("featurenorm")["jigsaw_grid"] > data["side"]:
+        problems.append(_problem(
+            f"key '{key}.featurenorm.jigsaw_grid': {get('featurenorm')['jigsaw_grid']} is larger than the "
+            f"{data['side']} x {data['side']} training images; lower it (reference: 3).", ds_key))
+    return problems
+
+
+def _stage_problems(stage: Mapping) -> list[tuple[str, str, tuple[str, ...]]]:
+    """Constraints between the keys of one (validated) stage section: ``(key under the stage, message,
+    the other keys under the stage it depends on)``."""
+    problems = []
+    sched = stage["schedule"]
+    if sched["type"] == "step":
+        bad = [m for m in sched["milestones"] if m >= stage["epochs"]]
+        if bad:
+            problems.append(("schedule.milestones", f"{bad} not below epochs={stage['epochs']}; a decay at or "
+                             "after the last epoch never happens.", ("epochs",)))
+    if stage["nesterov"] and (stage["optimizer"] != "sgd" or stage["momentum"] == 0):
+        problems.append(("nesterov", f"Nesterov momentum needs optimizer 'sgd' with momentum > 0 (optimizer is "
+                         f"'{stage['optimizer']}', momentum {stage['momentum']}); set nesterov: false or change "
+                         "those.", ("optimizer", "momentum")))
+    crop = stage["augment"]["random_resized_crop"]
+    for k in ("scale", "ratio"):
+        if crop is not None and crop[k][0] > crop[k][1]:
+            problems.append((f"augment.random_resized_crop.{k}", f"{crop[k]} is not [min, max]; swap the two "
+                             "values.", ()))
+    return problems
 
 
 def _scorer_param_problems(bname: str, params: Mapping, known: set) -> list[str]:
@@ -453,8 +625,17 @@ def _variant_problems(bname: str, bench: dict, schema: Mapping) -> list[str]:
         else:
             problems += _schema_problems({**bench.get(v["objective"], {}), **v["params"]}, params_schema, schema,
                                          f"{key}.params")
-        problems += _schema_problems(stage_config(bench, name), {"$ref": "#/$defs/stage"}, schema,
-                                     f"{key}.stage_overrides")
+        stage_problems = _schema_problems(stage_config(bench, name), {"$ref": "#/$defs/stage"}, schema,
+                                          f"{key}.stage_overrides")
+        problems += stage_problems
+        if not stage_problems and v["stage_overrides"]:  # the stage section's own problems are reported once
+            stage_name = variant(bench, name)["stage"]
+            section = {(sub, msg) for sub, msg, _ in _stage_problems(bench[stage_name])}
+            for sub, msg, related in _stage_problems(stage_config(bench, name)):
+                if (sub, msg) not in section:
+                    problems.append(_problem(
+                        f"key '{key}.stage_overrides': {stage_name}.{sub} with these overrides: {msg}",
+                        *(f"benchmarks.{bname}.{stage_name}.{k}" for k in (sub, *related))))
         provides = set(cls.provides) | extraction_fields(bench)
         for s in [v["scorer"], *(v["scorers"] or [])]:
             if s not in scorers:
