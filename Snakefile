@@ -21,7 +21,7 @@ configfile: "config.yaml"
 SRC = str(Path(workflow.basedir) / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
-from lffood.config import Overrides, validate_config
+from lffood.config import Overrides, check_local_device, validate_config
 from lffood.errors import ConfigError
 from lffood.runtime import export_pythonpath
 
@@ -44,6 +44,19 @@ except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 config.clear()
 config.update(_validated)
+
+
+onstart:
+    # device: cuda with jobs that want a GPU, run on this host: stop before the first job starts (and
+    # before Snakemake removes outputs it would replace) when no CUDA device is visible here. Not
+    # for cluster executors (the jobs' nodes have the GPUs); dry runs never reach this point.
+    if workflow.local_exec and not workflow.touch and any(
+        job.resources.get("gpu", 0) for job in workflow.dag.needrun_jobs()
+    ):
+        try:
+            check_local_device(config, _source, _overrides)
+        except ConfigError as exc:
+            raise WorkflowError(str(exc)) from None
 
 
 include: "workflow/rules/common.smk"

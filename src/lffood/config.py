@@ -686,6 +686,31 @@ def _table_problems(cfg: Mapping) -> list[str]:
     return problems
 
 
+def check_local_device(cfg: Mapping[str, Any], source: str = "config.yaml", overrides: Overrides | None = None,
+                       cuda_available=None) -> None:
+    """``device: cuda`` for jobs that run on this host: raise :class:`ConfigError` (naming the key, or
+    the override, and the fix) when no CUDA device is visible here. The Snakefile calls it before the
+    first job of a local, non-dry run; it imports torch (about 3 s) only when ``device`` is ``cuda``.
+    ``cuda_available``: a function returning whether CUDA is usable (default: torch's answer)."""
+    import os
+
+    if cfg.get("device") != "cuda":
+        return
+    if cuda_available is None:
+        def cuda_available():
+            import torch
+
+            return torch.cuda.is_available()
+    if cuda_available():
+        return
+    where = overrides.text("device") if overrides and "device" in overrides.values else source
+    cvd = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+    raise ConfigError(f"{where}: key 'device': 'cuda', but no CUDA device is visible on this host "
+                      f"(CUDA_VISIBLE_DEVICES={cvd!r}), where the jobs would run; no job has started. Set device: "
+                      "auto (CUDA when available, else the CPU) or cpu, or run on a GPU node (a GPU host, or a "
+                      "cluster: --profile profiles/slurm).")
+
+
 def load_config(path: str | Path, schema_path: str | Path) -> dict:
     """Read a YAML config file and validate it (used by tests and the ``lffood`` CLI)."""
     return validate_config(load_yaml(path), schema_path, source=str(path))

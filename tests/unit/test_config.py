@@ -420,3 +420,23 @@ def test_every_bound_is_enforced_with_the_key_named(key, bad):
 ])
 def test_bounds_added_by_the_audit(cfg, key):
     assert f"key '{key}'" in _error(cfg)
+
+
+def test_cuda_on_a_host_without_one_is_named_before_any_job():
+    """The Snakefile calls this before the first job of a local run (tests/unit/test_overrides.py runs it)."""
+    from lffood.config import Overrides, check_local_device
+
+    def never():
+        raise AssertionError("CUDA is only looked for when device is cuda (importing torch costs seconds)")
+
+    check_local_device({"device": "auto"}, cuda_available=never)
+    check_local_device({"device": "cpu"}, cuda_available=never)
+    check_local_device({"device": "cuda"}, cuda_available=lambda: True)
+    with pytest.raises(ConfigError) as exc:
+        check_local_device({"device": "cuda"}, "config.yaml", cuda_available=lambda: False)
+    msg = str(exc.value)
+    assert msg.startswith("config.yaml: key 'device': 'cuda', but no CUDA device is visible on this host")
+    assert "device: auto" in msg and "cpu" in msg and "GPU node" in msg and "no job has started" in msg
+    with pytest.raises(ConfigError, match=r"^--config device=cuda: key 'device'"):
+        check_local_device({"device": "cuda"}, "config.yaml", Overrides({"device": "cuda"}, ["device=cuda"]),
+                           cuda_available=lambda: False)

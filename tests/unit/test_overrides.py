@@ -175,3 +175,15 @@ def test_micro_config_is_what_the_workflow_tests_assume():
     b = cfg["benchmarks"]["micro"]
     assert cfg["seeds"] == [0] and b["lff"]["lambda"] == 0.2
     assert b["sweeps"] == [{"variant": "lff", "param": "lambda", "values": [0.2, 0.5]}]
+
+
+def test_cuda_without_a_gpu_stops_before_any_job(tmp_path, monkeypatch):
+    """device: cuda on a host without a visible CUDA device (CUDA_VISIBLE_DEVICES='' hides any GPU):
+    the run stops before its first job, so nothing is generated and no output is removed."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    proc = snakemake(tmp_path, "--cores", "1", "results/micro/seed0/models/ce.pt", "--config", "device=cuda",
+                     config=MICRO, check=False)
+    err = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "--config device=cuda: key 'device': 'cuda', but no CUDA device is visible on this host" in err, err[-3000:]
+    assert not (tmp_path / "resources").exists()  # prepare_embedded, the first job, never ran
