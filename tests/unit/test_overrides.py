@@ -48,6 +48,8 @@ def test_snakemake_parses_config_values_as_strings():
         "seeds": ["0"], "lff": {"lambda": "0.5"}, "device": "cpu", "run": "paper", "xx": 0.5}
     with pytest.raises(ValueError, match="valid identifier"):
         parse_config(["lff.lambda=0.5"])
+    with pytest.raises(ValueError, match="name=value"):  # a target after --config is read as an override
+        parse_config(["seeds=[0]", "all"])
 
 
 def test_list_and_number_overrides_validate():
