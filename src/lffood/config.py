@@ -13,6 +13,7 @@ config file.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -692,8 +693,6 @@ def check_local_device(cfg: Mapping[str, Any], source: str = "config.yaml", over
     the override, and the fix) when no CUDA device is visible here. The Snakefile calls it before the
     first job of a local, non-dry run; it imports torch (about 3 s) only when ``device`` is ``cuda``.
     ``cuda_available``: a function returning whether CUDA is usable (default: torch's answer)."""
-    import os
-
     if cfg.get("device") != "cuda":
         return
     if cuda_available is None:
