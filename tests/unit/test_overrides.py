@@ -76,6 +76,17 @@ def test_a_benchmark_section_applies_to_every_benchmark_in_run():
     assert out["benchmarks"]["b"]["ssod"]["gamma"] == 0.99 and out["benchmarks"]["a"]["ssod"]["gamma"] == 0.95
 
 
+def test_run_paper_on_the_shipped_config():
+    """`--config run=paper` (README "The paper's benchmarks"; its dry run: tests/workflow/test_paper_targets.py),
+    with a benchmark section that then applies to the five paper benchmarks and not to the embedded one."""
+    cfg = load_yaml(REPO / "config.yaml")
+    out = validate_config(cfg, SCHEMA, overrides=Overrides({"run": "paper", "finetune": {"epochs": "20"}},
+                                                           ["run=paper", "finetune={epochs: 20}"]))
+    assert out["run"] == cfg["suites"]["paper"] and len(out["run"]) == 5
+    assert {out["benchmarks"][b]["finetune"]["epochs"] for b in out["run"]} == {20}
+    assert out["benchmarks"]["embedded"]["finetune"]["epochs"] == 8
+
+
 def test_dotted_keys_are_paths():
     out = validate_config(_cfg(run=["a", "b"]), SCHEMA,
                           overrides={"benchmarks.b.lff.lambda": 0.5, "lff.delta": "0.3", "downloads.retries": "5"})
