@@ -107,7 +107,8 @@ def test_overrides_already_merged_by_snakemake_are_laid_on_once():
     from_file, _ = apply_overrides(_cfg(), overrides, schema)
     assert from_merged == from_file and "lff" not in from_merged
     assert from_merged["benchmarks"]["a"]["lff"] == {"delta": 0.1, "mu": 2, "lambda": 0.5}
-    assert origins == {"seeds": "--config seeds=['1']", "benchmarks.a.lff.mu": "--config benchmarks={'a': {'lff': {'mu': '2'}}}",
+    assert origins == {"seeds": "--config seeds=['1']",
+                       "benchmarks.a.lff.mu": "--config benchmarks={'a': {'lff': {'mu': '2'}}}",
                        "benchmarks.a.lff.lambda": "--config lff={'lambda': '0.5'}"}
 
 
