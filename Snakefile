@@ -21,23 +21,42 @@ configfile: "config.yaml"
 SRC = str(Path(workflow.basedir) / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
-from lffood.config import validate_config
+from lffood.config import Overrides, check_local_device, validate_config
 from lffood.errors import ConfigError
 from lffood.runtime import export_pythonpath
 
 # rule scripts (local, cluster or conda jobs) import the library from this checkout
 export_pythonpath(SRC)
 
+# Snakemake has merged its --config values into `config` already, with every nested value a string
+# (`seeds=[0]` -> ['0']); validate_config lays them on again as README "Configuration" says and names
+# the override (not the config file) in errors it causes.
+_source = " + ".join(map(str, workflow.configfiles)) or "config"
+_overrides = Overrides(workflow.config_settings.config, workflow.config_settings.config_args)
 try:
     _validated = validate_config(
         config,
         Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml",
-        source=" + ".join(map(str, workflow.configfiles)) or "config",
+        source=_source,
+        overrides=_overrides,
     )
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 config.clear()
 config.update(_validated)
+
+
+onstart:
+    # device: cuda with jobs that want a GPU, run on this host: stop before the first job starts (and
+    # before Snakemake removes outputs it would replace) when no CUDA device is visible here. Not
+    # for cluster executors (the jobs' nodes have the GPUs); dry runs never reach this point.
+    if workflow.local_exec and not workflow.touch and any(
+        job.resources.get("gpu", 0) for job in workflow.dag.needrun_jobs()
+    ):
+        try:
+            check_local_device(config, _source, _overrides)
+        except ConfigError as exc:
+            raise WorkflowError(str(exc)) from None
 
 
 include: "workflow/rules/common.smk"

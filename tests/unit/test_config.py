@@ -201,3 +201,242 @@ def test_unknown_embedded_ood_set_is_named():
     cfg = {"run": ["b"], "benchmarks": {"b": {"dataset": {"source": "embedded", "ood_sets": ["far", "svhn"]}}}}
     with pytest.raises(ConfigError, match=r"benchmarks\.b\.dataset\.ood_sets.*svhn"):
         validate_config(cfg, SCHEMA)
+
+
+# ----------------------------------------------------------------------------- checks before any job
+# Each configuration below used to pass validation and fail inside a job (after Snakemake had removed
+# the outputs that job replaces); each is now an error naming its key and the fix.
+@pytest.mark.parametrize("model,needle", [
+    ({"arch": "resnet", "blocks": [1, 1]}, "key 'benchmarks.b.model': arch 'resnet' needs ['widths']"),
+    ({"arch": "resnet"}, "needs ['blocks', 'widths']"),
+    ({"arch": "resnet", "blocks": [1, 1], "widths": [8, 16, 32]},
+     "key 'benchmarks.b.model.widths': 3 entries, but blocks has 2 ([1, 1]); give one width per stage"),
+    ({"arch": "resnet34", "blocks": [1, 1, 1]}, "key 'benchmarks.b.model.blocks': arch 'resnet34' does not read it"),
+    ({"arch": "resnet50", "widen": 2}, "key 'benchmarks.b.model.widen': arch 'resnet50' does not read it"),
+    ({"arch": "resnet", "blocks": [1], "widths": [8], "dropout": 0.1}, "model.dropout': arch 'resnet' does not"),
+    ({"arch": "wrn", "depth": 20}, "key 'benchmarks.b.model.depth': 20 is not 6n + 4"),
+])
+def test_model_sections_that_cannot_be_built(model, needle):
+    assert needle in _error(_minimal(model=model))
+
+
+@pytest.mark.parametrize("model", [{"arch": "resnet", "blocks": [1, 2], "widths": [8, 16]}, {"arch": "resnet18"},
+                                   {"arch": "wrn", "depth": 16, "widen": 2, "dropout": 0.3},
+                                   {"arch": "wrn28_10", "dropout": 0.0}, {"arch": "resnet50"}])
+def test_model_sections_that_build(model):
+    validate_config(_minimal(model=model), SCHEMA)
+
+
+def test_model_shape_and_presets_match_the_built_networks():
+    """config.py knows each backbone's block count and feature width without torch (the Snakefile
+    validates at parse time); they must be what lffood.models builds."""
+    from lffood.config import RESNET_PRESETS, model_shape
+    from lffood.models.build import ARCHS, build_model
+    from lffood.models.resnet import PRESETS
+
+    assert RESNET_PRESETS == PRESETS
+    schema = yaml.safe_load(SCHEMA.read_text())
+    assert set(schema["$defs"]["benchmark"]["properties"]["model"]["properties"]["arch"]["enum"]) == set(ARCHS)
+    for model in ({"arch": "resnet", "blocks": [1, 2], "widths": [4, 8]}, {"arch": "resnet18"}, {"arch": "resnet34"},
+                  {"arch": "wrn", "depth": 10, "widen": 1}, {"arch": "wrn28_10"}, {"arch": "resnet50"}):
+        net = build_model(model, 3)
+        assert model_shape(model) == (len(net.blocks()), net.feature_dim), model
+
+
+def test_data_facts_match_the_generator_and_the_registries():
+    from lffood.config import EMBEDDED_DEFAULTS, id_data
+    from lffood.data import embedded, sources
+    from lffood.names import OOD_SETS_BY_SOURCE, SOURCES
+
+    assert EMBEDDED_DEFAULTS == {k: embedded.DEFAULTS[k] for k in EMBEDDED_DEFAULTS}
+    assert id_data({"source": "embedded", "generator": {"num_classes": 3}})["train"] == 3 * 600
+    schema = yaml.safe_load(SCHEMA.read_text())
+    ds = schema["$defs"]["benchmark"]["properties"]["dataset"]["properties"]
+    assert set(ds["source"]["enum"]) == set(SOURCES) == set(OOD_SETS_BY_SOURCE)
+    assert set(ds["class_list"]["enum"]) == set(sources.CLASS_LISTS)
+    assert set(schema["properties"]["downloads"]["properties"]["urls"]["properties"]) == set(sources.ARCHIVES)
+
+
+def _cifar(**bench_extra):
+    return {"run": ["c"], "benchmarks": {"c": {"dataset": {"source": "cifar10", "ood_sets": ["svhn"]},
+                                               **bench_extra}}}
+
+
+@pytest.mark.parametrize("cfg,needle", [
+    # the embedded default: 600 x 8 = 4800 training images
+    (_minimal(scorers={"params": {"knn": {"k": 4801}}}),
+     "key 'benchmarks.b.scorers.params.knn.k': 4801 is larger than the 4800 ID training images (the generator's "
+     "train_per_class x num_classes = 600 x 8)"),
+    (_minimal(dataset={"source": "embedded", "ood_sets": ["far"], "generator": {"train_per_class": 10,
+                                                                              "num_classes": 2}}),
+     "knn.k': 50 is larger than the 20 ID training images"),  # KNN's default k
+    (_cifar(scorers={"params": {"knn": {"k": 50001}}}), "knn.k': 50001 is larger than the 50000 ID training images "
+                                                        "(CIFAR-10's training split)"),
+    (_minimal(scorers={"params": {"csd": {"k": 6 * 4800 + 1}}}), "csd.k': 28801 is larger than the 28800 vectors"),
+    (_minimal(scorers={"params": {"csd": {"k": 4801, "bank": "per_type"}}}), "csd.k': 4801 is larger than the 4800"),
+    (_minimal(scorers={"params": {"vim": {"dim": 64}}}, model={"arch": "resnet", "blocks": [1], "widths": [64]}),
+     "key 'benchmarks.b.scorers.params.vim.dim': 64 must lie below the feature dimension 64"),
+    (_cifar(scorers={"params": {"vim": {"dim": 512}}}), "vim.dim': 512 must lie below the feature dimension 512 of "
+                                                        "model.arch 'resnet34'"),
+    (_cifar(scorers={"params": {"featurenorm": {"block": 16}}}),
+     "key 'benchmarks.c.scorers.params.featurenorm.block': 16 is not a block of model.arch 'resnet34', which has 16"),
+    (_minimal(scorers={"params": {"featurenorm": {"jigsaw_grid": 17}}}),
+     "featurenorm.jigsaw_grid': 17 is larger than the 16 x 16 training images"),
+])
+def test_scorer_parameters_bounded_by_the_data_or_the_backbone(cfg, needle):
+    assert needle in _error(cfg)
+
+
+def test_scorer_bounds_apply_where_known_and_to_scorers_that_run():
+    at_limit = {"knn": {"k": 4800}, "csd": {"k": 28800}, "vim": {"dim": 511}, "featurenorm": {"block": 15,
+                                                                                               "jigsaw_grid": 16}}
+    validate_config(_minimal(model={"arch": "resnet34"}, scorers={"params": at_limit}), SCHEMA)
+    # not run: the parameter cannot fail a job
+    validate_config(_minimal(scorers={"names": ["msp", "react"], "params": {"knn": {"k": 10 ** 6}}}), SCHEMA)
+    # ImageNet-100's training set is known only once built
+    validate_config({"run": ["i"], "benchmarks": {"i": {"dataset": {"source": "imagenet100", "ood_sets": ["sun"]},
+                                                        "scorers": {"params": {"knn": {"k": 10 ** 6}}}}}}, SCHEMA)
+
+
+@pytest.mark.parametrize("cfg,needle", [
+    (_minimal(guard={"chance_factor": 8}), "key 'benchmarks.b.guard.chance_factor': 8 / 8 classes >= 1"),
+    (_cifar(guard={"chance_factor": 10.0}), "chance_factor': 10.0 / 10 classes >= 1"),
+    (_minimal(dataset={"source": "embedded", "ood_sets": ["far"], "generator": {"test_per_class": 9,
+                                                                              "num_classes": 2}}),
+     "key 'benchmarks.b.dataset.generator.test_per_class': 9 x 2 classes = 18 ID test images; FPR95 needs at least 20"),
+    (_minimal(dataset={"source": "embedded", "ood_sets": ["far"], "generator": {"crop_scale": [0.3, 0.1]}}),
+     "key 'benchmarks.b.dataset.generator.crop_scale': [0.3, 0.1] is not [min, max]"),
+    (_minimal(finetune={"augment": {"random_resized_crop": {"size": 8, "scale": [0.9, 0.2]}}}),
+     "key 'benchmarks.b.finetune.augment.random_resized_crop.scale': [0.9, 0.2] is not [min, max]"),
+    (_minimal(pretrain={"augment": {"random_resized_crop": {"size": 8, "ratio": [1.5, 0.5]}}}),
+     "pretrain.augment.random_resized_crop.ratio': [1.5, 0.5] is not [min, max]"),
+    (_minimal(finetune={"nesterov": True, "momentum": 0.0}), "key 'benchmarks.b.finetune.nesterov': Nesterov"),
+    (_minimal(pretrain={"nesterov": True, "optimizer": "adamw"}), "optimizer is 'adamw'"),
+])
+def test_cross_key_constraints(cfg, needle):
+    assert needle in _error(cfg)
+
+
+def test_cross_key_constraints_accept_their_limits():
+    validate_config(_minimal(guard={"chance_factor": 7.9}), SCHEMA)
+    validate_config(_minimal(guard={"chance_factor": 8, "enabled": False}), SCHEMA)
+    validate_config(_minimal(dataset={"source": "embedded", "ood_sets": ["far"],
+                                      "generator": {"test_per_class": 10, "num_classes": 2,
+                                                    "crop_scale": [0.2, 0.2]}}), SCHEMA)
+    validate_config(_minimal(finetune={"nesterov": True}), SCHEMA)  # sgd with momentum 0.9
+
+
+def test_variant_stage_overrides_get_the_stage_checks():
+    """A variant's own epochs against the stage's milestones; a problem of the stage section itself is
+    reported once, at the section."""
+    variants = {"ce": {"objective": "ce"}, "short": {"objective": "ce", "parent": "ce",
+                                                     "stage_overrides": {"epochs": 10}}}
+    msg = _error(_minimal(variants=variants))  # finetune: 30 epochs, milestone 15
+    assert ("key 'benchmarks.b.variants.short.stage_overrides': finetune.schedule.milestones with these "
+            "overrides: [15] not below epochs=10") in msg
+    variants["short"]["stage_overrides"] = {"epochs": 10, "schedule": {"milestones": [5]}}
+    validate_config(_minimal(variants=variants), SCHEMA)
+    variants["short"]["stage_overrides"] = {"batch_size": 8}
+    msg = _error(_minimal(variants=variants, finetune={"epochs": 10}))
+    assert "benchmarks.b.finetune.schedule.milestones" in msg and "variants.short" not in msg
+
+
+# ----------------------------------------------------------------------------- the schema's value domains
+def _numeric_keys():
+    """(dotted key pattern, schema) of every number in the config schema, objectives' sections
+    included: '*' for a name, '[]' for a list item."""
+    from lffood.config import full_schema
+
+    schema = full_schema(SCHEMA)
+    out = []
+
+    def walk(node, path):
+        if "$ref" in node:
+            node = {**schema["$defs"][node["$ref"].rsplit("/", 1)[-1]], **{k: v for k, v in node.items() if k != "$ref"}}
+        types = node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]
+        if {"integer", "number"} & set(types):
+            out.append((".".join(path), node))
+        for k, sub in node.get("properties", {}).items():
+            walk(sub, path + [k])
+        if isinstance(node.get("additionalProperties"), dict):
+            walk(node["additionalProperties"], path + ["*"])
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], path + ["[]"])
+        for alt in node.get("oneOf", []):
+            walk(alt, path)
+
+    walk(schema, [])
+    return out
+
+
+#: numbers without a bound of their own: each value is checked against the swept parameter's schema
+UNBOUNDED = {"benchmarks.*.sweeps.[].values.[]"}
+
+
+def test_every_number_in_the_schema_has_a_lower_bound():
+    keys = _numeric_keys()
+    assert len(keys) > 60  # the walk reaches the stages, the benchmark sections and the objectives
+    missing = [k for k, node in keys if k not in UNBOUNDED and "minimum" not in node and "exclusiveMinimum" not in node]
+    assert not missing, f"numeric keys without a lower bound: {missing}"
+
+
+def _bound_cases():
+    cases = []
+    for key, node in _numeric_keys():
+        if key in UNBOUNDED:
+            continue
+        step = 1 if node.get("type") == "integer" or "integer" in node.get("type", []) else 0.001
+        for bound, bad in (("minimum", lambda v: v - step), ("exclusiveMinimum", lambda v: v),
+                           ("maximum", lambda v: v + step), ("exclusiveMaximum", lambda v: v)):
+            if bound in node:
+                cases.append(pytest.param(key, bad(node[bound]), id=f"{key}-{bound}"))
+    return cases
+
+
+@pytest.mark.parametrize("key,bad", _bound_cases())
+def test_every_bound_is_enforced_with_the_key_named(key, bad):
+    parts = key.replace("*", "b").split(".")
+    value, expected = bad, ".".join(parts)
+    if parts[-1] == "[]":  # a list of numbers (seeds, milestones, scale pairs): its first item out of range
+        parts = parts[:-1]
+        value = [bad, bad] if parts[-1] in ("digit_scale", "crop_scale", "scale", "ratio") else [bad]
+        expected = ".".join(parts) + ".0"
+    cfg = _minimal()
+    node = cfg
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    if "random_resized_crop" in parts:
+        node.setdefault("size", 8)
+    assert f"key '{expected}': {bad!r} is " in _error(cfg)
+
+
+@pytest.mark.parametrize("cfg,key", [
+    ({**_minimal(), "seeds": [2 ** 32]}, "seeds.0"),  # np.random.seed takes at most 2^32 - 1
+    (_minimal(dataset={"source": "embedded", "ood_sets": ["far"], "seed": 2 ** 32}), "benchmarks.b.dataset.seed"),
+    (_minimal(model={"arch": "wrn28_10", "dropout": 1.0}), "benchmarks.b.model.dropout"),  # drops everything
+    ({**_minimal(), "tables": {"table1": []}}, "tables.table1"),  # a table without benchmarks
+    (_minimal(variants={"ce": {"objective": "ce", "scorers": []}}), "benchmarks.b.variants.ce.scorers"),
+])
+def test_bounds_added_by_the_audit(cfg, key):
+    assert f"key '{key}'" in _error(cfg)
+
+
+def test_cuda_on_a_host_without_one_is_named_before_any_job():
+    """The Snakefile calls this before the first job of a local run (tests/unit/test_overrides.py runs it)."""
+    from lffood.config import Overrides, check_local_device
+
+    def never():
+        raise AssertionError("CUDA is only looked for when device is cuda (importing torch costs seconds)")
+
+    check_local_device({"device": "auto"}, cuda_available=never)
+    check_local_device({"device": "cpu"}, cuda_available=never)
+    check_local_device({"device": "cuda"}, cuda_available=lambda: True)
+    with pytest.raises(ConfigError) as exc:
+        check_local_device({"device": "cuda"}, "config.yaml", cuda_available=lambda: False)
+    msg = str(exc.value)
+    assert msg.startswith("config.yaml: key 'device': 'cuda', but no CUDA device is visible on this host")
+    assert "device: auto" in msg and "cpu" in msg and "GPU node" in msg and "no job has started" in msg
+    with pytest.raises(ConfigError, match=r"^--config device=cuda: key 'device'"):
+        check_local_device({"device": "cuda"}, "config.yaml", Overrides({"device": "cuda"}, ["device=cuda"]),
+                           cuda_available=lambda: False)
