@@ -23,7 +23,7 @@ if SRC not in sys.path:
     sys.path.insert(0, SRC)
 from lffood.config import Overrides, check_local_device, validate_config
 from lffood.errors import ConfigError
-from lffood.runtime import export_pythonpath
+from lffood.runtime import export_pythonpath, provenance
 
 # rule scripts (local, cluster or conda jobs) import the library from this checkout
 export_pythonpath(SRC)
@@ -44,6 +44,11 @@ except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 config.clear()
 config.update(_validated)
+# for the report's landing page (workflow/report/workflow.rst): which code and machine made it
+config["_provenance"] = provenance(workflow.basedir)
+
+
+report: "workflow/report/workflow.rst"
 
 
 onstart:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import platform
 import random
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
 
 import numpy as np
 
@@ -225,6 +229,29 @@ def bench_setting(smk, *keys):
     for key in keys:
         value = value[key]
     return value
+
+
+def provenance(repo: str | Path) -> str:
+    """Commit (and whether the tree had changes), machine and date."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = " (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"commit {commit}{dirty}; {cpu}, {os.cpu_count()} CPU cores, {platform.system()} "
+            f"{platform.release().split('-')[0]}, Python {platform.python_version()}; {date.today().isoformat()}")
 
 
 def export_pythonpath(path: str) -> None:

@@ -143,7 +143,7 @@ def variant_labels(wildcards):
     return {v: variant(b, v)["label"] for v in variant_names(b)}
 
 
-TABLE_EXTS = ("csv", "md", "tex")
+TABLE_EXTS = ("csv", "md", "tex", "html")
 
 
 def table_targets(b):

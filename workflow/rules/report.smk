@@ -8,9 +8,10 @@ rule table:
     input:
         metric_files,
     output:
-        csv=report(path(P.table, **W, ext="csv"), caption="../report/table.rst", category="Tables"),
-        md=report(path(P.table, **W, ext="md"), caption="../report/table.rst", category="Tables"),
+        csv=path(P.table, **W, ext="csv"),
+        md=path(P.table, **W, ext="md"),
         tex=path(P.table, **W, ext="tex"),
+        html=report(path(P.table, **W, ext="html"), caption="../report/table.rst", category="Tables"),
         tidy=P.tidy,
     params:
         ood_sets=ood_sets,
@@ -65,9 +66,10 @@ rule scorer_table:
     input:
         metric_files,
     output:
-        csv=report(path(P.scorer_table, **W, ext="csv"), caption="../report/scorer_table.rst", category="Tables"),
-        md=report(path(P.scorer_table, **W, ext="md"), caption="../report/scorer_table.rst", category="Tables"),
+        csv=path(P.scorer_table, **W, ext="csv"),
+        md=path(P.scorer_table, **W, ext="md"),
         tex=path(P.scorer_table, **W, ext="tex"),
+        html=report(path(P.scorer_table, **W, ext="html"), caption="../report/scorer_table.rst", category="Tables"),
     params:
         ood_sets=ood_sets,
         scorers=lambda wc: bench(wc)["scorers"]["names"],
@@ -119,9 +121,10 @@ rule paper_table:
         unpack(paper_table_inputs),
         paper=str(PAPER_NUMBERS),
     output:
-        csv=report(path(P.paper_table, **W, ext="csv"), caption="../report/paper_table.rst", category="Paper tables"),
-        md=report(path(P.paper_table, **W, ext="md"), caption="../report/paper_table.rst", category="Paper tables"),
+        csv=path(P.paper_table, **W, ext="csv"),
+        md=path(P.paper_table, **W, ext="md"),
         tex=path(P.paper_table, **W, ext="tex"),
+        html=report(path(P.paper_table, **W, ext="html"), caption="../report/paper_table.rst", category="Paper tables"),
     wildcard_constraints:
         table="table[1-4]",
     params:
@@ -147,11 +150,11 @@ rule bench_paper_table:
     input:
         metric_files,
     output:
-        csv=report(path(P.bench_paper_table, **W, shape="{shape}", ext="csv"), caption="../report/bench_paper_table.rst",
-                   category="Tables"),
-        md=report(path(P.bench_paper_table, **W, shape="{shape}", ext="md"), caption="../report/bench_paper_table.rst",
-                  category="Tables"),
+        csv=path(P.bench_paper_table, **W, shape="{shape}", ext="csv"),
+        md=path(P.bench_paper_table, **W, shape="{shape}", ext="md"),
         tex=path(P.bench_paper_table, **W, shape="{shape}", ext="tex"),
+        html=report(path(P.bench_paper_table, **W, shape="{shape}", ext="html"),
+                    caption="../report/bench_paper_table.rst", category="Tables"),
     wildcard_constraints:
         shape="table1|table4",
     params:

@@ -1,5 +1,6 @@
 """Rules paper_table and bench_paper_table: one of the paper's Tables I-IV side by side with the paper's
 printed numbers, or that table's shape for one benchmark without them."""
+from lffood.report.html import write_html_from_markdown
 from lffood.report.paper_tables import write_paper_table
 from lffood.runtime import run_rule
 
@@ -13,6 +14,7 @@ def main():
                       csv=smk.output.csv, md=smk.output.md, tex=smk.output.tex, methods=smk.params.methods,
                       roles=smk.params.roles, title=smk.params.title,
                       paper_path=smk.input.paper if smk.rule == "paper_table" else None)
+    write_html_from_markdown(smk.output.md, smk.output.html)  # rendered inline by snakemake --report
 
 
 run_rule(smk, main)

@@ -18,15 +18,12 @@ go stale: ``lffood results --write README.md`` replaces the block between the RE
 
 from __future__ import annotations
 
-import platform
-import subprocess
 from collections.abc import Mapping, Sequence
-from datetime import date
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..runtime import provenance  # noqa: F401  (re-exported: the results block names its origin)
 from .tables import AVERAGE, scorer_label
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -107,31 +104,6 @@ def control_table(tidy: pd.DataFrame, methods: Mapping[str, tuple[str, str]], co
         name = f"{label} ({scorer_label(scorer)})" + ("" if ref == scorer else f" vs control ({scorer_label(ref)})")
         lines.append("| " + " | ".join([name, *cells]) + " |")
     return "\n".join(lines) + "\n"
-
-
-def provenance(repo: str | Path) -> str:
-    """Commit (and whether the tree had changes), machine and date."""
-    def git(*args):
-        try:
-            return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = " (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return (f"commit {commit}{dirty}; {cpu}, {os.cpu_count()} CPU cores, {platform.system()} "
-            f"{platform.release().split('-')[0]}, Python {platform.python_version()}; {date.today().isoformat()}")
 
 
 def results_block(tidy: pd.DataFrame, *, bench: str, methods: Mapping[str, tuple[str, str]], control: str,
