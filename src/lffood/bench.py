@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .throughput import device_time as _timed
+
 log = logging.getLogger("lffood.bench")
 
 
@@ -94,18 +96,6 @@ class Figure:
     unit: str
     ratio: float | None = None  # against the group's reference (the verdict)
     note: str = ""
-
-
-def _timed(fn, device) -> float:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
 
 
 @contextlib.contextmanager

@@ -29,6 +29,20 @@ class SmokeResult:
         return self.images / max(self.seconds, 1e-9)
 
 
+def device_time(fn, device) -> float:
+    """Wall seconds of ``fn()``, with the GPU's queued work finished before and after (CUDA runs
+    asynchronously: without the synchronisations the time would be that of queueing the work)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
 def smoke(arch: str | dict = "resnet34", size: int = 32, crop: int | None = None, classes: int = 10, n: int = 1024,
           batch: int = 128, epochs: int = 1, device_name: str = "auto", amp: bool = True, seed: int = 0,
           objectives: dict | None = None) -> list[SmokeResult]:
@@ -60,13 +74,7 @@ def smoke(arch: str | dict = "resnet34", size: int = 32, crop: int | None = None
     results = []
 
     def timed(stage_name, fn, images):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        results.append(SmokeResult(stage_name, images, time.perf_counter() - t0))
+        results.append(SmokeResult(stage_name, images, device_time(fn, device)))
         log.info("%s: %d images in %.2f s = %.0f img/s", stage_name, images, results[-1].seconds,
                  results[-1].images_per_s)
 
