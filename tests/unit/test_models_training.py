@@ -428,3 +428,12 @@ def test_compile_runs_the_forward_through_torch_compile(monkeypatch):
     assert compiled == [model]
     train(build_model(SMALL, 4), _data(), _stage(epochs=1), objective=obj(), seed=0, device=CPU, guard=NO_GUARD)
     assert len(compiled) == 1
+
+
+def test_sync_counter_leaves_tensor_as_it_was():
+    from lffood.bench import SyncCounter
+
+    before = {m: torch.Tensor.__dict__.get(m) for m in SyncCounter.METHODS}
+    with SyncCounter():
+        pass
+    assert {m: torch.Tensor.__dict__.get(m) for m in SyncCounter.METHODS} == before
