@@ -150,8 +150,11 @@ def scorer_table_targets(b):
     return [path(P.scorer_table, bench=b, ext=e) for e in ("csv", "md")]
 
 
+FIGURES = ("feature_norms", "local_norms", "auroc_bars", "heatmaps", "tsne")  # results/figures/<bench>_<figure>
+
+
 def figure_targets(b):
-    return [path(P.figure, bench=b, figure=f, ext="png") for f in ("feature_norms", "local_norms")]
+    return [path(P.figure, bench=b, figure=f, ext=e) for f in FIGURES for e in ("png", "pdf")]
 
 
 def all_targets():
