@@ -189,6 +189,7 @@ rule tsne:
         title=lambda wc: bench(wc).get("description", wc.bench),
         random_state=FIG["tsne"]["random_state"],
         perplexity=FIG["tsne"]["perplexity"],
+        max_iter=FIG["tsne"]["max_iter"],
     log:
         f"{LOGS}/{{bench}}/tsne.log",
     benchmark:
@@ -233,7 +234,8 @@ rule auroc_bars:
 
 rule heatmaps:
     input:
-        unpack(lambda wc: {"features": [path(P.features, wc, seed=SEEDS[0], variant=v) for v in variant_names(bench(wc))],
+        unpack(lambda wc: {"features": [path(P.features, wc, seed=SEEDS[0], variant=v)
+                                        for v in variant_names(bench(wc))],
                            **{s: path(P.split, wc, split=s) for s in ["test", *ood_sets(wc)]}}),
     output:
         png=report(path(P.figure, **W, figure="heatmaps", ext="png"), caption="../report/heatmaps.rst",

@@ -33,10 +33,12 @@ log = logging.getLogger("lffood.report.figure_data")
 #:   tsne.ood_set: the OOD set shown (None: the benchmark's first); tsne.per_group: ID images, OOD
 #:   images and background vectors (at most, each); tsne.variants: the models, side by side (None:
 #:   config tables.baseline and tables.ours); tsne.seed: the subsample; tsne.random_state,
-#:   tsne.perplexity: t-SNE's; heatmaps.n_id / per_ood: ID test images / images per OOD set shown;
-#:   heatmaps.seed: their choice. Every figure but the bars uses the first seed's models.
+#:   tsne.perplexity, tsne.max_iter: t-SNE's; heatmaps.n_id / per_ood: ID test images / images
+#:   per OOD set shown; heatmaps.seed: their choice. Every figure but the bars uses the first
+#:   seed's models.
 FIGURE_DEFAULTS = {
-    "tsne": {"ood_set": None, "per_group": 300, "variants": None, "seed": 0, "random_state": 0, "perplexity": 30.0},
+    "tsne": {"ood_set": None, "per_group": 300, "variants": None, "seed": 0, "random_state": 0, "perplexity": 30.0,
+             "max_iter": 1000},
     "heatmaps": {"n_id": 2, "per_ood": 1, "seed": 0},
 }
 

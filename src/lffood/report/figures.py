@@ -203,8 +203,9 @@ def plot_feature_norms(features: Mapping[str, Sequence[str]], title: str = "", o
             for i, v in enumerate(variants):
                 ax = axes[i, j]
                 id_n, ood_n = norms[v]["test"], norms[v][s]
-                ax.hist(id_n, bins=bins, density=True, histtype="stepfilled", alpha=0.55, color=ID_COLOUR, label="ID test")
-                ax.hist(ood_n, bins=bins, density=True, histtype="stepfilled", alpha=0.55, color=OOD_COLOUR, label="OOD set")
+                hist_kw = {"bins": bins, "density": True, "histtype": "stepfilled", "alpha": 0.55}
+                ax.hist(id_n, color=ID_COLOUR, label="ID test", **hist_kw)
+                ax.hist(ood_n, color=OOD_COLOUR, label="OOD set", **hist_kw)
                 ax.text(0.97, 0.93, f"AUROC {100 * auroc(id_n, ood_n):.1f}", transform=ax.transAxes, ha="right",
                         va="top", fontsize=7, bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none",
                                                      "pad": 1.0})
@@ -253,9 +254,9 @@ def plot_local_norms(features: Mapping[str, Sequence[str]], histories: Mapping[s
         axes = top.subplots(nrows, ncols, squeeze=False, sharex=True).ravel()
         for k, (ax, v) in enumerate(zip(axes, variants)):
             s, u, frac = data[v]
-            ax.hist(u, bins=bins, density=True, histtype="stepfilled", alpha=0.55, color=UNSEL_COLOUR)
-            if len(s):
-                ax.hist(s, bins=bins, density=True, histtype="stepfilled", alpha=0.55, color=SEL_COLOUR)
+            for vectors, colour in ((u, UNSEL_COLOUR), (s, SEL_COLOUR)):
+                if len(vectors):  # none selected (or all): no histogram, the title says 0% (100%)
+                    ax.hist(vectors, bins=bins, density=True, histtype="stepfilled", alpha=0.55, color=colour)
             ax.set_title(f"{labels.get(v, v)}: {100 * frac:.0f}% background")
             ax.set_yticks([])
             ax.xaxis.set_major_locator(MaxNLocator(5))
@@ -411,9 +412,10 @@ def read_tsne_vectors(path) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
 
 
 def tsne_embedding(groups: Mapping[str, np.ndarray], random_state: int = 0, perplexity: float = 30.0,
-                   n_jobs: int | None = 1) -> dict[str, np.ndarray]:
+                   n_jobs: int | None = 1, max_iter: int = 1000) -> dict[str, np.ndarray]:
     """One joint 2-D t-SNE (scikit-learn, Barnes-Hut, PCA initialisation, fixed ``random_state``) of
-    all groups' vectors (raw, so that norms count): group -> (n, 2). Perplexity is capped below n / 3.
+    all groups' vectors (raw, so that norms count), ``max_iter`` iterations: group -> (n, 2).
+    Perplexity is capped below n / 3.
     Runs on ``n_jobs`` threads (OpenMP included): on a shared machine, unlimited OpenMP threads made
     it several times slower, and one thread makes it reproducible bit for bit."""
     from sklearn.manifold import TSNE
@@ -425,7 +427,7 @@ def tsne_embedding(groups: Mapping[str, np.ndarray], random_state: int = 0, perp
     threads = max(1, n_jobs or 1)
     with threadpool_limits(limits=threads):
         y = TSNE(n_components=2, perplexity=perp, init="pca", learning_rate="auto", random_state=random_state,
-                 n_jobs=threads).fit_transform(x)
+                 n_jobs=threads, max_iter=max_iter).fit_transform(x)
     out, start = {g: np.zeros((0, 2)) for g in groups}, 0
     for g in names:
         out[g] = y[start:start + len(groups[g])]
@@ -488,13 +490,13 @@ def _hide_overlapping(texts, renderer) -> None:
 
 
 def write_tsne(vectors: str, *, png: str, pdf: str, labels: Mapping[str, str], title: str = "",
-               random_state: int = 0, perplexity: float = 30.0, n_jobs: int | None = 1) -> dict:
+               random_state: int = 0, perplexity: float = 30.0, n_jobs: int | None = 1, max_iter: int = 1000) -> dict:
     """Fig. 2 from the vectors file: one t-SNE per variant, then the figure. Returns the embeddings."""
     meta, data = read_tsne_vectors(vectors)
     embeddings = {}
     for v, d in data.items():
         t0 = time.perf_counter()
-        embeddings[v] = tsne_embedding({g: d[g] for g in TSNE_GROUPS}, random_state, perplexity, n_jobs)
+        embeddings[v] = tsne_embedding({g: d[g] for g in TSNE_GROUPS}, random_state, perplexity, n_jobs, max_iter)
         log.info("t-SNE of %s: %d points in %.1f s", v, sum(len(d[g]) for g in TSNE_GROUPS), time.perf_counter() - t0)
     fig = plot_tsne(embeddings, {v: d["id_labels"] for v, d in data.items()}, labels=labels, ood_set=meta["ood_set"],
                     title=title)
