@@ -18,9 +18,9 @@ from lffood.data.arrays import Split, save_split  # noqa: E402
 from lffood.errors import LffoodError  # noqa: E402
 from lffood.metrics import auroc  # noqa: E402
 from lffood.report import figures  # noqa: E402
-from lffood.report.figures import (DPI, MIN_FONT_PT, OKABE_ITO, WIDTH_IN, auroc_bar_table, heatmap_selection,  # noqa: E402
-                                   layout_problems, map_shape, method_colours, plot_auroc_bars, plot_feature_norms,
-                                   plot_heatmaps, plot_local_norms, plot_tsne, tsne_embedding)
+from lffood.report.figures import (DPI, MIN_FONT_PT, OKABE_ITO, WIDTH_IN, auroc_bar_table,  # noqa: E402
+                                   heatmap_selection, layout_problems, map_shape, method_colours, plot_auroc_bars,
+                                   plot_feature_norms, plot_heatmaps, plot_local_norms, plot_tsne, tsne_embedding)
 
 VARIANTS = ["ce", "ce_control", "lff", "ssod", "mode", "logitnorm"]
 LABELS = {"ce": "CE", "ce_control": "CE control", "lff": "LFF", "ssod": "SSOD", "mode": "MODE-F",
@@ -43,13 +43,16 @@ def png_size(path) -> tuple[int, int, float]:
 
 
 def check_pdf(path) -> None:
-    """A complete one-page PDF: header, a cross-reference table where startxref points, %%EOF."""
+    """A complete one-page PDF, 7 inches wide: header, a cross-reference table where startxref points,
+    %%EOF, one page whose MediaBox is 504 pt wide."""
     data = path.read_bytes()
     assert data.startswith(b"%PDF-1."), path
     assert data.rstrip().endswith(b"%%EOF"), path
     offset = int(re.search(rb"startxref\s+(\d+)\s+%%EOF\s*$", data).group(1))
     assert data[offset:offset + 4] == b"xref", path
     assert len(re.findall(rb"/Type\s*/Page\b", data)) == 1, path
+    box = [float(x) for x in re.search(rb"/MediaBox\s*\[([^\]]+)\]", data).group(1).split()]
+    assert box[2] - box[0] == pytest.approx(72 * WIDTH_IN), box  # 7 inches in points
 
 
 def check_files(png, pdf) -> None:
@@ -100,7 +103,8 @@ def split_files(tmp_path_factory):
     out = {}
     for name, n in SIZES.items():
         labels = rng.integers(0, K, n) if name in ("train", "test") else -np.ones(n, np.int64)
-        meta = {"classes": [str(c) for c in range(K)], "role": {"train": "id_train", "test": "id_test"}.get(name, "ood")}
+        role = {"train": "id_train", "test": "id_test"}.get(name, "ood")
+        meta = {"classes": [str(c) for c in range(K)], "role": role}
         if name == "train":
             meta.update(mean=[0.5] * 3, std=[0.25] * 3)
         images = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
@@ -381,7 +385,8 @@ def test_tsne_figure_is_legible():
     fig = plot_tsne(emb, {v: labels for v in emb}, labels=LABELS, ood_set="novel_digits",
                     title="CIFAR-10 vs six OOD sets, ResNet-34 (paper Tables I and IV), a long benchmark description")
     assert_legible(fig)
-    assert [ax.get_title() for ax in fig.axes] == ["CE: 80 ID, 30 OOD, 30 background", "LFF: 80 ID, 30 OOD, 0 background"]
+    assert [ax.get_title() for ax in fig.axes] == ["CE: 80 ID, 30 OOD, 30 background",
+                                                   "LFF: 80 ID, 30 OOD, 0 background"]
     shown = [[t.get_text() for t in ax.texts if t.get_visible()] for ax in fig.axes]
     assert shown[0] == [str(c) for c in range(8)]  # every class's number where clusters are apart
     assert 1 <= len(shown[1]) < 8  # overlapping clusters: numbers that would overlap are left out

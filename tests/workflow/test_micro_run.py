@@ -128,6 +128,8 @@ def _check_figure(work, name):
     assert pdf.startswith(b"%PDF-1.") and pdf.rstrip().endswith(b"%%EOF")
     offset = int(re.search(rb"startxref\s+(\d+)\s+%%EOF\s*$", pdf).group(1))
     assert pdf[offset:offset + 4] == b"xref" and len(re.findall(rb"/Type\s*/Page\b", pdf)) == 1
+    box = [float(x) for x in re.search(rb"/MediaBox\s*\[([^\]]+)\]", pdf).group(1).split()]
+    assert box[2] - box[0] == pytest.approx(504.0)  # 7 inches in points
 
 
 def _log(work, rule):
