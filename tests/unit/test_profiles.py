@@ -18,7 +18,7 @@ def rules_in_workflow() -> set[str]:
 
 
 def test_gpu_rules_are_found():
-    assert {"train", "extract", "score_network", "fit_score_network", "fit_stats_network"} == GPU_RULES
+    assert {"train", "extract", "score_network", "fit_score_network", "fit_stats_network", "tsne_vectors"} == GPU_RULES
 
 
 def test_slurm_profile_settings():

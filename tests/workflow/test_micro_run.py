@@ -1,7 +1,8 @@
 """Run the whole chain through Snakemake on the micro configuration (every variant: CE, the CE
-control, LFF, SSOD, MODE, LogitNorm), then check what it built, that a second run has nothing to do,
-that a scorer change reruns only scoring, that the sensitivity target builds, and that a collapsed
-LFF run fails with a clear message and leaves no checkpoint."""
+control, LFF, SSOD, MODE, LogitNorm), then check what it built (every figure as PNG and PDF, 7 inches
+wide and legible), that a second run has nothing to do, that a scorer change reruns only scoring,
+that the sensitivity target builds, and that a collapsed LFF run fails with a clear message and
+leaves no checkpoint."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ OOD = ("backgrounds", "novel_digits", "textures", "far")
 def micro(tmp_path_factory):
     work = tmp_path_factory.mktemp("micro")
     t0 = time.perf_counter()
-    proc = snakemake(work, "--cores", "2", "all", config=MICRO, timeout=400)
+    proc = snakemake(work, "--cores", "2", "all", config=MICRO, timeout=600)
     elapsed = time.perf_counter() - t0
     print(f"micro workflow: {elapsed:.1f} s")
     return work, proc, elapsed
@@ -108,6 +109,72 @@ def test_sensitivity_target(micro):
     assert len(points) == 2 * len(SEEDS) and points["auroc"].between(0, 100).all()
     assert (work / "results/figures/micro_sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (work / "results/figures/micro_sensitivity.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+# ----------------------------------------------------------------------------- figures (built by all)
+def _check_figure(work, name):
+    """PNG and PDF of results/figures/micro_<name>: 7 inches wide at >= 200 dpi, a complete one-page
+    PDF, and no text that the layout check flagged (under 7 pt, clipped, overlapping) in the log."""
+    import re
+    import struct
+
+    png = (work / f"results/figures/micro_{name}.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width = struct.unpack(">I", png[16:20])[0]
+    i = png.index(b"pHYs")
+    dpi = struct.unpack(">I", png[i + 4:i + 8])[0] * 0.0254
+    assert dpi >= 199.9 and width / dpi == pytest.approx(7.0, abs=0.01), (width, dpi)
+    pdf = (work / f"results/figures/micro_{name}.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-1.") and pdf.rstrip().endswith(b"%%EOF")
+    offset = int(re.search(rb"startxref\s+(\d+)\s+%%EOF\s*$", pdf).group(1))
+    assert pdf[offset:offset + 4] == b"xref" and len(re.findall(rb"/Type\s*/Page\b", pdf)) == 1
+    box = [float(x) for x in re.search(rb"/MediaBox\s*\[([^\]]+)\]", pdf).group(1).split()]
+    assert box[2] - box[0] == pytest.approx(504.0)  # 7 inches in points
+
+
+def _log(work, rule):
+    text = (work / f"logs/micro/{rule}.log").read_text()
+    assert "layout:" not in text, text  # the figure reads at 7 inches
+    return text
+
+
+def test_feature_norm_and_local_norm_figures(micro):
+    work, _, _ = micro
+    _check_figure(work, "feature_norms")
+    _check_figure(work, "local_norms")
+    _log(work, "figures")
+
+
+def test_auroc_bars_figure(micro):
+    work, _, _ = micro
+    _check_figure(work, "auroc_bars")
+    _log(work, "auroc_bars")
+    bars = pd.read_csv(work / "results/figures/micro_auroc_bars.csv")
+    own = {"ce": "react", "ce_control": "react", "lff": "react", "ssod": "ssod", "mode": "csd", "logitnorm": "msp"}
+    assert list(dict.fromkeys(bars["variant"])) == list(VARIANTS)
+    assert dict(zip(bars["variant"], bars["scorer"])) == own  # each method with its own scorer
+    table = pd.read_csv(work / "results/tables/micro.csv").set_index(["variant", "scorer"])
+    for _, r in bars.iterrows():  # the bars are the table's numbers
+        assert r["auroc_mean"] == pytest.approx(table.loc[(r["variant"], r["scorer"]), f"{r['ood_set']}/auroc_mean"],
+                                                abs=1e-3)
+    assert set(bars["ood_set"]) == {*OOD, "average"} and (bars["n_seeds"] == len(SEEDS)).all()
+
+
+def test_heatmaps_figure(micro):
+    work, _, _ = micro
+    _check_figure(work, "heatmaps")
+    _log(work, "heatmaps")
+
+
+def test_tsne_figure(micro):
+    work, _, _ = micro
+    _check_figure(work, "tsne")
+    assert "t-SNE of lff" in _log(work, "tsne")
+    with np.load(work / "results/micro/figure_data/tsne_vectors.npz") as z:
+        meta = json.loads(str(z["meta"]))
+        assert meta["variants"] == ["ce", "lff"] and meta["ood_set"] == "backgrounds" and meta["delta"] == 0.3
+        assert z["ce__id"].shape == (96, 16) and z["ce__ood"].shape == (40, 16)  # the whole micro test and OOD set
+        assert z["lff__background"].shape == (300, 16)
 
 
 def test_second_run_has_nothing_to_do(micro):

@@ -165,8 +165,11 @@ def paper_table_targets():
             if t.startswith("table") and names and set(names) <= set(config["run"]) for e in TABLE_EXTS]
 
 
+FIGURES = ("feature_norms", "local_norms", "auroc_bars", "heatmaps", "tsne")  # results/figures/<bench>_<figure>
+
+
 def figure_targets(b):
-    return [path(P.figure, bench=b, figure=f, ext="png") for f in ("feature_norms", "local_norms")]
+    return [path(P.figure, bench=b, figure=f, ext=e) for f in FIGURES for e in ("png", "pdf")]
 
 
 def all_targets():

@@ -1,5 +1,6 @@
 # Stage 7: tables (CSV + Markdown, mean and standard deviation over seeds) and figures. Rows and
 # labels come from each benchmark's variants (config), never from names written here.
+from lffood.report import figure_data
 
 W = {"bench": "{bench}", "table": "{table}"}  # keep these wildcards when filling a pattern of P
 
@@ -40,6 +41,8 @@ rule figures:
                      category="Figures"),
         local=report(path(P.figure, **W, figure="local_norms", ext="png"), caption="../report/local_norms.rst",
                      category="Figures"),
+        norms_pdf=path(P.figure, **W, figure="feature_norms", ext="pdf"),
+        local_pdf=path(P.figure, **W, figure="local_norms", ext="pdf"),
     params:
         delta=lambda wc: monitor_delta(bench(wc)),
         title=lambda wc: bench(wc).get("description", wc.bench),
@@ -174,3 +177,125 @@ rule bench_paper_table:
         "../../envs/report.yaml"
     script:
         "../scripts/paper_table.py"
+
+
+# Paper Figs. 2, 3 and 7. Parameters that are not config keys: lffood.report.figure_data.FIGURE_DEFAULTS.
+# Every figure uses the first seed's models; the bars use every seed.
+TSNE_VECTORS = f"{R}/{{bench}}/figure_data/tsne_vectors.npz"
+FIG = figure_data.FIGURE_DEFAULTS
+TSNE = lambda wc: figure_data.tsne_choice(bench(wc), config["tables"])  # noqa: E731  variants, ood_set
+
+
+rule tsne_vectors:
+    input:
+        unpack(lambda wc: {**{s: path(P.split, wc, split=s) for s in ("train", "test")},
+                           "ood": path(P.split, wc, split=TSNE(wc)["ood_set"]),
+                           "ckpts": [path(P.ckpt, wc, seed=SEEDS[0], variant=v) for v in TSNE(wc)["variants"]]}),
+    output:
+        TSNE_VECTORS,
+    params:
+        variants=lambda wc: TSNE(wc)["variants"],
+        ood_set=lambda wc: TSNE(wc)["ood_set"],
+        per_group=FIG["tsne"]["per_group"],
+        seed=FIG["tsne"]["seed"],
+        delta=lambda wc: monitor_delta(bench(wc)),
+        batch_size=lambda wc: bench(wc)["extraction"]["batch_size"],
+        center_crop=lambda wc: bench(wc)["extraction"].get("center_crop"),
+    log:
+        f"{LOGS}/{{bench}}/tsne_vectors.log",
+    benchmark:
+        f"{BENCH}/{{bench}}/tsne_vectors.tsv"
+    threads: compute("train_threads")
+    resources:
+        gpu=1,
+        mem_mb=compute("extract_mem_mb"),
+        runtime=compute("extract_runtime"),
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/fig_tsne_vectors.py"
+
+
+rule tsne:
+    input:
+        TSNE_VECTORS,
+    output:
+        png=report(path(P.figure, **W, figure="tsne", ext="png"), caption="../report/tsne.rst", category="Figures"),
+        pdf=path(P.figure, **W, figure="tsne", ext="pdf"),
+    params:
+        labels=variant_labels,
+        title=lambda wc: bench(wc).get("description", wc.bench),
+        random_state=FIG["tsne"]["random_state"],
+        perplexity=FIG["tsne"]["perplexity"],
+        max_iter=FIG["tsne"]["max_iter"],
+    log:
+        f"{LOGS}/{{bench}}/tsne.log",
+    benchmark:
+        f"{BENCH}/{{bench}}/tsne.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/fig_tsne.py"
+
+
+rule auroc_bars:
+    input:
+        metric_files,
+    output:
+        png=report(path(P.figure, **W, figure="auroc_bars", ext="png"), caption="../report/auroc_bars.rst",
+                   category="Figures"),
+        pdf=path(P.figure, **W, figure="auroc_bars", ext="pdf"),
+        csv=path(P.figure, **W, figure="auroc_bars", ext="csv"),
+    params:
+        methods=lambda wc: {v: [variant(bench(wc), v)["label"], variant(bench(wc), v)["scorer"]]
+                            for v in variant_names(bench(wc))},
+        roles={r: config["tables"][r] for r in ("baseline", "control", "ours")},
+        ood_sets=ood_sets,
+        title=lambda wc: bench(wc).get("description", wc.bench),
+    log:
+        f"{LOGS}/{{bench}}/auroc_bars.log",
+    benchmark:
+        f"{BENCH}/{{bench}}/auroc_bars.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/fig_auroc_bars.py"
+
+
+rule heatmaps:
+    input:
+        unpack(lambda wc: {"features": [path(P.features, wc, seed=SEEDS[0], variant=v)
+                                        for v in variant_names(bench(wc))],
+                           **{s: path(P.split, wc, split=s) for s in ["test", *ood_sets(wc)]}}),
+    output:
+        png=report(path(P.figure, **W, figure="heatmaps", ext="png"), caption="../report/heatmaps.rst",
+                   category="Figures"),
+        pdf=path(P.figure, **W, figure="heatmaps", ext="pdf"),
+    params:
+        variants=lambda wc: variant_names(bench(wc)),
+        splits=lambda wc: ["test", *ood_sets(wc)],
+        labels=variant_labels,
+        n_id=FIG["heatmaps"]["n_id"],
+        per_ood=FIG["heatmaps"]["per_ood"],
+        seed=FIG["heatmaps"]["seed"],
+        title=lambda wc: bench(wc).get("description", wc.bench),
+    log:
+        f"{LOGS}/{{bench}}/heatmaps.log",
+    benchmark:
+        f"{BENCH}/{{bench}}/heatmaps.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/fig_heatmaps.py"

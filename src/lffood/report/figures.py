@@ -1,8 +1,27 @@
-"""Figures: L2-norm distributions of ID vs OOD penultimate features (paper Fig. 5) for every model
-variant, and the norms of local vectors selected as background vs the rest."""
+"""Figures, sized for a 7-inch column and drawn with one colour-blind-safe palette (Okabe-Ito):
+
+* :func:`feature_norm_figure`: L2-norm distributions of ID vs OOD penultimate features per model
+  variant (paper Fig. 5), with the AUROC of the norm itself as an OOD score in each panel;
+* :func:`local_norm_figure`: norms of local vectors selected as background vs the rest, and their
+  trajectories while fine-tuning;
+* :func:`write_auroc_bars`: average and per-OOD-set AUROC of every method with its own scorer
+  (paper Fig. 3), the CE control marked as the reference;
+* :func:`write_tsne`: t-SNE of pooled ID and OOD features and of ID background local vectors
+  (paper Fig. 2), from vectors that :mod:`lffood.report.figure_data` extracts with the network;
+* :func:`write_heatmaps`: local-vector norms over ID and OOD images, one row per model (paper Fig. 7).
+
+Every figure is exactly :data:`WIDTH_IN` inches wide (constrained layout, saved without tight
+cropping), written as PNG (:data:`DPI`) and PDF, both atomically. :func:`layout_problems` checks a
+figure for text under :data:`MIN_FONT_PT`, text outside the canvas and overlapping text. No torch
+here: the report environment has none.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
+import time
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -11,113 +30,581 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .. import h5schema  # noqa: E402
+from ..errors import ConfigError, DataError  # noqa: E402
 from ..io import atomic_path  # noqa: E402
 from ..metrics import auroc  # noqa: E402
 
-ID_COLOUR, OOD_COLOUR = "#d62728", "#2ca02c"
-SEL_COLOUR, UNSEL_COLOUR = "#9467bd", "#ff7f0e"
+log = logging.getLogger("lffood.report.figures")
+
+#: figure width (inches): one page column of the paper; every figure is exactly this wide
+WIDTH_IN = 7.0
+#: PNG resolution (the PDF is vector)
+DPI = 200
+#: smallest font size (points at WIDTH_IN) any text may have
+MIN_FONT_PT = 7.0
+
+#: Okabe & Ito (2008), the colour-blind-safe palette of every figure
+OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky_blue": "#56B4E9", "green": "#009E73",
+             "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7"}
+ID_COLOUR, OOD_COLOUR = OKABE_ITO["blue"], OKABE_ITO["orange"]
+SEL_COLOUR, UNSEL_COLOUR = OKABE_ITO["purple"], OKABE_ITO["green"]  # background local vectors / the rest
+BACKGROUND_COLOUR = SEL_COLOUR
+#: methods by role (config tables.baseline / control / ours); the sensitivity figure uses the same two
+ROLE_COLOURS = {"ours": OKABE_ITO["vermillion"], "control": OKABE_ITO["blue"], "baseline": OKABE_ITO["black"]}
+#: the other methods, in config order (yellow last: weakest on white)
+OTHER_COLOURS = tuple(OKABE_ITO[c] for c in ("orange", "green", "purple", "sky_blue", "yellow"))
+#: colour map of the heat maps (perceptually uniform, colour-blind safe)
+HEATMAP_CMAP = "viridis"
+
+RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
+      "legend.fontsize": 7, "legend.title_fontsize": 7, "figure.titlesize": 9, "axes.linewidth": 0.6,
+      "xtick.major.width": 0.6, "ytick.major.width": 0.6, "pdf.fonttype": 42, "ps.fonttype": 42,
+      "savefig.dpi": DPI, "figure.dpi": 100}
 
 
-def _save(fig, path) -> None:
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=130, bbox_inches="tight", format="png")
+@contextlib.contextmanager
+def style():
+    """The figures' matplotlib settings (font sizes in points at the printed width)."""
+    with plt.rc_context(RC):
+        yield
+
+
+def method_colours(variants: Sequence[str], roles: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Variant -> Okabe-Ito colour: by role (``roles``: role -> variant, as config ``tables``) for the
+    paper's method, its CE control and the CE baseline; the others in order from :data:`OTHER_COLOURS`."""
+    by_variant = {v: ROLE_COLOURS[r] for r, v in (roles or {}).items() if r in ROLE_COLOURS}
+    others = iter(OTHER_COLOURS * (1 + len(variants) // len(OTHER_COLOURS)))
+    return {v: by_variant[v] if v in by_variant else next(others) for v in variants}
+
+
+def _new_figure(height: float, **kwargs):
+    return plt.figure(figsize=(WIDTH_IN, height), layout="constrained", **kwargs)
+
+
+def freeze_layout(fig) -> None:
+    """Lay ``fig`` out once (constrained layout) and keep that layout for every later draw: the
+    positions are fractions of the canvas, so PNG and PDF get the same, and drawing a figure of many
+    panels again costs seconds less each time."""
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
+
+
+def _suptitle(fig, text: str, title: str = "") -> None:
+    """The figure's heading: ``text`` and the benchmark's ``title`` on one line, or on two when
+    that would not fit the width (the title shortened if need be)."""
+    import textwrap
+
+    full = f"{text}: {title}" if title else text
+    fig.suptitle(full if len(full) <= 90 else f"{text}\n{textwrap.shorten(title, 100, placeholder=' ...')}")
+
+
+def save_figure(fig, png: str, pdf: str | None = None) -> None:
+    """PNG (:data:`DPI`) and PDF, each atomically; the canvas is kept as laid out (no tight crop),
+    so the printed width is exactly the figure's. What :func:`layout_problems` finds is logged as
+    warnings starting with 'layout:'."""
+    freeze_layout(fig)
+    for problem in layout_problems(fig):
+        log.warning("layout: %s: %s", png, problem)
+    with atomic_path(png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=DPI, format="png")
+    if pdf:
+        with atomic_path(pdf, suffix=".pdf") as tmp:
+            fig.savefig(tmp, format="pdf")
     plt.close(fig)
 
 
+# ----------------------------------------------------------------------------- legibility check
+def _drawn_tick_labels(axis) -> list:
+    try:  # the ticks that are drawn (inside the view limits); public API lists every located tick
+        ticks = axis._update_ticks()
+    except AttributeError:  # pragma: no cover - older/newer matplotlib
+        ticks = axis.get_major_ticks()
+    return [t for tick in ticks for t in (tick.label1, tick.label2) if t.get_visible()]
+
+
+def drawn_texts(fig) -> list:
+    """Every visible, non-empty text of ``fig``: figure texts, legends, and per visible axes its
+    titles, texts, axis labels, offset texts and drawn tick labels."""
+    texts, legends, stack = [], [], [fig]
+    while stack:  # the figure and its subfigures
+        f = stack.pop()
+        texts += f.texts
+        legends += f.legends
+        stack += f.subfigs
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        texts += [ax.title, ax._left_title, ax._right_title, *ax.texts]
+        if ax.get_legend() is not None:
+            legends.append(ax.get_legend())
+        if ax.axison:
+            for axis in (ax.xaxis, ax.yaxis):
+                texts += [axis.label, axis.get_offset_text(), *_drawn_tick_labels(axis)]
+    for leg in legends:
+        if leg.get_visible():
+            texts += [*leg.get_texts(), leg.get_title()]
+    return [t for t in texts if t.get_visible() and t.get_text().strip()]
+
+
+def layout_problems(fig, min_pt: float = MIN_FONT_PT, tol_px: float = 1.0) -> list[str]:
+    """What would not read at the printed size: text under ``min_pt`` points, text reaching outside
+    the canvas (clipped), and pairs of texts whose boxes overlap. Empty when the figure is clean."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    W, H = fig.bbox.width, fig.bbox.height
+    texts = drawn_texts(fig)
+    problems, boxes = [], []
+    for t in texts:
+        name = repr(t.get_text()[:40])
+        if t.get_fontsize() < min_pt - 1e-6:
+            problems.append(f"{name}: {t.get_fontsize():.1f} pt < {min_pt:g} pt")
+        bb = t.get_window_extent(renderer)
+        if bb.x0 < -tol_px or bb.y0 < -tol_px or bb.x1 > W + tol_px or bb.y1 > H + tol_px:
+            problems.append(f"{name}: outside the canvas ({bb.x0:.0f}, {bb.y0:.0f}, {bb.x1:.0f}, {bb.y1:.0f} "
+                            f"of {W:.0f} x {H:.0f} px)")
+        boxes.append((name, bb.expanded(1.0, 1.0).padded(-tol_px / 2)))
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            if boxes[i][1].width > 0 and boxes[j][1].width > 0 and boxes[i][1].overlaps(boxes[j][1]):
+                problems.append(f"{boxes[i][0]} overlaps {boxes[j][0]}")
+    return problems
+
+
+# ----------------------------------------------------------------------------- Fig. 5: feature norms
 def _norms(path, split) -> np.ndarray:
     return np.linalg.norm(h5schema.read_split(path, split, ["features"])["features"], axis=1)
 
 
-def feature_norm_figure(features: Mapping[str, Sequence[str]], out: str, title: str = "",
-                        ood_order: Sequence[str] | None = None, labels: Mapping[str, str] | None = None) -> None:
-    """Rows: model variants; columns: OOD sets. Histograms of ||pooled feature||_2 (first seed),
-    ID test in red, OOD in green, with the AUROC of the norm itself as an OOD score."""
+def _ood_sets(path, ood_order: Sequence[str] | None) -> list[str]:
+    sets = [n for n, r in h5schema.list_splits(path).items() if r == "ood"]
+    return [s for s in ood_order if s in sets] if ood_order else sets
+
+
+def plot_feature_norms(features: Mapping[str, Sequence[str]], title: str = "", ood_order: Sequence[str] | None = None,
+                       labels: Mapping[str, str] | None = None):
+    """Rows: model variants; columns: OOD sets. Density histograms of ||pooled feature||_2 of the
+    first seed's model, ID test vs the OOD set (same bins down each column), and in the corner the
+    AUROC (%) of the norm itself used as the OOD score (higher norm = more ID)."""
     variants = list(features)
     labels = labels or {}
     first = {v: features[v][0] for v in variants}
-    ood_sets = [n for n, r in h5schema.list_splits(first[variants[0]]).items() if r == "ood"]
-    if ood_order:
-        ood_sets = [s for s in ood_order if s in ood_sets]
-    fig, axes = plt.subplots(len(variants), len(ood_sets), figsize=(3.1 * len(ood_sets), 2.3 * len(variants)),
-                             squeeze=False, sharex="col")
-    for i, v in enumerate(variants):
-        id_n = _norms(first[v], "test")
+    ood_sets = _ood_sets(first[variants[0]], ood_order)
+    norms = {v: {s: _norms(first[v], s) for s in ["test", *ood_sets]} for v in variants}
+    with style():
+        fig = _new_figure(0.55 + 0.92 * len(variants))
+        axes = fig.subplots(len(variants), len(ood_sets), squeeze=False, sharex="col")
         for j, s in enumerate(ood_sets):
-            ax = axes[i, j]
-            ood_n = _norms(first[v], s)
-            hi = np.percentile(np.r_[id_n, ood_n], 99.5)
+            hi = np.percentile(np.concatenate([np.r_[norms[v]["test"], norms[v][s]] for v in variants]), 99.5)
             bins = np.linspace(0, hi, 40)
-            ax.hist(id_n, bins=bins, density=True, alpha=0.55, color=ID_COLOUR, label="ID (test)")
-            ax.hist(ood_n, bins=bins, density=True, alpha=0.55, color=OOD_COLOUR, label="OOD")
-            ax.text(0.97, 0.95, f"AUROC {100 * auroc(id_n, ood_n):.1f}", transform=ax.transAxes, ha="right",
-                    va="top", fontsize=8, bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none"})
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(s.replace("_", " "), fontsize=10)
-            if j == 0:
-                ax.set_ylabel(labels.get(v, v), fontsize=10)
-            if i == len(variants) - 1:
-                ax.set_xlabel("L2 norm of penultimate feature", fontsize=8)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.suptitle(f"Feature-norm distributions, ID vs OOD: {title} (first seed)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=9, frameon=False)
-    _save(fig, out)
+            for i, v in enumerate(variants):
+                ax = axes[i, j]
+                id_n, ood_n = norms[v]["test"], norms[v][s]
+                hist_kw = {"bins": bins, "density": True, "histtype": "stepfilled", "alpha": 0.55}
+                ax.hist(id_n, color=ID_COLOUR, label="ID test", **hist_kw)
+                ax.hist(ood_n, color=OOD_COLOUR, label="OOD set", **hist_kw)
+                ax.text(0.97, 0.93, f"AUROC {100 * auroc(id_n, ood_n):.1f}", transform=ax.transAxes, ha="right",
+                        va="top", fontsize=7, bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none",
+                                                     "pad": 1.0})
+                ax.set_yticks([])
+                ax.xaxis.set_major_locator(MaxNLocator(4))
+                if i == 0:
+                    ax.set_title(s.replace("_", " "))
+                if j == 0:
+                    ax.set_ylabel(f"{labels.get(v, v)}\ndensity")
+                if i == len(variants) - 1:
+                    ax.set_xlabel("feature L2 norm")
+        handles, names = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="outside lower center", ncol=2, frameon=False)
+        _suptitle(fig, "Penultimate-feature norms, ID vs OOD (first seed)", title)
+    return fig
 
 
-def local_norm_figure(features: Mapping[str, Sequence[str]], histories: Mapping[str, Sequence[str]], delta: float,
-                      out: str, title: str = "", labels: Mapping[str, str] | None = None,
-                      compare: Sequence[str] = ()) -> None:
-    """One panel per variant: norms of ID-test local vectors with p_j(y|x) < delta (background, as LFF
-    selects them) vs the rest. Last panel: during training, the mean norm of selected and unselected
-    vectors per epoch (mean over seeds) of the ``compare`` variants (e.g. LFF vs the CE control)."""
+def feature_norm_figure(features: Mapping[str, Sequence[str]], out: str, title: str = "",
+                        ood_order: Sequence[str] | None = None, labels: Mapping[str, str] | None = None,
+                        pdf: str | None = None) -> None:
+    """:func:`plot_feature_norms` written to ``out`` (PNG) and ``pdf``."""
+    save_figure(plot_feature_norms(features, title, ood_order, labels), out, pdf)
+
+
+# ----------------------------------------------------------------------------- local norms
+def plot_local_norms(features: Mapping[str, Sequence[str]], histories: Mapping[str, Sequence[str]], delta: float,
+                     title: str = "", labels: Mapping[str, str] | None = None, compare: Sequence[str] = ()):
+    """One panel per variant (three per row): density of the norms of ID-test local vectors with
+    p_j(y|x) < delta (background, as LFF selects them) and of the rest, first seed, same bins for
+    all. Bottom panel: during training, the mean norm of selected and unselected vectors per epoch
+    (mean over seeds) of the ``compare`` variants (e.g. LFF vs the CE control)."""
     variants = list(features)
     labels = labels or {}
-    ncols = min(4, len(variants) + 1)
-    nrows = -(-(len(variants) + 1) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.0 * nrows), squeeze=False)
-    axes = axes.ravel()
-    all_norms = []
-    data = {}
+    data, all_norms = {}, []
     for v in variants:
         d = h5schema.read_split(features[v][0], "test", ["local_norms", "local_gt_prob"])
         sel = d["local_gt_prob"] < delta
         data[v] = (d["local_norms"][sel], d["local_norms"][~sel], sel.mean())
         all_norms.append(d["local_norms"].ravel())
-    hi = np.percentile(np.concatenate(all_norms), 99.5)
-    bins = np.linspace(0, hi, 40)
-    for ax, v in zip(axes, variants):
-        s, u, frac = data[v]
-        ax.hist(u, bins=bins, density=True, alpha=0.55, color=UNSEL_COLOUR, label=f"p(y|z_j) ≥ {delta:g}")
-        if len(s):
-            ax.hist(s, bins=bins, density=True, alpha=0.55, color=SEL_COLOUR, label=f"background: p < {delta:g}")
-        ax.set_title(f"{labels.get(v, v)}: {100 * frac:.0f}% background", fontsize=10)
-        ax.set_xlabel("L2 norm of local vector z_j (ID test)", fontsize=8)
-        ax.set_yticks([])
-    axes[0].legend(fontsize=7, frameon=False)
-    ax = axes[len(variants)]
-    for v, ls in zip(compare, ("-", "--", ":", "-.")):
-        frames = [pd.read_csv(p) for p in histories.get(v, [])]
-        if not frames or "norm_selected" not in frames[0]:
-            continue
-        h = pd.concat(frames).groupby("epoch")[["norm_selected", "norm_unselected"]].mean()
-        ax.plot(h.index, h["norm_selected"], ls, color=SEL_COLOUR, label=f"{labels.get(v, v)}: background")
-        ax.plot(h.index, h["norm_unselected"], ls, color=UNSEL_COLOUR, label=f"{labels.get(v, v)}: other")
-    ax.set_xlabel("training epoch", fontsize=8)
-    ax.set_ylabel("mean local-vector norm (train)", fontsize=8)
-    ax.set_title("During training (mean over seeds)", fontsize=10)
-    ax.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2)
-    for extra in axes[len(variants) + 1:]:
-        extra.set_visible(False)
-    fig.suptitle(f"Local background vectors: {title}", fontsize=11)
-    fig.tight_layout()
-    _save(fig, out)
+    bins = np.linspace(0, np.percentile(np.concatenate(all_norms), 99.5), 40)
+    ncols = min(3, len(variants))
+    nrows = -(-len(variants) // ncols)
+    with style():
+        fig = _new_figure(0.75 + 1.3 * nrows + 1.9)
+        top, bottom = fig.subfigures(2, 1, height_ratios=[0.45 + 1.3 * nrows, 1.9])
+        axes = top.subplots(nrows, ncols, squeeze=False, sharex=True).ravel()
+        for k, (ax, v) in enumerate(zip(axes, variants)):
+            s, u, frac = data[v]
+            for vectors, colour in ((u, UNSEL_COLOUR), (s, SEL_COLOUR)):
+                if len(vectors):  # none selected (or all): no histogram, the title says 0% (100%)
+                    ax.hist(vectors, bins=bins, density=True, histtype="stepfilled", alpha=0.55, color=colour)
+            ax.set_title(f"{labels.get(v, v)}: {100 * frac:.0f}% background")
+            ax.set_yticks([])
+            ax.xaxis.set_major_locator(MaxNLocator(5))
+            if k % ncols == 0:
+                ax.set_ylabel("density")
+            if k + ncols >= len(variants):
+                ax.set_xlabel("local-vector norm ||z_j||")
+                ax.tick_params(labelbottom=True)
+        for extra in axes[len(variants):]:
+            extra.set_visible(False)
+        handles = [Patch(color=SEL_COLOUR, alpha=0.55), Patch(color=UNSEL_COLOUR, alpha=0.55)]
+        top.legend(handles, [f"background: p_j(y|x) < δ = {delta:g}", f"other local vectors: p_j(y|x) ≥ {delta:g}"],
+                   loc="outside lower center", ncol=2, frameon=False)
+        ax = bottom.subplots()
+        plotted = False
+        for v, ls in zip(compare, ("-", "--", ":", "-.")):
+            frames = [pd.read_csv(p) for p in histories.get(v, [])]
+            if not frames or "norm_selected" not in frames[0]:
+                continue
+            h = pd.concat(frames).groupby("epoch")[["norm_selected", "norm_unselected"]].mean()
+            ax.plot(h.index, h["norm_selected"], ls, marker="o", ms=3, color=SEL_COLOUR,
+                    label=f"{labels.get(v, v)}: background")
+            ax.plot(h.index, h["norm_unselected"], ls, marker="s", ms=3, color=UNSEL_COLOUR,
+                    label=f"{labels.get(v, v)}: other")
+            plotted = True
+        ax.set_xlabel("fine-tuning epoch")
+        ax.set_ylabel("mean local-vector norm\n(training images)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title("During fine-tuning (mean over seeds)")
+        if plotted:
+            ax.legend(frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        _suptitle(fig, "Local background vectors", title)
+    return fig
+
+
+def local_norm_figure(features: Mapping[str, Sequence[str]], histories: Mapping[str, Sequence[str]], delta: float,
+                      out: str, title: str = "", labels: Mapping[str, str] | None = None,
+                      compare: Sequence[str] = (), pdf: str | None = None) -> None:
+    """:func:`plot_local_norms` written to ``out`` (PNG) and ``pdf``."""
+    save_figure(plot_local_norms(features, histories, delta, title, labels, compare), out, pdf)
 
 
 def render_figures(features: Mapping[str, Sequence[str]], histories: Mapping[str, Sequence[str]], *, delta: float,
                    title: str, norms_png: str, local_png: str, labels: Mapping[str, str],
-                   ood_order: Sequence[str] | None = None, compare: Sequence[str] = ()) -> None:
-    feature_norm_figure(features, norms_png, title, ood_order, labels)
-    local_norm_figure(features, histories, delta, local_png, title, labels, compare)
+                   ood_order: Sequence[str] | None = None, compare: Sequence[str] = (),
+                   norms_pdf: str | None = None, local_pdf: str | None = None) -> None:
+    feature_norm_figure(features, norms_png, title, ood_order, labels, pdf=norms_pdf)
+    local_norm_figure(features, histories, delta, local_png, title, labels, compare, pdf=local_pdf)
+
+
+# ----------------------------------------------------------------------------- Fig. 3: AUROC bars
+def auroc_bar_table(tidy: pd.DataFrame, methods: Mapping[str, tuple[str, str]],
+                    ood_order: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per (method, OOD set or 'average'): AUROC (%) of the variant with its own scorer,
+    mean and standard deviation (ddof 1; 0 with one seed) over seeds; the average is over OOD sets
+    per seed first. ``tidy``: rows of metric files (:func:`lffood.report.tables.collect`);
+    ``methods``: variant -> (label, scorer), in plotting order."""
+    from .tables import AVERAGE, scorer_label, summarize
+
+    sets = [*(ood_order or dict.fromkeys(tidy["ood_set"])), AVERAGE]
+    rows = []
+    for variant, (label, scorer) in methods.items():
+        part = tidy[(tidy["variant"] == variant) & (tidy["scorer"] == scorer)]
+        if part.empty:
+            raise ConfigError(f"no metrics of variant '{variant}' with its scorer '{scorer}' (key variants.{variant}."
+                             "scorer); the scorer must run on that variant")
+        summary = summarize(part).set_index("ood_set")
+        for s in sets:
+            if s not in summary.index:
+                raise DataError(f"no metrics of variant '{variant}' ({scorer}) on OOD set '{s}'")
+            rows.append({"variant": variant, "label": label, "scorer": scorer, "scorer_label": scorer_label(scorer),
+                         "ood_set": s, "auroc_mean": float(summary.loc[s, "auroc_mean"]),
+                         "auroc_std": float(summary.loc[s, "auroc_std"]), "n_seeds": int(summary.loc[s, "n_seeds"])})
+    return pd.DataFrame(rows)
+
+
+def plot_auroc_bars(table: pd.DataFrame, *, colours: Mapping[str, str], reference: str | None = None,
+                    title: str = ""):
+    """Grouped bars: one group per OOD set and the average, one bar per method (mean over seeds),
+    error bars one standard deviation. The ``reference`` variant is hatched and its mean drawn as a
+    dashed line across its group. The y axis starts at the 5% step below the lowest mean - std."""
+    from .tables import AVERAGE
+
+    sets = list(dict.fromkeys(table["ood_set"]))
+    methods = list(dict.fromkeys(table["variant"]))
+    n = len(methods)
+    width = 0.8 / n
+    lo = float((table["auroc_mean"] - table["auroc_std"]).min())
+    bottom = max(0.0, 5.0 * math.floor((lo - 1.0) / 5.0))
+    with style():
+        fig = _new_figure(2.9)
+        ax = fig.subplots()
+        idx = table.set_index(["variant", "ood_set"])
+        for k, v in enumerate(methods):
+            r = idx.loc[v]
+            means = np.array([r.loc[s, "auroc_mean"] for s in sets])
+            stds = np.array([r.loc[s, "auroc_std"] for s in sets])
+            x = np.arange(len(sets)) - 0.4 + width * (k + 0.5)
+            is_ref = v == reference
+            label = f"{r['label'].iloc[0]} ({r['scorer_label'].iloc[0]}){', reference' if is_ref else ''}"
+            ax.bar(x, means - bottom, width, bottom=bottom, color=colours[v], label=label,
+                   hatch="////" if is_ref else None, edgecolor="white" if is_ref else "none", linewidth=0.0)
+            if (stds > 0).any():
+                ax.errorbar(x, means, yerr=stds, fmt="none", ecolor="#404040", elinewidth=0.7, capsize=1.5)
+            if is_ref:
+                for g, m in enumerate(means):
+                    ax.hlines(m, g - 0.45, g + 0.45, colors=colours[v], linestyles="--", linewidth=0.9, zorder=3)
+        ax.set_xticks(np.arange(len(sets)), [("average" if s == AVERAGE else s).replace("_", " ") for s in sets])
+        ax.axvline(len(sets) - 1.5, color="#999999", linewidth=0.6)
+        ax.set_ylim(bottom, 100)
+        ax.set_xlim(-0.5, len(sets) - 0.5)
+        ax.set_ylabel("AUROC (%)")
+        ax.set_xlabel("OOD set (average: mean over the OOD sets)")
+        ax.yaxis.grid(True, linewidth=0.4, color="#dddddd")
+        ax.set_axisbelow(True)
+        fig.legend(loc="outside lower center", ncol=3, frameon=False)
+        n_seeds = int(table["n_seeds"].max())
+        _suptitle(fig, f"AUROC per method with its own scorer, mean ± std over {n_seeds} seed(s)", title)
+    return fig
+
+
+def write_auroc_bars(metric_files: Sequence[str], methods: Mapping[str, tuple[str, str]], *, roles: Mapping[str, str],
+                     png: str, pdf: str, csv: str, title: str = "",
+                     ood_order: Sequence[str] | None = None) -> pd.DataFrame:
+    """Fig. 3: :func:`auroc_bar_table` from the metric files to ``csv`` and :func:`plot_auroc_bars`
+    to ``png``/``pdf``; ``roles``: config ``tables`` (the control is the reference)."""
+    from .tables import collect
+
+    table = auroc_bar_table(collect(metric_files), methods, ood_order)
+    with atomic_path(csv) as tmp:
+        table.round(3).to_csv(tmp, index=False)
+    save_figure(plot_auroc_bars(table, colours=method_colours(list(methods), roles), reference=roles.get("control"),
+                                title=title), png, pdf)
+    return table
+
+
+# ----------------------------------------------------------------------------- Fig. 2: t-SNE
+#: the point groups of the t-SNE figure, in drawing order: name -> (legend text, colour, marker, size)
+TSNE_GROUPS = {"id": ("ID test images (pooled feature)", ID_COLOUR, "o", 5),
+               "ood": ("OOD images (pooled feature)", OOD_COLOUR, "^", 6),
+               "background": ("ID background local vectors z_j", BACKGROUND_COLOUR, "x", 7)}
+
+
+def read_tsne_vectors(path) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
+    """The vectors file of :func:`lffood.report.figure_data.write_tsne_vectors`: (meta, variant ->
+    {id, id_labels, ood, background})."""
+    import json
+
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        data = {v: {k: z[f"{v}__{k}"] for k in ("id", "id_labels", "ood", "background")} for v in meta["variants"]}
+    return meta, data
+
+
+def tsne_embedding(groups: Mapping[str, np.ndarray], random_state: int = 0, perplexity: float = 30.0,
+                   n_jobs: int | None = 1, max_iter: int = 1000) -> dict[str, np.ndarray]:
+    """One joint 2-D t-SNE (scikit-learn, Barnes-Hut, PCA initialisation, fixed ``random_state``) of
+    all groups' vectors (raw, so that norms count), ``max_iter`` iterations: group -> (n, 2).
+    Perplexity is capped below n / 3.
+    Runs on ``n_jobs`` threads (OpenMP included): on a shared machine, unlimited OpenMP threads made
+    it several times slower, and one thread makes it reproducible bit for bit."""
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    names = [g for g in groups if len(groups[g])]
+    x = np.concatenate([np.asarray(groups[g], dtype=np.float32) for g in names])
+    perp = float(min(perplexity, max(1.0, (len(x) - 1) / 3.0)))
+    threads = max(1, n_jobs or 1)
+    with threadpool_limits(limits=threads):
+        y = TSNE(n_components=2, perplexity=perp, init="pca", learning_rate="auto", random_state=random_state,
+                 n_jobs=threads, max_iter=max_iter).fit_transform(x)
+    out, start = {g: np.zeros((0, 2)) for g in groups}, 0
+    for g in names:
+        out[g] = y[start:start + len(groups[g])]
+        start += len(groups[g])
+    return out
+
+
+def plot_tsne(embeddings: Mapping[str, Mapping[str, np.ndarray]], id_labels: Mapping[str, np.ndarray], *,
+              labels: Mapping[str, str], ood_set: str, classes: Sequence[str] | None = None, title: str = "",
+              max_annotated_classes: int = 20):
+    """One panel per variant: its t-SNE embedding (:func:`tsne_embedding`), groups as
+    :data:`TSNE_GROUPS`; each ID class's number at the median of its points (up to
+    ``max_annotated_classes`` classes). Axes have no units: only neighbourhoods are meaningful."""
+    variants = list(embeddings)
+    with style():
+        fig = _new_figure(3.35)
+        axes = fig.subplots(1, len(variants), squeeze=False)[0]
+        for ax, v in zip(axes, variants):
+            emb = embeddings[v]
+            counts = []
+            for g, (_, colour, marker, size) in TSNE_GROUPS.items():
+                pts = emb[g]
+                counts.append(len(pts))
+                if len(pts):
+                    ax.scatter(pts[:, 0], pts[:, 1], s=size, c=colour, marker=marker, alpha=0.6,
+                               linewidths=0.6 if marker == "x" else 0.0, rasterized=True)
+            lab = np.asarray(id_labels[v])
+            uniq = np.unique(lab)
+            if len(uniq) <= max_annotated_classes:
+                for c in uniq:
+                    mx, my = np.median(emb["id"][lab == c], axis=0)
+                    ax.text(mx, my, str(c), fontsize=7, ha="center", va="center", color="black",
+                            bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 0.6})
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel("t-SNE 1")
+            ax.set_ylabel("t-SNE 2")
+            ax.set_title(f"{labels.get(v, v)}: {counts[0]} ID, {counts[1]} OOD, {counts[2]} background")
+        handles = [plt.Line2D([], [], ls="none", marker=m, color=c, markersize=4, markeredgewidth=1.0)
+                   for _, c, m, _ in TSNE_GROUPS.values()]
+        names = [TSNE_GROUPS["id"][0], f"OOD set {ood_set.replace('_', ' ')} (pooled feature)",
+                 TSNE_GROUPS["background"][0]]
+        fig.legend(handles, names, loc="outside lower center", ncol=3, frameon=False)
+        _suptitle(fig, "t-SNE of penultimate-layer vectors (first seed)", title)
+        fig.canvas.draw()
+        for ax in axes:
+            _hide_overlapping(ax.texts, fig.canvas.get_renderer())
+    return fig
+
+
+def _hide_overlapping(texts, renderer) -> None:
+    """Hide each text whose box overlaps one kept before it (class labels of overlapping clusters)."""
+    kept = []
+    for t in texts:
+        bb = t.get_window_extent(renderer).padded(2.0)
+        if any(bb.overlaps(k) for k in kept):
+            t.set_visible(False)
+        else:
+            kept.append(bb)
+
+
+def write_tsne(vectors: str, *, png: str, pdf: str, labels: Mapping[str, str], title: str = "",
+               random_state: int = 0, perplexity: float = 30.0, n_jobs: int | None = 1, max_iter: int = 1000) -> dict:
+    """Fig. 2 from the vectors file: one t-SNE per variant, then the figure. Returns the embeddings."""
+    meta, data = read_tsne_vectors(vectors)
+    embeddings = {}
+    for v, d in data.items():
+        t0 = time.perf_counter()
+        embeddings[v] = tsne_embedding({g: d[g] for g in TSNE_GROUPS}, random_state, perplexity, n_jobs, max_iter)
+        log.info("t-SNE of %s: %d points in %.1f s", v, sum(len(d[g]) for g in TSNE_GROUPS), time.perf_counter() - t0)
+    fig = plot_tsne(embeddings, {v: d["id_labels"] for v, d in data.items()}, labels=labels, ood_set=meta["ood_set"],
+                    title=title)
+    save_figure(fig, png, pdf)
+    return embeddings
+
+
+# ----------------------------------------------------------------------------- Fig. 7: heat maps
+def map_shape(n_locations: int, image_hw: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of a last feature map with ``n_locations`` local vectors for an image of ``image_hw``:
+    the factorisation H * W = L whose aspect ratio is closest to the image's (square images: sqrt L)."""
+    ih, iw = image_hw
+    best = None
+    for h in range(1, n_locations + 1):
+        if n_locations % h:
+            continue
+        w = n_locations // h
+        err = abs(math.log((h / w) / (ih / iw)))
+        if best is None or err < best[0] - 1e-12:
+            best = (err, h, w)
+    h, w = best[1], best[2]
+    if abs(math.log((h / w) / (ih / iw))) > math.log(1.5):
+        raise DataError(f"{n_locations} local vectors do not tile a {ih} x {iw} image (closest map {h} x {w})")
+    return h, w
+
+
+def heatmap_selection(sizes: Mapping[str, int], *, n_id: int, per_ood: int, seed: int,
+                      id_split: str = "test") -> list[tuple[str, int]]:
+    """(split, row) of the images shown: ``n_id`` of ``id_split`` and ``per_ood`` of every other split
+    in ``sizes`` (split -> number of images), drawn without replacement with ``seed``, in order."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for split, n in sizes.items():
+        k = min(n_id if split == id_split else per_ood, n)
+        out += [(split, int(i)) for i in np.sort(rng.choice(n, size=k, replace=False))]
+    return out
+
+
+def plot_heatmaps(images: Sequence[np.ndarray], titles: Sequence[str], maps: Mapping[str, Sequence[np.ndarray]], *,
+                  labels: Mapping[str, str], title: str = ""):
+    """Top row: the images; one row per variant below: its local-vector norm maps (H x W, nearest
+    neighbour, on the image's extent), one colour scale per row from 0 to the row's maximum, with
+    a colour bar at the row's end."""
+    variants = list(maps)
+    ncols = len(images)
+    side = min(1.0, (WIDTH_IN - 1.35) / ncols)
+    with style():
+        fig = _new_figure(0.55 + (side + 0.12) * (1 + len(variants)))
+        axes = fig.subplots(1 + len(variants), ncols + 1, squeeze=False,
+                            gridspec_kw={"width_ratios": [1.0] * ncols + [0.07]})
+        for j, (img, t) in enumerate(zip(images, titles)):
+            ax = axes[0, j]
+            ax.imshow(img, interpolation="nearest")
+            ax.set_title(t)
+        axes[0, -1].set_visible(False)
+        for i, v in enumerate(variants, start=1):
+            vmax = max(float(np.max(m)) for m in maps[v]) or 1.0
+            im = None
+            for j, (m, img) in enumerate(zip(maps[v], images)):
+                h, w = img.shape[:2]
+                im = axes[i, j].imshow(m, cmap=HEATMAP_CMAP, vmin=0.0, vmax=vmax, interpolation="nearest",
+                                       extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+            cb = fig.colorbar(im, cax=axes[i, -1])
+            cb.locator = MaxNLocator(3)
+            cb.update_ticks()
+            cb.set_label("||z_j||", labelpad=1)
+            axes[i, 0].set_ylabel(labels.get(v, v))
+        axes[0, 0].set_ylabel("image")
+        for ax in axes[:, :-1].ravel():
+            ax.set_xticks([])
+            ax.set_yticks([])
+        _suptitle(fig, "L2 norm of each local vector of the last feature map (first seed)", title)
+    return fig
+
+
+def _column_title(split: str, row: int, label: int, classes: Sequence[str] | None, id_split: str) -> str:
+    if split == id_split:
+        name = classes[label] if classes is not None and 0 <= label < len(classes) else str(label)
+        return f"ID #{row}\nclass {name}"
+    return f"OOD #{row}\n{split.replace('_', ' ')}"
+
+
+def write_heatmaps(features: Mapping[str, str], split_paths: Mapping[str, str], *, png: str, pdf: str,
+                   labels: Mapping[str, str], n_id: int = 2, per_ood: int = 1, seed: int = 0, title: str = "",
+                   id_split: str = "test") -> list[tuple[str, int]]:
+    """Fig. 7: the images chosen by :func:`heatmap_selection` (``split_paths``: ``id_split`` first,
+    then the OOD sets to show) and the local norms of each variant's feature file (``features``:
+    variant -> one feature file, rows in split order), reshaped with :func:`map_shape`. Returns the
+    (split, row) pairs shown."""
+    from ..data.arrays import load_split
+
+    splits = {s: load_split(p) for s, p in split_paths.items()}
+    chosen = heatmap_selection({s: len(sp) for s, sp in splits.items()}, n_id=n_id, per_ood=per_ood, seed=seed,
+                               id_split=id_split)
+    images = [np.asarray(splits[s].images[r]) for s, r in chosen]
+    titles = [_column_title(s, r, int(splits[s].labels[r]), splits[s].meta.get("classes"), id_split)
+              for s, r in chosen]
+    maps = {}
+    for v, path in features.items():
+        rows = {s: h5schema.read_split(path, s, ["local_norms", "labels"]) for s in splits}
+        for s, d in rows.items():
+            if not np.array_equal(d["labels"], np.asarray(splits[s].labels)):
+                raise DataError(f"{path}: split '{s}' does not match {split_paths[s]} row for row; rebuild the "
+                                 "feature file with snakemake")
+        maps[v] = []
+        for (s, r), img in zip(chosen, images):
+            norms = rows[s]["local_norms"][r]
+            h, w = map_shape(norms.shape[0], img.shape[:2])
+            maps[v].append(norms.reshape(h, w))
+    save_figure(plot_heatmaps(images, titles, maps, labels=labels, title=title), png, pdf)
+    return chosen

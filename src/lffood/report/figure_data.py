@@ -1,0 +1,144 @@
+"""What the figures show: their parameters (:data:`FIGURE_DEFAULTS`, :func:`tsne_choice`; no torch,
+the Snakefile reads them at parse time) and what a figure needs from the network itself (torch,
+imported on use): the vectors behind the t-SNE figure (paper Fig. 2). The feature file keeps only
+the norms of the local vectors, so the local background vectors themselves come from running the
+checkpoint over a seeded subsample of images.
+
+For each model variant, on the same images:
+
+* ``id``: pooled penultimate features of ``per_group`` ID test images (and ``id_labels``);
+* ``ood``: pooled features of ``per_group`` images of one OOD set;
+* ``background``: ``per_group`` local vectors z_j of the last feature map of those ID images with
+  p_j(y_i | x_i) < delta (LFF's background selection, eq. 4, with the model's own head), drawn
+  without replacement from all selected ones (fewer when fewer are selected).
+
+Written as one ``.npz`` (:func:`write_tsne_vectors`; read by
+:func:`lffood.report.figures.read_tsne_vectors`), float32, in float32 arithmetic (no autocast).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..io import atomic_path
+
+log = logging.getLogger("lffood.report.figure_data")
+
+#: Parameters of paper Figs. 2 and 7 (rule params, not config keys):
+#:   tsne.ood_set: the OOD set shown (None: the benchmark's first); tsne.per_group: ID images, OOD
+#:   images and background vectors (at most, each); tsne.variants: the models, side by side (None:
+#:   config tables.baseline and tables.ours); tsne.seed: the subsample; tsne.random_state,
+#:   tsne.perplexity, tsne.max_iter: t-SNE's; heatmaps.n_id / per_ood: ID test images / images
+#:   per OOD set shown; heatmaps.seed: their choice. Every figure but the bars uses the first
+#:   seed's models.
+FIGURE_DEFAULTS = {
+    "tsne": {"ood_set": None, "per_group": 300, "variants": None, "seed": 0, "random_state": 0, "perplexity": 30.0,
+             "max_iter": 1000},
+    "heatmaps": {"n_id": 2, "per_ood": 1, "seed": 0},
+}
+
+
+def tsne_choice(bench: Mapping, tables: Mapping, params: Mapping | None = None) -> dict:
+    """The t-SNE figure's models and OOD set for a benchmark's config: ``variants`` (``params`` or
+    :data:`FIGURE_DEFAULTS`, else ``tables`` baseline and ours) and ``ood_set`` (else the first)."""
+    from ..errors import ConfigError
+
+    p = {**FIGURE_DEFAULTS["tsne"], **(params or {})}
+    variants = list(p["variants"] or [tables["baseline"], tables["ours"]])
+    missing = [v for v in variants if v not in bench["variants"]]
+    if missing:
+        raise ConfigError(f"the t-SNE figure shows the variant(s) {missing} (keys tables.baseline, tables.ours), "
+                          f"which the benchmark does not define (it has {list(bench['variants'])}).")
+    ood_set = p["ood_set"] or bench["dataset"]["ood_sets"][0]
+    if ood_set not in bench["dataset"]["ood_sets"]:
+        raise ConfigError(f"the t-SNE figure shows OOD set '{ood_set}', which is not among the benchmark's "
+                          f"{bench['dataset']['ood_sets']} (key dataset.ood_sets).")
+    return {"variants": variants, "ood_set": ood_set}
+
+
+def _subsample(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    return np.sort(rng.choice(n, size=min(k, n), replace=False))
+
+
+def model_vectors(model, data, *, delta: float, batch_size: int, device, center_crop: int | None = None,
+                  with_background: bool = True) -> dict[str, np.ndarray]:
+    """Pooled features, labels and (``with_background``) the background local vectors (p_j < delta)
+    of every image of ``data`` (a :class:`lffood.data.loader.TensorImages`)."""
+    import torch
+
+    from ..data.augment import center_crop as crop
+    from ..local import local_gt_prob, local_vectors
+
+    model.eval().to(device)
+    pooled_all, labels_all, bg_all = [], [], []
+    with torch.no_grad():
+        for idx in data.index_batches(batch_size):
+            x, y = data.batch(idx)
+            if center_crop:
+                x = crop(x, center_crop)
+            _, pooled, fmap = model(x, return_features=True)
+            pooled_all.append(pooled.float().cpu())
+            labels_all.append(y.cpu())
+            if with_background:
+                p = local_gt_prob(fmap, model.head.weight, model.head.bias, y)
+                bg_all.append(local_vectors(fmap.float())[p < delta].cpu())
+    c = model.head.weight.shape[1]
+    return {"features": torch.cat(pooled_all).numpy(), "labels": torch.cat(labels_all).numpy(),
+            "background": torch.cat(bg_all).numpy() if bg_all else np.zeros((0, c), np.float32)}
+
+
+def tsne_vectors(checkpoints: Mapping[str, str], *, train: str, test: str, ood: str, per_group: int, delta: float,
+                 seed: int = 0, device_name: str = "auto", threads: int = 1, batch_size: int = 256,
+                 center_crop: int | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Variant -> {id, id_labels, ood, background} (module docstring) for each checkpoint, on the same
+    seeded images; ``train`` is read for its normalisation only."""
+    from ..data.arrays import Split, load_split
+    from ..data.loader import TensorImages
+    from ..pipeline import normalization
+    from ..runtime import select_device, set_threads
+    from ..training import load_checkpoint
+
+    set_threads(threads)
+    device = select_device(device_name)
+    mean, std = normalization(load_split(train, verify=False), train)
+    rng = np.random.default_rng(seed)
+    subsets = {}
+    for name, path in (("id", test), ("ood", ood)):
+        split = load_split(path)
+        rows = _subsample(len(split), per_group, rng)
+        subsets[name] = TensorImages(Split(np.asarray(split.images[rows]), np.asarray(split.labels[rows]), split.meta),
+                                     mean, std, device)
+    out = {}
+    for v, ckpt in checkpoints.items():
+        model, _ = load_checkpoint(ckpt, device)
+        id_v = model_vectors(model, subsets["id"], delta=delta, batch_size=batch_size, device=device,
+                             center_crop=center_crop)
+        ood_v = model_vectors(model, subsets["ood"], delta=delta, batch_size=batch_size, device=device,
+                              center_crop=center_crop, with_background=False)
+        bg = id_v["background"]
+        # a generator per variant, so that adding a variant never changes another's sample
+        bg = bg[_subsample(len(bg), per_group, np.random.default_rng([seed, zlib.crc32(v.encode())]))]
+        out[v] = {"id": id_v["features"], "id_labels": id_v["labels"], "ood": ood_v["features"], "background": bg}
+        log.info("%s: %d ID and %d OOD features, %d of %d selected background vectors (p < %g)", v,
+                 len(id_v["features"]), len(ood_v["features"]), len(bg), len(id_v["background"]), delta)
+    return out
+
+
+def write_tsne_vectors(checkpoints: Mapping[str, str], *, train: str, test: str, ood: str, ood_set: str, out: str,
+                       per_group: int, delta: float, seed: int = 0, device_name: str = "auto", threads: int = 1,
+                       batch_size: int = 256, center_crop: int | None = None, attrs: Mapping | None = None) -> dict:
+    """:func:`tsne_vectors` to ``out`` (``.npz``: ``<variant>__<field>`` arrays and a JSON ``meta``)."""
+    data = tsne_vectors(checkpoints, train=train, test=test, ood=ood, per_group=per_group, delta=delta, seed=seed,
+                        device_name=device_name, threads=threads, batch_size=batch_size, center_crop=center_crop)
+    meta = {**(attrs or {}), "variants": list(data), "ood_set": ood_set, "per_group": per_group, "delta": delta,
+            "seed": seed, "checkpoints": dict(checkpoints)}
+    arrays = {f"{v}__{k}": a for v, d in data.items() for k, a in d.items()}
+    with atomic_path(out, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
+    return data
