@@ -383,3 +383,13 @@ def test_prefetched_batches_equal_serial_ones(on_device):
     x, y = data.batch(fetched[0][0], gathered=fetched[0][1])
     x_ref, y_ref = data.batch(fetched[0][0])
     assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+
+
+def test_to_float_gives_standard_nchw_layout():
+    """A permuted view would keep channels-last strides and send CPU convolutions down a path that
+    corrupts memory in torch 2.12 for small 1x1 stride-2 convolutions."""
+    from lffood.data.augment import to_float
+
+    x = to_float(torch.zeros(2, 8, 8, 3, dtype=torch.uint8))
+    assert x.shape == (2, 3, 8, 8) and x.is_contiguous()
+    assert not x.is_contiguous(memory_format=torch.channels_last)

@@ -12,8 +12,11 @@ import torch
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW in [0, 1]."""
-    return images.permute(0, 3, 1, 2).float().div_(255.0)
+    """uint8 NHWC -> float NCHW in [0, 1], contiguous. (The permuted view alone keeps channels-last
+    strides, which silently sends CPU convolutions down the channels-last path: torch 2.12's CPU
+    backward of a small 1x1 stride-2 convolution in that layout corrupts memory. On CUDA the batch
+    is converted to channels-last explicitly where that is faster.)"""
+    return images.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
 
 def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
