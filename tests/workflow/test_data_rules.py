@@ -22,6 +22,9 @@ def test_dry_run_plans_cifar_and_imagenet_benchmarks_without_data(tmp_path):
     assert counts["prepare_imagenet100"] == 2
     assert counts["prepare_ood"] == 6 + 4
     assert counts["train"] == 2 and "prepare_embedded" not in counts  # the default variants: the CE model
+    # a CE-only benchmark has no LFF model to set beside CE: no t-SNE figure, the other figures stay
+    assert "tsne" not in counts and "tsne_vectors" not in counts
+    assert counts["heatmaps"] == counts["auroc_bars"] == counts["figures"] == 2
 
 
 def test_missing_imagenet_folder_fails_before_any_job(tmp_path):

@@ -48,6 +48,8 @@ SNAKEMAKE_NOT_RUN = {
     "--conda-create-envs-only": "creates the conda environments: needs conda and the conda-forge channel (no network "
                                 "here); tests/unit/test_envs.py checks the environment files",
     "--report": "bundles the tables and figures of a finished run (none here); the captions are checked by --lint",
+    "--unlock": "removes the lock a killed Snakemake left (tests/workflow/test_resume.py::"
+                "test_killed_training_resumes_after_its_last_epoch runs it after killing Snakemake)",
 }
 #: lffood subcommands that are not run here, and why
 LFFOOD_NOT_RUN = {
@@ -59,6 +61,9 @@ LFFOOD_NOT_RUN = {
     "verify": "needs split files, which only the data rules write (tests/unit/test_data.py: lffood verify)",
     "generate-embedded": "writes the generated benchmark (tests/unit/test_cli.py::test_generate_and_inspect)",
     "download": "downloads archives (no network here); `lffood download --list` is run",
+    "bench": "times every part of the pipeline on random data (a minute or two, figures to read, no verdict); "
+             "tests/unit/test_models_training.py::test_training_step_makes_no_host_synchronisation uses its sync "
+             "counter",
 }
 #: lffood commands that are run (subcommand -> what the output must contain)
 LFFOOD_RUN = {"--help": "check-config", "check-config": "benchmarks", "scorers": "knn", "objectives": "lff",
