@@ -201,3 +201,51 @@ def test_smoke_reports_every_stage():
     res = smoke({"arch": "resnet", "blocks": [1], "widths": [4]}, size=12, crop=8, classes=3, n=10, batch=4,
                 device_name="cpu", objectives={"ce": {}})
     assert res[0].images == 8  # drop_last: two full batches of 4
+
+
+@pytest.mark.parametrize("cfg", [{"arch": "resnet", "blocks": [1, 1], "widths": [4, 8]},
+                                 {"arch": "wrn", "depth": 10, "widen": 1}])
+def test_shortcut_projection_is_the_strided_1x1_convolution(cfg):
+    """The projection shortcut (subsample + stride-1 1x1 convolution) computes exactly what the
+    usual strided 1x1 convolution computes with the same weight, and keeps the usual parameter names."""
+    model = build_model(cfg, num_classes=3).eval()
+    blocks = [b for b in model.blocks() if getattr(b, "stride", 1) == 2]
+    assert blocks
+    for block in blocks:
+        conv = block.shortcut[0] if isinstance(block.shortcut, torch.nn.Sequential) else block.shortcut
+        x = torch.randn(2, conv.in_channels, 7, 7)  # odd size: ceil(7 / 2) = 4 either way
+        strided = torch.nn.functional.conv2d(x, conv.weight, stride=2)
+        assert torch.allclose(conv(x[:, :, ::2, ::2]), strided, atol=1e-6)
+    assert any(k.endswith("shortcut.0.weight") or k.endswith("shortcut.weight") for k in model.state_dict())
+
+
+@pytest.mark.parametrize("cfg", [{"arch": "resnet", "blocks": [1, 1], "widths": [4, 8]},
+                                 {"arch": "resnet", "blocks": [1, 1, 1], "widths": [4, 8, 16]},
+                                 {"arch": "wrn", "depth": 10, "widen": 1}])
+def test_cpu_channels_last_training_matches_nchw(cfg):
+    """Models that opt in train in channels-last layout on the CPU: the same losses and gradients as
+    in NCHW, for small widths and odd batch sizes (a strided 1x1 convolution here made torch 2.12
+    abort with a corrupted heap)."""
+    torch.manual_seed(0)
+    ref = build_model(cfg, num_classes=3)
+    assert ref.cpu_channels_last
+    cl = build_model(cfg, num_classes=3)
+    cl.load_state_dict(ref.state_dict())
+    cl.to(memory_format=torch.channels_last)
+    for bs in (16, 7, 1, 3):
+        x = torch.randn(bs, 3, 16, 16)
+        y = torch.randint(0, 3, (bs,))
+        losses = []
+        for model, inp in ((ref, x), (cl, x.contiguous(memory_format=torch.channels_last))):
+            model.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(inp), y)
+            loss.backward()
+            losses.append(loss)
+        assert torch.allclose(losses[0], losses[1], atol=1e-5)
+        for (name, a), b in zip(ref.named_parameters(), cl.parameters()):
+            assert torch.allclose(a.grad, b.grad, atol=1e-4, rtol=1e-4), name
+
+
+def test_torchvision_resnet50_keeps_nchw_on_the_cpu():
+    """ResNet-50 (torchvision's strided 1x1 downsample convolutions) does not opt in."""
+    assert not build_model({"arch": "resnet50"}, num_classes=3).cpu_channels_last

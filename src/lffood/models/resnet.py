@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import FeatureMapClassifier, init_weights
+from .base import FeatureMapClassifier, init_weights, subsample
 
 PRESETS: dict[str, dict] = {
     "resnet18": {"blocks": [2, 2, 2, 2], "widths": [64, 128, 256, 512]},
@@ -29,17 +29,22 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.shortcut = nn.Sequential()
+        self.stride = stride
         if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+            # the strided 1x1 projection as subsample + stride-1 convolution: the same function and
+            # parameters (see base.subsample), and safe in channels-last layout on the CPU
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, 1, bias=False), nn.BatchNorm2d(planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return torch.relu(out + self.shortcut(x))
+        return torch.relu(out + self.shortcut(subsample(x, self.stride)))
 
 
 class ResNet(FeatureMapClassifier, nn.Module):
     """``feature_map(x)`` -> last map z (B, C, H, W); pooled = GAP(z); logits = head(pooled)."""
+
+    cpu_channels_last = True  # no strided 1x1 convolution (BasicBlock)
 
     def __init__(self, blocks: Sequence[int], widths: Sequence[int], num_classes: int, in_channels: int = 3):
         super().__init__()

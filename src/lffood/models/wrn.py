@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import FeatureMapClassifier, init_weights
+from .base import FeatureMapClassifier, init_weights, subsample
 
 
 class PreActBlock(nn.Module):
@@ -21,13 +21,14 @@ class PreActBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.shortcut = None
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride, bias=False)
+        self.stride = stride
+        if stride != 1 or in_planes != planes:  # strided 1x1 as subsample + stride 1 (base.subsample)
+            self.shortcut = nn.Conv2d(in_planes, planes, 1, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         o = torch.relu(self.bn1(x))
         # when the shape changes, the projection sees the pre-activated input (original WRN code)
-        shortcut = x if self.shortcut is None else self.shortcut(o)
+        shortcut = x if self.shortcut is None else self.shortcut(subsample(o, self.stride))
         out = self.conv1(o)
         out = self.conv2(self.dropout(torch.relu(self.bn2(out))))
         return out + shortcut
@@ -35,6 +36,8 @@ class PreActBlock(nn.Module):
 
 class WideResNet(FeatureMapClassifier, nn.Module):
     """``feature_map(x)`` -> relu(bn(last group)) (B, 64k, H/4, W/4); pooled = GAP; logits = head(pooled)."""
+
+    cpu_channels_last = True  # no strided 1x1 convolution (PreActBlock)
 
     def __init__(self, depth: int, widen: int, num_classes: int, dropout: float = 0.0, in_channels: int = 3):
         super().__init__()
