@@ -100,13 +100,21 @@ def test_sensitivity_target(micro):
     work, _, _ = micro
     proc = snakemake(work, "--cores", "2", "results/figures/micro_sensitivity.png", timeout=300)
     counts = job_counts(proc.stdout + proc.stderr)
-    assert counts["train"] == len(SEEDS)  # only the new sweep point (lambda 0.5); lambda 0.2 is the lff variant
-    assert counts["score"] == len(SEEDS) and counts["fit_stats"] == len(SEEDS)  # its scorer (react) only
+    # only the new sweep points (lambda 0.5, gamma 0.99); lambda 0.2 and gamma 0.9 are the lff and ssod variants
+    assert counts["train"] == 2 * len(SEEDS)
+    assert counts["fit_stats"] == len(SEEDS)  # react's statistics, for lff_lambda0.5 only
+    assert counts["score"] == 2 * len(SEEDS)  # react on lff_lambda0.5, ssod on ssod_gamma0.99
     df = pd.read_csv(work / "results/tables/micro_sensitivity.csv")
     points = df[df["kind"] == "point"]
-    assert sorted(set(points["value"])) == [0.2, 0.5] and set(points["variant"]) == {"lff", "lff_lambda0.5"}
-    assert set(df[df["kind"] == "reference"]["variant"]) == {"ce_control"}
-    assert len(points) == 2 * len(SEEDS) and points["auroc"].between(0, 100).all()
+    lam, gam = points[points["param"] == "lambda"], points[points["param"] == "gamma"]
+    assert sorted(set(lam["value"])) == [0.2, 0.5] and set(lam["variant"]) == {"lff", "lff_lambda0.5"}
+    assert sorted(set(gam["value"])) == [0.9, 0.99] and set(gam["variant"]) == {"ssod", "ssod_gamma0.99"}
+    assert set(gam["scorer"]) == {"ssod"}
+    ref = df[df["kind"] == "reference"]
+    assert set(ref["variant"]) == {"ce_control"}
+    # SSOD's OOD-head score does not apply to the control: its reference is the control's own scorer
+    assert dict(zip(ref["param"], ref["scorer"])) == {"lambda": "react", "gamma": "react"}
+    assert len(points) == 4 * len(SEEDS) and points["auroc"].between(0, 100).all()
     assert (work / "results/figures/micro_sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (work / "results/figures/micro_sensitivity.pdf").read_bytes()[:5] == b"%PDF-"
 

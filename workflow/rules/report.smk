@@ -103,6 +103,7 @@ rule sensitivity:
     params:
         points=lambda wc: sweep_table(bench(wc)),
         reference=lambda wc: config["tables"]["control"],
+        reference_scorer=lambda wc: variant(bench(wc), config["tables"]["control"])["scorer"],
         labels=lambda wc: {v: variant(bench(wc), v)["label"] for v in variant_names(bench(wc), with_sweeps=True)},
         title=lambda wc: bench(wc).get("description", wc.bench),
     log:

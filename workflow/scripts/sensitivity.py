@@ -7,7 +7,8 @@ smk = snakemake  # noqa: F821
 
 def main():
     p = smk.params
-    write_sensitivity(list(smk.input), p.points, reference=p.reference, labels=p.labels, title=p.title,
+    write_sensitivity(list(smk.input), p.points, reference=p.reference, reference_scorer=p.reference_scorer,
+                      labels=p.labels, title=p.title,
                       csv=smk.output.csv, png=smk.output.png, pdf=smk.output.pdf)
 
 

@@ -3,7 +3,9 @@
 Each sweep point is a variant fine-tuned with one value of one parameter of its objective
 (``lffood.variants.sweep_points``). Its score is the average AUROC (and FPR95) over the OOD sets,
 per seed, with the sweep's base variant's own scorer; the CE control with the same scorer is the
-reference line, as the paper's dashed baseline.
+reference line, as the paper's dashed baseline. Where that scorer does not apply to the control
+(SSOD's OOD-head scores need SSOD's head), the control is scored with its own scorer, and the
+legend says which.
 """
 
 from __future__ import annotations
@@ -29,21 +31,27 @@ def per_seed_average(tidy: pd.DataFrame) -> pd.DataFrame:
     return tidy.groupby(["variant", "scorer", "seed"], as_index=False)[["auroc", "fpr95"]].mean()
 
 
-def sensitivity_table(tidy: pd.DataFrame, points: Sequence[Mapping], reference: str) -> pd.DataFrame:
+def sensitivity_table(tidy: pd.DataFrame, points: Sequence[Mapping], reference: str,
+                      reference_scorer: str | None = None) -> pd.DataFrame:
     """Tidy rows: one per (parameter, value, seed) and one per (parameter, reference seed), with the
     average AUROC and FPR95 over the OOD sets. ``points``: dicts with param, value, variant, base and
-    scorer (the workflow's ``sweep_table``)."""
+    scorer (the workflow's ``sweep_table``). The reference is scored with the sweep's scorer, or
+    with ``reference_scorer`` (the control's own) where that scorer has no metrics for it."""
     avg = per_seed_average(tidy).set_index(["variant", "scorer"])
     rows = []
     for p in points:
-        for kind, variant, value in (("point", p["variant"], p["value"]), ("reference", reference, np.nan)):
-            key = (variant, p["scorer"])
+        tried = list(dict.fromkeys([p["scorer"], reference_scorer or p["scorer"]]))
+        ref_scorer = next((sc for sc in tried if (reference, sc) in avg.index), tried[0])
+        for kind, variant, value, scorer in (("point", p["variant"], p["value"], p["scorer"]),
+                                             ("reference", reference, np.nan, ref_scorer)):
+            key = (variant, scorer)
             if key not in avg.index:
-                raise ValueError(f"no metrics of variant '{variant}' with scorer '{p['scorer']}' for the sweep of "
+                names = " or ".join(f"'{sc}'" for sc in (tried if kind == "reference" else [scorer]))
+                raise ValueError(f"no metrics of variant '{variant}' with scorer {names} for the sweep of "
                                  f"{p['base']}.{p['param']}")
             for _, r in avg.loc[[key]].iterrows():
                 rows.append({"param": p["param"], "base": p["base"], "kind": kind, "value": value, "variant": variant,
-                             "scorer": p["scorer"], "seed": int(r["seed"]), "auroc": r["auroc"], "fpr95": r["fpr95"]})
+                             "scorer": scorer, "seed": int(r["seed"]), "auroc": r["auroc"], "fpr95": r["fpr95"]})
     df = pd.DataFrame(rows)
     return df.drop_duplicates(["param", "base", "kind", "variant", "seed"]).reset_index(drop=True)
 
@@ -59,7 +67,11 @@ def sensitivity_figure(df: pd.DataFrame, *, png: str, pdf: str, title: str, labe
         ref = g[g["kind"] == "reference"]["auroc"]
         ax.errorbar(pts.index, pts["mean"], yerr=pts["std"], marker="o", ms=4, capsize=3, color=METHOD_COLOUR,
                     label=labels.get(base, base))
-        ref_label = labels.get(g[g["kind"] == "reference"]["variant"].iloc[0], "reference")
+        ref_row = g[g["kind"] == "reference"].iloc[0]
+        ref_label = labels.get(ref_row["variant"], "reference")
+        point_scorer = g[g["kind"] == "point"]["scorer"].iloc[0]
+        if ref_row["scorer"] != point_scorer:  # the control cannot take the sweep's scorer
+            ref_label = f"{ref_label} ({ref_row['scorer']}; {labels.get(base, base)}: {point_scorer})"
         ax.axhline(ref.mean(), ls="--", color=REFERENCE_COLOUR, label=ref_label)
         ax.axhspan(ref.mean() - ref.std(ddof=1) if len(ref) > 1 else ref.mean(),
                    ref.mean() + ref.std(ddof=1) if len(ref) > 1 else ref.mean(), color=REFERENCE_COLOUR, alpha=0.12)
@@ -79,8 +91,9 @@ def sensitivity_figure(df: pd.DataFrame, *, png: str, pdf: str, title: str, labe
 
 
 def write_sensitivity(metric_files: Sequence[str], points: Sequence[Mapping], *, reference: str,
-                      labels: Mapping[str, str], title: str, csv: str, png: str, pdf: str) -> pd.DataFrame:
-    df = sensitivity_table(collect(metric_files), points, reference)
+                      labels: Mapping[str, str], title: str, csv: str, png: str, pdf: str,
+                      reference_scorer: str | None = None) -> pd.DataFrame:
+    df = sensitivity_table(collect(metric_files), points, reference, reference_scorer)
     with atomic_path(csv) as tmp:
         df.to_csv(tmp, index=False)
     sensitivity_figure(df, png=png, pdf=pdf, title=title, labels=labels)
