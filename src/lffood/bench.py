@@ -8,6 +8,8 @@ the machine):
   on the same images and model, each feeding the same training step;
 * training: every objective's step against the CE step (time per image), and the host
   synchronisations per step of each (counted with :class:`SyncCounter`; 0 is the target);
+* layout: the CE step in channels-last memory layout (the default where the model allows it)
+  against contiguous NCHW;
 * extraction: images/s;
 * scorers: each cached-feature scorer's fit and score time on one model's cached features;
 * the loader of host-kept splits (ImageNet-100 train, memory-mapped): one epoch of gather + step with
@@ -206,6 +208,20 @@ def run_bench(*, arch: str | dict = {"arch": "resnet", "blocks": [1, 1, 1], "wid
             syncs = syncs_per_step(one_epoch, 2, 4)
             figures.append(Figure("train", f"{name} step", 1.0 / times[name], "img/s", times[name] / times["ce"],
                                   f"{syncs:.0f} host syncs/step" + (" (CE: reference)" if name == "ce" else "")))
+
+    # ---- memory layout of the training step: channels-last (train's default on CUDA, and on the CPU
+    # for the models that opt in: models.base.cpu_channels_last) against contiguous NCHW
+    with _quiet():
+        run = {cl: (lambda cl=cl: train(model, data, stage, objective=ce, seed=seed, device=device,
+                                        guard={"enabled": False}, amp=amp, channels_last=cl)) for cl in (True, False)}
+        t_cl, t_nchw = _timed(run[True], device), _timed(run[False], device)
+    used = device.type == "cuda" or getattr(model, "cpu_channels_last", False)
+    figures += [
+        Figure("layout", "CE step, channels-last" if used else "CE step (the model keeps NCHW here)", trained / t_cl,
+               "img/s", 1.0),
+        Figure("layout", "CE step, NCHW", trained / t_nchw, "img/s", t_nchw / t_cl,
+               "ratio: time of NCHW / channels-last (above 1 = channels-last faster)"),
+    ]
 
     # ---- extraction
     t = _timed(lambda: extract_split(model, data, batch_size=2 * batch, device=device, amp=amp, with_gt_prob=True,
