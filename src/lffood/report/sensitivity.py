@@ -61,6 +61,7 @@ def sensitivity_figure(df: pd.DataFrame, *, png: str, pdf: str, title: str, labe
     reference's mean as a dashed line with a ± std band. Sized for a 7-inch page width."""
     groups = list(dict.fromkeys(zip(df["base"], df["param"])))
     fig, axes = plt.subplots(1, len(groups), figsize=(7.0, 2.6), squeeze=False)
+    legends = []  # (axis, reference label): a legend on the first panel and wherever the reference differs
     for ax, (base, param) in zip(axes[0], groups):
         g = df[(df["base"] == base) & (df["param"] == param)]
         pts = g[g["kind"] == "point"].groupby("value")["auroc"].agg(["mean", "std"]).fillna(0.0)
@@ -71,7 +72,7 @@ def sensitivity_figure(df: pd.DataFrame, *, png: str, pdf: str, title: str, labe
         ref_label = labels.get(ref_row["variant"], "reference")
         point_scorer = g[g["kind"] == "point"]["scorer"].iloc[0]
         if ref_row["scorer"] != point_scorer:  # the control cannot take the sweep's scorer
-            ref_label = f"{ref_label} ({ref_row['scorer']}; {labels.get(base, base)}: {point_scorer})"
+            ref_label = f"{ref_label} ({ref_row['scorer']})"
         ax.axhline(ref.mean(), ls="--", color=REFERENCE_COLOUR, label=ref_label)
         ax.axhspan(ref.mean() - ref.std(ddof=1) if len(ref) > 1 else ref.mean(),
                    ref.mean() + ref.std(ddof=1) if len(ref) > 1 else ref.mean(), color=REFERENCE_COLOUR, alpha=0.12)
@@ -79,7 +80,10 @@ def sensitivity_figure(df: pd.DataFrame, *, png: str, pdf: str, title: str, labe
         ax.set_ylabel("average AUROC (%)", fontsize=9)
         ax.tick_params(labelsize=8)
         ax.set_title(f"{labels.get(base, base)}: {param}", fontsize=9)
-    axes[0][0].legend(fontsize=7, frameon=False)
+        legends.append((ax, ref_label))
+    for i, (ax, ref_label) in enumerate(legends):
+        if i == 0 or ref_label != legends[0][1]:
+            ax.legend(fontsize=6 if i else 7, frameon=False)
     n = int(df["seed"].nunique())
     fig.suptitle(f"Sensitivity ({title}); mean ± std over {n} seed(s)", fontsize=9)
     fig.tight_layout()
