@@ -161,7 +161,8 @@ def test_numeric_and_list_overrides_reach_the_jobs(tmp_path):
     proc = snakemake(tmp_path, "-n", "--cores", "1", "results/figures/micro_sensitivity.png",
                      "--config", "seeds=[0, 1]", "lff={lambda: 0.5}", config=MICRO)
     counts = job_counts(proc.stdout)
-    assert counts["train"] == 2 * 4, proc.stdout[-3000:]  # per seed: ce, ce_control, lff, one new sweep point
+    # per seed: ce, ce_control, lff, its one new sweep point, ssod and its new sweep point (gamma 0.7)
+    assert counts["train"] == 2 * 6, proc.stdout[-3000:]
     assert "results/micro/seed1/models/lff_lambda0.2.pt" in proc.stdout
     assert "lff_lambda0.5" not in proc.stdout
     assert "Config file config.yaml is extended by additional config" in proc.stdout + proc.stderr
@@ -188,7 +189,9 @@ def test_micro_config_is_what_the_workflow_tests_assume():
     cfg = load_yaml(MICRO)
     b = cfg["benchmarks"]["micro"]
     assert cfg["seeds"] == [0] and b["lff"]["lambda"] == 0.2
-    assert b["sweeps"] == [{"variant": "lff", "param": "lambda", "values": [0.2, 0.5]}]
+    assert b["sweeps"] == [{"variant": "lff", "param": "lambda", "values": [0.2, 0.5]},
+                           {"variant": "ssod", "param": "gamma", "values": [0.7, 0.9]}]
+    assert b["ssod"]["gamma"] == 0.9  # the SSOD variant is the sweep's 0.9 point
 
 
 def test_cuda_without_a_gpu_stops_before_any_job(tmp_path, monkeypatch):

@@ -100,15 +100,15 @@ def test_sensitivity_target(micro):
     work, _, _ = micro
     proc = snakemake(work, "--cores", "2", "results/figures/micro_sensitivity.png", timeout=300)
     counts = job_counts(proc.stdout + proc.stderr)
-    # only the new sweep points (lambda 0.5, gamma 0.99); lambda 0.2 and gamma 0.9 are the lff and ssod variants
+    # only the new sweep points (lambda 0.5, gamma 0.7); lambda 0.2 and gamma 0.9 are the lff and ssod variants
     assert counts["train"] == 2 * len(SEEDS)
     assert counts["fit_stats"] == len(SEEDS)  # react's statistics, for lff_lambda0.5 only
-    assert counts["score"] == 2 * len(SEEDS)  # react on lff_lambda0.5, ssod on ssod_gamma0.99
+    assert counts["score"] == 2 * len(SEEDS)  # react on lff_lambda0.5, ssod on ssod_gamma0.7
     df = pd.read_csv(work / "results/tables/micro_sensitivity.csv")
     points = df[df["kind"] == "point"]
     lam, gam = points[points["param"] == "lambda"], points[points["param"] == "gamma"]
     assert sorted(set(lam["value"])) == [0.2, 0.5] and set(lam["variant"]) == {"lff", "lff_lambda0.5"}
-    assert sorted(set(gam["value"])) == [0.9, 0.99] and set(gam["variant"]) == {"ssod", "ssod_gamma0.99"}
+    assert sorted(set(gam["value"])) == [0.7, 0.9] and set(gam["variant"]) == {"ssod_gamma0.7", "ssod"}
     assert set(gam["scorer"]) == {"ssod"}
     ref = df[df["kind"] == "reference"]
     assert set(ref["variant"]) == {"ce_control"}
