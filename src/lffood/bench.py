@@ -133,7 +133,7 @@ def run_bench(*, arch: str | dict = {"arch": "resnet", "blocks": [1, 1, 1], "wid
     from .models import build_model
     from .objectives import build_objective, registered_objectives
     from .runtime import seed_everything, select_device
-    from .training import train
+    from .training import channels_last_allowed, train
 
     seed_everything(seed, deterministic=False)
     device = select_device(device_name)
@@ -215,21 +215,21 @@ def run_bench(*, arch: str | dict = {"arch": "resnet", "blocks": [1, 1, 1], "wid
         run = {cl: (lambda cl=cl: train(model, data, stage, objective=ce, seed=seed, device=device,
                                         guard={"enabled": False}, amp=amp, channels_last=cl)) for cl in (True, False)}
         t_cl, t_nchw = _timed(run[True], device), _timed(run[False], device)
-    used = device.type == "cuda" or getattr(model, "cpu_channels_last", False)
     figures += [
-        Figure("layout", "CE step, channels-last" if used else "CE step (the model keeps NCHW here)", trained / t_cl,
+        Figure("layout", "CE step, channels-last" if channels_last_allowed(model, device) else "CE step (the model keeps NCHW here)", trained / t_cl,
                "img/s", 1.0),
         Figure("layout", "CE step, NCHW", trained / t_nchw, "img/s", t_nchw / t_cl,
                "ratio: time of NCHW / channels-last (above 1 = channels-last faster)"),
     ]
 
     # ---- extraction
-    t = _timed(lambda: extract_split(model, data, batch_size=2 * batch, device=device, amp=amp, with_gt_prob=True,
-                                     multiscale=True), device)
+    extracted = {}
+    t = _timed(lambda: extracted.update(extract_split(model, data, batch_size=2 * batch, device=device, amp=amp,
+                                                      with_gt_prob=True, multiscale=True)), device)
     figures.append(Figure("extract", "extraction (all fields, multiscale)", n / t, "img/s"))
 
-    # ---- cached-feature scorers on this model's features
-    figures += _scorer_figures(model, data, device, amp, batch)
+    # ---- cached-feature scorers on these features
+    figures += _scorer_figures(model, extracted)
     figures += _prefetch_figures(model, step, device, batch, seed)
     return figures
 
@@ -290,12 +290,10 @@ def _torchvision_loader(images, labels, batch, workers, *, padding, mean, std, s
                                        generator=torch.Generator().manual_seed(seed), persistent_workers=workers > 0)
 
 
-def _scorer_figures(model, data, device, amp, batch) -> list[Figure]:
-    """Fit and score time of every cached-feature scorer on features extracted from ``model``."""
-    from .extraction import extract_split
+def _scorer_figures(model, out) -> list[Figure]:
+    """Fit and score time of every cached-feature scorer on ``out``, features extracted from ``model``."""
     from .scorers import FeatureSet, Head, build_scorer, registered_scorers
 
-    out = extract_split(model, data, batch_size=2 * batch, device=device, amp=amp, multiscale=True)
     head = Head(model.head.weight.detach().cpu().numpy(), model.head.bias.detach().cpu().numpy())
     train = FeatureSet(out["logits"], out["features"], out["labels"], {"multiscale": out["multiscale"]})
     test = FeatureSet(out["logits"], out["features"], None, {"multiscale": out["multiscale"]})
