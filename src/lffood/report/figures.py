@@ -53,7 +53,7 @@ OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky_blue": "#56B4E9", "gr
 ID_COLOUR, OOD_COLOUR = OKABE_ITO["blue"], OKABE_ITO["orange"]
 SEL_COLOUR, UNSEL_COLOUR = OKABE_ITO["purple"], OKABE_ITO["green"]  # background local vectors / the rest
 BACKGROUND_COLOUR = SEL_COLOUR
-#: methods by role (config tables.baseline / control / ours); the sensitivity figure uses the same two
+#: methods by role (config tables.baseline / control / ours); the sensitivity figure uses ours and control
 ROLE_COLOURS = {"ours": OKABE_ITO["vermillion"], "control": OKABE_ITO["blue"], "baseline": OKABE_ITO["black"]}
 #: the other methods, in config order (yellow last: weakest on white)
 OTHER_COLOURS = tuple(OKABE_ITO[c] for c in ("orange", "green", "purple", "sky_blue", "yellow"))
@@ -81,7 +81,7 @@ def method_colours(variants: Sequence[str], roles: Mapping[str, str] | None = No
     return {v: by_variant[v] if v in by_variant else next(others) for v in variants}
 
 
-def _new_figure(height: float, **kwargs):
+def new_figure(height: float, **kwargs):
     return plt.figure(figsize=(WIDTH_IN, height), layout="constrained", **kwargs)
 
 
@@ -93,7 +93,7 @@ def freeze_layout(fig) -> None:
     fig.set_layout_engine("none")
 
 
-def _suptitle(fig, text: str, title: str = "") -> None:
+def suptitle(fig, text: str, title: str = "") -> None:
     """The figure's heading: ``text`` and the benchmark's ``title`` on one line, or on two when
     that would not fit the width (the title shortened if need be)."""
     import textwrap
@@ -195,7 +195,7 @@ def plot_feature_norms(features: Mapping[str, Sequence[str]], title: str = "", o
     ood_sets = _ood_sets(first[variants[0]], ood_order)
     norms = {v: {s: _norms(first[v], s) for s in ["test", *ood_sets]} for v in variants}
     with style():
-        fig = _new_figure(0.55 + 0.92 * len(variants))
+        fig = new_figure(0.55 + 0.92 * len(variants))
         axes = fig.subplots(len(variants), len(ood_sets), squeeze=False, sharex="col")
         for j, s in enumerate(ood_sets):
             hi = np.percentile(np.concatenate([np.r_[norms[v]["test"], norms[v][s]] for v in variants]), 99.5)
@@ -219,7 +219,7 @@ def plot_feature_norms(features: Mapping[str, Sequence[str]], title: str = "", o
                     ax.set_xlabel("feature L2 norm")
         handles, names = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, names, loc="outside lower center", ncol=2, frameon=False)
-        _suptitle(fig, "Penultimate-feature norms, ID vs OOD (first seed)", title)
+        suptitle(fig, "Penultimate-feature norms, ID vs OOD (first seed)", title)
     return fig
 
 
@@ -249,7 +249,7 @@ def plot_local_norms(features: Mapping[str, Sequence[str]], histories: Mapping[s
     ncols = min(3, len(variants))
     nrows = -(-len(variants) // ncols)
     with style():
-        fig = _new_figure(0.75 + 1.3 * nrows + 1.9)
+        fig = new_figure(0.75 + 1.3 * nrows + 1.9)
         top, bottom = fig.subfigures(2, 1, height_ratios=[0.45 + 1.3 * nrows, 1.9])
         axes = top.subplots(nrows, ncols, squeeze=False, sharex=True).ravel()
         for k, (ax, v) in enumerate(zip(axes, variants)):
@@ -288,7 +288,7 @@ def plot_local_norms(features: Mapping[str, Sequence[str]], histories: Mapping[s
         ax.set_title("During fine-tuning (mean over seeds)")
         if plotted:
             ax.legend(frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
-        _suptitle(fig, "Local background vectors", title)
+        suptitle(fig, "Local background vectors", title)
     return fig
 
 
@@ -347,7 +347,7 @@ def plot_auroc_bars(table: pd.DataFrame, *, colours: Mapping[str, str], referenc
     lo = float((table["auroc_mean"] - table["auroc_std"]).min())
     bottom = max(0.0, 5.0 * math.floor((lo - 1.0) / 5.0))
     with style():
-        fig = _new_figure(2.9)
+        fig = new_figure(2.9)
         ax = fig.subplots()
         idx = table.set_index(["variant", "ood_set"])
         for k, v in enumerate(methods):
@@ -374,7 +374,7 @@ def plot_auroc_bars(table: pd.DataFrame, *, colours: Mapping[str, str], referenc
         ax.set_axisbelow(True)
         fig.legend(loc="outside lower center", ncol=3, frameon=False)
         n_seeds = int(table["n_seeds"].max())
-        _suptitle(fig, f"AUROC per method with its own scorer, mean ± std over {n_seeds} seed(s)", title)
+        suptitle(fig, f"AUROC per method with its own scorer, mean ± std over {n_seeds} seed(s)", title)
     return fig
 
 
@@ -443,7 +443,7 @@ def plot_tsne(embeddings: Mapping[str, Mapping[str, np.ndarray]], id_labels: Map
     ``max_annotated_classes`` classes). Axes have no units: only neighbourhoods are meaningful."""
     variants = list(embeddings)
     with style():
-        fig = _new_figure(3.35)
+        fig = new_figure(3.35)
         axes = fig.subplots(1, len(variants), squeeze=False)[0]
         for ax, v in zip(axes, variants):
             emb = embeddings[v]
@@ -471,7 +471,7 @@ def plot_tsne(embeddings: Mapping[str, Mapping[str, np.ndarray]], id_labels: Map
         names = [TSNE_GROUPS["id"][0], f"OOD set {ood_set.replace('_', ' ')} (pooled feature)",
                  TSNE_GROUPS["background"][0]]
         fig.legend(handles, names, loc="outside lower center", ncol=3, frameon=False)
-        _suptitle(fig, "t-SNE of penultimate-layer vectors (first seed)", title)
+        suptitle(fig, "t-SNE of penultimate-layer vectors (first seed)", title)
         fig.canvas.draw()
         for ax in axes:
             _hide_overlapping(ax.texts, fig.canvas.get_renderer())
@@ -544,7 +544,7 @@ def plot_heatmaps(images: Sequence[np.ndarray], titles: Sequence[str], maps: Map
     ncols = len(images)
     side = min(1.0, (WIDTH_IN - 1.35) / ncols)
     with style():
-        fig = _new_figure(0.55 + (side + 0.12) * (1 + len(variants)))
+        fig = new_figure(0.55 + (side + 0.12) * (1 + len(variants)))
         axes = fig.subplots(1 + len(variants), ncols + 1, squeeze=False,
                             gridspec_kw={"width_ratios": [1.0] * ncols + [0.07]})
         for j, (img, t) in enumerate(zip(images, titles)):
@@ -568,7 +568,7 @@ def plot_heatmaps(images: Sequence[np.ndarray], titles: Sequence[str], maps: Map
         for ax in axes[:, :-1].ravel():
             ax.set_xticks([])
             ax.set_yticks([])
-        _suptitle(fig, "L2 norm of each local vector of the last feature map (first seed)", title)
+        suptitle(fig, "L2 norm of each local vector of the last feature map (first seed)", title)
     return fig
 
 

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from ..io import atomic_path
+from .figures import ROLE_COLOURS, new_figure, save_figure, style, suptitle
+from .tables import collect
 
-from ..io import atomic_path  # noqa: E402
-from .tables import collect  # noqa: E402
-
-#: Okabe-Ito colours (colour-blind safe): the swept method and the reference
-METHOD_COLOUR, REFERENCE_COLOUR = "#D55E00", "#0072B2"
+#: the swept method and the reference: the colours of LFF and its CE control in every figure
+METHOD_COLOUR, REFERENCE_COLOUR = ROLE_COLOURS["ours"], ROLE_COLOURS["control"]
 
 
 def per_seed_average(tidy: pd.DataFrame) -> pd.DataFrame:
@@ -58,40 +55,38 @@ def sensitivity_table(tidy: pd.DataFrame, points: Sequence[Mapping], reference: 
 
 def sensitivity_figure(df: pd.DataFrame, *, png: str, pdf: str, title: str, labels: Mapping[str, str]) -> None:
     """One panel per swept parameter: average AUROC (mean ± std over seeds) against the value, the
-    reference's mean as a dashed line with a ± std band. Sized for a 7-inch page width."""
+    reference's mean as a dashed line with a ± std band. The figures' style, palette, 7-inch width and
+    legibility check (:mod:`lffood.report.figures`)."""
     groups = list(dict.fromkeys(zip(df["base"], df["param"])))
-    fig, axes = plt.subplots(1, len(groups), figsize=(7.0, 2.6), squeeze=False)
-    legends = []  # (axis, reference label): a legend on the first panel and wherever the reference differs
-    for ax, (base, param) in zip(axes[0], groups):
-        g = df[(df["base"] == base) & (df["param"] == param)]
-        pts = g[g["kind"] == "point"].groupby("value")["auroc"].agg(["mean", "std"]).fillna(0.0)
-        ref = g[g["kind"] == "reference"]["auroc"]
-        ax.errorbar(pts.index, pts["mean"], yerr=pts["std"], marker="o", ms=4, capsize=3, color=METHOD_COLOUR,
-                    label=labels.get(base, base))
-        ref_row = g[g["kind"] == "reference"].iloc[0]
-        ref_label = labels.get(ref_row["variant"], "reference")
-        point_scorer = g[g["kind"] == "point"]["scorer"].iloc[0]
-        if ref_row["scorer"] != point_scorer:  # the control cannot take the sweep's scorer
-            ref_label = f"{ref_label} ({ref_row['scorer']})"
-        ax.axhline(ref.mean(), ls="--", color=REFERENCE_COLOUR, label=ref_label)
-        ax.axhspan(ref.mean() - ref.std(ddof=1) if len(ref) > 1 else ref.mean(),
-                   ref.mean() + ref.std(ddof=1) if len(ref) > 1 else ref.mean(), color=REFERENCE_COLOUR, alpha=0.12)
-        ax.set_xlabel(f"{param}", fontsize=9)
-        ax.set_ylabel("average AUROC (%)", fontsize=9)
-        ax.tick_params(labelsize=8)
-        ax.set_title(f"{labels.get(base, base)}: {param}", fontsize=9)
-        legends.append((ax, ref_label))
-    for i, (ax, ref_label) in enumerate(legends):
-        if i == 0 or ref_label != legends[0][1]:
-            ax.legend(fontsize=6 if i else 7, frameon=False)
-    n = int(df["seed"].nunique())
-    fig.suptitle(f"Sensitivity ({title}); mean ± std over {n} seed(s)", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(png, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=200, bbox_inches="tight", format="png")
-    with atomic_path(pdf, suffix=".pdf") as tmp:
-        fig.savefig(tmp, bbox_inches="tight", format="pdf")
-    plt.close(fig)
+    with style():
+        fig = new_figure(2.6)
+        axes = fig.subplots(1, len(groups), squeeze=False)
+        legends = []  # (axis, reference label): a legend on the first panel and wherever the reference differs
+        for ax, (base, param) in zip(axes[0], groups):
+            g = df[(df["base"] == base) & (df["param"] == param)]
+            pts = g[g["kind"] == "point"].groupby("value")["auroc"].agg(["mean", "std"]).fillna(0.0)
+            ref = g[g["kind"] == "reference"]["auroc"]
+            ax.errorbar(pts.index, pts["mean"], yerr=pts["std"], marker="o", ms=4, capsize=3, color=METHOD_COLOUR,
+                        label=labels.get(base, base))
+            ref_row = g[g["kind"] == "reference"].iloc[0]
+            ref_label = labels.get(ref_row["variant"], "reference")
+            point_scorer = g[g["kind"] == "point"]["scorer"].iloc[0]
+            if ref_row["scorer"] != point_scorer:  # the control cannot take the sweep's scorer
+                ref_label = f"{ref_label} ({ref_row['scorer']})"
+            ax.axhline(ref.mean(), ls="--", color=REFERENCE_COLOUR, label=ref_label)
+            ax.axhspan(ref.mean() - ref.std(ddof=1) if len(ref) > 1 else ref.mean(),
+                       ref.mean() + ref.std(ddof=1) if len(ref) > 1 else ref.mean(), color=REFERENCE_COLOUR,
+                       alpha=0.12)
+            ax.set_xlabel(f"{param}")
+            ax.set_ylabel("average AUROC (%)")
+            ax.set_title(f"{labels.get(base, base)}: {param}")
+            legends.append((ax, ref_label))
+        for i, (ax, ref_label) in enumerate(legends):
+            if i == 0 or ref_label != legends[0][1]:
+                ax.legend(frameon=False)
+        n = int(df["seed"].nunique())
+        suptitle(fig, f"Sensitivity, mean ± std over {n} seed(s)", title)
+        save_figure(fig, png, pdf)
 
 
 def write_sensitivity(metric_files: Sequence[str], points: Sequence[Mapping], *, reference: str,
