@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from lffood import h5schema
 from lffood.data import sources as data_sources
 from lffood.names import EMBEDDED_SPLITS, OOD_SETS_BY_SOURCE, PAPER_NUMBERS, split_names
+from lffood.report import figure_data
 from lffood.scorers import fit_params, registered_scorers, resolved_params
 from lffood.variants import (monitor_delta, sweep_value_names, training_spec, variant, variant_names,
                              variant_scorers)
@@ -171,9 +172,8 @@ FIGURES = ("feature_norms", "local_norms", "auroc_bars", "heatmaps", "tsne")  # 
 def figure_targets(b):
     """The figures of one benchmark. The t-SNE compares two models (tables.baseline and tables.ours):
     a benchmark that lacks one of them (e.g. CE only) leaves it out of `all`; asked for by name, it
-    fails with the missing variant named."""
-    pair = [config["tables"]["baseline"], config["tables"]["ours"]]
-    shown = [f for f in FIGURES if f != "tsne" or set(pair) <= set(variant_names(BENCHMARKS[b]))]
+    fails with the missing variant named (figure_data.tsne_choice)."""
+    shown = [f for f in FIGURES if f != "tsne" or not figure_data.tsne_variants(BENCHMARKS[b], config["tables"])[1]]
     return [path(P.figure, bench=b, figure=f, ext=e) for f in shown for e in ("png", "pdf")]
 
 

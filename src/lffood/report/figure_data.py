@@ -43,14 +43,21 @@ FIGURE_DEFAULTS = {
 }
 
 
+def tsne_variants(bench: Mapping, tables: Mapping, params: Mapping | None = None) -> tuple[list[str], list[str]]:
+    """The models the t-SNE figure shows (``params`` or :data:`FIGURE_DEFAULTS`, else ``tables``
+    baseline and ours), and those of them the benchmark does not define."""
+    p = {**FIGURE_DEFAULTS["tsne"], **(params or {})}
+    variants = list(p["variants"] or [tables["baseline"], tables["ours"]])
+    return variants, [v for v in variants if v not in bench["variants"]]
+
+
 def tsne_choice(bench: Mapping, tables: Mapping, params: Mapping | None = None) -> dict:
-    """The t-SNE figure's models and OOD set for a benchmark's config: ``variants`` (``params`` or
-    :data:`FIGURE_DEFAULTS`, else ``tables`` baseline and ours) and ``ood_set`` (else the first)."""
+    """The t-SNE figure's models (:func:`tsne_variants`) and OOD set (``params`` or
+    :data:`FIGURE_DEFAULTS`, else the benchmark's first) for a benchmark's config."""
     from ..errors import ConfigError
 
     p = {**FIGURE_DEFAULTS["tsne"], **(params or {})}
-    variants = list(p["variants"] or [tables["baseline"], tables["ours"]])
-    missing = [v for v in variants if v not in bench["variants"]]
+    variants, missing = tsne_variants(bench, tables, params)
     if missing:
         raise ConfigError(f"the t-SNE figure shows the variant(s) {missing} (keys tables.baseline, tables.ours), "
                           f"which the benchmark does not define (it has {list(bench['variants'])}).")
