@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from .errors import LffoodError
@@ -53,6 +54,7 @@ def _results(args) -> int:
 
     from .config import load_config
     from .report import summary
+    from .runtime import provenance
     from .variants import variant, variant_names
 
     cfg = load_config(args.config, args.schema)
@@ -65,7 +67,7 @@ def _results(args) -> int:
     methods = {v: (variant(b, v)["label"], variant(b, v)["scorer"]) for v in variant_names(b)}
     command = "lffood results" + (f" --bench {bench}" if args.bench else "") + (" --write README.md" if args.write else "")
     block = summary.results_block(pd.read_csv(path), bench=bench, methods=methods, control=cfg["tables"]["control"],
-                                  ood_sets=b["dataset"]["ood_sets"], origin=summary.provenance(REPO_SCHEMA.parents[2]),
+                                  ood_sets=b["dataset"]["ood_sets"], origin=provenance(REPO_SCHEMA.parents[2]),
                                   command=command)
     if args.write:
         target = Path(args.write)
@@ -198,12 +200,12 @@ def _bench(args) -> int:
     from .runtime import setup_logging
 
     setup_logging()
-    arch = {"arch": "resnet", "blocks": [1, 1, 1], "widths": [16, 32, 64]} if args.arch == "embedded" else args.arch
-    t0 = __import__("time").perf_counter()
-    figures = run_bench(arch=arch, size=args.size, classes=args.classes, n=args.n, batch=args.batch,
+    arch = {} if args.arch == "embedded" else {"arch": args.arch}  # run_bench's default: the embedded model
+    t0 = time.perf_counter()
+    figures = run_bench(**arch, size=args.size, classes=args.classes, n=args.n, batch=args.batch,
                         device_name=args.device, amp=not args.no_amp, workers=args.workers)
     print(format_figures(figures))
-    print(f"(ratios: time per image against the group's reference; {__import__('time').perf_counter() - t0:.0f} s)")
+    print(f"(ratios: time per image against the group's reference; {time.perf_counter() - t0:.0f} s)")
     return 0
 
 

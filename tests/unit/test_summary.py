@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from lffood.report import summary
+from lffood.runtime import provenance
 
 SETS = ["bg", "far"]
 # AUROC (percent) per (variant, scorer, seed, ood set)
@@ -67,8 +68,8 @@ def test_block_and_replacement():
 
 
 def test_provenance_names_commit_and_machine(tmp_path):
-    text = summary.provenance(tmp_path)  # not a git checkout
+    text = provenance(tmp_path)  # not a git checkout
     assert text.startswith("commit unknown;") and "CPU cores" in text
     from conftest import REPO
 
-    assert not summary.provenance(REPO).startswith("commit unknown")
+    assert not provenance(REPO).startswith("commit unknown")

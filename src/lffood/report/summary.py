@@ -23,7 +23,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..runtime import provenance  # noqa: F401  (re-exported: the results block names its origin)
 from .tables import AVERAGE, scorer_label
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
