@@ -11,7 +11,7 @@ import torch
 from .data.augment import center_crop as crop
 from .data.loader import TensorImages
 from .local import local_gt_prob, local_norms, multiscale_vectors
-from .training import mixed_precision
+from .training import channels_last_allowed, mixed_precision
 
 log = logging.getLogger("lffood.extraction")
 
@@ -25,7 +25,7 @@ def extract_split(model: torch.nn.Module, data: TensorImages, *, batch_size: int
     pooled) -> {name: tensor}``, e.g. SSOD's OOD head). ``center_crop`` crops larger stored images
     (ImageNet-100 train, kept at 256) to the test size."""
     model.eval().to(device)
-    use_cl = device.type == "cuda"
+    use_cl = channels_last_allowed(model, device)  # as in training: CUDA, and CPU models that opt in
     if use_cl:
         model.to(memory_format=torch.channels_last)
     out: dict[str, list] = {k: [] for k in ("logits", "features", "labels", "preds", "local_norms")}

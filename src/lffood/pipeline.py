@@ -235,13 +235,17 @@ def run_scoring(features_path: str, scorer: str, params: Mapping, out: str,
 
 
 def _network(checkpoint: str, split_paths: Mapping[str, str], device_name: str, threads: int):
+    import torch
+
     from .runtime import select_device, set_threads
-    from .training import load_checkpoint
+    from .training import channels_last_allowed, load_checkpoint
 
     set_threads(threads)
     device = select_device(device_name)
     model, _ = load_checkpoint(checkpoint, device)
     model.eval()
+    if channels_last_allowed(model, device):  # the first convolution turns NCHW inputs channels-last
+        model.to(memory_format=torch.channels_last)
     train = load_split(split_paths["train"])
     return model, device, train, normalization(train, split_paths["train"])
 

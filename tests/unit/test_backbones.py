@@ -246,6 +246,34 @@ def test_cpu_channels_last_training_matches_nchw(cfg):
             assert torch.allclose(a.grad, b.grad, atol=1e-4, rtol=1e-4), name
 
 
+@pytest.mark.parametrize("cfg", [{"arch": "resnet", "blocks": [1, 1], "widths": [4, 8]},
+                                 {"arch": "wrn", "depth": 10, "widen": 1}])
+def test_cpu_inference_runs_channels_last_with_nchw_results(cfg):
+    """Extraction and the network scorers (ODIN's input gradient) run models that opt in
+    channels-last on the CPU too: the same logits, features, local norms and ODIN scores as NCHW."""
+    from lffood.extraction import extract_split
+    from lffood.scorers.odin import odin_score_batch
+
+    torch.manual_seed(0)
+    ref = build_model(cfg, num_classes=3).eval()
+    model = build_model(cfg, num_classes=3)
+    model.load_state_dict(ref.state_dict())
+    rng = np.random.default_rng(1)
+    split = Split(rng.integers(0, 256, (9, 16, 16, 3), dtype=np.uint8), np.array([0, 1, 2] * 3), {})
+    data = TensorImages(split, [0.5] * 3, [0.25] * 3)
+    out = extract_split(model, data, batch_size=4, device=torch.device("cpu"), with_gt_prob=True)
+    first_conv = next(p for p in model.parameters() if p.dim() == 4)
+    assert first_conv.is_contiguous(memory_format=torch.channels_last)  # it ran channels-last
+    x, _ = data.batch(torch.arange(9))
+    with torch.no_grad():
+        logits, pooled, fmap = ref(x, return_features=True)
+    np.testing.assert_allclose(out["logits"], logits.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["features"], pooled.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["local_norms"], fmap.flatten(2).norm(dim=1).numpy(), rtol=1e-5, atol=1e-5)
+    odin = [odin_score_batch(m, x, 1000.0, 0.0014, data.std).numpy() for m in (ref, model)]
+    np.testing.assert_allclose(odin[1], odin[0], rtol=1e-6, atol=1e-9)
+
+
 def test_torchvision_resnet50_keeps_nchw_on_the_cpu():
     """ResNet-50 (torchvision's strided 1x1 downsample convolutions) does not opt in."""
     assert not build_model({"arch": "resnet50"}, num_classes=3).cpu_channels_last
