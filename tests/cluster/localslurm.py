@@ -194,9 +194,13 @@ def _mem_mb() -> int:
     return 4000
 
 
+FAKE_GPU_FILES = ("/dev/null", "/dev/zero", "/dev/full")
+
+
 class LocalSlurm:
     """``with LocalSlurm(root) as slurm:`` a running cluster with one node, ``localhost``, one
-    partition ``lffood`` (default), ``gpus`` fake GPUs (gres backed by /dev/null) and all CPUs."""
+    partition ``lffood`` (default), ``gpus`` fake GPUs (gres backed by /dev/null, /dev/zero, ...) and
+    all CPUs."""
 
     NODE = "localhost"
     PARTITION = "lffood"
@@ -254,9 +258,12 @@ NodeName={self.NODE} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory={int(_m
 Gres=gpu:{self.gpus} State=UNKNOWN
 PartitionName={self.PARTITION} Nodes={self.NODE} Default=YES MaxTime=INFINITE State=UP
 """)
-        # fake GPUs: one /dev/null per GPU; jobs get CUDA_VISIBLE_DEVICES but no CUDA device
+        # fake GPUs: one character device each (slurmd refuses the same file twice); jobs get
+        # CUDA_VISIBLE_DEVICES but no CUDA device
+        if self.gpus > len(FAKE_GPU_FILES):
+            raise ValueError(f"at most {len(FAKE_GPU_FILES)} fake GPUs (one per file of {FAKE_GPU_FILES})")
         (self.root / "etc" / "gres.conf").write_text(
-            "".join(f"NodeName={self.NODE} Name=gpu File=/dev/null\n" for _ in range(self.gpus)))
+            "".join(f"NodeName={self.NODE} Name=gpu File={f}\n" for f in FAKE_GPU_FILES[:self.gpus]))
         for name in CLIENTS:
             real = shutil.which(name)
             log = f'printf "%s\\n" "SBATCH $*" >> "{self.sbatch_log}"\n' if name == "sbatch" else ""
