@@ -377,6 +377,14 @@ def _semantic_problems(cfg: dict, schema: Mapping) -> list[str]:
                                      f"(CIFAR: 32/32, ImageNet: 256/224).", f"benchmarks.{bname}.dataset.ood_resize"))
         if len(set(ood)) != len(ood):
             problems.append(f"key 'benchmarks.{bname}.dataset.ood_sets': duplicate names in {ood}.")
+        tsne = bench["figures"]["tsne"]
+        if tsne["ood_set"] is not None and tsne["ood_set"] not in ood:
+            problems.append(_problem(f"key 'benchmarks.{bname}.figures.tsne.ood_set': '{tsne['ood_set']}' is not "
+                                     f"one of the benchmark's OOD sets {ood}.", f"benchmarks.{bname}.dataset.ood_sets"))
+        undefined = [v for v in tsne["variants"] or [] if v not in bench["variants"]]
+        if undefined:
+            problems.append(_problem(f"key 'benchmarks.{bname}.figures.tsne.variants': {undefined} are not variants "
+                                     f"of this benchmark ({list(bench['variants'])}).", f"benchmarks.{bname}.variants"))
         problems += _dataset_problems(bname, bench)
         problems += _model_problems(bname, bench["model"])
         if not _scorer_param_problems(bname, bench["scorers"]["params"], known):

@@ -312,6 +312,10 @@ def test_scorer_bounds_apply_where_known_and_to_scorers_that_run():
      "pretrain.augment.random_resized_crop.ratio': [1.5, 0.5] is not [min, max]"),
     (_minimal(finetune={"nesterov": True, "momentum": 0.0}), "key 'benchmarks.b.finetune.nesterov': Nesterov"),
     (_minimal(pretrain={"nesterov": True, "optimizer": "adamw"}), "optimizer is 'adamw'"),
+    (_minimal(figures={"tsne": {"ood_set": "textures"}}),
+     "key 'benchmarks.b.figures.tsne.ood_set': 'textures' is not one of the benchmark's OOD sets ['far']"),
+    (_minimal(figures={"tsne": {"variants": ["ce", "lff"]}}),
+     "key 'benchmarks.b.figures.tsne.variants': ['lff'] are not variants of this benchmark (['ce'])"),
 ])
 def test_cross_key_constraints(cfg, needle):
     assert needle in _error(cfg)
@@ -324,6 +328,11 @@ def test_cross_key_constraints_accept_their_limits():
                                       "generator": {"test_per_class": 10, "num_classes": 2,
                                                     "crop_scale": [0.2, 0.2]}}), SCHEMA)
     validate_config(_minimal(finetune={"nesterov": True}), SCHEMA)  # sgd with momentum 0.9
+    cfg = validate_config(_minimal(figures={"tsne": {"ood_set": "far", "variants": ["ce"]}}), SCHEMA)
+    assert cfg["benchmarks"]["b"]["figures"] == {  # the rest from the schema's defaults
+        "tsne": {"ood_set": "far", "variants": ["ce"], "per_group": 300, "seed": 0, "random_state": 0,
+                 "perplexity": 30.0, "max_iter": 1000},
+        "heatmaps": {"n_id": 2, "per_ood": 1, "seed": 0}}
 
 
 def test_variant_stage_overrides_get_the_stage_checks():

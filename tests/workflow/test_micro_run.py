@@ -180,9 +180,10 @@ def test_tsne_figure(micro):
     assert "t-SNE of lff" in _log(work, "tsne")
     with np.load(work / "results/micro/figure_data/tsne_vectors.npz") as z:
         meta = json.loads(str(z["meta"]))
-        assert meta["variants"] == ["ce", "lff"] and meta["ood_set"] == "backgrounds" and meta["delta"] == 0.3
-        assert z["ce__id"].shape == (96, 16) and z["ce__ood"].shape == (40, 16)  # the whole micro test and OOD set
-        assert z["lff__background"].shape == (300, 16)
+        # config figures.tsne: OOD set textures, 60 points per group
+        assert meta["variants"] == ["ce", "lff"] and meta["ood_set"] == "textures" and meta["delta"] == 0.3
+        assert z["ce__id"].shape == (60, 16) and z["ce__ood"].shape == (40, 16)  # 60 of 96; the whole OOD set
+        assert z["lff__background"].shape == (60, 16)
 
 
 def test_second_run_has_nothing_to_do(micro):

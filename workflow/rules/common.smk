@@ -18,9 +18,12 @@ SEEDS = config["seeds"]
 BENCHMARKS = config["benchmarks"]
 LOGS = "logs"
 BENCH = "benchmarks"
+DL = data_sources.downloads_dir(config)
 
 P = SimpleNamespace(
+    receipt=f"{DL}/{{archive}}/{{archive}}.verified.json",  # a verified download (data.smk)
     split=f"{DATA}/{{bench}}/{{split}}.npz",
+    split_files=f"{DATA}/{{bench}}/{{split}}.files.txt",  # the source file of every image (paper datasets)
     ckpt=f"{R}/{{bench}}/seed{{seed}}/models/{{variant}}.pt",
     history=f"{R}/{{bench}}/seed{{seed}}/models/{{variant}}_history.csv",
     features=f"{R}/{{bench}}/seed{{seed}}/features/{{variant}}.h5",
@@ -34,6 +37,7 @@ P = SimpleNamespace(
     bench_paper_table=f"{R}/tables/{{bench}}_{{shape}}.{{ext}}",
     sensitivity_table=f"{R}/tables/{{bench}}_sensitivity.csv",
     figure=f"{R}/figures/{{bench}}_{{figure}}.{{ext}}",
+    tsne_vectors=f"{R}/{{bench}}/figure_data/tsne_vectors.npz",
 )
 
 
@@ -169,6 +173,11 @@ def paper_table_targets():
 FIGURES = ("feature_norms", "local_norms", "auroc_bars", "heatmaps", "tsne")  # results/figures/<bench>_<figure>
 
 
+def fig(figure, key):
+    """Param function: the job's benchmark's ``figures.<figure>.<key>`` (config)."""
+    return lambda wc: bench(wc)["figures"][figure][key]
+
+
 def figure_targets(b):
     """The figures of one benchmark. The t-SNE compares two models (tables.baseline and tables.ours):
     a benchmark that lacks one of them (e.g. CE only) leaves it out of `all`; asked for by name, it
@@ -246,7 +255,6 @@ def paper_table_inputs(wildcards):
 
 
 # ----------------------------------------------------------------------------- paper datasets (data.smk)
-DL = data_sources.downloads_dir(config)
 PAPER_OOD = sorted({s for src in data_sources.PAPER_SOURCES for s in OOD_SETS_BY_SOURCE[src]})
 
 
@@ -260,7 +268,7 @@ def _alt_or_never(names):
 
 
 def receipt(key):
-    return f"{DL}/{key}/{key}.verified.json"
+    return path(P.receipt, archive=key)
 
 
 def ood_params(wc):

@@ -180,10 +180,8 @@ rule bench_paper_table:
         "../scripts/paper_table.py"
 
 
-# Paper Figs. 2, 3 and 7. Parameters that are not config keys: lffood.report.figure_data.FIGURE_DEFAULTS.
+# Paper Figs. 2, 3 and 7. Their parameters: each benchmark's `figures` section (config schema).
 # Every figure uses the first seed's models; the bars use every seed.
-TSNE_VECTORS = f"{R}/{{bench}}/figure_data/tsne_vectors.npz"
-FIG = figure_data.FIGURE_DEFAULTS
 TSNE = lambda wc: figure_data.tsne_choice(bench(wc), config["tables"])  # noqa: E731  variants, ood_set
 
 
@@ -193,12 +191,12 @@ rule tsne_vectors:
                            "ood": path(P.split, wc, split=TSNE(wc)["ood_set"]),
                            "ckpts": [path(P.ckpt, wc, seed=SEEDS[0], variant=v) for v in TSNE(wc)["variants"]]}),
     output:
-        TSNE_VECTORS,
+        P.tsne_vectors,
     params:
         variants=lambda wc: TSNE(wc)["variants"],
         ood_set=lambda wc: TSNE(wc)["ood_set"],
-        per_group=FIG["tsne"]["per_group"],
-        seed=FIG["tsne"]["seed"],
+        per_group=fig("tsne", "per_group"),
+        seed=fig("tsne", "seed"),
         delta=lambda wc: monitor_delta(bench(wc)),
         batch_size=lambda wc: bench(wc)["extraction"]["batch_size"],
         center_crop=lambda wc: bench(wc)["extraction"].get("center_crop"),
@@ -219,16 +217,16 @@ rule tsne_vectors:
 
 rule tsne:
     input:
-        TSNE_VECTORS,
+        P.tsne_vectors,
     output:
         png=report(path(P.figure, **W, figure="tsne", ext="png"), caption="../report/tsne.rst", category="Figures"),
         pdf=path(P.figure, **W, figure="tsne", ext="pdf"),
     params:
         labels=variant_labels,
         title=lambda wc: bench(wc).get("description", wc.bench),
-        random_state=FIG["tsne"]["random_state"],
-        perplexity=FIG["tsne"]["perplexity"],
-        max_iter=FIG["tsne"]["max_iter"],
+        random_state=fig("tsne", "random_state"),
+        perplexity=fig("tsne", "perplexity"),
+        max_iter=fig("tsne", "max_iter"),
     log:
         f"{LOGS}/{{bench}}/tsne.log",
     benchmark:
@@ -284,9 +282,9 @@ rule heatmaps:
         variants=lambda wc: variant_names(bench(wc)),
         splits=lambda wc: ["test", *ood_sets(wc)],
         labels=variant_labels,
-        n_id=FIG["heatmaps"]["n_id"],
-        per_ood=FIG["heatmaps"]["per_ood"],
-        seed=FIG["heatmaps"]["seed"],
+        n_id=fig("heatmaps", "n_id"),
+        per_ood=fig("heatmaps", "per_ood"),
+        seed=fig("heatmaps", "seed"),
         title=lambda wc: bench(wc).get("description", wc.bench),
     log:
         f"{LOGS}/{{bench}}/heatmaps.log",

@@ -1,6 +1,6 @@
-"""What the figures show: their parameters (:data:`FIGURE_DEFAULTS`, :func:`tsne_choice`; no torch,
-the Snakefile reads them at parse time) and what a figure needs from the network itself (torch,
-imported on use): the vectors behind the t-SNE figure (paper Fig. 2). The feature file keeps only
+"""What the figures show: the t-SNE's models and OOD set (:func:`tsne_choice`, from the benchmark's
+``figures`` config section; no torch, the Snakefile reads them at parse time) and what a figure
+needs from the network itself (torch, imported on use): the vectors behind the t-SNE figure (paper Fig. 2). The feature file keeps only
 the norms of the local vectors, so the local background vectors themselves come from running the
 checkpoint over a seeded subsample of images.
 
@@ -29,42 +29,34 @@ from ..io import atomic_path
 
 log = logging.getLogger("lffood.report.figure_data")
 
-#: Parameters of paper Figs. 2 and 7 (rule params, not config keys):
-#:   tsne.ood_set: the OOD set shown (None: the benchmark's first); tsne.per_group: ID images, OOD
-#:   images and background vectors (at most, each); tsne.variants: the models, side by side (None:
-#:   config tables.baseline and tables.ours); tsne.seed: the subsample; tsne.random_state,
-#:   tsne.perplexity, tsne.max_iter: t-SNE's; heatmaps.n_id / per_ood: ID test images / images
-#:   per OOD set shown; heatmaps.seed: their choice. Every figure but the bars uses the first
-#:   seed's models.
-FIGURE_DEFAULTS = {
-    "tsne": {"ood_set": None, "per_group": 300, "variants": None, "seed": 0, "random_state": 0, "perplexity": 30.0,
-             "max_iter": 1000},
-    "heatmaps": {"n_id": 2, "per_ood": 1, "seed": 0},
-}
+
+def _tsne_params(bench: Mapping) -> Mapping:
+    """The benchmark's ``figures.tsne`` section (schema defaults filled in by lffood.config; a bare
+    benchmark dict without it means: the defaults, i.e. no OOD set or models chosen)."""
+    return bench.get("figures", {}).get("tsne", {})
 
 
-def tsne_variants(bench: Mapping, tables: Mapping, params: Mapping | None = None) -> tuple[list[str], list[str]]:
-    """The models the t-SNE figure shows (``params`` or :data:`FIGURE_DEFAULTS`, else ``tables``
-    baseline and ours), and those of them the benchmark does not define."""
-    p = {**FIGURE_DEFAULTS["tsne"], **(params or {})}
-    variants = list(p["variants"] or [tables["baseline"], tables["ours"]])
+def tsne_variants(bench: Mapping, tables: Mapping) -> tuple[list[str], list[str]]:
+    """The models the t-SNE figure shows (key ``figures.tsne.variants``, else ``tables`` baseline
+    and ours), and those of them the benchmark does not define."""
+    variants = list(_tsne_params(bench).get("variants") or [tables["baseline"], tables["ours"]])
     return variants, [v for v in variants if v not in bench["variants"]]
 
 
-def tsne_choice(bench: Mapping, tables: Mapping, params: Mapping | None = None) -> dict:
-    """The t-SNE figure's models (:func:`tsne_variants`) and OOD set (``params`` or
-    :data:`FIGURE_DEFAULTS`, else the benchmark's first) for a benchmark's config."""
+def tsne_choice(bench: Mapping, tables: Mapping) -> dict:
+    """The t-SNE figure's models (:func:`tsne_variants`) and OOD set (key ``figures.tsne.ood_set``,
+    else the benchmark's first) for a benchmark's config."""
     from ..errors import ConfigError
 
-    p = {**FIGURE_DEFAULTS["tsne"], **(params or {})}
-    variants, missing = tsne_variants(bench, tables, params)
+    variants, missing = tsne_variants(bench, tables)
     if missing:
-        raise ConfigError(f"the t-SNE figure shows the variant(s) {missing} (keys tables.baseline, tables.ours), "
-                          f"which the benchmark does not define (it has {list(bench['variants'])}).")
-    ood_set = p["ood_set"] or bench["dataset"]["ood_sets"][0]
+        raise ConfigError(f"the t-SNE figure shows the variant(s) {missing} (keys figures.tsne.variants, or "
+                          f"tables.baseline and tables.ours), which the benchmark does not define (it has "
+                          f"{list(bench['variants'])}).")
+    ood_set = _tsne_params(bench).get("ood_set") or bench["dataset"]["ood_sets"][0]
     if ood_set not in bench["dataset"]["ood_sets"]:
-        raise ConfigError(f"the t-SNE figure shows OOD set '{ood_set}', which is not among the benchmark's "
-                          f"{bench['dataset']['ood_sets']} (key dataset.ood_sets).")
+        raise ConfigError(f"the t-SNE figure shows OOD set '{ood_set}' (key figures.tsne.ood_set), which is not "
+                          f"among the benchmark's {bench['dataset']['ood_sets']} (key dataset.ood_sets).")
     return {"variants": variants, "ood_set": ood_set}
 
 
