@@ -2,8 +2,9 @@
 
 A benchmark's ``compute.train_gpus`` (default 1) is the train rule's ``gpu`` resource. With more
 than one, the rule's script starts ``python -m torch.distributed.run --standalone --nproc_per_node N
--m lffood.distributed <job.json>``: N processes, one per GPU, each running
-:func:`lffood.pipeline.run_training` with the same arguments. Then:
+-m lffood.ddp <job.json>`` (:mod:`lffood.ddp`): N processes, one per GPU, each running
+:func:`lffood.pipeline.run_training` with the same arguments. This module holds what the training
+loop needs of the process group (no import of the pipeline). Then:
 
 * every process draws the same seeded order of each global batch and trains on its share
   (positions r, r + N, ...), so the global batch and the number of steps are those of one process;
@@ -20,15 +21,7 @@ than one, the rule's script starts ``python -m torch.distributed.run --standalon
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterable, Mapping
-
-log = logging.getLogger("lffood.distributed")
 
 
 def world() -> tuple[int, int]:
@@ -76,54 +69,3 @@ def all_reduce_sums(values: Mapping, device) -> dict:
     stacked = torch.stack([torch.as_tensor(values[k], dtype=torch.float64, device=device).reshape(()) for k in keys])
     dist.all_reduce(stacked)
     return dict(zip(keys, stacked.tolist()))
-
-
-def launch(kwargs: Mapping, nproc: int) -> None:
-    """Run :func:`lffood.pipeline.run_training` with ``kwargs`` in ``nproc`` processes through torchrun
-    (one node, rendezvous on localhost); fails when any process fails."""
-    with tempfile.TemporaryDirectory(prefix="lffood-ddp-") as tmp:
-        job = os.path.join(tmp, "job.json")
-        with open(job, "w") as fh:
-            json.dump(dict(kwargs), fh)
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "lffood.distributed", job]
-        log.info("training on %d processes: %s", nproc, " ".join(cmd))
-        proc = subprocess.run(cmd)
-        if proc.returncode:
-            from .errors import LffoodError
-
-            raise LffoodError(f"distributed training on {nproc} processes failed (exit {proc.returncode}); each "
-                              "process's error is printed above. With compute.train_gpus: 1 the job trains on one GPU.")
-
-
-def main(argv=None) -> int:
-    """Entry point of each torchrun process: join the process group, pick this process's GPU, train."""
-    import torch
-    import torch.distributed as dist
-
-    from .runtime import setup_logging
-
-    argv = sys.argv[1:] if argv is None else argv
-    with open(argv[0]) as fh:
-        kwargs = json.load(fh)
-    cuda = torch.cuda.is_available() and kwargs.get("device_name", "auto") != "cpu"
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
-    rank = dist.get_rank()
-    setup_logging()
-    if rank:
-        logging.getLogger().setLevel(logging.WARNING)  # process 0 speaks for all
-    if cuda:
-        local = int(os.environ.get("LOCAL_RANK", rank))
-        torch.cuda.set_device(local)
-        kwargs["device_name"] = f"cuda:{local}"
-    from . import pipeline
-
-    try:
-        pipeline.run_training(**kwargs)
-    finally:
-        dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover - started by torchrun
-    sys.exit(main())

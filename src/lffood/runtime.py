@@ -117,7 +117,7 @@ def select_device(requested: str = "auto"):
     from .errors import ConfigError
 
     cvd = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
-    if requested.startswith("cuda:"):  # one process of a multi-GPU job (lffood.distributed) names its GPU
+    if requested.startswith("cuda:"):  # one process of a multi-GPU job (lffood.ddp) names its GPU
         dev = torch.device(requested)
         torch.cuda.set_device(dev)
         log.info("device: %s (%s; CUDA_VISIBLE_DEVICES=%s)", dev, torch.cuda.get_device_name(dev), cvd)

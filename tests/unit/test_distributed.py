@@ -1,4 +1,4 @@
-"""Training on several processes (PyTorch DDP through torchrun, lffood.distributed): two processes with
+"""Training on several processes (PyTorch DDP through torchrun, lffood.ddp and lffood.distributed): two processes with
 the gloo backend on the CPU against one process."""
 
 import numpy as np
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lffood import distributed, pipeline
+from lffood import ddp, distributed, pipeline
 from lffood.data.arrays import Split, save_split
 from lffood.training import load_checkpoint
 
@@ -36,7 +36,7 @@ def split(tmp_path_factory):
 def test_two_processes_follow_the_loss_curve_of_one(split):
     kwargs = dict(spec=_spec(), variant="lff", seed=0, train_path=str(split / "train.npz"), device_name="cpu")
     one = pipeline.run_training(**kwargs, ckpt_out=str(split / "one.pt"), history_out=str(split / "one.csv"))
-    distributed.launch({**kwargs, "ckpt_out": str(split / "two.pt"), "history_out": str(split / "two.csv")}, nproc=2)
+    ddp.launch({**kwargs, "ckpt_out": str(split / "two.pt"), "history_out": str(split / "two.csv")}, nproc=2)
     two = pd.read_csv(split / "two.csv")
     assert list(two["epoch"]) == [1, 2, 3]
     # the same global batches and steps: the epochs' losses follow one process's within batch-norm noise

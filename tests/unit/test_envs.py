@@ -81,7 +81,7 @@ TRANSITIVE = {"matplotlib": {"PIL", "numpy"}, "sklearn": {"scipy", "numpy"}, "to
 # modules the rule scripts of each group import at start-up
 GROUP_IMPORTS = {
     "data": ["lffood.pipeline", "lffood.data.embedded"],
-    "train": ["lffood.pipeline", "lffood.training", "lffood.extraction", "lffood.models"],
+    "train": ["lffood.pipeline", "lffood.ddp", "lffood.training", "lffood.extraction", "lffood.models"],
     "evaluate": ["lffood.pipeline", "lffood.scorers", "lffood.metrics", "lffood.h5schema"],
     "report": ["lffood.report.tables", "lffood.report.figures"],
 }

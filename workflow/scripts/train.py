@@ -1,5 +1,5 @@
 """Rule train: one variant (CE pretraining, the CE control, LFF, LogitNorm, SSOD, MODE, sweep points)."""
-from lffood import distributed, pipeline
+from lffood import ddp, pipeline
 from lffood.runtime import bench_setting, run_rule
 
 smk = snakemake  # noqa: F821
@@ -13,7 +13,7 @@ def main():
                   compile=bench_setting(smk, "compile"))
     gpus = bench_setting(smk, "compute", "train_gpus")
     if gpus > 1:  # one process per GPU of this node (DDP, started by torchrun)
-        distributed.launch(kwargs, nproc=gpus)
+        ddp.launch(kwargs, nproc=gpus)
     else:
         pipeline.run_training(**kwargs)
 
