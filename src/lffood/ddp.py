@@ -14,7 +14,7 @@ import sys
 import tempfile
 from collections.abc import Mapping
 
-log = logging.getLogger("lffood.distributed")
+log = logging.getLogger("lffood.ddp")
 
 
 def launch(kwargs: Mapping, nproc: int) -> None:

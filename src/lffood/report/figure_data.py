@@ -1,8 +1,8 @@
 """What the figures show: the t-SNE's models and OOD set (:func:`tsne_choice`, from the benchmark's
 ``figures`` config section; no torch, the Snakefile reads them at parse time) and what a figure
-needs from the network itself (torch, imported on use): the vectors behind the t-SNE figure (paper Fig. 2). The feature file keeps only
-the norms of the local vectors, so the local background vectors themselves come from running the
-checkpoint over a seeded subsample of images.
+needs from the network itself (torch, imported on use): the vectors behind the t-SNE figure (paper
+Fig. 2). The feature file keeps only the norms of the local vectors, so the local background
+vectors themselves come from running the checkpoint over a seeded subsample of images.
 
 For each model variant, on the same images:
 
@@ -45,7 +45,8 @@ def tsne_variants(bench: Mapping, tables: Mapping) -> tuple[list[str], list[str]
 
 def tsne_choice(bench: Mapping, tables: Mapping) -> dict:
     """The t-SNE figure's models (:func:`tsne_variants`) and OOD set (key ``figures.tsne.ood_set``,
-    else the benchmark's first) for a benchmark's config."""
+    else the benchmark's first) for a validated benchmark config: lffood.config has checked that a
+    chosen OOD set and chosen models exist; the models by role (``tables``) are checked here."""
     from ..errors import ConfigError
 
     variants, missing = tsne_variants(bench, tables)
@@ -53,11 +54,7 @@ def tsne_choice(bench: Mapping, tables: Mapping) -> dict:
         raise ConfigError(f"the t-SNE figure shows the variant(s) {missing} (keys figures.tsne.variants, or "
                           f"tables.baseline and tables.ours), which the benchmark does not define (it has "
                           f"{list(bench['variants'])}).")
-    ood_set = _tsne_params(bench).get("ood_set") or bench["dataset"]["ood_sets"][0]
-    if ood_set not in bench["dataset"]["ood_sets"]:
-        raise ConfigError(f"the t-SNE figure shows OOD set '{ood_set}' (key figures.tsne.ood_set), which is not "
-                          f"among the benchmark's {bench['dataset']['ood_sets']} (key dataset.ood_sets).")
-    return {"variants": variants, "ood_set": ood_set}
+    return {"variants": variants, "ood_set": _tsne_params(bench).get("ood_set") or bench["dataset"]["ood_sets"][0]}
 
 
 def _subsample(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
