@@ -133,6 +133,7 @@ def run_bench(*, arch: str | dict = {"arch": "resnet", "blocks": [1, 1, 1], "wid
     from .models import build_model
     from .objectives import build_objective, registered_objectives
     from .runtime import seed_everything, select_device
+    from .scorers import build_scorer
     from .training import channels_last_allowed, train
 
     seed_everything(seed, deterministic=False)
@@ -227,6 +228,13 @@ def run_bench(*, arch: str | dict = {"arch": "resnet", "blocks": [1, 1, 1], "wid
     t = _timed(lambda: extracted.update(extract_split(model, data, batch_size=2 * batch, device=device, amp=amp,
                                                       with_gt_prob=True, multiscale=True)), device)
     figures.append(Figure("extract", "extraction (all fields, multiscale)", n / t, "img/s"))
+    featurenorm = build_scorer("featurenorm")
+    fn_request = featurenorm.extraction_request(featurenorm.params)["block_norms"]
+    t_fn = _timed(lambda: extracted.update(extract_split(
+        model, data, batch_size=2 * batch, device=device, amp=amp, with_gt_prob=True, multiscale=True,
+        block_norms=fn_request, with_jigsaw=True)), device)
+    figures.append(Figure("extract", "+ FeatureNorm's block norms, ID train split", n / t_fn, "img/s", t_fn / t,
+                          "ratio: time with / without (block norms of the images and of their jigsaw versions)"))
 
     # ---- cached-feature scorers on these features
     figures += _scorer_figures(model, extracted)
@@ -295,11 +303,12 @@ def _scorer_figures(model, out) -> list[Figure]:
     from .scorers import FeatureSet, Head, build_scorer, registered_scorers
 
     head = Head(model.head.weight.detach().cpu().numpy(), model.head.bias.detach().cpu().numpy())
-    train = FeatureSet(out["logits"], out["features"], out["labels"], {"multiscale": out["multiscale"]})
-    test = FeatureSet(out["logits"], out["features"], None, {"multiscale": out["multiscale"]})
+    fields = {k: out[k] for k in ("multiscale", "block_norms", "jigsaw_block_norms")}
+    train = FeatureSet(out["logits"], out["features"], out["labels"], fields)
+    test = FeatureSet(out["logits"], out["features"], None, fields)
     figures = []
     for name, cls in registered_scorers().items():
-        if cls.score_on != "features" or not set(cls.requires) <= {"multiscale"}:
+        if cls.score_on != "features" or not {*cls.requires, *cls.fit_fields()} <= set(fields):
             continue
         params = {"k": 10} if name in ("knn", "csd") else {}
         sc = build_scorer(name, params)

@@ -18,6 +18,10 @@ Feature file (one per benchmark x seed x model variant)::
                                             centre mean (optional: extraction.multiscale; CSD reads it)
         ood_head_global    float32 (N,)     SSOD models only: P_ID of the OOD head on the pooled feature
         ood_head_local     float32 (N,)     SSOD models only: mean over locations of P_ID of the OOD head
+        block_norms        float32 (N, B)   FeatureNorm of each of the model's B blocks (models scored with
+                                            FeatureNorm: a scorer's ``extraction_request``)
+        jigsaw_block_norms float32 (N, B)   the same of the images' jigsaw-shuffled versions (ID training
+                                            split only; FeatureNorm's block selection)
 
 Score file (one per feature file x scorer)::
 
@@ -34,7 +38,8 @@ Statistics file (one per feature file x scorer that fits ID statistics; see
                            mahalanobis/precision, vim/residual_basis, featurenorm/block
 
 Files are written atomically (temporary file + rename). A file of another schema version is refused
-with the command that rebuilds it; version 2 added the optional fields (multiscale, OOD head).
+with the command that rebuilds it; version 2 added the optional fields (multiscale, OOD head), version
+3 FeatureNorm's block norms (FeatureNorm became a cached-feature scorer).
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ import numpy as np
 from .errors import SchemaError
 from .io import atomic_path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: version of the statistics layout (bump when a scorer's stored statistics change meaning)
 STATS_VERSION = 1
 ROLES = ("id_train", "id_test", "ood")
@@ -66,6 +71,8 @@ FIELDS = {
     "multiscale": (np.float16, 3, ()),
     "ood_head_global": (np.float32, 1, ()),
     "ood_head_local": (np.float32, 1, ()),
+    "block_norms": (np.float32, 2, ()),
+    "jigsaw_block_norms": (np.float32, 2, ()),
 }
 #: fields that only some models have (scorers name them in ``Scorer.requires``)
 OPTIONAL_FIELDS = tuple(name for name, (_, _, roles) in FIELDS.items() if not roles)

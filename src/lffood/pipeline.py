@@ -6,6 +6,7 @@ per embedded run import this module, and pandas alone would add ~0.2 s to each."
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ import numpy as np
 
 from . import h5schema, metrics
 from .data.arrays import load_split, save_split
-from .errors import DataError
+from .errors import DataError, SchemaError
 from .io import atomic_path, sha256_file
 from .names import ID_SPLITS, split_names  # noqa: F401  (re-exported)
 from .scorers import FeatureSet, Head, build_scorer, scorer_class
@@ -61,7 +62,6 @@ def run_training(spec: Mapping, *, variant: str, seed: int, train_path: str, ckp
     is kept in :func:`resume_path` while the job runs: a rerun after a crash or SIGKILL continues
     after the last finished epoch (same configuration, seed, parent and data only)."""
     import hashlib
-    import json
 
     import torch
 
@@ -131,8 +131,9 @@ def run_training(spec: Mapping, *, variant: str, seed: int, train_path: str, ckp
 def run_extraction(extraction: Mapping, *, checkpoint: str, split_paths: Mapping[str, str], out: str, attrs: Mapping,
                    amp: bool = True, batch_size: int = 512, device_name: str = "auto", threads: int = 1) -> None:
     """Run ``checkpoint`` over every split and write the HDF5 feature file. ``extraction``: what the
-    features depend on (``center_crop``, ``multiscale``); ``batch_size`` and the device change only how
-    fast they are computed, and are recorded in the file's attributes, not in its identity."""
+    features depend on (``center_crop``, ``multiscale``, and the scorers' requests such as FeatureNorm's
+    ``block_norms``: :func:`lffood.variants.extraction_params`); ``batch_size`` and the device change
+    only how fast they are computed, and are recorded in the file's attributes, not in its identity."""
     from .data.loader import TensorImages
     from .extraction import extract_split
     from .runtime import library_versions, select_device, set_threads
@@ -154,7 +155,8 @@ def run_extraction(extraction: Mapping, *, checkpoint: str, split_paths: Mapping
         data = TensorImages(split, mean, std, device)
         splits[name] = extract_split(model, data, batch_size=batch_size, device=device, amp=amp,
                                      with_gt_prob=role != "ood", center_crop=extraction.get("center_crop"),
-                                     multiscale=extraction.get("multiscale", True), extras=extras)
+                                     multiscale=extraction.get("multiscale", True), extras=extras,
+                                     block_norms=extraction.get("block_norms"), with_jigsaw=role == "id_train")
         roles[name] = role
         log.info("extracted %s (%s): %d samples (split %d/%d, %s)", name, role, len(split), i + 1, total,
                  _progress(started, i + 1, total))
@@ -190,12 +192,28 @@ def _scored_splits(roles: Mapping[str, str]) -> list[str]:
     return [name for name, role in roles.items() if role != "id_train"]
 
 
+def check_extracted_for(sc, features_path: str) -> None:
+    """Refuse a feature file extracted with other settings than the scorer asks extraction for
+    (:meth:`Scorer.extraction_request`, e.g. FeatureNorm's jigsaw grid)."""
+    wanted = sc.extraction_request(sc.params)
+    if not wanted:
+        return
+    done = json.loads(h5schema.read_attrs(features_path).get("config", "{}")).get("extraction", {})
+    for key, settings in wanted.items():
+        if done.get(key) != settings:
+            raise SchemaError(f"{features_path}: extracted with {key}={done.get(key)!r}, but scorer '{sc.name}' with "
+                              f"parameters {sc.params} needs {key}={settings!r}. Rebuild the feature file with "
+                              "snakemake (the extraction job's params include every scorer's request, so a plain "
+                              "rerun does it).")
+
+
 def run_fit_stats(features_path: str, scorer: str, params: Mapping, out: str) -> dict[str, np.ndarray]:
     """Fit a scorer's ID statistics from the cached ID training features and write them to ``out``."""
     sc = build_scorer(scorer, params)
-    if not sc.needs_fit or sc.fit_on != "features":
-        raise ValueError(f"scorer '{scorer}' has no statistics fitted from cached features")
-    sc.fit(feature_set(features_path, "train", sc.requires), Head(*h5schema.read_head(features_path)))
+    if not sc.needs_fit:
+        raise ValueError(f"scorer '{scorer}' fits no statistics")
+    check_extracted_for(sc, features_path)
+    sc.fit(feature_set(features_path, "train", sc.fit_fields()), Head(*h5schema.read_head(features_path)))
     h5schema.write_stats(out, sc.stats, scorer=scorer, params=sc.fit_params, source=features_path)
     log.info("fitted %s statistics %s from %s", scorer, {k: np.shape(v) for k, v in sc.stats.items()}, features_path)
     return sc.stats
@@ -207,7 +225,7 @@ def _fitted_stats(sc, stats_path: str | None):
         return None
     if stats_path is None:
         raise ValueError(f"scorer '{sc.name}' needs its fitted statistics: pass stats_path (build it with "
-                         f"run_fit_stats / run_fit_stats_network or snakemake .../stats/<variant>/{sc.name}.h5)")
+                         f"run_fit_stats or snakemake .../stats/<variant>/{sc.name}.h5)")
     stats, _ = h5schema.read_stats(stats_path, scorer=sc.name, params=sc.fit_params)
     return stats
 
@@ -216,6 +234,7 @@ def load_scorer(features_path: str, scorer: str, params: Mapping, stats_path: st
     """A scorer ready to score cached features: head, fitted statistics from ``stats_path`` (never
     refitted here), and for KNN the ID training bank from the feature file."""
     sc = build_scorer(scorer, params)
+    check_extracted_for(sc, features_path)
     sc.load(Head(*h5schema.read_head(features_path)), _fitted_stats(sc, stats_path))
     if sc.uses_train_bank:
         sc.set_bank(feature_set(features_path, "train", sc.requires))
@@ -250,51 +269,19 @@ def _network(checkpoint: str, split_paths: Mapping[str, str], device_name: str, 
     return model, device, train, normalization(train, split_paths["train"])
 
 
-def _fit_network(sc, model, train, mean, std, *, out: str, checkpoint: str, batch_size: int, device) -> None:
-    from .data.loader import TensorImages
-
-    sc.fit_network(model, TensorImages(train, mean, std, device), batch_size=batch_size, device=device)
-    h5schema.write_stats(out, sc.stats, scorer=sc.name, params=sc.fit_params, source=checkpoint)
-    log.info("fitted %s statistics with the network: %s", sc.name,
-             {k: np.round(v, 4).tolist() if np.ndim(v) < 2 else np.shape(v) for k, v in sc.stats.items()})
-
-
-def run_fit_stats_network(scorer: str, params: Mapping, *, checkpoint: str, split_paths: Mapping[str, str],
-                          out: str, batch_size: int = 256, device_name: str = "auto",
-                          threads: int = 1) -> dict[str, np.ndarray]:
-    """Fit a scorer's ID statistics that need the network on the ID training split, without
-    augmentation (for a scorer that then scores cached features)."""
-    sc = build_scorer(scorer, params)
-    if not sc.needs_fit or sc.fit_on != "network":
-        raise ValueError(f"scorer '{scorer}' has no statistics fitted with the network")
-    model, device, train, (mean, std) = _network(checkpoint, split_paths, device_name, threads)
-    _fit_network(sc, model, train, mean, std, out=out, checkpoint=checkpoint, batch_size=batch_size, device=device)
-    return sc.stats
-
-
 def run_scoring_network(scorer: str, params: Mapping, *, checkpoint: str, split_paths: Mapping[str, str], out: str,
-                        stats_path: str | None = None, stats_out: str | None = None, batch_size: int = 256,
-                        device_name: str = "auto", threads: int = 1) -> dict[str, np.ndarray]:
-    """Score every split but ``train`` with a scorer that runs the network (ODIN, FeatureNorm). A scorer
-    whose statistics are fitted with the network too (FeatureNorm's block selection) is fitted first in
-    the same process, its statistics written to ``stats_out`` (one model load, one torch start-up),
-    unless they were fitted already (``stats_path``, which is read for every other scorer)."""
+                        stats_path: str | None = None, batch_size: int = 256, device_name: str = "auto",
+                        threads: int = 1) -> dict[str, np.ndarray]:
+    """Score every split but ``train`` with a scorer that runs the network (ODIN); its statistics, if
+    it has any, were fitted from cached features (``stats_path``)."""
     from .data.loader import TensorImages
 
     sc = build_scorer(scorer, params)
     if sc.score_on != "network":
         raise ValueError(f"scorer '{scorer}' scores cached features: use run_scoring")
-    fits_here = sc.needs_fit and sc.fit_on == "network" and stats_path is None
-    if fits_here and stats_out is None:
-        raise ValueError(f"scorer '{scorer}' fits its statistics with the network: pass stats_out (or stats_path)")
     model, device, train, (mean, std) = _network(checkpoint, split_paths, device_name, threads)
     head = Head(model.head.weight.detach().cpu().numpy(), model.head.bias.detach().cpu().numpy())
-    if fits_here:
-        _fit_network(sc, model, train, mean, std, out=stats_out, checkpoint=checkpoint, batch_size=batch_size,
-                     device=device)
-        sc.load(head, sc.stats)
-    else:
-        sc.load(head, _fitted_stats(sc, stats_path))
+    sc.load(head, _fitted_stats(sc, stats_path))
     scores = {}
     started, todo = time.perf_counter(), [n for n in split_paths if n != "train"]
     for i, name in enumerate(todo):

@@ -129,6 +129,28 @@ def variant_scorers(bench: Mapping, name: str) -> list[str]:
     return [s for s in names if scorer_applies(s, provides)]
 
 
+#: optional feature-file fields that extraction computes for a model when one of its scorers asks
+#: (``Scorer.extraction_request``: FeatureNorm's block norms)
+ON_REQUEST_FIELDS = frozenset({"block_norms"})
+
+
 def extraction_fields(bench: Mapping) -> set[str]:
-    """Optional feature-file fields every model of the benchmark has (``extraction.multiscale``)."""
-    return {"multiscale"} if bench["extraction"].get("multiscale", True) else set()
+    """Optional feature-file fields every model of the benchmark can have: MODE's region vectors
+    (``extraction.multiscale``) and the fields extraction computes on a scorer's request."""
+    return ({"multiscale"} if bench["extraction"].get("multiscale", True) else set()) | ON_REQUEST_FIELDS
+
+
+def extraction_params(bench: Mapping, name: str) -> dict:
+    """Exactly what the feature file of variant ``name`` depends on: AMP, the benchmark's
+    ``extraction`` section but its batch size (which changes only the speed), and what the variant's
+    scorers ask extraction for (FeatureNorm: ``block_norms: {jigsaw_grid, jigsaw_seed}``). It is the
+    extraction job's params: a change re-extracts that model and reruns its scorers."""
+    from .scorers import resolved_params, scorer_class
+
+    out = {"amp": bench["amp"], **{k: v for k, v in bench["extraction"].items() if k != "batch_size"}}
+    for s in variant_scorers(bench, name):
+        for key, settings in scorer_class(s).extraction_request(resolved_params(s, bench["scorers"]["params"].get(s))).items():
+            if key in out and out[key] != settings:
+                raise ValueError(f"variant '{name}': scorers ask extraction for {key}={out[key]!r} and {settings!r}")
+            out[key] = settings
+    return out

@@ -18,7 +18,7 @@ def rules_in_workflow() -> set[str]:
 
 
 def test_gpu_rules_are_found():
-    assert {"train", "extract", "score_network", "fit_score_network", "fit_stats_network", "tsne_vectors"} == GPU_RULES
+    assert {"train", "extract", "score_network", "tsne_vectors"} == GPU_RULES
 
 
 def test_slurm_profile_settings():
@@ -54,7 +54,7 @@ def test_dry_run_through_the_slurm_profile(tmp_path):
     jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", proc.stdout, re.M)
     planned = {r for r, _ in jobs}
     assert planned <= rules_in_workflow() | {"all"}  # `all` has no action: never submitted
-    assert {"train", "score_network", "fit_score_network", "fit_stats", "metrics", "scorer_table"} <= planned
+    assert {"train", "score_network", "fit_stats", "metrics", "scorer_table"} <= planned
     for rule, res in jobs:
         assert "slurm_partition=" in res and "slurm_account=" in res, (rule, res)
         assert ("gpu=1" in res) == (rule in GPU_RULES), (rule, res)

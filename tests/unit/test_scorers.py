@@ -14,6 +14,8 @@ from lffood.scorers import FeatureSet, Head, build_scorer, param_problems, regis
 from lffood.scorers.feature_based import dice_weight, kth_largest_similarity, vim_dim
 
 ALL = ["msp", "odin", "mahalanobis", "energy", "vim", "knn", "dice", "react", "dice_react", "featurenorm", "line"]
+# on logits and features alone: ODIN runs the network, FeatureNorm reads extraction's block norms
+# (both in test_scorers_network.py)
 CACHED = [n for n in ALL if n not in ("odin", "featurenorm")]
 
 
@@ -86,8 +88,10 @@ def test_energy_hand_and_stable_for_large_logits():
 def test_registry_has_all_eleven_with_labels():
     reg = registered_scorers()
     assert set(ALL) <= set(reg)
-    assert {n for n, c in reg.items() if c.score_on == "network"} == {"odin", "featurenorm"}
-    assert {n for n, c in reg.items() if c.fit_on == "network" and c.needs_fit} == {"featurenorm"}
+    assert {n for n, c in reg.items() if c.score_on == "network"} == {"odin"}
+    # FeatureNorm scores the block norms extraction records on its request
+    assert {n for n, c in reg.items() if c.extraction_request(c.defaults)} == {"featurenorm"}
+    assert reg["featurenorm"].fit_fields() == ("block_norms", "jigsaw_block_norms")
     assert reg["dice_react"].label == "DICE+ReAct" and reg["vim"].label == "ViM"
 
 

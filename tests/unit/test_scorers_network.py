@@ -1,5 +1,5 @@
-"""Scorers that need the network: ODIN's perturbation, FeatureNorm's jigsaw and block selection,
-LINe's importance against autograd, and the network scoring/statistics stage functions."""
+"""What scorers need of the network: ODIN's perturbation, FeatureNorm's jigsaw, block norms (recorded
+by extraction) and block selection, LINe's importance against autograd, and the stage functions."""
 
 import numpy as np
 import pytest
@@ -7,8 +7,10 @@ import torch
 from torch import nn
 
 from lffood import h5schema, pipeline
-from lffood.data.arrays import Split, save_split
+from lffood.data.arrays import Split, load_split, save_split
 from lffood.data.loader import TensorImages
+from lffood.errors import SchemaError
+from lffood.extraction import extract_split
 from lffood.models import ResNet
 from lffood.scorers import FeatureSet, Head, build_scorer
 from lffood.scorers.featurenorm import block_norms, feature_norm, jigsaw
@@ -113,20 +115,48 @@ def _images(n, seed, size=8, k=3):
                  {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3], "role": "id_train", "classes": list("abc")})
 
 
-def test_featurenorm_selects_block_with_largest_ratio():
+def _extract(m, data, batch_size, grid=3):
+    return extract_split(m, data, batch_size=batch_size, device=torch.device("cpu"), amp=False,
+                         block_norms={"jigsaw_grid": grid, "jigsaw_seed": 0}, with_jigsaw=True)
+
+
+def test_extraction_records_block_norms_and_jigsaw_norms():
+    """Extraction's block norms are FeatureNorm of each block on the images, and its jigsaw norms the
+    same on the images shuffled with keys drawn once per split (so the batch size does not matter)."""
     m = _tiny_resnet(1)
     data = TensorImages(_images(20, 1), [0.5, 0.4, 0.3], [0.2, 0.25, 0.3])
-    sc = build_scorer("featurenorm").fit_network(m, data, batch_size=8, device=torch.device("cpu"))
-    st = sc.stats
-    np.testing.assert_allclose(st["ratios"], st["id_norm"] / st["jigsaw_norm"])
-    assert int(st["block"]) == int(np.argmax(st["ratios"]))
-    fixed = build_scorer("featurenorm", {"block": 0}).fit_network(m, data, batch_size=8, device=torch.device("cpu"))
-    assert int(fixed.stats["block"]) == 0
-    s = fixed.score_network(m, data, batch_size=8, device=torch.device("cpu"))
+    out = _extract(m, data, 8)
     x, _ = data.batch(torch.arange(len(data)))
-    np.testing.assert_allclose(s, block_norms(m, x, [m.blocks()[0]])[0].double().numpy(), rtol=1e-6)
+    assert out["block_norms"].shape == out["jigsaw_block_norms"].shape == (20, 3)
+    np.testing.assert_allclose(out["block_norms"], block_norms(m, x).T.numpy(), rtol=1e-5)
+    keys = torch.rand(20, 9, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(out["jigsaw_block_norms"], block_norms(m, jigsaw(x, 3, keys=keys)).T.numpy(), rtol=1e-5)
+    assert not np.allclose(out["jigsaw_block_norms"], out["block_norms"])
+    again = _extract(m, data, 20)
+    np.testing.assert_allclose(again["jigsaw_block_norms"], out["jigsaw_block_norms"], rtol=1e-5)
+    plain = extract_split(m, data, batch_size=8, device=torch.device("cpu"), amp=False)
+    assert "block_norms" not in plain and "jigsaw_block_norms" not in plain
+    np.testing.assert_array_equal(plain["logits"], out["logits"])  # the hooks change nothing else
+
+
+def test_featurenorm_selects_block_with_largest_ratio():
+    """Hand-made norms: block 1's ID / jigsaw ratio (4 / 1) is the largest, so it is selected."""
+    norms = np.array([[1.0, 3.0, 2.0], [3.0, 5.0, 2.0]])  # mean per block: 2, 4, 2
+    jig = np.array([[1.0, 1.0, 0.5], [1.0, 1.0, 1.5]])    # mean per block: 1, 1, 1
+    train = FeatureSet(np.zeros((2, 3)), np.zeros((2, 4)), np.array([0, 1]),
+                       {"block_norms": norms, "jigsaw_block_norms": jig})
+    head = Head(np.zeros((3, 4)), np.zeros(3))
+    st = build_scorer("featurenorm").fit(train, head).stats
+    np.testing.assert_allclose(st["id_norm"], [2.0, 4.0, 2.0])
+    np.testing.assert_allclose(st["ratios"], [2.0, 4.0, 2.0])
+    assert int(st["block"]) == 1
+    test = FeatureSet(np.zeros((2, 3)), np.zeros((2, 4)), None, {"block_norms": np.array([[7.0, 8.0, 9.0], [1.0, 2.0, 3.0]])})
+    np.testing.assert_array_equal(build_scorer("featurenorm").load(head, st).score(test), [8.0, 2.0])
+    fixed = build_scorer("featurenorm", {"block": 2}).fit(train, head)
+    assert int(fixed.stats["block"]) == 2
+    np.testing.assert_array_equal(fixed.score(test), [9.0, 3.0])
     with pytest.raises(ValueError, match="out of range"):
-        build_scorer("featurenorm", {"block": 9}).fit_network(m, data, batch_size=8, device=torch.device("cpu"))
+        build_scorer("featurenorm", {"block": 3}).fit(train, head)
 
 
 def test_line_importance_equals_activation_times_gradient():
@@ -159,6 +189,7 @@ def tiny_run(tmp_path):
     paths = {}
     for name, n, seed in (("train", 24, 4), ("test", 10, 5), ("far", 9, 6)):
         sp = _images(n, seed)
+        sp.meta["role"] = {"train": "id_train", "test": "id_test", "far": "ood"}[name]
         if name == "far":
             sp.labels[:] = -1
         paths[name] = str(tmp_path / f"{name}.npz")
@@ -167,23 +198,28 @@ def tiny_run(tmp_path):
 
 
 def test_network_stage_functions(tiny_run, tmp_path):
+    """FeatureNorm through extraction and the cached-feature stages; ODIN against the checkpoint; a
+    feature file extracted for another jigsaw grid is refused with the command that rebuilds it."""
     m, ckpt, paths = tiny_run
+    features = str(tmp_path / "features.h5")
+    request = build_scorer("featurenorm").extraction_request(build_scorer("featurenorm").params)
+    pipeline.run_extraction({"multiscale": False, **request}, checkpoint=ckpt, split_paths=paths, out=features,
+                            attrs={}, amp=False, batch_size=7, device_name="cpu")
+    assert h5schema.read_split(features, "train", ["jigsaw_block_norms"])["jigsaw_block_norms"].shape == (24, 3)
+    assert "jigsaw_block_norms" not in h5schema.read_split(features, "test")
     stats = tmp_path / "stats" / "featurenorm.h5"
-    pipeline.run_fit_stats_network("featurenorm", {}, checkpoint=ckpt, split_paths={"train": paths["train"]},
-                                   out=str(stats), batch_size=7, device_name="cpu")
+    pipeline.run_fit_stats(features, "featurenorm", {"block": None, "jigsaw_grid": 3}, str(stats))
     st, attrs = h5schema.read_stats(stats, scorer="featurenorm", params={"block": None, "jigsaw_grid": 3})
-    assert attrs["source"] == ckpt and st["ratios"].shape == (3,)
+    assert attrs["source"] == features and st["ratios"].shape == (3,)
     out = tmp_path / "scores" / "featurenorm.h5"
-    scores = pipeline.run_scoring_network("featurenorm", {}, checkpoint=ckpt, split_paths=paths, out=str(out),
-                                          stats_path=str(stats), batch_size=4, device_name="cpu")
+    scores = pipeline.run_scoring(features, "featurenorm", {}, str(out), stats_path=str(stats))
     assert set(scores) == {"test", "far"} and scores["far"].shape == (9,)
-    back, _ = h5schema.read_scores(out)
-    np.testing.assert_array_equal(back["test"], scores["test"])
+    x, _ = TensorImages(load_split(paths["far"]), [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]).batch(torch.arange(9))
+    np.testing.assert_allclose(scores["far"], block_norms(m, x)[int(st["block"])].double().numpy(), rtol=1e-5)
+    with pytest.raises(SchemaError, match="jigsaw_grid.*Rebuild the feature file"):
+        pipeline.run_fit_stats(features, "featurenorm", {"jigsaw_grid": 2}, str(tmp_path / "s2.h5"))
     odin = pipeline.run_scoring_network("odin", {"epsilon": 0.002}, checkpoint=ckpt, split_paths=paths,
                                         out=str(tmp_path / "odin.h5"), batch_size=4, device_name="cpu")
     assert np.all((odin["test"] > 0) & (odin["test"] <= 1))
-    with pytest.raises(ValueError, match="statistics"):
-        pipeline.run_scoring_network("featurenorm", {}, checkpoint=ckpt, split_paths=paths,
-                                     out=str(tmp_path / "x.h5"), device_name="cpu")
     with pytest.raises(ValueError, match="run_scoring_network"):
         pipeline.run_scoring("unused.h5", "odin", {}, str(tmp_path / "y.h5"))

@@ -10,8 +10,8 @@ import torch
 
 from lffood.config import load_config, validate_config
 from lffood.errors import ConfigError
-from lffood.variants import (objective_params, stage_config, sweep_points, sweep_value_names, training_spec,
-                             variant, variant_names, variant_scorers)
+from lffood.variants import (extraction_params, objective_params, stage_config, sweep_points, sweep_value_names,
+                             training_spec, variant, variant_names, variant_scorers)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -89,6 +89,20 @@ def test_scorers_apply_by_what_the_objective_provides():
     no_ms = _bench(extraction={"multiscale": False},
                    scorers={"names": ["msp", "energy", "react", "ssod"]})
     assert variant_scorers(no_ms, "lff") == ["msp", "energy", "react"]
+
+
+def test_extraction_params_carry_the_scorers_requests():
+    """A model scored with FeatureNorm is extracted with its block norms (jigsaw grid and seed are part
+    of the extraction job's identity); a sweep point scored with its base's scorer only is not."""
+    b = _bench(sweeps=[{"variant": "lff", "param": "lambda", "values": [0.5]}],
+               variants={**METHODS, "lff": {**METHODS["lff"], "scorer": "react"}},
+               scorers={"names": ["msp", "react", "featurenorm", "ssod"], "params": {"featurenorm": {"jigsaw_grid": 4}}},
+               extraction={"batch_size": 64, "multiscale": False})
+    p = extraction_params(b, "lff")
+    assert p == {"amp": b["amp"], "multiscale": False, "center_crop": None,
+                 "block_norms": {"jigsaw_grid": 4, "jigsaw_seed": 0}}
+    assert "block_norms" not in extraction_params(b, "lff_lambda0.5")  # scored with react only
+    assert "batch_size" not in p  # the speed, not the identity
 
 
 def test_shipped_config_every_benchmark_has_the_six_methods():

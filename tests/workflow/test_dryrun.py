@@ -51,13 +51,11 @@ def test_all_graph_is_complete(tmp_path):
     models = seeds * variants
     assert counts["train"] == models
     assert counts["extract"] == models
-    # cached-feature scorers: 10 on every model (msp, mahalanobis, energy, vim, knn, dice, react,
-    # dice_react, line, csd) and SSOD's three on the SSOD models only
-    assert counts["score"] == models * 10 + seeds * 3
-    assert counts["score_network"] == models  # odin
-    assert counts["fit_score_network"] == models  # featurenorm: block selection and scores in one job
-    assert counts["fit_stats"] == models * 6  # react, mahalanobis, vim, dice, dice_react, line
-    assert "fit_stats_network" not in counts
+    # cached-feature scorers: 11 on every model (msp, mahalanobis, energy, vim, knn, dice, react,
+    # dice_react, featurenorm, line, csd) and SSOD's three on the SSOD models only
+    assert counts["score"] == models * 11 + seeds * 3
+    assert counts["score_network"] == models  # odin, the one scorer that runs the network
+    assert counts["fit_stats"] == models * 7  # react, mahalanobis, vim, dice, dice_react, featurenorm, line
     assert counts["metrics"] == models
     assert counts["scorer_table"] == 1 and counts["table"] == 1 and counts["figures"] == 1
     assert "sensitivity" not in counts  # sweeps are not part of all

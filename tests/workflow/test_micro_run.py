@@ -214,7 +214,7 @@ def test_statistics_artifacts(micro):
     assert not list((work / "results/micro/seed0/stats/lff").glob("csd.h5"))  # CSD's bank is the feature file
     sel, attrs = h5schema.read_stats(stats / "featurenorm.h5", scorer="featurenorm")
     assert 0 <= int(sel["block"]) < len(sel["ratios"]) == 2  # micro model: blocks [1, 1]
-    assert attrs["source"].endswith("models/lff.pt")
+    assert attrs["source"].endswith("features/lff.h5")  # fitted from extraction's block norms
     for v in VARIANTS:
         scores, sattrs = h5schema.read_scores(work / f"results/micro/seed0/scores/{v}/odin.h5")
         assert set(scores) == {"test", *OOD} and sattrs["params"] == {"temperature": 1000.0, "epsilon": 0.0014}
@@ -234,7 +234,7 @@ def test_scorer_change_reruns_only_that_scorer(micro):
     # react only: its statistics (the clipping level) and its scores, for every model
     assert counts["fit_stats"] == counts["score"] == MODELS
     assert counts["metrics"] == MODELS
-    for rule in ("train", "extract", "fit_score_network", "score_network"):
+    for rule in ("train", "extract", "score_network"):
         assert rule not in counts
 
 
@@ -245,15 +245,21 @@ def test_score_only_parameter_keeps_statistics(micro):
 
 
 def test_network_scorer_change_reruns_only_its_jobs(micro):
+    """FeatureNorm's block is fitted and scored from cached block norms: only its two jobs rerun. Its
+    jigsaw grid is what extraction computes for it: a change re-extracts (and so rescores) every model.
+    ODIN's parameters rerun ODIN's network jobs only."""
     work, _, _ = micro
     counts = _changed(work, "fn.yaml", "featurenorm: {block: null, jigsaw_grid: 3}",
-                      "featurenorm: {block: null, jigsaw_grid: 2}")
-    assert counts["fit_score_network"] == MODELS and "score_network" not in counts  # featurenorm only, not odin
-    for rule in ("extract", "fit_stats", "score"):
+                      "featurenorm: {block: 0, jigsaw_grid: 3}")
+    assert counts["fit_stats"] == counts["score"] == MODELS  # featurenorm only
+    for rule in ("train", "extract", "score_network"):
         assert rule not in counts
+    counts = _changed(work, "grid.yaml", "featurenorm: {block: null, jigsaw_grid: 3}",
+                      "featurenorm: {block: null, jigsaw_grid: 2}")
+    assert counts["extract"] == MODELS and "train" not in counts
     counts = _changed(work, "odin.yaml", "react: {percentile: 90}",
                       "react: {percentile: 90}\n        odin: {epsilon: 0.0}")
-    assert counts["score_network"] == MODELS and "fit_score_network" not in counts and "score" not in counts
+    assert counts["score_network"] == MODELS and "fit_stats" not in counts and "score" not in counts
 
 
 def test_lambda_change_reruns_only_lff_finetuning(micro):

@@ -9,8 +9,8 @@ from lffood.data import sources as data_sources
 from lffood.names import EMBEDDED_SPLITS, OOD_SETS_BY_SOURCE, PAPER_NUMBERS, split_names
 from lffood.report import figure_data
 from lffood.scorers import fit_params, registered_scorers, resolved_params
-from lffood.variants import (monitor_delta, sweep_value_names, training_spec, variant, variant_names,
-                             variant_scorers)
+from lffood.variants import (extraction_params, monitor_delta, sweep_value_names, training_spec, variant,
+                             variant_names, variant_scorers)
 
 R = config["results_dir"]
 DATA = config["data_dir"]
@@ -96,16 +96,12 @@ def compute(key):
     return lambda wildcards: bench(wildcards)["compute"][key]
 
 
-# Scorers by where their statistics are fitted and where they score (lffood.scorers.base.Scorer).
+# Scorers by where they score (lffood.scorers.base.Scorer); statistics are always fitted from the
+# cached features (rule fit_stats).
 SCORERS = registered_scorers()
 FEATURE_SCORERS = [n for n, c in SCORERS.items() if c.score_on == "features"]
 NETWORK_SCORERS = [n for n, c in SCORERS.items() if c.score_on == "network"]
-FEATURE_FITS = [n for n, c in SCORERS.items() if c.needs_fit and c.fit_on == "features"]
-NETWORK_FITS = [n for n, c in SCORERS.items() if c.needs_fit and c.fit_on == "network"]
-# rules: fit_stats_network (statistics only), fit_score_network (both in one job), score_network
-NETWORK_FITS_FOR_FEATURES = [n for n in NETWORK_FITS if SCORERS[n].score_on == "features"]
-NETWORK_FIT_AND_SCORE = [n for n in NETWORK_FITS if SCORERS[n].score_on == "network"]
-NETWORK_SCORERS_NO_FIT = [n for n in NETWORK_SCORERS if n not in NETWORK_FIT_AND_SCORE]
+FITTED_SCORERS = [n for n, c in SCORERS.items() if c.needs_fit]
 
 
 def scorer_params(wildcards):
@@ -119,7 +115,7 @@ def scorer_fit_params(wildcards):
 
 
 def stats_input(wildcards):
-    if not SCORERS[wildcards.scorer].needs_fit or wildcards.scorer in NETWORK_FIT_AND_SCORE:
+    if not SCORERS[wildcards.scorer].needs_fit:
         return {}
     return {"stats": path(P.stats, wildcards)}
 

@@ -1,9 +1,9 @@
-# Stage 5-6: ID statistics fitted once per (model, scorer), one scoring job per (model, scorer),
-# then metrics per model (the scorers that apply to its objective). Cached-feature scorers read the
-# HDF5 cache only; ODIN and FeatureNorm load the checkpoint in their own rules, FeatureNorm fitting
-# its block selection (a statistics artifact) in the same job, since its statistics depend on all of
-# its parameters. Every job's params are its scorer's resolved parameters (statistics jobs: only
-# those the statistics depend on), so changing one scorer's parameters reruns only its jobs.
+# Stage 5-6: ID statistics fitted once per (model, scorer) from the cached features, one scoring job
+# per (model, scorer), then metrics per model (the scorers that apply to its objective). Only ODIN
+# loads the checkpoint (score_network): what other scorers need of the network beyond logits and
+# features is computed by extraction on their request (FeatureNorm's block norms). Every job's params
+# are its scorer's resolved parameters (statistics jobs: only those the statistics depend on), so
+# changing one scorer's parameters reruns only its jobs.
 
 
 rule fit_stats:
@@ -12,7 +12,7 @@ rule fit_stats:
     output:
         P.stats,
     wildcard_constraints:
-        scorer=_alt(FEATURE_FITS),
+        scorer=_alt(FITTED_SCORERS),
     params:
         fit_params=scorer_fit_params,
     log:
@@ -27,31 +27,6 @@ rule fit_stats:
         "../../envs/evaluate.yaml"
     script:
         "../scripts/fit_stats.py"
-
-
-rule fit_stats_network:
-    input:
-        ckpt=P.ckpt,
-        train=lambda wc: path(P.split, wc, split="train"),
-    output:
-        P.stats,
-    wildcard_constraints:
-        scorer=_alt_or_never(NETWORK_FITS_FOR_FEATURES),
-    params:
-        fit_params=scorer_fit_params,
-    log:
-        f"{LOGS}/{{bench}}/seed{{seed}}/stats_{{variant}}_{{scorer}}.log",
-    benchmark:
-        f"{BENCH}/{{bench}}/seed{{seed}}/fit_stats_network_{{variant}}_{{scorer}}.tsv"
-    threads: compute("train_threads")
-    resources:
-        gpu=1,
-        mem_mb=lambda wc: bench(wc)["scorers"]["network"]["mem_mb"],
-        runtime=lambda wc: bench(wc)["scorers"]["network"]["runtime"],
-    conda:
-        "../../envs/train.yaml"
-    script:
-        "../scripts/fit_stats_network.py"
 
 
 rule score:
@@ -83,7 +58,7 @@ rule score_network:
     output:
         P.scores,
     wildcard_constraints:
-        scorer=_alt_or_never(NETWORK_SCORERS_NO_FIT),
+        scorer=_alt_or_never(NETWORK_SCORERS),
     params:
         scorer_params=scorer_params,
         splits=lambda wc: split_names(bench(wc)),
@@ -91,32 +66,6 @@ rule score_network:
         f"{LOGS}/{{bench}}/seed{{seed}}/score_{{variant}}_{{scorer}}.log",
     benchmark:
         f"{BENCH}/{{bench}}/seed{{seed}}/score_network_{{variant}}_{{scorer}}.tsv"
-    threads: compute("train_threads")
-    resources:
-        gpu=1,
-        mem_mb=lambda wc: bench(wc)["scorers"]["network"]["mem_mb"],
-        runtime=lambda wc: bench(wc)["scorers"]["network"]["runtime"],
-    conda:
-        "../../envs/train.yaml"
-    script:
-        "../scripts/score_network.py"
-
-
-rule fit_score_network:
-    input:
-        unpack(lambda wc: {"ckpt": path(P.ckpt, wc), **split_paths(wc)}),
-    output:
-        stats=P.stats,
-        scores=P.scores,
-    wildcard_constraints:
-        scorer=_alt_or_never(NETWORK_FIT_AND_SCORE),
-    params:
-        scorer_params=scorer_params,
-        splits=lambda wc: split_names(bench(wc)),
-    log:
-        f"{LOGS}/{{bench}}/seed{{seed}}/score_{{variant}}_{{scorer}}.log",
-    benchmark:
-        f"{BENCH}/{{bench}}/seed{{seed}}/fit_score_network_{{variant}}_{{scorer}}.tsv"
     threads: compute("train_threads")
     resources:
         gpu=1,

@@ -1,6 +1,7 @@
-# Stage 4: logits, penultimate features, local-vector statistics, MODE's region vectors and an
-# objective's own outputs (SSOD's OOD head) to HDF5 (lffood.h5schema). The schema version is a
-# param, so files of an older layout are rebuilt by a plain rerun.
+# Stage 4: logits, penultimate features, local-vector statistics, MODE's region vectors, FeatureNorm's
+# block norms (a scorer's extraction request) and an objective's own outputs (SSOD's OOD head) to
+# HDF5 (lffood.h5schema). The schema version is a param, so files of an older layout are rebuilt by a
+# plain rerun.
 
 
 rule extract:
@@ -9,9 +10,9 @@ rule extract:
     output:
         P.features,
     params:
-        # what the features depend on; the batch size and the device are read by the job itself
-        extraction=lambda wc: {"amp": bench(wc)["amp"],
-                               **{k: v for k, v in bench(wc)["extraction"].items() if k != "batch_size"}},
+        # what the features depend on (lffood.variants.extraction_params, with the scorers' requests);
+        # the batch size and the device are read by the job itself
+        extraction=lambda wc: extraction_params(bench(wc), wc.variant),
         splits=lambda wc: split_names(bench(wc)),
         schema_version=h5schema.SCHEMA_VERSION,
     log:

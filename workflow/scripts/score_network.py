@@ -1,5 +1,4 @@
-"""Rules score_network / fit_score_network: one scorer that runs the network (ODIN; FeatureNorm, which
-also fits its block selection here) on every non-training split."""
+"""Rule score_network: one scorer that runs the network (ODIN) on every non-training split."""
 from lffood import pipeline
 from lffood.runtime import bench_setting, run_rule
 
@@ -8,9 +7,9 @@ smk = snakemake  # noqa: F821
 
 def main():
     pipeline.run_scoring_network(smk.wildcards.scorer, smk.params.scorer_params, checkpoint=smk.input.ckpt,
-                                 split_paths={s: smk.input[s] for s in smk.params.splits},
-                                 out=smk.output.get("scores", smk.output[0]), stats_path=smk.input.get("stats"),
-                                 stats_out=smk.output.get("stats"), batch_size=bench_setting(smk, "scorers", "network", "batch_size"),
+                                 split_paths={s: smk.input[s] for s in smk.params.splits}, out=smk.output[0],
+                                 stats_path=smk.input.get("stats"),
+                                 batch_size=bench_setting(smk, "scorers", "network", "batch_size"),
                                  device_name=smk.config["device"], threads=smk.threads)
 
 

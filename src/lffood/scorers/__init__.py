@@ -6,8 +6,8 @@ A scorer is a class (see :class:`lffood.scorers.base.Scorer`) with
 * ``fit(train: FeatureSet, head: Head)``: fit ID statistics once from the ID training split
   (``needs_fit``; stored as an artifact by the workflow and reloaded with ``load``);
 * ``score(data: FeatureSet) -> np.ndarray``: one score per sample, higher = more ID;
-* or, for the scorers that need the network (``fit_on`` / ``score_on == "network"``),
-  ``fit_network`` / ``score_network`` on a model and a ``TensorImages`` split.
+* or, for a scorer that needs the network to score (``score_on == "network"``: ODIN),
+  ``score_network`` on a model and a ``TensorImages`` split.
 
 Adding a scorer is one module with a class decorated by :func:`register`, imported below. This
 package imports numpy only: network scorers import torch inside their functions.

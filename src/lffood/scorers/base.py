@@ -7,8 +7,10 @@ A scorer has
 * ``needs_fit`` / ``fit_keys``: whether it uses ID statistics fitted once on the ID training split,
   and which of its parameters those statistics depend on (so that changing any other parameter
   reruns scoring only, never the fit);
-* ``fit_on`` / ``score_on``: ``"features"`` (cached HDF5 features and logits) or ``"network"``
-  (the checkpoint must be loaded: ODIN, FeatureNorm's block output, LiNe's importance);
+* ``score_on``: ``"features"`` (cached HDF5 features and logits) or ``"network"`` (the checkpoint
+  must be loaded: ODIN's input perturbation). Statistics are always fitted from cached features;
+  what a scorer needs of the network beyond logits and features it asks extraction for
+  (``extraction_request``: FeatureNorm's block norms), so that it scores from the cache too;
 * ``stats``: the fitted ID statistics, a flat ``{name: array}`` dict that
   :func:`lffood.h5schema.write_stats` stores as the scorer's statistics artifact.
 
@@ -57,7 +59,6 @@ class Scorer:
     needs_fit: ClassVar[bool] = False
     #: parameters the fitted statistics depend on (the statistics rule's params)
     fit_keys: ClassVar[tuple[str, ...]] = ()
-    fit_on: ClassVar[str] = "features"
     score_on: ClassVar[str] = "features"
     #: config parameters that are percentiles (checked to lie in [0, 100])
     percentile_keys: ClassVar[tuple[str, ...]] = ()
@@ -68,6 +69,8 @@ class Scorer:
     #: optional feature-file fields it reads (lffood.h5schema.OPTIONAL_FIELDS): only models whose
     #: feature file has them are scored with it (SSOD's OOD head outputs: SSOD models only)
     requires: ClassVar[tuple[str, ...]] = ()
+    #: what fitting reads of the ID training split beyond ``requires`` (None: ``requires``)
+    fit_requires: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, **params):
         unknown = set(params) - set(self.defaults)
@@ -100,14 +103,22 @@ class Scorer:
     def fit_params(self) -> dict:
         return {k: self.params[k] for k in self.fit_keys}
 
+    @classmethod
+    def fit_fields(cls) -> tuple[str, ...]:
+        """The optional feature-file fields fitting reads of the ID training split."""
+        return cls.requires if cls.fit_requires is None else cls.fit_requires
+
+    @classmethod
+    def extraction_request(cls, params: Mapping) -> dict:
+        """What extraction must compute for this scorer, ``{field: settings}`` (resolved ``params``):
+        part of the extraction job's identity, so a change re-extracts. Empty for most scorers."""
+        return {}
+
     # ------------------------------------------------------------------ fitting
     def fit(self, train: FeatureSet | None, head: Head) -> "Scorer":
-        """Fit the ID statistics from the ID training split's cached features (``fit_on == 'features'``)."""
+        """Fit the ID statistics from the ID training split's cached features."""
         self.head = head
         if self.needs_fit:
-            if self.fit_on != "features":
-                raise TypeError(f"scorer '{self.name}' fits its statistics with the network "
-                                f"(use lffood.pipeline.run_fit_stats_network)")
             self.stats = {k: np.asarray(v) for k, v in self.compute_stats(train, head).items()}
         return self
 
@@ -132,8 +143,8 @@ def register(name: str, label: str | None = None):
     def deco(cls):
         if name in _REGISTRY:
             raise ValueError(f"scorer '{name}' registered twice")
-        if cls.fit_on not in MODES or cls.score_on not in MODES:
-            raise ValueError(f"scorer '{name}': fit_on/score_on must be in {MODES}")
+        if cls.score_on not in MODES:
+            raise ValueError(f"scorer '{name}': score_on must be in {MODES}")
         unknown = set(cls.fit_keys) - set(cls.defaults)
         if unknown:
             raise ValueError(f"scorer '{name}': fit_keys {sorted(unknown)} are not parameters")

@@ -1,10 +1,22 @@
-"""FeatureNorm (Yu et al., CVPR 2023; gist-ailab/block-selection-for-OOD-detection). Needs the network.
+"""FeatureNorm (Yu et al., CVPR 2023; gist-ailab/block-selection-for-OOD-detection). Scores cached features.
 
 FeatureNorm of a block = channel mean of the spatial L2 norm of the block's ReLU output. The block
 is the one with the largest NormRatio = mean FeatureNorm(ID training images) / mean FeatureNorm
 (their 3 x 3 jigsaw-shuffled versions); the selection (ratios and chosen index) is the scorer's
 statistics artifact. Blocks come from ``model.blocks()`` (ordered residual blocks, stem excluded);
 ``block`` is a 0-based index into that list (the reference's "block 6 of 8" for ResNet-18 is 5).
+
+The network runs once, in extraction: the scorer's :meth:`FeatureNorm.extraction_request` asks it
+for every block's FeatureNorm of every image (``block_norms``) and, on the ID training split, of
+the jigsaw-shuffled images (``jigsaw_block_norms``), recorded by :class:`BlockNormRecorder` during
+extraction's own forward pass. Fitting and scoring then read the feature file, like every other
+cached-feature scorer, and a change of ``block`` refits and rescores without running the network.
+
+Usage::
+
+    stats = build_scorer("featurenorm").fit(train, head).stats   # train: FeatureSet with both fields
+    scores = build_scorer("featurenorm").load(head, stats).score(test)
+
 torch is imported inside the functions: ``lffood.scorers`` stays importable without it.
 """
 
@@ -15,10 +27,11 @@ import numpy as np
 from .base import Scorer, register
 
 
-def jigsaw(x, grid: int, gen=None):
+def jigsaw(x, grid: int, gen=None, keys=None):
     """Shuffle the ``grid x grid`` patches of each image independently. When the side is not a
     multiple of ``grid`` the patches have side ``H // grid`` and the remaining border rows/columns
-    stay in place."""
+    stay in place. The permutation of image i sorts ``keys[i]`` ((B, grid**2) uniform numbers, drawn
+    from ``gen`` when not given): drawn once per split, the shuffles do not depend on the batch size."""
     import torch
 
     b, c, h, w = x.shape
@@ -28,7 +41,10 @@ def jigsaw(x, grid: int, gen=None):
     g2 = grid * grid
     region = x[:, :, : grid * ph, : grid * pw]
     patches = region.reshape(b, c, grid, ph, grid, pw).permute(0, 2, 4, 1, 3, 5).reshape(b, g2, c, ph, pw)
-    perm = torch.argsort(torch.rand(b, g2, generator=gen), dim=1).to(x.device)
+    keys = torch.rand(b, g2, generator=gen) if keys is None else keys
+    if keys.shape != (b, g2):
+        raise ValueError(f"jigsaw: keys of shape {tuple(keys.shape)}, expected ({b}, {g2})")
+    perm = torch.argsort(keys, dim=1).to(x.device)
     patches = patches[torch.arange(b, device=x.device)[:, None], perm]
     region = patches.reshape(b, grid, grid, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(b, c, grid * ph, grid * pw)
     out = x.clone()
@@ -43,21 +59,43 @@ def feature_norm(activation):
     return torch.relu(activation.float()).flatten(2).norm(dim=2).mean(1)
 
 
+class BlockNormRecorder:
+    """Forward hooks that record the FeatureNorm of each of ``blocks`` in every forward pass run while
+    the recorder is active (``with BlockNormRecorder(model.blocks()) as rec: model(x); rec.take()``):
+    extraction collects FeatureNorm's block norms from its own forward pass."""
+
+    def __init__(self, blocks):
+        self.blocks = list(blocks)
+        self._found: list = [None] * len(self.blocks)
+        self._hooks: list = []
+
+    def __enter__(self) -> "BlockNormRecorder":
+        self._hooks = [blk.register_forward_hook(lambda _m, _i, out, j=j: self._found.__setitem__(j, feature_norm(out)))
+                       for j, blk in enumerate(self.blocks)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+    def take(self):
+        """(B, n_blocks) float32: the block norms of the last forward pass."""
+        import torch
+
+        if any(f is None for f in self._found):
+            raise RuntimeError("BlockNormRecorder: no forward pass ran through every block since the last take()")
+        out, self._found = torch.stack(self._found, 1), [None] * len(self.blocks)
+        return out
+
+
 def block_norms(model, x, blocks=None):
     """FeatureNorm of every block in ``blocks`` (default: all of ``model.blocks()``): (n_blocks, B)."""
     import torch
 
-    blocks = list(model.blocks()) if blocks is None else blocks
-    found = [None] * len(blocks)
-    hooks = [blk.register_forward_hook(lambda _m, _i, out, j=j: found.__setitem__(j, feature_norm(out)))
-             for j, blk in enumerate(blocks)]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return torch.stack(found)
+    with BlockNormRecorder(model.blocks() if blocks is None else blocks) as rec, torch.no_grad():
+        model(x)
+        return rec.take().T
 
 
 @register("featurenorm", "FeatureNorm")
@@ -67,8 +105,8 @@ class FeatureNorm(Scorer):
     defaults = {"block": None, "jigsaw_grid": 3}
     needs_fit = True
     fit_keys = ("block", "jigsaw_grid")
-    fit_on = "network"
-    score_on = "network"
+    requires = ("block_norms",)
+    fit_requires = ("block_norms", "jigsaw_block_norms")
     #: seed of the jigsaw permutations (part of the artifact's provenance, not a tuning knob)
     jigsaw_seed = 0
 
@@ -82,37 +120,21 @@ class FeatureNorm(Scorer):
             problems.append(f"parameter 'jigsaw_grid' must be an integer >= 2, got {g!r}")
         return problems
 
-    def fit_network(self, model, train, *, batch_size: int, device) -> "FeatureNorm":
-        import torch
+    @classmethod
+    def extraction_request(cls, params):
+        return {"block_norms": {"jigsaw_grid": params["jigsaw_grid"], "jigsaw_seed": cls.jigsaw_seed}}
 
-        model.eval().to(device)
-        blocks = list(model.blocks())
-        gen = torch.Generator().manual_seed(self.jigsaw_seed)
-        id_sum = torch.zeros(len(blocks), dtype=torch.float64)
-        jig_sum = torch.zeros(len(blocks), dtype=torch.float64)
-        for idx in train.index_batches(batch_size):
-            x, _ = train.batch(idx)
-            id_sum += block_norms(model, x, blocks).double().sum(1).cpu()
-            jig_sum += block_norms(model, jigsaw(x, self.params["jigsaw_grid"], gen), blocks).double().sum(1).cpu()
-        n = len(train)
-        id_norm, jig_norm = (id_sum / n).numpy(), (jig_sum / n).numpy()
+    def compute_stats(self, train, head):
+        id_norm = np.asarray(train.extras["block_norms"], dtype=np.float64).mean(0)
+        jig_norm = np.asarray(train.extras["jigsaw_block_norms"], dtype=np.float64).mean(0)
         ratios = id_norm / np.maximum(jig_norm, 1e-12)
         block = self.params["block"]
         if block is None:
             block = int(np.argmax(ratios))
-        elif block >= len(blocks):
-            raise ValueError(f"FeatureNorm: block {block} out of range; the model has {len(blocks)} blocks "
-                             f"(0-based indices 0..{len(blocks) - 1})")
-        self.stats = {"block": np.asarray(block), "ratios": ratios, "id_norm": id_norm, "jigsaw_norm": jig_norm}
-        return self
+        elif block >= len(ratios):
+            raise ValueError(f"FeatureNorm: block {block} out of range; the model has {len(ratios)} blocks "
+                             f"(0-based indices 0..{len(ratios) - 1})")
+        return {"block": np.asarray(block), "ratios": ratios, "id_norm": id_norm, "jigsaw_norm": jig_norm}
 
-    def score_network(self, model, data, *, batch_size: int, device) -> np.ndarray:
-        import torch
-
-        model.eval().to(device)
-        blk = list(model.blocks())[int(self.stats["block"])]
-        out = []
-        for idx in data.index_batches(batch_size):
-            x, _ = data.batch(idx)
-            out.append(block_norms(model, x, [blk])[0].cpu())
-        return torch.cat(out).double().numpy()
+    def score(self, data):
+        return np.asarray(data.extras["block_norms"][:, int(self.stats["block"])], dtype=np.float64)
