@@ -7,8 +7,9 @@ collect it).
 
 1. Every cached-feature scorer of one model, fitted and scored on every split of one feature file
    through the workflow's own stage functions (lffood.pipeline.run_fit_stats / run_scoring: HDF5 in,
-   statistics artifact, HDF5 out). Without --features, a feature file of the embedded benchmark's
-   sizes (4800 train, 1600 test, 4 x 1000 OOD, 64-D features, 8 classes) is synthesised.
+   statistics artifact, HDF5 out), every scorer the file has the fields for. Without --features, a
+   feature file of the embedded benchmark's sizes (4800 train, 1600 test, 4 x 1000 OOD, 64-D features,
+   8 classes, MODE's region vectors, FeatureNorm's block norms) is synthesised.
 2. Exact KNN (k = 50) of a synthetic --test x --train bank (default 10k x 50k, 512-D): time and peak
    memory of the chunked search, against the 4 * test * train bytes a full distance matrix would take.
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from lffood import h5schema, pipeline
-from lffood.scorers import registered_scorers
+from lffood.scorers import registered_scorers, scorer_applies
 from lffood.scorers.feature_based import kth_largest_similarity, l2_normalize
 
 
@@ -40,20 +41,28 @@ def synthetic_features(path: Path, *, k=8, c=64, n_train=4800, n_test=1600, n_oo
         logits = f @ w.T + b
         return {"logits": logits, "features": f, "labels": np.full(n, -1) if ood else y,
                 "preds": logits.argmax(1), "local_norms": np.ones((n, 16), np.float32),
+                "multiscale": np.abs(f[:, None, :] + rng.normal(size=(n, 6, c))).astype(np.float16),
+                "block_norms": rng.uniform(1, 2, (n, 3)).astype(np.float32),
                 **({} if ood else {"local_gt_prob": np.full((n, 16), 0.5, np.float32)})}
 
-    splits = {"train": split(n_train, False), "test": split(n_test, False),
+    train = split(n_train, False)
+    train["jigsaw_block_norms"] = rng.uniform(1, 2, (n_train, 3)).astype(np.float32)
+    splits = {"train": train, "test": split(n_test, False),
               **{f"ood{i}": split(n_ood, True) for i in range(sets)}}
     roles = {"train": "id_train", "test": "id_test", **{f"ood{i}": "ood" for i in range(sets)}}
     h5schema.write_features(path, head_weight=w, head_bias=b, splits=splits, roles=roles,
-                            attrs={"benchmark": "synthetic", "variant": "ce", "seed": 0})
+                            attrs={"benchmark": "synthetic", "variant": "ce", "seed": 0,
+                                   "config": {"extraction": {"block_norms": {"jigsaw_grid": 3, "jigsaw_seed": 0}}}})
 
 
 def bench_cached(features: str, params: dict) -> None:
-    names = [n for n, c in registered_scorers().items() if c.score_on == "features"]
+    fields = set(h5schema.describe_datasets(features, "features", "splits/train"))  # what every model has
+    names = [n for n, c in registered_scorers().items()
+             if c.score_on == "features" and scorer_applies(n, fields) and set(c.fit_fields()) <= fields]
+    skipped = [n for n in registered_scorers() if n not in names]
     roles = h5schema.list_splits(features)
     sizes = {n: len(h5schema.read_split(features, n, ["labels"])["labels"]) for n in roles}
-    print(f"feature file {features}: splits {sizes}")
+    print(f"feature file {features}: splits {sizes}; not applicable (network, or fields this file lacks): {skipped}")
     total = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:

@@ -11,7 +11,7 @@ from scipy.special import logsumexp, softmax
 from lffood import h5schema
 from lffood.metrics import auroc
 from lffood.scorers import FeatureSet, Head, build_scorer, param_problems, registered_scorers
-from lffood.scorers.feature_based import dice_weight, kth_largest_similarity, vim_dim
+from lffood.scorers.feature_based import dice_weight, kth_largest_similarity, top_k_rows, vim_dim
 
 ALL = ["msp", "odin", "mahalanobis", "energy", "vim", "knn", "dice", "react", "dice_react", "featurenorm", "line"]
 # on logits and features alone: ODIN runs the network, FeatureNorm reads extraction's block norms
@@ -268,6 +268,25 @@ def test_kth_similarity_matches_brute_force(k, chunks):
     expected = np.sort(q @ bank.T, axis=1)[:, -k]
     got = kth_largest_similarity(q, bank, k, chunk_size=chunks[0], bank_chunk=chunks[1])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("b", [40, 1000, 1013])  # the full selection; groups of columns, with a remainder
+@pytest.mark.parametrize("k", [1, 5])
+def test_top_k_rows_equals_sorting_with_ties(b, k):
+    rng = np.random.default_rng(b + k)
+    s = rng.integers(0, 60, size=(9, b)).astype(np.float32)  # many ties, also among the group maxima
+    s[0] = 7.0  # a row of equal values
+    got = np.sort(top_k_rows(s, k), axis=1)
+    np.testing.assert_array_equal(got, np.sort(s, axis=1)[:, -k:])
+
+
+def test_kth_similarity_with_grouped_selection_matches_brute_force():
+    """Bank blocks large enough for the grouped selection, a float16 bank (CSD's), ragged chunks."""
+    rng = np.random.default_rng(15)
+    q, bank = rng.normal(size=(130, 8)).astype(np.float32), rng.normal(size=(3000, 8)).astype(np.float16)
+    expected = np.sort(q @ bank.astype(np.float32).T, axis=1)[:, -10]
+    got = kth_largest_similarity(q, bank, 10, chunk_size=64, bank_chunk=1300)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
 def test_knn_is_minus_kth_distance_of_normalised_features():
