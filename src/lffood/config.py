@@ -398,7 +398,7 @@ def _semantic_problems(cfg: dict, schema: Mapping) -> list[str]:
 #: The embedded generator's defaults that the checks below depend on. They are
 #: ``lffood.data.embedded.DEFAULTS``, which imports torch (the Snakefile validates without it); a unit
 #: test keeps the two equal.
-EMBEDDED_DEFAULTS = {"image_size": 16, "num_classes": 8, "train_per_class": 600, "test_per_class": 200}
+EMBEDDED_DEFAULTS = {"image_size": 16, "num_classes": 8, "train_per_class": 600, "test_per_class": 100}
 #: The paper datasets as the workflow stores them: ID training and test images, classes, side of the
 #: stored training images (None: known only after building; ImageNet-100's side is dataset.train_size).
 PAPER_DATA = {
