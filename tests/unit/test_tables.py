@@ -199,3 +199,12 @@ def test_write_scorer_table(tmp_path):
     assert "| KNN | LFF |" in md and "±" in md and "**" in md
     tex = (tmp_path / "t.tex").read_text()
     assert tex.count("\\midrule") == 2 and "KNN & LFF &" in tex  # header rule + one between the scorer blocks
+
+
+def test_mean_std_cell_and_seed_std():
+    from lffood.report.tables import mean_std, seed_std
+
+    assert mean_std(94.56, 1.04) == "94.6 ± 1.0"
+    assert mean_std(1.8, 1.2, signed=True) == "+1.8 ± 1.2" and mean_std(-0.04, 0.1, signed=True) == "-0.0 ± 0.1"
+    assert mean_std(12.345, 0.5, digits=2, pm=r"{\scriptsize$\pm$") == r"12.35{\scriptsize$\pm$0.50"
+    assert seed_std([1.0, 2.0, 3.0]) == 1.0 and seed_std([5.0]) == 0.0  # ddof=1; one seed: no spread

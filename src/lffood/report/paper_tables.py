@@ -29,7 +29,7 @@ import pandas as pd
 from ..io import atomic_path
 from . import latex
 from .paper_numbers import POSTHOC_SCORERS, TRAINING_METHODS
-from .tables import AVERAGE, METRIC_NAMES, collect, scorer_label, scorer_table
+from .tables import AVERAGE, METRIC_NAMES, collect, mean_std, scorer_label, scorer_table
 
 #: Post-hoc scorers in the order of the paper's Table I (KNN, not in the paper, follows ViM).
 POSTHOC = (("MSP", "msp"), ("ODIN", "odin"), ("Mahalanobis", "mahalanobis"), ("Energy", "energy"),
@@ -218,8 +218,7 @@ def _cell_text(r: pd.Series, key: str, md: bool) -> str:
     fmt = _md_mark if md else (lambda t, h: latex.mark(t, h))
     parts = []
     if pd.notna(mean):
-        pm = " ± " if md else r"{\scriptsize$\pm$"
-        ours = f"{mean:.2f}{pm}{std:.2f}" + ("" if md else "}")
+        ours = mean_std(mean, std, digits=2) if md else mean_std(mean, std, digits=2, pm=r"{\scriptsize$\pm$") + "}"
         parts.append(fmt(ours, r.get(f"{key}_mark", "")))
     if pd.notna(paper):
         p = fmt(f"{paper:.2f}", r.get(f"{key}_paper_mark", ""))

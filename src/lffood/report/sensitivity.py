@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..io import atomic_path
 from .figures import ROLE_COLOURS, new_figure, save_figure, style, suptitle
-from .tables import collect
+from .tables import collect, seed_std
 
 #: the swept method and the reference: the colours of LFF and its CE control in every figure
 METHOD_COLOUR, REFERENCE_COLOUR = ROLE_COLOURS["ours"], ROLE_COLOURS["control"]
@@ -74,9 +74,7 @@ def sensitivity_figure(df: pd.DataFrame, *, png: str, pdf: str, title: str, labe
             if ref_row["scorer"] != point_scorer:  # the control cannot take the sweep's scorer
                 ref_label = f"{ref_label} ({ref_row['scorer']})"
             ax.axhline(ref.mean(), ls="--", color=REFERENCE_COLOUR, label=ref_label)
-            ax.axhspan(ref.mean() - ref.std(ddof=1) if len(ref) > 1 else ref.mean(),
-                       ref.mean() + ref.std(ddof=1) if len(ref) > 1 else ref.mean(), color=REFERENCE_COLOUR,
-                       alpha=0.12)
+            ax.axhspan(ref.mean() - seed_std(ref), ref.mean() + seed_std(ref), color=REFERENCE_COLOUR, alpha=0.12)
             ax.set_xlabel(f"{param}")
             ax.set_ylabel("average AUROC (%)")
             ax.set_title(f"{labels.get(base, base)}: {param}")

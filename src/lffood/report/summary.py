@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .tables import AVERAGE, scorer_label
+from .tables import AVERAGE, mean_std, scorer_label, seed_std
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -34,9 +34,7 @@ def _with_average(tidy: pd.DataFrame) -> pd.DataFrame:
 
 
 def _cell(values: pd.Series) -> str:
-    v = values.to_numpy(dtype=float)
-    std = v.std(ddof=1) if len(v) > 1 else 0.0
-    return f"{v.mean():.1f} ± {std:.1f}"
+    return mean_std(values.mean(), seed_std(values))
 
 
 def methods_table(tidy: pd.DataFrame, methods: Mapping[str, tuple[str, str]], ood_sets: Sequence[str]) -> str:
@@ -73,7 +71,7 @@ def verdict(diff: np.ndarray) -> str:
     """'win', 'loss' or 'tie' of a paired difference (module docstring)."""
     if len(diff) == 0:
         return "–"
-    mean, std = diff.mean(), (diff.std(ddof=1) if len(diff) > 1 else 0.0)
+    mean, std = diff.mean(), seed_std(diff)
     if mean - std > 0:
         return "win"
     if mean + std < 0:
@@ -98,8 +96,7 @@ def control_table(tidy: pd.DataFrame, methods: Mapping[str, tuple[str, str]], co
         cells = []
         for s in [*ood_sets, AVERAGE]:
             d = diffs[s]
-            std = d.std(ddof=1) if len(d) > 1 else 0.0
-            cells.append(f"{d.mean():+.1f} ± {std:.1f} ({verdict(d)})")
+            cells.append(f"{mean_std(d.mean(), seed_std(d), signed=True)} ({verdict(d)})")
         name = f"{label} ({scorer_label(scorer)})" + ("" if ref == scorer else f" vs control ({scorer_label(ref)})")
         lines.append("| " + " | ".join([name, *cells]) + " |")
     return "\n".join(lines) + "\n"

@@ -30,6 +30,17 @@ def with_average(tidy: pd.DataFrame, keys: Sequence[str] = KEYS) -> pd.DataFrame
     return pd.concat([tidy, avg], ignore_index=True)
 
 
+def seed_std(values) -> float:
+    """Standard deviation over seeds (ddof=1), 0 for a single seed: the spread every table reports."""
+    v = np.asarray(values, dtype=float)
+    return float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def mean_std(mean: float, std: float, digits: int = 1, signed: bool = False, pm: str = " ± ") -> str:
+    """The one 'mean ± std' cell format of the tables (``signed``: differences, with their sign)."""
+    return f"{mean:{'+' if signed else ''}.{digits}f}{pm}{std:.{digits}f}"
+
+
 def summarize(tidy: pd.DataFrame, keys: Sequence[str] = KEYS) -> pd.DataFrame:
     """Rows (variant, scorer, ood_set); columns <metric>_mean, <metric>_std (std over seeds, ddof=1), n_seeds."""
     full = with_average(tidy, keys)
@@ -82,7 +93,7 @@ def _scorer_rows(table: pd.DataFrame, column_sets: Sequence[str], metrics: Seque
             for s in column_sets:
                 for m in metrics:
                     mean, std = r[f"{s}/{m}_mean"], r[f"{s}/{m}_std"]
-                    cells.append("–" if pd.isna(mean) else f"{mean:.1f} ± {std:.1f}")
+                    cells.append("–" if pd.isna(mean) else mean_std(mean, std))
                     marks.append("bold" if pd.notna(mean) and np.isclose(mean, best[(s, m)]) and len(grp) > 1 else "")
             extra = last(r)
             out.append((cells + extra, marks + [""] * len(extra), i == 0))
@@ -124,7 +135,7 @@ def markdown(table: pd.DataFrame, ood_order: Sequence[str], title: str, labels: 
 
 def _table_rows(table, sets, metrics, labels):
     return _scorer_rows(table, sets, metrics, first=lambda scorer, r: scorer, labels=labels,
-                        last=lambda r: [f"{r['id_acc_mean']:.1f} ± {r['id_acc_std']:.1f}"])
+                        last=lambda r: [mean_std(r["id_acc_mean"], r["id_acc_std"])])
 
 
 def to_latex(table: pd.DataFrame, ood_order: Sequence[str], title: str, labels: Mapping[str, str],
