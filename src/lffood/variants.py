@@ -129,15 +129,18 @@ def variant_scorers(bench: Mapping, name: str) -> list[str]:
     return [s for s in names if scorer_applies(s, provides)]
 
 
-#: optional feature-file fields that extraction computes for a model when one of its scorers asks
-#: (``Scorer.extraction_request``: FeatureNorm's block norms)
-ON_REQUEST_FIELDS = frozenset({"block_norms"})
+def on_request_fields() -> set[str]:
+    """Optional feature-file fields that extraction computes for a model when one of its scorers asks
+    (the keys of the registered scorers' ``Scorer.extraction_request``: FeatureNorm's block norms)."""
+    from .scorers import registered_scorers
+
+    return {field for cls in registered_scorers().values() for field in cls.extraction_request(cls.defaults)}
 
 
 def extraction_fields(bench: Mapping) -> set[str]:
     """Optional feature-file fields every model of the benchmark can have: MODE's region vectors
     (``extraction.multiscale``) and the fields extraction computes on a scorer's request."""
-    return ({"multiscale"} if bench["extraction"].get("multiscale", True) else set()) | ON_REQUEST_FIELDS
+    return ({"multiscale"} if bench["extraction"].get("multiscale", True) else set()) | on_request_fields()
 
 
 def extraction_params(bench: Mapping, name: str) -> dict:

@@ -214,3 +214,9 @@ def test_a_toy_objective_is_one_class_plus_a_config_entry(tmp_path):
         assert ck["meta"]["objective"] == {"name": "toy_margin", "params": {"margin": 1.5}}
     finally:
         unregister("toy_margin")
+
+
+def test_fields_on_request_come_from_the_scorers():
+    from lffood.variants import on_request_fields
+
+    assert on_request_fields() == {"block_norms"}  # FeatureNorm's request; no other scorer asks
