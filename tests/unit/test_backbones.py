@@ -219,6 +219,29 @@ def test_shortcut_projection_is_the_strided_1x1_convolution(cfg):
     assert any(k.endswith("shortcut.0.weight") or k.endswith("shortcut.weight") for k in model.state_dict())
 
 
+def test_subsample_and_pool_gradients_are_exact_and_keep_the_layout():
+    """The shortcut's subsample and the global average pool have their own backward (so that a
+    channels-last network gets channels-last gradients, not autograd's NCHW ones): exact gradients
+    (gradcheck) in either layout, and the input's layout kept."""
+    from lffood.models.base import global_average_pool, subsample
+
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: subsample(t, 2), (x,))
+    assert torch.autograd.gradcheck(global_average_pool, (x,))
+    for fmt in (torch.channels_last, torch.contiguous_format):
+        xf = x.detach().contiguous(memory_format=fmt).requires_grad_()
+        for fn, plain in ((lambda t: subsample(t, 2), lambda t: t[:, :, ::2, ::2]),
+                          (global_average_pool, lambda t: t.mean(dim=(2, 3)))):
+            xf.grad = None
+            fn(xf).pow(2).sum().backward()
+            assert xf.grad.is_contiguous(memory_format=fmt)
+            ref = x.detach().clone().requires_grad_()
+            plain(ref).pow(2).sum().backward()  # autograd's own backward
+            torch.testing.assert_close(xf.grad, ref.grad)
+    assert torch.equal(subsample(x, 2), x[:, :, ::2, ::2]) and subsample(x, 1) is x
+    assert torch.equal(global_average_pool(x), x.mean(dim=(2, 3)))
+
+
 @pytest.mark.parametrize("cfg", [{"arch": "resnet", "blocks": [1, 1], "widths": [4, 8]},
                                  {"arch": "resnet", "blocks": [1, 1, 1], "widths": [4, 8, 16]},
                                  {"arch": "wrn", "depth": 10, "widen": 1}])
