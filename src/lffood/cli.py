@@ -33,7 +33,8 @@ def _check_config(args) -> int:
     from .config import load_config
 
     cfg = load_config(args.config, args.schema)
-    print(f"{args.config}: valid. Benchmarks run by `all`: {cfg['run']}; seeds {cfg['seeds']}; device {cfg['device']}")
+    seeds = "; ".join(f"{b} seeds {cfg['benchmarks'][b]['seeds']}" for b in cfg["run"])
+    print(f"{args.config}: valid. Benchmarks run by `all`: {cfg['run']}; {seeds}; device {cfg['device']}")
     if args.show:
         print(json.dumps(cfg, indent=2, sort_keys=True))
     return 0

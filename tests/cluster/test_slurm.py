@@ -50,7 +50,7 @@ PARTITION_LINE = 'slurm_partition: ""'
 
 def micro_one_seed(path: Path) -> Path:
     cfg = yaml.safe_load(MICRO.read_text())
-    cfg["seeds"] = [0]
+    cfg["benchmarks"]["micro"]["seeds"] = [0]
     cfg["benchmarks"]["micro"]["scorers"]["names"] = SCORERS
     cfg["benchmarks"]["micro"]["variants"] = {v: cfg["benchmarks"]["micro"]["variants"][v] for v in VARIANTS}
     cfg["benchmarks"]["micro"]["sweeps"] = []

@@ -23,7 +23,7 @@ def test_check_config_ok_and_bad(tmp_path, capsys):
     assert main(["check-config", str(REPO / "config.yaml"), "--schema", str(SCHEMA)]) == 0
     assert "valid" in capsys.readouterr().out
     bad = tmp_path / "bad.yaml"
-    bad.write_text("seeds: [0]\nbenchmarks: {b: {dataset: {source: embedded, ood_sets: [far]}, lff: {mu: -1}}}\n")
+    bad.write_text("benchmarks: {b: {seeds: [0], dataset: {source: embedded, ood_sets: [far]}, lff: {mu: -1}}}\n")
     assert main(["check-config", str(bad), "--schema", str(SCHEMA)]) == 1
     err = capsys.readouterr().err
     assert "benchmarks.b.lff.mu" in err and str(bad) in err

@@ -44,7 +44,7 @@ def test_shipped_config_validates_with_defaults():
 
 def test_minimal_config_gets_paper_defaults():
     cfg = validate_config(_minimal(), SCHEMA)
-    assert cfg["seeds"] == [0, 1, 2]
+    assert cfg["benchmarks"]["b"]["seeds"] == [0, 1, 2]
     assert cfg["device"] == "auto"
     b = cfg["benchmarks"]["b"]
     ft = b["finetune"]
@@ -160,9 +160,18 @@ def test_duplicate_ood_sets():
     assert "benchmarks.b.dataset.ood_sets" in _error(cfg)
 
 
+def test_top_level_seeds_say_where_they_moved():
+    """`seeds` was a top-level key; a config file that still has one is told where it went."""
+    msg = _error({**_minimal(), "seeds": [0]})
+    assert "key 'seeds'" in msg and "benchmarks.<name>.seeds" in msg and "--config seeds=" in msg
+    # on the command line it sets every benchmark in `run`
+    cfg = validate_config({**_minimal(), "run": ["b"]}, SCHEMA, overrides={"seeds": ["4"]})
+    assert cfg["benchmarks"]["b"]["seeds"] == [4] and "seeds" not in cfg
+
+
 def test_type_errors_and_missing_required():
     assert "benchmarks.b.finetune.epochs" in _error(_minimal(finetune={"epochs": "ten"}))
-    assert "seeds" in _error({**_minimal(), "seeds": [-1]})
+    assert "benchmarks.b.seeds" in _error(_minimal(seeds=[-1]))
     cfg = _minimal()
     del cfg["benchmarks"]["b"]["dataset"]["ood_sets"]
     assert "benchmarks.b.dataset" in _error(cfg)
@@ -421,7 +430,7 @@ def test_every_bound_is_enforced_with_the_key_named(key, bad):
 
 
 @pytest.mark.parametrize("cfg,key", [
-    ({**_minimal(), "seeds": [2 ** 32]}, "seeds.0"),  # np.random.seed takes at most 2^32 - 1
+    (_minimal(seeds=[2 ** 32]), "benchmarks.b.seeds.0"),  # np.random.seed takes at most 2^32 - 1
     (_minimal(dataset={"source": "embedded", "ood_sets": ["far"], "seed": 2 ** 32}), "benchmarks.b.dataset.seed"),
     (_minimal(model={"arch": "wrn28_10", "dropout": 1.0}), "benchmarks.b.model.dropout"),  # drops everything
     ({**_minimal(), "tables": {"table1": []}}, "tables.table1"),  # a table without benchmarks

@@ -56,7 +56,8 @@ def test_list_and_number_overrides_validate():
     """The README's own example and its siblings, as Snakemake hands them over."""
     out = validate_config(_cfg(), SCHEMA, overrides={"seeds": ["0"], "device": "cpu",
                                                      "benchmarks": {"a": {"finetune": {"lr": "1e-3"}}}})
-    assert out["seeds"] == [0] and out["device"] == "cpu"
+    assert out["benchmarks"]["a"]["seeds"] == [0] and out["device"] == "cpu" and "seeds" not in out
+    assert out["benchmarks"]["b"]["seeds"] == [0, 1, 2]  # not in `run`: the schema's default
     assert out["benchmarks"]["a"]["finetune"]["lr"] == 0.001
     assert out["benchmarks"]["a"]["finetune"]["epochs"] == 30  # a mapping is merged: the rest is kept
 
@@ -107,7 +108,8 @@ def test_overrides_already_merged_by_snakemake_are_laid_on_once():
     from_file, _ = apply_overrides(_cfg(), overrides, schema)
     assert from_merged == from_file and "lff" not in from_merged
     assert from_merged["benchmarks"]["a"]["lff"] == {"delta": 0.1, "mu": 2, "lambda": 0.5}
-    assert origins == {"seeds": "--config seeds=['1']",
+    assert from_merged["benchmarks"]["a"]["seeds"] == [1] and "seeds" not in from_merged
+    assert origins == {"benchmarks.a.seeds": "--config seeds=['1']",
                        "benchmarks.a.lff.mu": "--config benchmarks={'a': {'lff': {'mu': '2'}}}",
                        "benchmarks.a.lff.lambda": "--config lff={'lambda': '0.5'}"}
 
@@ -169,7 +171,7 @@ def test_numeric_and_list_overrides_reach_the_jobs(tmp_path):
 
 
 def test_readme_override_example(tmp_path):
-    """`--config seeds=[0]` (README "Configuration") on the shipped config: one seed instead of three."""
+    """`--config seeds=[0]` (README "Configuration") on the shipped config: one seed instead of two."""
     counts = job_counts(snakemake(tmp_path, "-n", "--cores", "2", "results/tables/embedded.csv",
                                   "--config", "seeds=[0]", config=REPO / "config.yaml").stdout)
     assert counts["train"] == 6 and counts["table"] == 1  # six variants, one seed
@@ -188,7 +190,7 @@ def test_bad_override_is_named_before_any_job(tmp_path):
 def test_micro_config_is_what_the_workflow_tests_assume():
     cfg = load_yaml(MICRO)
     b = cfg["benchmarks"]["micro"]
-    assert cfg["seeds"] == [0] and b["lff"]["lambda"] == 0.2
+    assert b["seeds"] == [0] and b["lff"]["lambda"] == 0.2
     assert b["sweeps"] == [{"variant": "lff", "param": "lambda", "values": [0.2, 0.5]},
                            {"variant": "ssod", "param": "gamma", "values": [0.7, 0.9]}]
     assert b["ssod"]["gamma"] == 0.9  # the SSOD variant is the sweep's 0.9 point

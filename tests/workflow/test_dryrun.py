@@ -47,7 +47,7 @@ def test_dry_run_every_documented_target(tmp_path):
 
 def test_all_graph_is_complete(tmp_path):
     counts = job_counts(snakemake(tmp_path, "-n", "--cores", "2", "all", config=REPO / "config.yaml").stdout)
-    seeds, variants = 3, 6  # ce, ce_control, lff, ssod, mode, logitnorm
+    seeds, variants = 2, 6  # benchmarks.embedded.seeds; ce, ce_control, lff, ssod, mode, logitnorm
     models = seeds * variants
     assert counts["train"] == models
     assert counts["extract"] == models
@@ -67,9 +67,10 @@ def test_sensitivity_graph_trains_only_the_new_sweep_points(tmp_path):
     # 3 + 3 + 3 new LFF values and 2 new SSOD gammas (the base values are the variants themselves),
     # plus the variants they compare with (lff, ssod, ce_control) and their parent ce
     points = 11
-    assert counts["train"] == 3 * (points + 4)
+    seeds = 2  # benchmarks.embedded.seeds
+    assert counts["train"] == seeds * (points + 4)
     assert counts["sensitivity"] == 1
-    assert counts["metrics"] == 3 * (points + 3)
+    assert counts["metrics"] == seeds * (points + 3)
 
 
 def test_bare_snakemake_builds_all(tmp_path):
@@ -102,4 +103,4 @@ def test_lint_is_clean():
 def test_workstation_command_forms(tmp_path, args):
     """The documented workstation forms (targets before --resources, or after --) plan `all`."""
     counts = job_counts(snakemake(tmp_path, "-n", *args, config=REPO / "config.yaml").stdout)
-    assert counts.get("all") == 1 and counts.get("train") == 18
+    assert counts.get("all") == 1 and counts.get("train") == 12  # 2 seeds x 6 variants

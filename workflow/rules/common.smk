@@ -14,7 +14,6 @@ from lffood.variants import (extraction_params, monitor_delta, sweep_value_names
 
 R = config["results_dir"]
 DATA = config["data_dir"]
-SEEDS = config["seeds"]
 BENCHMARKS = config["benchmarks"]
 LOGS = "logs"
 BENCH = "benchmarks"
@@ -64,6 +63,11 @@ wildcard_constraints:
 
 def bench(wildcards):
     return BENCHMARKS[wildcards.bench]
+
+
+def seeds(wildcards):
+    """The training seeds of the job's benchmark (``benchmarks.<name>.seeds``)."""
+    return bench(wildcards)["seeds"]
 
 
 def split_paths(wildcards):
@@ -127,7 +131,7 @@ def score_files(wildcards):
 def bench_metric_files(b, variants=None):
     """The metrics of every seed and variant (or ``variants``) of benchmark ``b``."""
     names = variant_names(BENCHMARKS[b]) if variants is None else variants
-    return [path(P.metrics, bench=b, seed=seed, variant=v) for seed in SEEDS for v in names]
+    return [path(P.metrics, bench=b, seed=seed, variant=v) for seed in BENCHMARKS[b]["seeds"] for v in names]
 
 
 def metric_files(wildcards):
@@ -136,7 +140,7 @@ def metric_files(wildcards):
 
 def per_seed_variant(pattern):
     """Input function: ``pattern`` for every variant and seed of the job's benchmark, variant-major."""
-    return lambda wc: [path(pattern, wc, seed=s, variant=v) for v in variant_names(bench(wc)) for s in SEEDS]
+    return lambda wc: [path(pattern, wc, seed=s, variant=v) for v in variant_names(bench(wc)) for s in seeds(wc)]
 
 
 def variant_labels(wildcards):

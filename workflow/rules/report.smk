@@ -47,7 +47,7 @@ rule figures:
         delta=lambda wc: monitor_delta(bench(wc)),
         title=lambda wc: bench(wc).get("description", wc.bench),
         labels=variant_labels,
-        seeds=SEEDS,
+        seeds=seeds,
         ood_sets=ood_sets,
         compare=lambda wc: [v for v in (config["tables"]["ours"], config["tables"]["control"])
                             if v in bench(wc)["variants"]],
@@ -189,7 +189,7 @@ rule tsne_vectors:
     input:
         unpack(lambda wc: {**{s: path(P.split, wc, split=s) for s in ("train", "test")},
                            "ood": path(P.split, wc, split=TSNE(wc)["ood_set"]),
-                           "ckpts": [path(P.ckpt, wc, seed=SEEDS[0], variant=v) for v in TSNE(wc)["variants"]]}),
+                           "ckpts": [path(P.ckpt, wc, seed=seeds(wc)[0], variant=v) for v in TSNE(wc)["variants"]]}),
     output:
         P.tsne_vectors,
     params:
@@ -271,7 +271,7 @@ rule auroc_bars:
 
 rule heatmaps:
     input:
-        unpack(lambda wc: {"features": [path(P.features, wc, seed=SEEDS[0], variant=v)
+        unpack(lambda wc: {"features": [path(P.features, wc, seed=seeds(wc)[0], variant=v)
                                         for v in variant_names(bench(wc))],
                            **{s: path(P.split, wc, split=s) for s in ["test", *ood_sets(wc)]}}),
     output:
