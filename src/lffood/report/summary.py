@@ -9,8 +9,8 @@ and the benchmark's variants from the config, and renders Markdown:
   (both are fine-tuned from the same CE model per seed), scored with the method's scorer, or with
   the control's own scorer where the method's needs outputs the control lacks (SSOD's OOD head).
   A difference counts as a win (loss) when its mean is above (below) zero by more than one standard
-  deviation of the paired differences, otherwise as a tie: with 3 seeds this is a reading aid, not
-  a significance test.
+  deviation of the paired differences, otherwise as a tie: with two or three seeds this is a
+  reading aid, not a significance test.
 
 A header names the commit, the machine and the date the numbers came from, so they cannot silently
 go stale: ``lffood results --write README.md`` replaces the block between the README's markers.
