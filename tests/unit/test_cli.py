@@ -130,3 +130,17 @@ def test_benchmarks_summary(tmp_path, capsys):
     # each file counts under the longest rule name it starts with: score_network is not score
     assert rows == {"train": "3", "score": "1", "score_network": "1", "fit_stats": "2"}
     assert main(["benchmarks", str(tmp_path / "none")]) == 1
+
+
+def test_a_reader_that_leaves_early_is_not_an_error():
+    """`lffood scorers | head -1`: the pipe closes before the output is written; no traceback, exit 0."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    proc = subprocess.run([sys.executable, "-m", "lffood", "scorers"], stdout=write, stderr=subprocess.PIPE,
+                          text=True, timeout=60)
+    os.close(write)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
