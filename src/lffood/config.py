@@ -299,8 +299,9 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path, source: 
                 msg = (f"key '{key}.checkpoint': a model trained elsewhere is now a variant's key: move it to "
                        "variants.<name>.checkpoint (e.g. variants.ce.checkpoint for the CE model LFF starts from).")
             elif err.validator == "additionalProperties" and key == "<top level>" and extra == ["seeds"]:
+                default = schema["$defs"]["benchmark"]["properties"]["seeds"]["default"]
                 msg = ("key 'seeds': the seeds are now a key of each benchmark: move them to "
-                       "benchmarks.<name>.seeds (a benchmark without one trains seeds [0, 1, 2]); "
+                       f"benchmarks.<name>.seeds (a benchmark without one trains seeds {default}); "
                        "--config seeds=[...] still sets them for every benchmark in 'run'.")
             elif err.validator == "additionalProperties":
                 msg = (f"key '{key}': {err.message}. Remove or rename it (check spelling against "
