@@ -336,7 +336,7 @@ def test_registry_agrees_with_torchvision():
 def test_config_downloads_defaults_and_unknown_url_key(tmp_path):
     cfg = validate_config({"run": ["b"], "benchmarks": {"b": {"dataset": {"source": "embedded", "ood_sets": ["far"]}}}},
                           SCHEMA)
-    assert cfg["downloads"] == {"dir": None, "lock_file": "resources/checksums.lock", "urls": {}, "timeout_s": 60,
+    assert cfg["downloads"] == {"dir": None, "lock_file": "resources/checksums.lock", "urls": {}, "checksums": {}, "timeout_s": 60,
                                 "retries": 3}
     assert sources.downloads_dir(cfg) == "resources/data/downloads"
     with pytest.raises(ConfigError, match="downloads.urls"):
@@ -380,3 +380,26 @@ def test_cli_download_list_and_fetch(tmp_path, capsys):
         assert main(["download", "sun", "--config", str(cfg)]) == 0
         assert (tmp_path / "data/downloads/sun/SUN.tar.gz").read_bytes() == PAYLOAD
         assert main(["download", "nope", "--config", str(cfg)]) == 1
+
+
+def test_checksum_pinned_in_config_replaces_the_published_one(tmp_path):
+    """downloads.checksums.<key> (md5: or sha256:) is what the archive is verified against: a mirror's
+    own bytes pass, anything else fails with the key named; nothing is recorded in the lock file."""
+    import hashlib
+
+    blob = b"not the real LSUN archive"
+    sha = hashlib.sha256(blob).hexdigest()
+    lock = tmp_path / "lock.json"
+    with FixtureServer() as srv:
+        url = srv.add("LSUN.tar.gz", blob)
+        for pin in (f"sha256:{sha}", f"md5:{md5(blob)}"):
+            cfg = {"data_dir": str(tmp_path / pin[:3]), "downloads": {
+                "dir": None, "lock_file": str(lock), "urls": {"lsun_crop": url}, "checksums": {"lsun_crop": pin},
+                "timeout_s": 5, "retries": 0}}
+            path = dl.fetch_archive(cfg, "lsun_crop", receipt=tmp_path / f"{pin[:3]}.json")
+            assert path.read_bytes() == blob
+        assert not lock.exists()
+        cfg["data_dir"] = str(tmp_path / "bad")
+        cfg["downloads"]["checksums"] = {"lsun_crop": "sha256:" + "0" * 64}
+        with pytest.raises(DataError, match="pinned in downloads.checksums.lsun_crop"):
+            dl.fetch_archive(cfg, "lsun_crop")

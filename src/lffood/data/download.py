@@ -100,14 +100,18 @@ def record_lock(path: str | os.PathLike, key: str, entry: Mapping) -> None:
 
 @dataclass
 class Expected:
-    """What a file must hash to: a published md5, or the lock file entry ``lock_key``."""
+    """What a file must hash to: a published md5, a sha256 pinned in the config, or the lock file
+    entry ``lock_key``."""
     md5: str | None = None
     lock_file: str | None = None
     lock_key: str | None = None
+    sha256: str | None = None
 
     def describe(self, lock: Mapping | None = None) -> str:
         if self.md5:
             return f"md5 {self.md5}"
+        if self.sha256:
+            return f"sha256 {self.sha256} (pinned in downloads.checksums)"
         entry = (lock or {}).get(self.lock_key)
         if entry:
             return f"sha256 {entry['sha256']} (recorded in {self.lock_file})"
@@ -129,6 +133,12 @@ def verify(path: str | os.PathLike, expected: Expected, *, url: str = "", record
             raise DataError(f"{path}: checksum mismatch: md5 is {got}, expected {expected.md5}"
                             + (f" (source {url})" if url else "") + ".")
         return f"md5 {got} ok"
+    if expected.sha256:
+        got = file_digest(path, "sha256")
+        if got != expected.sha256:
+            raise DataError(f"{path}: checksum mismatch: sha256 is {got}, expected {expected.sha256} (pinned in "
+                            f"downloads.checksums.{expected.lock_key})" + (f" (source {url})" if url else "") + ".")
+        return f"sha256 {got} ok (pinned)"
     if not expected.lock_file or not expected.lock_key:
         return "no checksum"
     entry = read_lock(expected.lock_file).get(expected.lock_key)
@@ -416,6 +426,13 @@ def spec(key: str) -> Spec:
 
 
 def expected_for(key: str, downloads: Mapping) -> Expected:
+    """The checksum the archive ``key`` must match: the one pinned in ``downloads.checksums.<key>``
+    when set, else the published md5, else the lock file's entry (trust on first use)."""
+    pinned = (downloads.get("checksums") or {}).get(key)
+    if pinned:
+        algo, digest = pinned.split(":", 1)
+        return Expected(md5=digest if algo == "md5" else None, sha256=digest if algo == "sha256" else None,
+                        lock_key=key)
     s = spec(key)
     return Expected(md5=s.md5, lock_file=None if s.md5 else downloads["lock_file"], lock_key=key)
 
@@ -436,7 +453,7 @@ def fetch_archive(cfg: Mapping, key: str, receipt: str | os.PathLike | None = No
     if receipt is not None:
         entry = read_lock(dl["lock_file"]).get(key, {}) if expected.lock_file else {}
         info = {"archive": key, "path": str(dest), "url": url, "size": dest.stat().st_size,
-                "md5": expected.md5, "sha256_lock": entry.get("sha256")}
+                "md5": expected.md5, "sha256_pinned": expected.sha256, "sha256_lock": entry.get("sha256")}
         with atomic_path(receipt) as tmp:
             tmp.write_text(json.dumps(info, indent=2) + "\n")
     return dest
@@ -447,7 +464,10 @@ def describe_sources(cfg: Mapping) -> str:
     lock = read_lock(cfg["downloads"]["lock_file"])
     lines = []
     for key, a in sources.ARCHIVES.items():
-        if a.md5:
+        pinned = (cfg["downloads"].get("checksums") or {}).get(key)
+        if pinned:
+            ck = f"{pinned.replace(':', ' ', 1)} (pinned in downloads.checksums.{key})"
+        elif a.md5:
             ck = f"md5 {a.md5} ({a.checksum_source})"
         elif key in lock:
             ck = f"sha256 {lock[key]['sha256']} (lock file)"
