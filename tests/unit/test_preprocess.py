@@ -12,6 +12,7 @@ from lffood.config import validate_config
 from lffood.data import download as dl
 from lffood.data import preprocess as pp
 from lffood.data import sources
+from lffood.data import upstream
 from lffood.data.arrays import Split, SplitWriter, load_split, save_split
 from lffood.data.loader import TensorImages
 from lffood.errors import ConfigError, DataError
@@ -56,15 +57,18 @@ def test_choose_subset_is_seeded_sorted_and_capped():
     np.testing.assert_array_equal(pp.choose_subset(5, None, 0), np.arange(5))
 
 
-# ----------------------------------------------------------------------------- CIFAR and SVHN via torchvision
+# ----------------------------------------------------------------------------- CIFAR and SVHN
 @pytest.mark.parametrize("kind", ["cifar10", "cifar100"])
 def test_cifar_end_to_end(tmp_path, monkeypatch, kind):
     import torchvision.datasets as tvd
 
     blob, attrs = fx.cifar_tgz(kind)
     cls = tvd.CIFAR10 if kind == "cifar10" else tvd.CIFAR100
-    for name, value in attrs.items():  # the fixture's checksums; the code path is torchvision's own
-        monkeypatch.setattr(cls, name, value)
+    # the reader takes the member names from the (unpatched) class and checks no md5 of its own; the
+    # download verifies the archive against the md5 it is given, here the fixture's
+    assert [n for n, _ in cls.train_list] == [n for n, _ in attrs["train_list"]]
+    assert all(m != tvd_md5 for (_, m), (_, tvd_md5) in zip(attrs["train_list"], cls.train_list))
+    monkeypatch.setattr(cls, "tgz_md5", attrs["tgz_md5"])
     with fx.FixtureServer() as srv:
         cfg = _cfg(tmp_path, kind, ["svhn"], {kind: srv.add(cls.filename, blob)})
         path = dl.fetch_archive(cfg, kind)
@@ -89,23 +93,103 @@ def test_cifar_end_to_end(tmp_path, monkeypatch, kind):
     x = np.asarray(train.images, np.float64) / 255
     np.testing.assert_allclose(train.meta["mean"], x.reshape(-1, 3).mean(0), rtol=1e-6)
     np.testing.assert_allclose(train.meta["std"], x.reshape(-1, 3).std(0), rtol=1e-6)
-    assert [p.name for p in path.parent.iterdir()] == [cls.filename]  # private extraction cleaned up
+    assert [p.name for p in path.parent.iterdir()] == [cls.filename]  # nothing extracted
     data = TensorImages(train, train.meta["mean"], train.meta["std"])
     xb, yb = data.batch(torch.arange(4))
     assert xb.shape == (4, 3, 32, 32) and yb.dtype == torch.int64
 
 
-def test_cifar_archive_with_wrong_batch_md5_is_rejected(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["cifar10", "cifar100", "svhn"])
+def test_readers_match_torchvision_dataset_classes(tmp_path, monkeypatch, kind):
+    """Reference only: torchvision's class, given the fixture's md5s, on the extracted fixture."""
+    import tarfile
+
     import torchvision.datasets as tvd
 
-    blob, attrs = fx.cifar_tgz("cifar10")
-    attrs["test_list"] = [["test_batch", "0" * 32]]
+    if kind == "svhn":
+        blob, _ = fx.svhn_mat(7)
+        (tmp_path / "test_32x32.mat").write_bytes(blob)
+        monkeypatch.setitem(tvd.SVHN.split_list, "test", ["http://x/test_32x32.mat", "test_32x32.mat", fx.md5(blob)])
+        ref = tvd.SVHN(tmp_path, split="test")
+        np.testing.assert_array_equal(pp.read_svhn(tmp_path / "test_32x32.mat"), ref.data.transpose(0, 2, 3, 1))
+        return
+    blob, attrs = fx.cifar_tgz(kind, per_batch=3, n_test=4)
+    cls = tvd.CIFAR10 if kind == "cifar10" else tvd.CIFAR100
     for name, value in attrs.items():
-        monkeypatch.setattr(tvd.CIFAR10, name, value)
-    path = tmp_path / "cifar-10-python.tar.gz"
+        monkeypatch.setattr(cls, name, value)
+    path = tmp_path / cls.filename
     path.write_bytes(blob)
-    with pytest.raises(DataError, match="torchvision.datasets.CIFAR10 rejected"):
+    with tarfile.open(path) as tf:
+        tf.extractall(tmp_path / "x", filter="data")
+    train, test = pp.read_cifar(path, kind)
+    for split, ref in ((train, cls(tmp_path / "x", train=True)), (test, cls(tmp_path / "x", train=False))):
+        np.testing.assert_array_equal(split.images, ref.data)
+        assert split.labels.tolist() == ref.targets and split.meta["classes"] == ref.classes
+
+
+def _cifar_members(kind="cifar10"):
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(fx.cifar_tgz(kind)[0])) as tf:
+        return {m.name: tf.extractfile(m).read() for m in tf if m.isfile()}
+
+
+class _Calls:
+    def __reduce__(self):
+        import os
+        return os.getcwd, ()
+
+
+def _damaged_batch(data_rows):
+    import pickle
+
+    return pickle.dumps({"data": data_rows, "labels": [0] * len(data_rows)}, protocol=2)
+
+
+@pytest.mark.parametrize("damage,member,message", [
+    ("missing", "cifar-10-batches-py/data_batch_3", "not found in the archive"),
+    ("truncated", "cifar-10-batches-py/test_batch", "not a readable python pickle"),
+    ("shape", "cifar-10-batches-py/data_batch_2", "not an \\(N, 3072\\) uint8 array"),
+    ("labels", "cifar-10-batches-py/data_batch_1", "not 20 class indices in 0..9"),
+    ("code", "cifar-10-batches-py/batches.meta", "getcwd is not part of a CIFAR batch; not loaded"),
+])
+def test_damaged_cifar_archive_is_a_data_error_naming_the_member(tmp_path, damage, member, message):
+    import pickle
+
+    members = _cifar_members()
+    if damage == "missing":
+        del members[member]
+    elif damage == "truncated":
+        members[member] = members[member][: len(members[member]) // 2]
+    elif damage == "shape":
+        members[member] = _damaged_batch(np.zeros((20, 3000), np.uint8))
+    elif damage == "code":  # a pickle that calls a function when loaded is refused before the call
+        members[member] = pickle.dumps({"label_names": _Calls()}, protocol=2)
+    else:
+        batch = pickle.loads(members[member], encoding="latin1")
+        batch["labels"][3] = 10
+        members[member] = pickle.dumps(batch, protocol=2)
+    path = tmp_path / "cifar-10-python.tar.gz"
+    path.write_bytes(fx.tar_bytes(members))
+    with pytest.raises(DataError, match=message) as exc:
         pp.read_cifar(path, "cifar10")
+    assert f"member {member} of {path}" in str(exc.value) and f"delete {path} and download it again" in str(exc.value)
+    path.write_bytes(fx.tar_bytes(members)[:300])
+    with pytest.raises(DataError, match=f"{path}: not a readable tar archive"):
+        pp.read_cifar(path, "cifar10")
+
+
+def test_damaged_svhn_file_is_a_data_error(tmp_path):
+    import scipy.io
+
+    blob, _ = fx.svhn_mat(5)
+    path = tmp_path / "test_32x32.mat"
+    path.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(DataError, match=f"variable X of {path}: not a readable MATLAB file"):
+        pp.read_svhn(path)
+    scipy.io.savemat(path, {"X": np.zeros((32, 32, 5), np.uint8)})
+    with pytest.raises(DataError, match=r"not a \(32, 32, 3, N\) uint8 array \(found \(32, 32, 5\)\)"):
+        pp.read_svhn(path)
 
 
 def test_svhn_end_to_end_with_seeded_cap(tmp_path, monkeypatch):
@@ -113,7 +197,8 @@ def test_svhn_end_to_end_with_seeded_cap(tmp_path, monkeypatch):
 
     blob, x = fx.svhn_mat(40)
     url_name = "test_32x32.mat"
-    # file name and md5 come from torchvision's (patched) class attribute; its http:// URL is fetched over https
+    # the download's file name and md5 come from torchvision's (patched) class attribute, its http:// URL is
+    # fetched over https; the reader itself uses neither
     monkeypatch.setitem(tvd.SVHN.split_list, "test", ["http://svhn.example.org/x/" + url_name, url_name, fx.md5(blob)])
     assert dl.spec("svhn").url == "https://svhn.example.org/x/" + url_name
     with fx.FixtureServer() as srv:
@@ -281,17 +366,64 @@ def test_imagenet100_from_ilsvrc_folder(tmp_path, class_list):
     np.testing.assert_array_equal(test.images[5], ref)
 
 
-def test_imagenet_missing_root_and_flat_val_are_explained(tmp_path):
+def test_imagenet100_flat_val_with_devkit_is_the_sorted_layout(tmp_path):
+    wnids = sources.read_class_list("II")
+    extra = ["n99999998", "n99999999"]  # in the devkit and in val/, not in the class list
+    sorted_root = fx.ilsvrc_folder(tmp_path / "sorted", extra[:1] + wnids + extra[1:], 1, val_per_class=3)
+    flat_root = fx.ilsvrc_folder(tmp_path / "flat", extra[:1] + wnids + extra[1:], 1, val_per_class=3, flat_val=True)
+    assert not (flat_root / "val" / wnids[0]).exists() and (flat_root / sources.DEVKIT).is_file()
+    assert sources.check_imagenet_root(str(flat_root), wnids) == []
+    files, labels = pp.imagenet_files(flat_root, wnids, "test")
+    assert files[:3] == ["val/ILSVRC2012_val_00000002.JPEG", "val/ILSVRC2012_val_00000104.JPEG",
+                         "val/ILSVRC2012_val_00000206.JPEG"]  # the classes are interleaved, as upstream
+    out = {}
+    for name, root in (("sorted", sorted_root), ("flat", flat_root)):
+        pp.prepare_imagenet(_imagenet_ds(root, class_list="II"), "test", tmp_path / f"{name}.npz",
+                            tmp_path / f"{name}.files.txt", threads=2)
+        out[name] = load_split(tmp_path / f"{name}.npz")
+    assert out["flat"].images.shape == (300, 20, 20, 3)
+    np.testing.assert_array_equal(out["flat"].images, out["sorted"].images)
+    np.testing.assert_array_equal(out["flat"].labels, out["sorted"].labels)
+    np.testing.assert_array_equal(labels, np.repeat(np.arange(100), 3))
+    assert (tmp_path / "flat.files.txt").read_text().split() == files
+    assert [f.split("/")[-1] for f in (tmp_path / "sorted.files.txt").read_text().split()] == \
+        [f.split("/")[-1] for f in files]
+    assert out["flat"].meta["val_labels"] == str(flat_root / sources.DEVKIT) and "val_labels" not in out["sorted"].meta
+
+
+def test_imagenet_missing_root_and_flat_val_without_devkit_are_explained(tmp_path):
     with pytest.raises(ConfigError, match="dataset.imagenet_root.*not set"):
         pp.prepare_imagenet(_imagenet_ds(None), "train", tmp_path / "t.npz")
     with pytest.raises(ConfigError, match="not an existing folder"):
         pp.prepare_imagenet(_imagenet_ds(tmp_path / "nope"), "train", tmp_path / "t.npz")
     wnids = sources.read_class_list("I")
     root = fx.ilsvrc_folder(tmp_path / "flat", wnids[:3], flat_val=True)
+    (root / sources.DEVKIT).unlink()
     problems = sources.check_imagenet_root(str(root), wnids)
-    assert any("valprep.sh" in p for p in problems)
+    flat = [p for p in problems if "holds the validation images flat" in p]
+    assert len(flat) == 1 and f"place the ILSVRC-2012 devkit (from image-net.org) at {root / sources.DEVKIT}" in flat[0]
+    assert "valprep.sh" in flat[0]
     assert any("97 of the 100" in p for p in problems)  # train has only 3 of the classes
+    with pytest.raises(ConfigError, match="ILSVRC2012_devkit_t12.tar.gz"):
+        pp.prepare_imagenet(_imagenet_ds(root, class_list="I"), "test", tmp_path / "t.npz")
     assert not (tmp_path / "t.npz").exists()
+
+
+def test_imagenet_devkit_that_does_not_label_every_image_is_a_data_error(tmp_path):
+    wnids = sources.read_class_list("I")
+    root = fx.ilsvrc_folder(tmp_path / "flat", wnids, 1, val_per_class=2, flat_val=True)
+    devkit = root / sources.DEVKIT
+    devkit.write_bytes(upstream.ilsvrc_devkit(wnids, (wnids * 2)[:-1]))  # ground truth one line short
+    with pytest.raises(DataError, match=r"ILSVRC2012_val_00000200.JPEG has no label: the ground truth of .* has "
+                                        r"199 lines") as exc:
+        pp.imagenet_files(root, wnids, "test")
+    assert str(devkit) in str(exc.value) and "valprep.sh" in str(exc.value)
+    devkit.write_bytes(fx.tar_bytes({sources.DEVKIT_META: b"not a mat file", sources.DEVKIT_GROUND_TRUTH: b"1\n"}))
+    with pytest.raises(DataError, match=f"member {sources.DEVKIT_META} of {devkit}: not the devkit's synset table"):
+        pp.imagenet_files(root, wnids, "test")
+    devkit.write_bytes(fx.tar_bytes({sources.DEVKIT_META: b"x"}))
+    with pytest.raises(DataError, match="validation_ground_truth.txt of .*: not found in the archive"):
+        pp.imagenet_files(root, wnids, "test")
 
 
 def test_class_lists_are_the_published_ones():

@@ -296,4 +296,8 @@ def imagenet_input(wc):
             raise WorkflowError(f"ImageNet-100 for benchmark '{wc.bench}' cannot be built:\n"
                                 + "\n".join(f"  - {p}" for p in problems)
                                 + f"\nFix config key '{key}' ({', '.join(map(str, workflow.configfiles))}).")
-    return {"class_list": str(data_sources.class_list_path(ds["class_list"]))}
+    inputs = {"class_list": str(data_sources.class_list_path(ds["class_list"]))}
+    root = ds["imagenet_root"]
+    if wc.split == "test" and root and os.path.isfile(os.path.join(root, data_sources.DEVKIT)):
+        inputs["devkit"] = os.path.join(root, data_sources.DEVKIT)  # the flat val folder's labels
+    return inputs

@@ -1,15 +1,21 @@
 """Readers of the paper's datasets in their upstream formats, written once as split files
 (:mod:`lffood.data.arrays`) that the same loaders as the embedded benchmark read.
 
-* CIFAR-10/100 (ID) and SVHN (OOD): through torchvision's dataset classes, which verify their md5s.
-  ID splits keep the native 32x32 images.
+* CIFAR-10/100 (ID) and SVHN (OOD): read as torchvision's dataset classes read them, but straight from
+  the downloaded file: the python pickle batches of the tar.gz in memory (member names and keys from
+  ``torchvision.datasets.CIFAR10/100``), ``X`` of test_32x32.mat with scipy. The classes' hard-coded
+  md5s are not used: the integrity guarantee is the archive's checksum, verified at download
+  (:mod:`lffood.data.download`: the published md5, ``downloads.checksums.<key>`` or the lock file)
+  before any reader touches the file. The batches are unpickled by :class:`_CifarUnpickler`, which
+  builds nothing but numpy arrays, lists, dicts, strings and numbers (any other global is refused),
+  so a batch cannot run code. ID splits keep the native 32x32 images.
 * OOD sets from tar archives (LSUN-Crop/Resize, iSUN, DTD, Places365 test_256, the MOS ImageNet sets):
   every image member, read straight from the tar (no extraction, so benchmarks sharing an archive
   never race), optionally a seeded subset, then Resize(``ood_resize``) + CenterCrop(``ood_crop``)
   exactly as torchvision's transforms do on PIL images.
 * ImageNet-100 from the user's ILSVRC-2012 folder: train at Resize+CenterCrop(``train_size``), test
-  (the ILSVRC val images of the 100 classes) at Resize(``ood_resize``)+CenterCrop(``ood_crop``),
-  written in chunks so memory stays bounded.
+  (the ILSVRC val images of the 100 classes, sorted in ``val/<wnid>/`` or flat and labelled by the
+  devkit) at Resize(``ood_resize``)+CenterCrop(``ood_crop``), written in chunks so memory stays bounded.
 
 Decoding is per file (PIL, threaded); there are no per-pixel Python loops.
 
@@ -26,8 +32,9 @@ from __future__ import annotations
 import io
 import logging
 import os
+import pickle
+import re
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -198,34 +205,100 @@ def read_tar_images(path: str | os.PathLike, names: Sequence[str], resize: int, 
     return out
 
 
-# ----------------------------------------------------------------------------- torchvision sets
-def _torchvision_root(archive_path: Path, tmp: str) -> str:
-    """A private root holding a link to the verified archive: torchvision extracts there, so jobs
-    of several benchmarks that share an archive never extract into the same folder."""
-    os.symlink(archive_path.resolve(), Path(tmp) / archive_path.name)
-    return tmp
+# ----------------------------------------------------------------------------- CIFAR, SVHN, devkit
+_DAMAGED = ("The file is damaged or not the published one: delete {archive} and download it again "
+            "(lffood download, or re-run the workflow; the checksum is verified).")
+
+
+def _damaged(archive, where: str, what: str, fix: str = "") -> DataError:
+    return DataError(f"{where} of {archive}: {what}. " + (fix or _DAMAGED.format(archive=archive)))
+
+
+def read_tar_members(path: str | os.PathLike, names: Sequence[str], fix: str = "") -> dict[str, bytes]:
+    """The members ``names`` of a tar / tar.gz, read into memory in one streaming pass (no extraction).
+    A missing member or an unreadable archive is a :class:`DataError`; ``fix`` says what to do
+    (default: delete the archive and download it again)."""
+    fix = fix or _DAMAGED.format(archive=path)
+    wanted, out = set(names), {}
+    try:
+        with tarfile.open(path, "r|*") as tf:
+            for m in tf:
+                if m.name in wanted and m.isfile():
+                    out[m.name] = tf.extractfile(m).read()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable tar archive ({exc}). {fix}") from exc
+    missing = [n for n in names if n not in out]
+    if missing:
+        raise _damaged(path, f"member {missing[0]}", f"not found in the archive ({len(missing)} of the "
+                       f"{len(names)} members needed are missing: {missing[:3]})", fix)
+    return out
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """``pickle.load(f, encoding="latin1")`` as torchvision calls it on a CIFAR batch, but resolving
+    only the globals a pickled numpy array needs (numpy 1.x/2.x names; ``_codecs.encode`` for bytes
+    pickled by Python 3): a pickle naming any other callable is refused before anything runs."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not part of a CIFAR batch; not loaded")
+        return super().find_class(module, name)
+
+
+def _unpickle(archive, member: str, data: bytes) -> dict:
+    try:
+        obj = _CifarUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except Exception as exc:  # damaged bytes can fail almost any way inside pickle
+        raise _damaged(archive, f"member {member}", f"not a readable python pickle ({type(exc).__name__}: "
+                       f"{exc})") from exc
+    if not isinstance(obj, dict):
+        raise _damaged(archive, f"member {member}", f"holds a {type(obj).__name__}, not a CIFAR dict")
+    return obj
+
+
+def _cifar_batches(archive, members: Sequence[str], raw: dict[str, bytes], n_classes: int):
+    """Images (N, 32, 32, 3) and labels of the pickle batches ``members``, as torchvision reads them."""
+    xs, ys = [], []
+    for name in members:
+        entry = _unpickle(archive, name, raw.pop(name))
+        data = entry.get("data")
+        labels = np.asarray(entry["labels"] if "labels" in entry else entry.get("fine_labels", []))
+        if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+                and data.shape[1] == 3 * 32 * 32):
+            raise _damaged(archive, f"member {name}", f"'data' is not an (N, 3072) uint8 array "
+                           f"(found {getattr(data, 'shape', type(data).__name__)})")
+        if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer) \
+                or (len(labels) and not 0 <= labels.min() <= labels.max() < n_classes):
+            raise _damaged(archive, f"member {name}", f"'labels' / 'fine_labels' are not {len(data)} class "
+                           f"indices in 0..{n_classes - 1}")
+        xs.append(data)
+        ys.append(labels)
+    x = np.concatenate(xs).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # CHW rows -> HWC, as torchvision
+    return np.ascontiguousarray(x), np.concatenate(ys).astype(np.int64)
 
 
 def read_cifar(archive_path: str | os.PathLike, source: str) -> tuple[Split, Split]:
-    """CIFAR-10/100 train and test via ``torchvision.datasets.CIFAR10/100`` (md5 of the archive and of
-    every batch checked by torchvision)."""
+    """CIFAR-10/100 train and test from the pickle batches of the verified tar.gz, read in memory as
+    ``torchvision.datasets.CIFAR10/100`` reads them once extracted: members ``base_folder``/ each name
+    of ``train_list`` / ``test_list`` (the class's names, not its md5s), ``data`` (N, 3072) reshaped to
+    (N, 3, 32, 32) and made HWC, labels ``labels`` (CIFAR-10) / ``fine_labels`` (CIFAR-100), class
+    names under ``meta['key']`` of the ``meta['filename']`` pickle."""
     import torchvision.datasets as tvd
 
     archive_path = Path(archive_path)
     cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[source]
-    with tempfile.TemporaryDirectory(prefix=".extract-", dir=archive_path.parent) as tmp:
-        root = _torchvision_root(archive_path, tmp)
-        try:
-            train = cls(root, train=True, download=True)
-            test = cls(root, train=False, download=False)
-        except RuntimeError as exc:
-            raise DataError(f"{archive_path}: torchvision.datasets.{cls.__name__} rejected it ({exc}). Delete it "
-                            f"and run the download again.") from exc
-        out = []
-        for ds in (train, test):
-            out.append((np.ascontiguousarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64)))
-        classes = list(train.classes)
-    (tr_x, tr_y), (te_x, te_y) = out
+    train_names = [f"{cls.base_folder}/{n}" for n, _ in cls.train_list]
+    test_names = [f"{cls.base_folder}/{n}" for n, _ in cls.test_list]
+    meta_name = f"{cls.base_folder}/{cls.meta['filename']}"
+    raw = read_tar_members(archive_path, [*train_names, *test_names, meta_name])
+    classes = _unpickle(archive_path, meta_name, raw.pop(meta_name)).get(cls.meta["key"])
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise _damaged(archive_path, f"member {meta_name}", f"'{cls.meta['key']}' is not a list of class names")
+    tr_x, tr_y = _cifar_batches(archive_path, train_names, raw, len(classes))
+    te_x, te_y = _cifar_batches(archive_path, test_names, raw, len(classes))
     x = tr_x.reshape(-1, 3).astype(np.float64) / 255.0
     common = {"benchmark": source, "dataset": source, "classes": classes, "image_size": int(tr_x.shape[1]),
               "source": archive_path.name}
@@ -234,17 +307,46 @@ def read_cifar(archive_path: str | os.PathLike, source: str) -> tuple[Split, Spl
 
 
 def read_svhn(archive_path: str | os.PathLike) -> np.ndarray:
-    """SVHN test images (N, 32, 32, 3) via ``torchvision.datasets.SVHN`` (md5 checked by torchvision)."""
-    import torchvision.datasets as tvd
+    """SVHN test images (N, 32, 32, 3) from the verified test_32x32.mat, read with ``scipy.io.loadmat``
+    as ``torchvision.datasets.SVHN`` reads it: ``X`` is (32, 32, 3, N) uint8."""
+    import scipy.io
 
-    archive_path = Path(archive_path)
-    with tempfile.TemporaryDirectory(prefix=".extract-", dir=archive_path.parent) as tmp:
+    try:
+        x = scipy.io.loadmat(archive_path, variable_names=["X"]).get("X")
+    except Exception as exc:  # a damaged .mat fails in many ways inside scipy
+        raise _damaged(archive_path, "variable X", f"not a readable MATLAB file ({type(exc).__name__}: "
+                       f"{exc})") from exc
+    if not (isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim == 4 and x.shape[:3] == (32, 32, 3)):
+        raise _damaged(archive_path, "variable X", f"not a (32, 32, 3, N) uint8 array (found "
+                       f"{getattr(x, 'shape', 'nothing')})")
+    return np.ascontiguousarray(x.transpose(3, 0, 1, 2))
+
+
+def read_devkit(path: str | os.PathLike) -> list[str]:
+    """The WNID of every ILSVRC-2012 validation image, from the devkit ``ILSVRC2012_devkit_t12.tar.gz``,
+    read as ``torchvision.datasets.imagenet.parse_devkit_archive`` reads it (members in memory, no
+    extraction): ``data/meta.mat`` maps the ILSVRC2012_ID of each leaf synset (``num_children`` 0) to
+    its WNID, and line i of ``data/ILSVRC2012_validation_ground_truth.txt`` is the ILSVRC2012_ID of
+    ``ILSVRC2012_val_{i:08d}.JPEG``. Returns the WNIDs in line order (item 0 is image 1)."""
+    import scipy.io
+
+    fix = (f"Replace {path} with the ILSVRC-2012 devkit from image-net.org (ILSVRC2012_devkit_t12.tar.gz), "
+           f"or sort val/ into one folder per WNID with {sources.VALPREP_URL} and remove the devkit.")
+    raw = read_tar_members(path, [sources.DEVKIT_META, sources.DEVKIT_GROUND_TRUTH], fix)
+    try:
+        synsets = np.atleast_1d(scipy.io.loadmat(io.BytesIO(raw[sources.DEVKIT_META]), squeeze_me=True)["synsets"])
+        id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets if int(s["num_children"]) == 0}
+    except Exception as exc:  # damaged .mat, or no synsets table with these fields
+        raise _damaged(path, f"member {sources.DEVKIT_META}", f"not the devkit's synset table "
+                       f"({type(exc).__name__}: {exc})", fix) from exc
+    wnids = []
+    for i, line in enumerate(raw[sources.DEVKIT_GROUND_TRUTH].decode("latin1").splitlines(), 1):
         try:
-            ds = tvd.SVHN(_torchvision_root(archive_path, tmp), split="test", download=True)
-        except RuntimeError as exc:
-            raise DataError(f"{archive_path}: torchvision.datasets.SVHN rejected it ({exc}). Delete it and run "
-                            f"the download again.") from exc
-        return np.ascontiguousarray(ds.data.transpose(0, 2, 3, 1), dtype=np.uint8)
+            wnids.append(id_to_wnid[int(line)])
+        except (ValueError, KeyError):
+            raise _damaged(path, f"member {sources.DEVKIT_GROUND_TRUTH}", f"line {i} ({line!r}) is not the "
+                           f"ILSVRC2012_ID of a leaf synset of {sources.DEVKIT_META}", fix) from None
+    return wnids
 
 
 # ----------------------------------------------------------------------------- benchmark splits
@@ -300,18 +402,50 @@ def prepare_cifar(dataset: Mapping, archive_path: str | os.PathLike, outputs: Ma
     return out
 
 
+_VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG")
+
+
+def _flat_val_files(root: Path, wnids: Sequence[str]) -> dict[str, list[str]]:
+    """``{wnid: [val/ILSVRC2012_val_N.JPEG, ...]}`` (sorted by name) of a flat ``val/``, labelled by the
+    devkit in ``root``; other files in ``val/`` are ignored."""
+    devkit = root / sources.DEVKIT
+    truth = read_devkit(devkit)
+    out = {w: [] for w in wnids}
+    for name in sorted(os.listdir(root / "val")):
+        if not (m := _VAL_NAME.fullmatch(name)):
+            continue
+        i = int(m.group(1))
+        if not 1 <= i <= len(truth):
+            raise DataError(f"{root / 'val' / name} has no label: the ground truth of {devkit} has {len(truth)} "
+                            f"lines (images 1..{len(truth)}). Use the ILSVRC-2012 devkit of these images (from "
+                            f"image-net.org), or sort val/ into one folder per WNID with {sources.VALPREP_URL}.")
+        if truth[i - 1] in out:
+            out[truth[i - 1]].append(f"val/{name}")
+    return out
+
+
 def imagenet_files(root: str | os.PathLike, wnids: Sequence[str], split: str) -> tuple[list[str], np.ndarray]:
-    """Relative paths (``train/<wnid>/x.JPEG``) and labels (index in ``wnids``) of one ILSVRC split."""
+    """Relative paths (``train/<wnid>/x.JPEG``) and labels (index in ``wnids``) of one ILSVRC split,
+    class by class, each class's files sorted by name. A flat ``val/`` (as ILSVRC-2012 ships it) is
+    labelled by the devkit (:func:`read_devkit`): paths ``val/ILSVRC2012_val_N.JPEG``, otherwise the
+    same images in the same order as the sorted ``val/<wnid>/`` layout."""
     root = Path(root)
     sub = {"train": "train", "test": "val"}[split]
+    flat = sub == "val" and sources.flat_val(root, wnids)
+    by_class = _flat_val_files(root, wnids) if flat else {}
     files, labels = [], []
     for label, w in enumerate(wnids):
         d = root / sub / w
-        found = sorted(p.name for p in d.iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png")) \
-            if d.is_dir() else []
+        if flat:
+            found, where = by_class[w], f"{root / sub} (labelled by {root / sources.DEVKIT})"
+        else:
+            found = [f"{sub}/{w}/{p.name}" for p in sorted(d.iterdir())
+                     if p.suffix.lower() in (".jpeg", ".jpg", ".png")] if d.is_dir() else []
+            where = d
         if not found:
-            raise DataError(f"{d}: no images for class {w}. Check dataset.imagenet_root ({root}) and dataset.class_list.")
-        files += [f"{sub}/{w}/{n}" for n in found]
+            raise DataError(f"{where}: no images for class {w}. Check dataset.imagenet_root ({root}) and "
+                            f"dataset.class_list.")
+        files += found
         labels += [label] * len(found)
     return files, np.asarray(labels, dtype=np.int64)
 
@@ -334,6 +468,8 @@ def prepare_imagenet(dataset: Mapping, split: str, out: str | os.PathLike, files
             "class_list": dataset["class_list"], "image_size": crop, "seed": int(dataset["seed"]),
             "role": "id_train" if split == "train" else "id_test",
             "source": str(root), "preprocess": {"resize": resize, "center_crop": crop}}
+    if split == "test" and sources.flat_val(root, wnids):
+        meta["val_labels"] = str(root / sources.DEVKIT)
     log.info("ImageNet-100 %s: %d images of %d classes from %s -> %dx%d", split, len(files), len(wnids), root,
              crop, crop)
 

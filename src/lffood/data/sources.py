@@ -32,7 +32,7 @@ class Archive:
     url: str
     filename: str
     md5: str | None
-    #: how the archive is read: ``cifar`` / ``svhn`` (torchvision dataset classes) or ``tar`` (images
+    #: how the archive is read: ``cifar`` / ``svhn`` (the pickle batches / the .mat, read directly) or ``tar`` (images
     #: are read straight from the tar members; every image file in the archive belongs to the set)
     kind: str
     description: str
@@ -151,6 +151,11 @@ def is_image_member(name: str) -> bool:
 CLASS_LIST_DIR = Path(__file__).resolve().parents[3] / "resources" / "imagenet100"
 CLASS_LISTS = ("I", "II")
 VALPREP_URL = "https://raw.githubusercontent.com/soumith/imagenetloader.torch/master/valprep.sh"
+#: The ILSVRC-2012 devkit, placed in ``imagenet_root`` (the name and place torchvision.datasets.ImageNet
+#: uses): its ground truth labels a flat ``val/``. Only these two members are read, in memory.
+DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
+DEVKIT_META = "ILSVRC2012_devkit_t12/data/meta.mat"
+DEVKIT_GROUND_TRUTH = "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt"
 
 
 def class_list_path(name: str) -> Path:
@@ -167,26 +172,38 @@ def read_class_list(name: str) -> list[str]:
     return wnids
 
 
+def flat_val(root: str | Path, wnids) -> bool:
+    """Whether ``<root>/val`` holds the validation images flat, as ILSVRC-2012 ships them
+    (``val/ILSVRC2012_val_00000001.JPEG`` ...), rather than sorted into ``val/<wnid>/``. Cheap."""
+    d = Path(root).expanduser() / "val"
+    return not (d / wnids[0]).is_dir() and any(d.glob("ILSVRC2012_val_*.JPEG"))
+
+
 def check_imagenet_root(root: str | None, wnids: list[str], key: str = "dataset.imagenet_root") -> list[str]:
     """Problems with an ILSVRC-2012 folder (empty list when it looks usable). Cheap: directory checks
-    only, so it can run while Snakemake builds the job graph."""
+    and the existence of the devkit, so it can run while Snakemake builds the job graph; the devkit's
+    contents are read when the test split is built."""
     if not root:
         return [f"config key '{key}' is not set. Set it to your ILSVRC-2012 folder, the one holding "
-                f"train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (ImageNet cannot be downloaded automatically: "
+                f"train/<wnid>/*.JPEG and val/<wnid>/*.JPEG, or val/ILSVRC2012_val_*.JPEG flat with {DEVKIT} "
+                f"beside train/ and val/ (ImageNet cannot be downloaded automatically: "
                 f"get it from https://image-net.org under its licence)."]
     r = Path(root).expanduser()
     if not r.is_dir():
         return [f"config key '{key}' is {root!r}, which is not an existing folder. Point it at your "
-                f"ILSVRC-2012 folder (with train/<wnid>/ and val/<wnid>/ inside)."]
+                f"ILSVRC-2012 folder (with train/<wnid>/ and val/ inside)."]
     problems = []
     for split in ("train", "val"):
         d = r / split
         if not d.is_dir():
             problems.append(f"{d} does not exist: config key '{key}' must name the folder holding train/ and val/.")
             continue
-        if split == "val" and any(d.glob("*.JPEG")) and not (d / wnids[0]).is_dir():
-            problems.append(f"{d} holds the validation images flat (ILSVRC2012_val_*.JPEG). Sort them into one "
-                            f"folder per WNID first: run {VALPREP_URL} inside {d}.")
+        if split == "val" and flat_val(r, wnids):
+            if not (r / DEVKIT).is_file():
+                problems.append(f"{d} holds the validation images flat (ILSVRC2012_val_*.JPEG), but their labels "
+                                f"are missing. Either place the ILSVRC-2012 devkit (from image-net.org) at "
+                                f"{r / DEVKIT}, or sort the images into one folder per WNID: run {VALPREP_URL} "
+                                f"inside {d}.")
             continue
         missing = [w for w in wnids if not (d / w).is_dir()]
         if missing:

@@ -5,7 +5,7 @@ download and preprocessing code reads these bytes exactly as it reads the real a
 
 Formats: CIFAR-10/100 python pickle batches in a tar.gz, the SVHN test .mat, ODIN image-folder
 tarballs, the DTD r1.0.1 tarball layout, a Places365 test_256-style plain tar, MOS-style tar.gz,
-and an ILSVRC-2012 folder (train/<wnid>/, val/<wnid>/).
+and an ILSVRC-2012 folder (train/<wnid>/, val/<wnid>/ or flat val/ with the devkit).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from . import sources
 
 
 def md5(data: bytes) -> str:
@@ -64,9 +66,11 @@ def tar_bytes(members: dict[str, bytes], mode: str = "w:gz") -> bytes:
 
 
 # ----------------------------------------------------------------------------- CIFAR / SVHN
-def cifar_tgz(kind: str = "cifar10", per_batch: int = 20, n_test: int = 30, seed: int = 0):
+def cifar_tgz(kind: str = "cifar10", per_batch: int = 20, n_test: int = 30, seed: int = 0, cover_classes: bool = False):
     """A cifar-10-python.tar.gz / cifar-100-python.tar.gz with tiny batches. Returns (bytes, attrs)
-    where attrs are the torchvision class attributes (tgz_md5, train_list, test_list, meta) to patch."""
+    where attrs are the torchvision class attributes (tgz_md5, train_list, test_list, meta) to patch.
+    ``cover_classes``: labels cycle through the classes (every class has an image once there are
+    as many images as classes) instead of being drawn at random."""
     rng = np.random.default_rng(seed)
     k = 10 if kind == "cifar10" else 100
     label_key = "labels" if kind == "cifar10" else "fine_labels"
@@ -76,9 +80,9 @@ def cifar_tgz(kind: str = "cifar10", per_batch: int = 20, n_test: int = 30, seed
     meta_name, meta_key = ("batches.meta", "label_names") if kind == "cifar10" else ("meta", "fine_label_names")
     members, train_list, test_list = {}, [], []
     for names, n, lst in ((train_names, per_batch, train_list), (test_names, n_test, test_list)):
-        for name in names:
-            batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                     label_key: rng.integers(0, k, n).tolist(), "batch_label": name}
+        for i, name in enumerate(names):
+            labels = (np.arange(i * n, (i + 1) * n) % k).tolist() if cover_classes else rng.integers(0, k, n).tolist()
+            batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), label_key: labels, "batch_label": name}
             data = pickle.dumps(batch, protocol=2)
             members[f"{folder}/{name}"] = data
             lst.append([name, md5(data)])
@@ -138,20 +142,50 @@ def mos_tgz(name: str = "iNaturalist", n: int = 10, seed: int = 0) -> bytes:
                       for i in range(n)})
 
 
+def ilsvrc_devkit(wnids, val_wnids) -> bytes:
+    """ILSVRC2012_devkit_t12.tar.gz reduced to what readers use: ``data/meta.mat`` (``synsets``, the
+    fields of the real file in its order, read by name or by position as torchvision does: leaf
+    synsets ``wnids`` with ILSVRC2012_ID 1..N, then one parent synset) and
+    ``data/ILSVRC2012_validation_ground_truth.txt`` (line i: the ILSVRC2012_ID of
+    ILSVRC2012_val_{i:08d}.JPEG, whose WNID is ``val_wnids[i - 1]``)."""
+    import scipy.io
+
+    fields = ("ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
+              "num_train_images")
+    rows = [(i, w, f"{w} words, {w} synonym", f"gloss of {w}", 0, np.zeros((1, 0)), 0, 1300)
+            for i, w in enumerate(wnids, 1)]
+    n = len(wnids)
+    rows.append((n + 1, "n00001740", "entity", "the root", n, np.arange(1, n + 1, dtype=float), 1, 0))
+    synsets = np.empty((len(rows), 1), dtype=[(f, object) for f in fields])
+    for i, row in enumerate(rows):
+        for f, v in zip(fields, row):
+            synsets[i, 0][f] = v
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"synsets": synsets})
+    ids = {w: i for i, w in enumerate(wnids, 1)}
+    truth = "".join(f"{ids[w]}\n" for w in val_wnids).encode()
+    return tar_bytes({sources.DEVKIT_META: buf.getvalue(), sources.DEVKIT_GROUND_TRUTH: truth,
+                      "ILSVRC2012_devkit_t12/readme.txt": b"ILSVRC2012 development kit (fixture)\n"})
+
+
 def ilsvrc_folder(root: Path, wnids, train_per_class: int = 2, val_per_class: int = 1, flat_val: bool = False,
                   seed: int = 0) -> Path:
-    """An ILSVRC-2012 folder: train/<wnid>/<wnid>_N.JPEG and val/<wnid>/ILSVRC2012_val_N.JPEG (or flat val)."""
+    """An ILSVRC-2012 folder: train/<wnid>/<wnid>_N.JPEG and val/<wnid>/ILSVRC2012_val_N.JPEG, or with
+    ``flat_val`` val/ILSVRC2012_val_N.JPEG and the devkit (:func:`ilsvrc_devkit`) that labels them in
+    the root. N runs over 1..K with the classes interleaved, as in ILSVRC-2012 (image j of class c is
+    number j * len(wnids) + c + 1); both layouts hold the same images under the same names."""
     rng = np.random.default_rng(seed)
-    k = 0
-    for w in wnids:
+    for c, w in enumerate(wnids):
         (root / "train" / w).mkdir(parents=True, exist_ok=True)
         for i in range(train_per_class):
             (root / "train" / w / f"{w}_{i}.JPEG").write_bytes(jpeg(rng, int(rng.integers(20, 30)), 24))
         vdir = root / "val" if flat_val else root / "val" / w
         vdir.mkdir(parents=True, exist_ok=True)
-        for _ in range(val_per_class):
-            k += 1
+        for j in range(val_per_class):
+            k = j * len(wnids) + c + 1
             (vdir / f"ILSVRC2012_val_{k:08d}.JPEG").write_bytes(jpeg(rng, 26, int(rng.integers(20, 30))))
+    if flat_val:
+        (root / sources.DEVKIT).write_bytes(ilsvrc_devkit(wnids, list(wnids) * val_per_class))
     return root
 
 
