@@ -1,5 +1,6 @@
 # Stage 7: tables (CSV + Markdown, mean and standard deviation over seeds) and figures. Rows and
-# labels come from each benchmark's variants (config), never from names written here.
+# labels come from each benchmark's variants (config), never from names written here. Every table
+# and figure rule passes config `watermark` on (stamped on what it reproduces; null: nothing).
 from lffood.report import figure_data
 
 W = {"bench": "{bench}", "table": "{table}"}  # keep these wildcards when filling a pattern of P
@@ -18,6 +19,7 @@ rule table:
         ood_sets=ood_sets,
         labels=variant_labels,
         title=lambda wc: f"{wc.bench}: {bench(wc).get('description', '')}".rstrip(": "),
+        watermark=config["watermark"],
     log:
         f"{LOGS}/{{bench}}/table.log",
     benchmark:
@@ -46,6 +48,7 @@ rule figures:
     params:
         delta=lambda wc: monitor_delta(bench(wc)),
         title=lambda wc: bench(wc).get("description", wc.bench),
+        watermark=config["watermark"],
         labels=variant_labels,
         seeds=seeds,
         ood_sets=ood_sets,
@@ -78,6 +81,7 @@ rule scorer_table:
         scorers=lambda wc: bench(wc)["scorers"]["names"],
         labels=variant_labels,
         title=lambda wc: f"{wc.bench}: every scorer on every model",
+        watermark=config["watermark"],
     log:
         f"{LOGS}/{{bench}}/scorer_table.log",
     benchmark:
@@ -106,6 +110,7 @@ rule sensitivity:
         reference_scorer=lambda wc: variant(bench(wc), config["tables"]["control"])["scorer"],
         labels=lambda wc: {v: variant(bench(wc), v)["label"] for v in variant_names(bench(wc), with_sweeps=True)},
         title=lambda wc: bench(wc).get("description", wc.bench),
+        watermark=config["watermark"],
     log:
         f"{LOGS}/{{bench}}/sensitivity.log",
     benchmark:
@@ -136,6 +141,7 @@ rule paper_table:
         methods=lambda wc: paper_methods(config["tables"][wc.table]),
         roles={r: config["tables"][r] for r in ("baseline", "control", "ours")},
         title=lambda wc: paper_table_title(wc.table, config["tables"][wc.table]),
+        watermark=config["watermark"],
     log:
         f"{LOGS}/tables/{{table}}.log",
     benchmark:
@@ -166,6 +172,7 @@ rule bench_paper_table:
         methods=lambda wc: paper_methods([wc.bench]),
         roles={r: config["tables"][r] for r in ("baseline", "control", "ours")},
         title=lambda wc: paper_table_title(wc.shape, [wc.bench], shape=True),
+        watermark=config["watermark"],
     log:
         f"{LOGS}/{{bench}}/{{shape}}.log",
     benchmark:
@@ -224,6 +231,7 @@ rule tsne:
     params:
         labels=variant_labels,
         title=lambda wc: bench(wc).get("description", wc.bench),
+        watermark=config["watermark"],
         random_state=fig("tsne", "random_state"),
         perplexity=fig("tsne", "perplexity"),
         max_iter=fig("tsne", "max_iter"),
@@ -255,6 +263,7 @@ rule auroc_bars:
         roles={r: config["tables"][r] for r in ("baseline", "control", "ours")},
         ood_sets=ood_sets,
         title=lambda wc: bench(wc).get("description", wc.bench),
+        watermark=config["watermark"],
     log:
         f"{LOGS}/{{bench}}/auroc_bars.log",
     benchmark:
@@ -286,6 +295,7 @@ rule heatmaps:
         per_ood=fig("heatmaps", "per_ood"),
         seed=fig("heatmaps", "seed"),
         title=lambda wc: bench(wc).get("description", wc.bench),
+        watermark=config["watermark"],
     log:
         f"{LOGS}/{{bench}}/heatmaps.log",
     benchmark:

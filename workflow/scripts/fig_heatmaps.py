@@ -9,7 +9,7 @@ def main():
     p = smk.params
     write_heatmaps(dict(zip(p.variants, smk.input.features)), {s: smk.input[s] for s in p.splits},
                    png=smk.output.png, pdf=smk.output.pdf, labels=p.labels, n_id=p.n_id, per_ood=p.per_ood,
-                   seed=p.seed, title=p.title)
+                   seed=p.seed, title=p.title, watermark=p.watermark)
 
 
 run_rule(smk, main)

@@ -11,7 +11,8 @@ def main():
     by_variant = lambda files: {v: list(files[i * n:(i + 1) * n]) for i, v in enumerate(p.labels)}  # noqa: E731
     render_figures(by_variant(smk.input.features), by_variant(smk.input.histories), delta=p.delta, title=p.title,
                    norms_png=smk.output.norms, local_png=smk.output.local, labels=p.labels, ood_order=p.ood_sets,
-                   compare=p.compare, norms_pdf=smk.output.norms_pdf, local_pdf=smk.output.local_pdf)
+                   compare=p.compare, norms_pdf=smk.output.norms_pdf, local_pdf=smk.output.local_pdf,
+                   watermark=p.watermark)
 
 
 run_rule(smk, main)

@@ -13,7 +13,7 @@ def main():
     write_paper_table(smk.wildcards.get("table", smk.wildcards.get("shape")), files, smk.params.ood_sets,
                       csv=smk.output.csv, md=smk.output.md, tex=smk.output.tex, methods=smk.params.methods,
                       roles=smk.params.roles, title=smk.params.title,
-                      paper_path=smk.input.paper if smk.rule == "paper_table" else None)
+                      paper_path=smk.input.paper if smk.rule == "paper_table" else None, watermark=smk.params.watermark)
     write_html_from_markdown(smk.output.md, smk.output.html)  # rendered inline by snakemake --report
 
 

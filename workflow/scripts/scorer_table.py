@@ -9,7 +9,8 @@ smk = snakemake  # noqa: F821
 def main():
     write_scorer_table(list(smk.input), csv=smk.output.csv, md=smk.output.md, tex=smk.output.tex,
                        title=smk.params.title,
-                       labels=smk.params.labels, ood_order=smk.params.ood_sets, scorers=smk.params.scorers)
+                       labels=smk.params.labels, ood_order=smk.params.ood_sets, scorers=smk.params.scorers,
+                       watermark=smk.params.watermark)
     write_html_from_markdown(smk.output.md, smk.output.html)  # rendered inline by snakemake --report
 
 

@@ -9,7 +9,7 @@ def main():
     p = smk.params
     write_sensitivity(list(smk.input), p.points, reference=p.reference, reference_scorer=p.reference_scorer,
                       labels=p.labels, title=p.title,
-                      csv=smk.output.csv, png=smk.output.png, pdf=smk.output.pdf)
+                      csv=smk.output.csv, png=smk.output.png, pdf=smk.output.pdf, watermark=p.watermark)
 
 
 run_rule(smk, main)

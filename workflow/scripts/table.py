@@ -8,7 +8,8 @@ smk = snakemake  # noqa: F821
 
 def main():
     write_tables(list(smk.input), csv=smk.output.csv, md=smk.output.md, tex=smk.output.tex, tidy=smk.output.tidy,
-                 title=smk.params.title, labels=smk.params.labels, ood_order=smk.params.ood_sets)
+                 title=smk.params.title, labels=smk.params.labels, ood_order=smk.params.ood_sets,
+                 watermark=smk.params.watermark)
     write_html_from_markdown(smk.output.md, smk.output.html)  # rendered inline by snakemake --report
 
 

@@ -11,7 +11,8 @@
 * :func:`write_heatmaps`: local-vector norms over ID and OOD images, one row per model (paper Fig. 7).
 
 Every figure is exactly :data:`WIDTH_IN` inches wide (constrained layout, saved without tight
-cropping), written as PNG (:data:`DPI`) and PDF, both atomically. :func:`layout_problems` checks a
+cropping), written as PNG (:data:`DPI`) and PDF, both atomically; a watermark (config ``watermark``)
+is the first line of every figure's heading (:func:`suptitle`). :func:`layout_problems` checks a
 figure for text under :data:`MIN_FONT_PT`, text outside the canvas and overlapping text. No torch
 here: the report environment has none.
 """
@@ -93,13 +94,15 @@ def freeze_layout(fig) -> None:
     fig.set_layout_engine("none")
 
 
-def suptitle(fig, text: str, title: str = "") -> None:
+def suptitle(fig, text: str, title: str = "", watermark: str | None = None) -> None:
     """The figure's heading: ``text`` and the benchmark's ``title`` on one line, or on two when
-    that would not fit the width (the title shortened if need be)."""
+    that would not fit the width (the title shortened if need be); the ``watermark``, if any, on a
+    line of its own above them."""
     import textwrap
 
     full = f"{text}: {title}" if title else text
-    fig.suptitle(full if len(full) <= 90 else f"{text}\n{textwrap.shorten(title, 100, placeholder=' ...')}")
+    heading = full if len(full) <= 90 else f"{text}\n{textwrap.shorten(title, 100, placeholder=' ...')}"
+    fig.suptitle(f"{textwrap.fill(watermark, 90)}\n{heading}" if watermark else heading)
 
 
 def save_figure(fig, png: str, pdf: str | None = None) -> None:
@@ -185,7 +188,7 @@ def _ood_sets(path, ood_order: Sequence[str] | None) -> list[str]:
 
 
 def plot_feature_norms(features: Mapping[str, Sequence[str]], title: str = "", ood_order: Sequence[str] | None = None,
-                       labels: Mapping[str, str] | None = None):
+                       labels: Mapping[str, str] | None = None, watermark: str | None = None):
     """Rows: model variants; columns: OOD sets. Density histograms of ||pooled feature||_2 of the
     first seed's model, ID test vs the OOD set (same bins down each column), and in the corner the
     AUROC (%) of the norm itself used as the OOD score (higher norm = more ID)."""
@@ -219,20 +222,21 @@ def plot_feature_norms(features: Mapping[str, Sequence[str]], title: str = "", o
                     ax.set_xlabel("feature L2 norm")
         handles, names = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, names, loc="outside lower center", ncol=2, frameon=False)
-        suptitle(fig, "Penultimate-feature norms, ID vs OOD (first seed)", title)
+        suptitle(fig, "Penultimate-feature norms, ID vs OOD (first seed)", title, watermark)
     return fig
 
 
 def feature_norm_figure(features: Mapping[str, Sequence[str]], out: str, title: str = "",
                         ood_order: Sequence[str] | None = None, labels: Mapping[str, str] | None = None,
-                        pdf: str | None = None) -> None:
+                        pdf: str | None = None, watermark: str | None = None) -> None:
     """:func:`plot_feature_norms` written to ``out`` (PNG) and ``pdf``."""
-    save_figure(plot_feature_norms(features, title, ood_order, labels), out, pdf)
+    save_figure(plot_feature_norms(features, title, ood_order, labels, watermark), out, pdf)
 
 
 # ----------------------------------------------------------------------------- local norms
 def plot_local_norms(features: Mapping[str, Sequence[str]], histories: Mapping[str, Sequence[str]], delta: float,
-                     title: str = "", labels: Mapping[str, str] | None = None, compare: Sequence[str] = ()):
+                     title: str = "", labels: Mapping[str, str] | None = None, compare: Sequence[str] = (),
+                     watermark: str | None = None):
     """One panel per variant (three per row): density of the norms of ID-test local vectors with
     p_j(y|x) < delta (background, as LFF selects them) and of the rest, first seed, same bins for
     all. Bottom panel: during training, the mean norm of selected and unselected vectors per epoch
@@ -288,23 +292,24 @@ def plot_local_norms(features: Mapping[str, Sequence[str]], histories: Mapping[s
         ax.set_title("During fine-tuning (mean over seeds)")
         if plotted:
             ax.legend(frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
-        suptitle(fig, "Local background vectors", title)
+        suptitle(fig, "Local background vectors", title, watermark)
     return fig
 
 
 def local_norm_figure(features: Mapping[str, Sequence[str]], histories: Mapping[str, Sequence[str]], delta: float,
                       out: str, title: str = "", labels: Mapping[str, str] | None = None,
-                      compare: Sequence[str] = (), pdf: str | None = None) -> None:
+                      compare: Sequence[str] = (), pdf: str | None = None, watermark: str | None = None) -> None:
     """:func:`plot_local_norms` written to ``out`` (PNG) and ``pdf``."""
-    save_figure(plot_local_norms(features, histories, delta, title, labels, compare), out, pdf)
+    save_figure(plot_local_norms(features, histories, delta, title, labels, compare, watermark), out, pdf)
 
 
 def render_figures(features: Mapping[str, Sequence[str]], histories: Mapping[str, Sequence[str]], *, delta: float,
                    title: str, norms_png: str, local_png: str, labels: Mapping[str, str],
                    ood_order: Sequence[str] | None = None, compare: Sequence[str] = (),
-                   norms_pdf: str | None = None, local_pdf: str | None = None) -> None:
-    feature_norm_figure(features, norms_png, title, ood_order, labels, pdf=norms_pdf)
-    local_norm_figure(features, histories, delta, local_png, title, labels, compare, pdf=local_pdf)
+                   norms_pdf: str | None = None, local_pdf: str | None = None, watermark: str | None = None) -> None:
+    feature_norm_figure(features, norms_png, title, ood_order, labels, pdf=norms_pdf, watermark=watermark)
+    local_norm_figure(features, histories, delta, local_png, title, labels, compare, pdf=local_pdf,
+                      watermark=watermark)
 
 
 # ----------------------------------------------------------------------------- Fig. 3: AUROC bars
@@ -334,7 +339,7 @@ def auroc_bar_table(tidy: pd.DataFrame, methods: Mapping[str, tuple[str, str]],
 
 
 def plot_auroc_bars(table: pd.DataFrame, *, colours: Mapping[str, str], reference: str | None = None,
-                    title: str = ""):
+                    title: str = "", watermark: str | None = None):
     """Grouped bars: one group per OOD set and the average, one bar per method (mean over seeds),
     error bars one standard deviation. The ``reference`` variant is hatched and its mean drawn as a
     dashed line across its group. The y axis starts at the 5% step below the lowest mean - std."""
@@ -374,22 +379,23 @@ def plot_auroc_bars(table: pd.DataFrame, *, colours: Mapping[str, str], referenc
         ax.set_axisbelow(True)
         fig.legend(loc="outside lower center", ncol=3, frameon=False)
         n_seeds = int(table["n_seeds"].max())
-        suptitle(fig, f"AUROC per method with its own scorer, mean ± std over {n_seeds} seed(s)", title)
+        suptitle(fig, f"AUROC per method with its own scorer, mean ± std over {n_seeds} seed(s)", title, watermark)
     return fig
 
 
 def write_auroc_bars(metric_files: Sequence[str], methods: Mapping[str, tuple[str, str]], *, roles: Mapping[str, str],
                      png: str, pdf: str, csv: str, title: str = "",
-                     ood_order: Sequence[str] | None = None) -> pd.DataFrame:
+                     ood_order: Sequence[str] | None = None, watermark: str | None = None) -> pd.DataFrame:
     """Fig. 3: :func:`auroc_bar_table` from the metric files to ``csv`` and :func:`plot_auroc_bars`
-    to ``png``/``pdf``; ``roles``: config ``tables`` (the control is the reference)."""
-    from .tables import collect
+    to ``png``/``pdf``; ``roles``: config ``tables`` (the control is the reference); ``watermark``:
+    on every CSV row and the figure's heading."""
+    from .tables import collect, watermarked
 
     table = auroc_bar_table(collect(metric_files), methods, ood_order)
     with atomic_path(csv) as tmp:
-        table.round(3).to_csv(tmp, index=False)
+        watermarked(table.round(3), watermark).to_csv(tmp, index=False)
     save_figure(plot_auroc_bars(table, colours=method_colours(list(methods), roles), reference=roles.get("control"),
-                                title=title), png, pdf)
+                                title=title, watermark=watermark), png, pdf)
     return table
 
 
@@ -437,7 +443,7 @@ def tsne_embedding(groups: Mapping[str, np.ndarray], random_state: int = 0, perp
 
 def plot_tsne(embeddings: Mapping[str, Mapping[str, np.ndarray]], id_labels: Mapping[str, np.ndarray], *,
               labels: Mapping[str, str], ood_set: str, classes: Sequence[str] | None = None, title: str = "",
-              max_annotated_classes: int = 20):
+              max_annotated_classes: int = 20, watermark: str | None = None):
     """One panel per variant: its t-SNE embedding (:func:`tsne_embedding`), groups as
     :data:`TSNE_GROUPS`; each ID class's number at the median of its points (up to
     ``max_annotated_classes`` classes). Axes have no units: only neighbourhoods are meaningful."""
@@ -471,7 +477,7 @@ def plot_tsne(embeddings: Mapping[str, Mapping[str, np.ndarray]], id_labels: Map
         names = [TSNE_GROUPS["id"][0], f"OOD set {ood_set.replace('_', ' ')} (pooled feature)",
                  TSNE_GROUPS["background"][0]]
         fig.legend(handles, names, loc="outside lower center", ncol=3, frameon=False)
-        suptitle(fig, "t-SNE of penultimate-layer vectors (first seed)", title)
+        suptitle(fig, "t-SNE of penultimate-layer vectors (first seed)", title, watermark)
         fig.canvas.draw()
         for ax in axes:
             _hide_overlapping(ax.texts, fig.canvas.get_renderer())
@@ -490,7 +496,8 @@ def _hide_overlapping(texts, renderer) -> None:
 
 
 def write_tsne(vectors: str, *, png: str, pdf: str, labels: Mapping[str, str], title: str = "",
-               random_state: int = 0, perplexity: float = 30.0, n_jobs: int | None = 1, max_iter: int = 1000) -> dict:
+               random_state: int = 0, perplexity: float = 30.0, n_jobs: int | None = 1, max_iter: int = 1000,
+               watermark: str | None = None) -> dict:
     """Fig. 2 from the vectors file: one t-SNE per variant, then the figure. Returns the embeddings."""
     meta, data = read_tsne_vectors(vectors)
     embeddings = {}
@@ -499,7 +506,7 @@ def write_tsne(vectors: str, *, png: str, pdf: str, labels: Mapping[str, str], t
         embeddings[v] = tsne_embedding({g: d[g] for g in TSNE_GROUPS}, random_state, perplexity, n_jobs, max_iter)
         log.info("t-SNE of %s: %d points in %.1f s", v, sum(len(d[g]) for g in TSNE_GROUPS), time.perf_counter() - t0)
     fig = plot_tsne(embeddings, {v: d["id_labels"] for v, d in data.items()}, labels=labels, ood_set=meta["ood_set"],
-                    title=title)
+                    title=title, watermark=watermark)
     save_figure(fig, png, pdf)
     return embeddings
 
@@ -536,7 +543,7 @@ def heatmap_selection(sizes: Mapping[str, int], *, n_id: int, per_ood: int, seed
 
 
 def plot_heatmaps(images: Sequence[np.ndarray], titles: Sequence[str], maps: Mapping[str, Sequence[np.ndarray]], *,
-                  labels: Mapping[str, str], title: str = ""):
+                  labels: Mapping[str, str], title: str = "", watermark: str | None = None):
     """Top row: the images; one row per variant below: its local-vector norm maps (H x W, nearest
     neighbour, on the image's extent), one colour scale per row from 0 to the row's maximum, with
     a colour bar at the row's end."""
@@ -568,7 +575,7 @@ def plot_heatmaps(images: Sequence[np.ndarray], titles: Sequence[str], maps: Map
         for ax in axes[:, :-1].ravel():
             ax.set_xticks([])
             ax.set_yticks([])
-        suptitle(fig, "L2 norm of each local vector of the last feature map (first seed)", title)
+        suptitle(fig, "L2 norm of each local vector of the last feature map (first seed)", title, watermark)
     return fig
 
 
@@ -581,7 +588,7 @@ def _column_title(split: str, row: int, label: int, classes: Sequence[str] | Non
 
 def write_heatmaps(features: Mapping[str, str], split_paths: Mapping[str, str], *, png: str, pdf: str,
                    labels: Mapping[str, str], n_id: int = 2, per_ood: int = 1, seed: int = 0, title: str = "",
-                   id_split: str = "test") -> list[tuple[str, int]]:
+                   id_split: str = "test", watermark: str | None = None) -> list[tuple[str, int]]:
     """Fig. 7: the images chosen by :func:`heatmap_selection` (``split_paths``: ``id_split`` first,
     then the OOD sets to show) and the local norms of each variant's feature file (``features``:
     variant -> one feature file, rows in split order), reshaped with :func:`map_shape`. Returns the
@@ -606,5 +613,5 @@ def write_heatmaps(features: Mapping[str, str], split_paths: Mapping[str, str], 
             norms = rows[s]["local_norms"][r]
             h, w = map_shape(norms.shape[0], img.shape[:2])
             maps[v].append(norms.reshape(h, w))
-    save_figure(plot_heatmaps(images, titles, maps, labels=labels, title=title), png, pdf)
+    save_figure(plot_heatmaps(images, titles, maps, labels=labels, title=title, watermark=watermark), png, pdf)
     return chosen

@@ -15,7 +15,9 @@ objective, which separates LFF's gain from the gain of training longer) and ever
 Every reproduced cell is the mean and standard deviation over seeds (per-seed average over OOD sets
 first), in percent; beside it the paper's value and the difference (reproduced - paper). Marks:
 among the reproduced rows of a column the best mean is bold and the second underlined (FPR95: lowest
-best); the paper's values keep the paper's own bold/underline.
+best); the paper's values keep the paper's own bold/underline. A watermark (config ``watermark``)
+marks what was reproduced, never the paper's numbers: the reproduced rows of the CSV, the cells'
+reproduced values (their difference to the paper follows them) and the title.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import pandas as pd
 from ..io import atomic_path
 from . import latex
 from .paper_numbers import POSTHOC_SCORERS, TRAINING_METHODS
-from .tables import AVERAGE, METRIC_NAMES, collect, mean_std, scorer_label, scorer_table
+from .tables import AVERAGE, METRIC_NAMES, collect, mean_std, scorer_label, scorer_table, stamp, watermarked
 
 #: Post-hoc scorers in the order of the paper's Table I (KNN, not in the paper, follows ViM).
 POSTHOC = (("MSP", "msp"), ("ODIN", "odin"), ("Mahalanobis", "mahalanobis"), ("Energy", "energy"),
@@ -213,13 +215,14 @@ def _md_mark(text: str, how: str) -> str:
     return f"**{text}**" if how == "bold" else f"<u>{text}</u>" if how == "underline" else text
 
 
-def _cell_text(r: pd.Series, key: str, md: bool) -> str:
+def _cell_text(r: pd.Series, key: str, md: bool, watermark: str | None = None) -> str:
+    """The reproduced value (after ``watermark``, in the cell's format already), then the paper's."""
     mean, std, paper = r.get(f"{key}_mean"), r.get(f"{key}_std"), r.get(f"{key}_paper")
     fmt = _md_mark if md else (lambda t, h: latex.mark(t, h))
     parts = []
     if pd.notna(mean):
         ours = mean_std(mean, std, digits=2) if md else mean_std(mean, std, digits=2, pm=r"{\scriptsize$\pm$") + "}"
-        parts.append(fmt(ours, r.get(f"{key}_mark", "")))
+        parts.append(stamp(fmt(ours, r.get(f"{key}_mark", "")), watermark))
     if pd.notna(paper):
         p = fmt(f"{paper:.2f}", r.get(f"{key}_paper_mark", ""))
         diff = r.get(f"{key}_diff")
@@ -254,8 +257,9 @@ def _note(df: pd.DataFrame) -> str:
     return NOTE if any(c.endswith("_paper") for c in df.columns) else NOTE_NO_PAPER
 
 
-def markdown(table: str, df: pd.DataFrame, ood_sets: Mapping[str, Sequence[str]], title: str) -> str:
-    lines = [f"# {title}", "", _note(df), ""]
+def markdown(table: str, df: pd.DataFrame, ood_sets: Mapping[str, Sequence[str]], title: str,
+             watermark: str | None = None) -> str:
+    lines = [f"# {stamp(title, watermark)}", "", _note(df), ""]
     for bench, grp in _blocks(table, df):
         cols = _column_keys(table, df, ood_sets, bench)
         if bench is not None:
@@ -263,23 +267,26 @@ def markdown(table: str, df: pd.DataFrame, ood_sets: Mapping[str, Sequence[str]]
         header = ["Method", "Source", *[label for _, label in cols]]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for _, r in grp.iterrows():
-            lines.append("| " + " | ".join([r["method"], r["source"], *[_cell_text(r, k, True) for k, _ in cols]]) + " |")
+            cells = [_cell_text(r, k, True, watermark) for k, _ in cols]
+            lines.append("| " + " | ".join([r["method"], r["source"], *cells]) + " |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
 
-def to_latex(table: str, df: pd.DataFrame, ood_sets: Mapping[str, Sequence[str]], title: str) -> str:
+def to_latex(table: str, df: pd.DataFrame, ood_sets: Mapping[str, Sequence[str]], title: str,
+             watermark: str | None = None) -> str:
+    cell_mark = latex.escape(watermark) if watermark else None  # the cells are LaTeX already
     out = []
     for bench, grp in _blocks(table, df):
         cols = _column_keys(table, df, ood_sets, bench)
         groups = ([*ood_sets[bench], AVERAGE] if bench is not None else list(ood_sets))
         header = [[("", 1), ("", 1), *[(g, len(METRICS)) for g in groups]],
                   [("Method", 1), ("Source", 1), *[(METRIC_NAMES[m], 1) for _ in groups for m in METRICS]]]
-        body = [[latex.escape(r["method"]), latex.escape(r["source"]), *[_cell_text(r, k, False) for k, _ in cols]]
-                for _, r in grp.iterrows()]
+        body = [[latex.escape(r["method"]), latex.escape(r["source"]),
+                 *[_cell_text(r, k, False, cell_mark) for k, _ in cols]] for _, r in grp.iterrows()]
         sources = list(grp["source"])
         breaks = [i for i in range(1, len(sources)) if (sources[i] == PAPER_ONLY) != (sources[i - 1] == PAPER_ONLY)]
-        caption = f"{title}{f' ({bench})' if bench else ''}. {_note(df)}"
+        caption = f"{stamp(title, watermark)}{f' ({bench})' if bench else ''}. {_note(df)}"
         out.append(latex.tabular(header, body, caption=caption, label=f"tab:{table}{'-' + bench if bench else ''}",
                                  align="ll" + "c" * len(cols), midrules_before=breaks))
     return "\n".join(out)
@@ -287,10 +294,12 @@ def to_latex(table: str, df: pd.DataFrame, ood_sets: Mapping[str, Sequence[str]]
 
 def write_paper_table(table: str, metric_files: Mapping[str, Sequence[str]], ood_sets: Mapping[str, Sequence[str]],
                       *, csv: str, md: str, tex: str, methods: Mapping[str, Sequence[str]], roles: Mapping[str, str],
-                      title: str, paper_path: str | None = None) -> pd.DataFrame:
+                      title: str, paper_path: str | None = None, watermark: str | None = None) -> pd.DataFrame:
     """``metric_files[bench]``: the per-(seed, variant) metrics CSVs of that benchmark; ``methods``:
     variant -> (label, scorer) in config order; ``roles``: config ``tables`` baseline/control/ours;
-    ``paper_path``: the paper's printed numbers (None: no paper column, e.g. the embedded benchmark)."""
+    ``paper_path``: the paper's printed numbers (None: no paper column, e.g. the embedded benchmark);
+    ``watermark``: config ``watermark``, stamped on what was reproduced (module docstring). Returns
+    the CSV table."""
     from . import paper_numbers
 
     tidy = {b: collect(files) for b, files in metric_files.items()}
@@ -298,10 +307,12 @@ def write_paper_table(table: str, metric_files: Mapping[str, Sequence[str]], ood
     df = build(table, tidy, ood_sets, {v: Method(*m) for v, m in methods.items()}, roles, paper)
     if paper is None:
         df = df.drop(columns=[c for c in df.columns if c.endswith(("_paper", "_paper_mark", "_diff"))])
+    if watermark:  # on the reproduced rows only: the paper-reported and 'not run' rows hold the paper's numbers
+        df = watermarked(df, watermark, reproduced=df["source"].isin([REPRODUCED, NOT_IN_PAPER]))
     with atomic_path(csv) as tmp:
         df.to_csv(tmp, index=False)
     with atomic_path(md) as tmp:
-        tmp.write_text(markdown(table, df, ood_sets, title))
+        tmp.write_text(markdown(table, df, ood_sets, title, watermark))
     with atomic_path(tex) as tmp:
-        tmp.write_text(to_latex(table, df, ood_sets, title))
+        tmp.write_text(to_latex(table, df, ood_sets, title, watermark))
     return df

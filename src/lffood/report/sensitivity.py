@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..io import atomic_path
 from .figures import ROLE_COLOURS, new_figure, save_figure, style, suptitle
-from .tables import collect, seed_std
+from .tables import collect, seed_std, watermarked
 
 #: the swept method and the reference: the colours of LFF and its CE control in every figure
 METHOD_COLOUR, REFERENCE_COLOUR = ROLE_COLOURS["ours"], ROLE_COLOURS["control"]
@@ -53,7 +53,8 @@ def sensitivity_table(tidy: pd.DataFrame, points: Sequence[Mapping], reference: 
     return df.drop_duplicates(["param", "base", "kind", "variant", "seed"]).reset_index(drop=True)
 
 
-def sensitivity_figure(df: pd.DataFrame, *, png: str, pdf: str, title: str, labels: Mapping[str, str]) -> None:
+def sensitivity_figure(df: pd.DataFrame, *, png: str, pdf: str, title: str, labels: Mapping[str, str],
+                       watermark: str | None = None) -> None:
     """One panel per swept parameter: average AUROC (mean ± std over seeds) against the value, the
     reference's mean as a dashed line with a ± std band. The figures' style, palette, 7-inch width and
     legibility check (:mod:`lffood.report.figures`)."""
@@ -83,15 +84,17 @@ def sensitivity_figure(df: pd.DataFrame, *, png: str, pdf: str, title: str, labe
             if i == 0 or ref_label != legends[0][1]:
                 ax.legend(frameon=False)
         n = int(df["seed"].nunique())
-        suptitle(fig, f"Sensitivity, mean ± std over {n} seed(s)", title)
+        suptitle(fig, f"Sensitivity, mean ± std over {n} seed(s)", title, watermark)
         save_figure(fig, png, pdf)
 
 
 def write_sensitivity(metric_files: Sequence[str], points: Sequence[Mapping], *, reference: str,
                       labels: Mapping[str, str], title: str, csv: str, png: str, pdf: str,
-                      reference_scorer: str | None = None) -> pd.DataFrame:
+                      reference_scorer: str | None = None, watermark: str | None = None) -> pd.DataFrame:
+    """:func:`sensitivity_table` to ``csv`` and :func:`sensitivity_figure` to ``png``/``pdf``;
+    ``watermark`` (config ``watermark``): on every CSV row and the figure's heading."""
     df = sensitivity_table(collect(metric_files), points, reference, reference_scorer)
     with atomic_path(csv) as tmp:
-        df.to_csv(tmp, index=False)
-    sensitivity_figure(df, png=png, pdf=pdf, title=title, labels=labels)
+        watermarked(df, watermark).to_csv(tmp, index=False)
+    sensitivity_figure(df, png=png, pdf=pdf, title=title, labels=labels, watermark=watermark)
     return df

@@ -41,6 +41,29 @@ def mean_std(mean: float, std: float, digits: int = 1, signed: bool = False, pm:
     return f"{mean:{'+' if signed else ''}.{digits}f}{pm}{std:.{digits}f}"
 
 
+def stamp(text: str, watermark: str | None) -> str:
+    """``text`` marked with config ``watermark`` ('WATERMARK: text'), or ``text`` itself when there is
+    none: the one stamp of every reproduced table cell, table title and figure heading."""
+    return f"{watermark}: {text}" if watermark else text
+
+
+def watermarked(table: pd.DataFrame, watermark: str | None, reproduced=None) -> pd.DataFrame:
+    """``table`` with a first column ``watermark`` that holds config ``watermark`` on the ``reproduced``
+    rows (a boolean mask; default: every row) and is empty on the others; ``table`` itself when there
+    is no watermark. The numeric columns stay as they are."""
+    if not watermark:
+        return table
+    mask = np.ones(len(table), bool) if reproduced is None else np.asarray(reproduced, bool)
+    return table.assign(watermark=np.where(mask, watermark, ""))[["watermark", *table.columns]]
+
+
+def watermark_of(table: pd.DataFrame) -> str | None:
+    """The watermark that a table read back from a CSV of :func:`watermarked` carries, or None."""
+    marks = table["watermark"].dropna().astype(str) if "watermark" in table else pd.Series(dtype=str)
+    marks = marks[marks != ""]
+    return marks.iloc[0] if len(marks) else None
+
+
 def summarize(tidy: pd.DataFrame, keys: Sequence[str] = KEYS) -> pd.DataFrame:
     """Rows (variant, scorer, ood_set); columns <metric>_mean, <metric>_std (std over seeds, ddof=1), n_seeds."""
     full = with_average(tidy, keys)
@@ -77,10 +100,12 @@ def _order(df: pd.DataFrame, variants: Sequence[str]) -> pd.DataFrame:
 
 
 def _scorer_rows(table: pd.DataFrame, column_sets: Sequence[str], metrics: Sequence[str], *, first,
-                 labels: Mapping[str, str], last=lambda r: []) -> list[tuple[list[str], list[str], bool]]:
+                 labels: Mapping[str, str], last=lambda r: [],
+                 watermark: str | None = None) -> list[tuple[list[str], list[str], bool]]:
     """The rows of a table grouped by scorer, as (cell texts, their marks, starts a scorer block):
     'mean ± std' cells ('–' when missing), the best mean of each column within a scorer's block
-    marked bold. ``first(scorer, row)`` names the row; ``last(row)`` adds cells."""
+    marked bold. ``first(scorer, row)`` names the row; ``last(row)`` adds cells of numbers. Every
+    cell of numbers carries the ``watermark`` (:func:`stamp`)."""
     out = []
     for scorer, grp in table.groupby("scorer", sort=False):
         best = {}
@@ -93,9 +118,9 @@ def _scorer_rows(table: pd.DataFrame, column_sets: Sequence[str], metrics: Seque
             for s in column_sets:
                 for m in metrics:
                     mean, std = r[f"{s}/{m}_mean"], r[f"{s}/{m}_std"]
-                    cells.append("–" if pd.isna(mean) else mean_std(mean, std))
+                    cells.append("–" if pd.isna(mean) else stamp(mean_std(mean, std), watermark))
                     marks.append("bold" if pd.notna(mean) and np.isclose(mean, best[(s, m)]) and len(grp) > 1 else "")
-            extra = last(r)
+            extra = [stamp(c, watermark) for c in last(r)]
             out.append((cells + extra, marks + [""] * len(extra), i == 0))
     return out
 
@@ -124,44 +149,48 @@ def _header(sets: Sequence[str], metrics: Sequence[str]) -> list[str]:
 
 
 def markdown(table: pd.DataFrame, ood_order: Sequence[str], title: str, labels: Mapping[str, str],
-             metrics=("fpr95", "auroc")) -> str:
-    """Markdown with 'mean ± std' cells; the best mean of each column within a scorer is bold."""
+             metrics=("fpr95", "auroc"), watermark: str | None = None) -> str:
+    """Markdown with 'mean ± std' cells; the best mean of each column within a scorer is bold. The
+    title and every cell of numbers carry the ``watermark``, if any."""
     sets = [*ood_order, AVERAGE]
     header = _header(sets, metrics) + ["ID acc↑"]
-    lines = [f"# {title}", "", _note(table), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += _md_lines(_table_rows(table, sets, metrics, labels))
+    lines = [f"# {stamp(title, watermark)}", "", _note(table), "", "| " + " | ".join(header) + " |",
+             "|" + "---|" * len(header)]
+    lines += _md_lines(_table_rows(table, sets, metrics, labels, watermark))
     return "\n".join(lines) + "\n"
 
 
-def _table_rows(table, sets, metrics, labels):
+def _table_rows(table, sets, metrics, labels, watermark=None):
     return _scorer_rows(table, sets, metrics, first=lambda scorer, r: scorer, labels=labels,
-                        last=lambda r: [mean_std(r["id_acc_mean"], r["id_acc_std"])])
+                        last=lambda r: [mean_std(r["id_acc_mean"], r["id_acc_std"])], watermark=watermark)
 
 
 def to_latex(table: pd.DataFrame, ood_order: Sequence[str], title: str, labels: Mapping[str, str],
-             metrics=("fpr95", "auroc"), label: str = "tab:results") -> str:
+             metrics=("fpr95", "auroc"), label: str = "tab:results", watermark: str | None = None) -> str:
     """The same table as :func:`markdown`, as a LaTeX (booktabs) table."""
     sets = [*ood_order, AVERAGE]
-    return _latex(_table_rows(table, sets, metrics, labels), _header(sets, metrics) + ["ID acc↑"], title=title,
-                  note=_note(table), label=label)
+    return _latex(_table_rows(table, sets, metrics, labels, watermark), _header(sets, metrics) + ["ID acc↑"],
+                  title=stamp(title, watermark), note=_note(table), label=label)
 
 
 def write_tables(metric_files: Sequence[str], *, csv: str, md: str, tex: str, tidy: str, title: str,
-                 labels: Mapping[str, str], ood_order: Sequence[str] | None = None) -> pd.DataFrame:
+                 labels: Mapping[str, str], ood_order: Sequence[str] | None = None,
+                 watermark: str | None = None) -> pd.DataFrame:
     """Write the tidy metrics, the wide CSV table and its Markdown and LaTeX renderings; OOD sets in
     ``ood_order`` (default: order of first appearance); ``labels``: variant -> how the table names it,
-    in row order."""
+    in row order; ``watermark`` (config ``watermark``): stamped on every row of the CSVs, every cell
+    of numbers and the title. Returns the CSV table."""
     data = collect(metric_files)
     ood_order = list(ood_order) if ood_order else list(dict.fromkeys(data["ood_set"]))
-    table = _order(wide(summarize(data), ood_order), list(labels))
+    table = watermarked(_order(wide(summarize(data), ood_order), list(labels)), watermark)
     with atomic_path(tidy) as tmp:
-        data.to_csv(tmp, index=False)
+        watermarked(data, watermark).to_csv(tmp, index=False)
     with atomic_path(csv) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(md) as tmp:
-        tmp.write_text(markdown(table, ood_order, title, labels))
+        tmp.write_text(markdown(table, ood_order, title, labels, watermark=watermark))
     with atomic_path(tex) as tmp:
-        tmp.write_text(to_latex(table, ood_order, title, labels))
+        tmp.write_text(to_latex(table, ood_order, title, labels, watermark=watermark))
     return table
 
 
@@ -223,46 +252,50 @@ def scorer_table(tidy: pd.DataFrame, *, ood_order: Sequence[str] | None = None, 
     return pd.DataFrame(rows)
 
 
-def _scorer_parts(table: pd.DataFrame, labels, column_sets, metrics):
+def _scorer_parts(table: pd.DataFrame, labels, column_sets, metrics, watermark=None):
     if column_sets is None:
         column_sets = list(dict.fromkeys(c.rsplit("/", 1)[0] for c in table.columns
                                          if c.endswith(f"/{metrics[0]}_mean")))
     note = (f"Mean ± standard deviation over {int(table['n_seeds'].max())} seed(s); percentages. Rows: each "
             f"scorer on every model it applies to ({', '.join(labels.values())}). FPR95 with ID as the positive "
             "class. Bold: best mean per column within each scorer.")
-    rows = _scorer_rows(table, column_sets, metrics, first=lambda scorer, r: str(r["label"]), labels=labels)
+    rows = _scorer_rows(table, column_sets, metrics, first=lambda scorer, r: str(r["label"]), labels=labels,
+                        watermark=watermark)
     return _header(column_sets, metrics), note, rows
 
 
 def scorer_markdown(table: pd.DataFrame, title: str, *, labels: Mapping[str, str],
-                    column_sets: Sequence[str] | None = None, metrics: Sequence[str] = ("auroc", "fpr95")) -> str:
+                    column_sets: Sequence[str] | None = None, metrics: Sequence[str] = ("auroc", "fpr95"),
+                    watermark: str | None = None) -> str:
     """Markdown of :func:`scorer_table`: 'mean ± std' cells, one block of rows per scorer, the best
     mean of each column within a scorer in bold. ``column_sets``: the column prefixes (default: those of
-    the table, e.g. ``['backgrounds', ..., 'average']`` or ``['cifar10/average', ...]``)."""
-    header, note, rows = _scorer_parts(table, labels, column_sets, metrics)
-    lines = [f"# {title}", "", note, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    the table, e.g. ``['backgrounds', ..., 'average']`` or ``['cifar10/average', ...]``). The title and
+    every cell of numbers carry the ``watermark``, if any."""
+    header, note, rows = _scorer_parts(table, labels, column_sets, metrics, watermark)
+    lines = [f"# {stamp(title, watermark)}", "", note, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + _md_lines(rows)) + "\n"
 
 
 def scorer_latex(table: pd.DataFrame, title: str, *, labels: Mapping[str, str],
-                 column_sets: Sequence[str] | None = None, metrics: Sequence[str] = ("auroc", "fpr95")) -> str:
+                 column_sets: Sequence[str] | None = None, metrics: Sequence[str] = ("auroc", "fpr95"),
+                 watermark: str | None = None) -> str:
     """:func:`scorer_markdown` as a LaTeX (booktabs) table."""
-    header, note, rows = _scorer_parts(table, labels, column_sets, metrics)
-    return _latex(rows, header, title=title, note=note, label="tab:scorers")
+    header, note, rows = _scorer_parts(table, labels, column_sets, metrics, watermark)
+    return _latex(rows, header, title=stamp(title, watermark), note=note, label="tab:scorers")
 
 
 def write_scorer_table(metric_files: Sequence[str], *, csv: str, md: str, tex: str, title: str,
-                       labels: Mapping[str, str],
-                       ood_order: Sequence[str] | None = None, scorers: Sequence[str] | None = None) -> pd.DataFrame:
-    """Table IV shape for one benchmark from its per-model metric files: CSV and Markdown; ``labels``:
-    variant -> name, in row order."""
+                       labels: Mapping[str, str], ood_order: Sequence[str] | None = None,
+                       scorers: Sequence[str] | None = None, watermark: str | None = None) -> pd.DataFrame:
+    """Table IV shape for one benchmark from its per-model metric files: CSV, Markdown and LaTeX;
+    ``labels``: variant -> name, in row order; ``watermark``: as :func:`write_tables`."""
     data = collect(metric_files)
     sets = [*(ood_order or dict.fromkeys(data["ood_set"])), AVERAGE]
-    table = scorer_table(data, ood_order=sets, scorers=scorers, variants=list(labels))
+    table = watermarked(scorer_table(data, ood_order=sets, scorers=scorers, variants=list(labels)), watermark)
     with atomic_path(csv) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(md) as tmp:
-        tmp.write_text(scorer_markdown(table, title, labels=labels))
+        tmp.write_text(scorer_markdown(table, title, labels=labels, watermark=watermark))
     with atomic_path(tex) as tmp:
-        tmp.write_text(scorer_latex(table, title, labels=labels))
+        tmp.write_text(scorer_latex(table, title, labels=labels, watermark=watermark))
     return table
