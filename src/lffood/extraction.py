@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .data.augment import center_crop as crop
 from .data.loader import TensorImages
@@ -78,7 +79,8 @@ def _collect(out, model, y, logits, pooled, fmap, with_gt_prob, multiscale, extr
     if with_gt_prob:
         out["local_gt_prob"].append(local_gt_prob(fmap, model.head.weight, model.head.bias, y).cpu())
     if multiscale:
-        out["multiscale"].append(multiscale_vectors(fmap).half().cpu())
+        # unit vectors: CSD uses only their directions, and float16 overflows past 65504 (a diverged model)
+        out["multiscale"].append(F.normalize(multiscale_vectors(fmap), dim=-1).half().cpu())
     if extras is not None:
         for name, value in extras(fmap, pooled).items():
             out.setdefault(name, []).append(value.float().cpu())

@@ -14,8 +14,8 @@ Feature file (one per benchmark x seed x model variant)::
         preds              int64   (N,)     argmax of logits
         local_norms        float32 (N, L)   L2 norm of each of the L = H*W local vectors of the last map
         local_gt_prob      float32 (N, L)   p_j(y_i | x_i) per location (ID splits only)
-        multiscale         float16 (N, 6, C) MODE's region vectors: 4 quadrant means, global mean,
-                                            centre mean (optional: extraction.multiscale; CSD reads it)
+        multiscale         float16 (N, 6, C) MODE's region vectors, L2-normalised: 4 quadrant means, global
+                                            mean, centre mean (optional: extraction.multiscale; CSD reads it)
         ood_head_global    float32 (N,)     SSOD models only: P_ID of the OOD head on the pooled feature
         ood_head_local     float32 (N,)     SSOD models only: mean over locations of P_ID of the OOD head
         block_norms        float32 (N, B)   FeatureNorm of each of the model's B blocks (models scored with
@@ -39,7 +39,8 @@ Statistics file (one per feature file x scorer that fits ID statistics; see
 
 Files are written atomically (temporary file + rename). A file of another schema version is refused
 with the command that rebuilds it; version 2 added the optional fields (multiscale, OOD head), version
-3 FeatureNorm's block norms (FeatureNorm became a cached-feature scorer).
+3 FeatureNorm's block norms (FeatureNorm became a cached-feature scorer), version 4 stores the region
+vectors L2-normalised (their float16 overflowed to infinity on a model with features above 65504).
 """
 
 from __future__ import annotations
@@ -53,10 +54,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import SchemaError
+from .errors import DataError, SchemaError
 from .io import atomic_path
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: version of the statistics layout (bump when a scorer's stored statistics change meaning)
 STATS_VERSION = 1
 ROLES = ("id_train", "id_test", "ood")
@@ -231,7 +232,16 @@ def read_head(path) -> tuple[np.ndarray, np.ndarray]:
 
 def write_scores(path, scores: Mapping[str, np.ndarray], *, scorer: str, params: Mapping, features_file: str,
                  attrs: Mapping | None = None) -> None:
-    """Write a score file; ``attrs``: extra attributes (e.g. the device a network scorer ran on)."""
+    """Write a score file; ``attrs``: extra attributes (e.g. the device a network scorer ran on).
+    Scores that are not all finite are refused here, naming the scorer, the split and the model's
+    features, instead of failing later in the metrics with a message that names nothing."""
+    bad = {name: int((~np.isfinite(np.asarray(s, dtype=np.float64))).sum()) for name, s in scores.items()}
+    bad = {name: n for name, n in bad.items() if n}
+    if bad:
+        raise DataError(f"{scorer} gave NaN or infinite scores ({', '.join(f'{n} of split {k}' for k, n in bad.items())}) "
+                        f"on the model of {features_file}; nothing was written to {path}. Inspect the features "
+                        f"(lffood inspect {features_file}): values that large or non-finite mean that the model "
+                        f"diverged (see its training log) or the file is damaged (rebuild it).")
     with atomic_path(path, suffix=".h5") as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["schema_version"] = SCHEMA_VERSION

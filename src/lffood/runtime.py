@@ -219,6 +219,9 @@ def run_rule(smk, main) -> None:
         except LffoodError as exc:
             logger.error("%s", exc)
             raise SystemExit(1) from None
+        except Exception:  # a defect, not a user error: its traceback belongs in the rule's log too
+            logger.exception("unexpected error in rule %s", smk.rule)
+            raise
 
 
 def bench_setting(smk, *keys):

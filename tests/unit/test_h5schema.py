@@ -191,6 +191,17 @@ def test_scores_round_trip(tmp_path):
     assert attrs["scorer"] == "react" and attrs["features_file"] == "feat.h5" and attrs["kind"] == "scores"
 
 
+def test_non_finite_scores_are_refused_naming_scorer_split_and_model(tmp_path):
+    """A scorer that returns NaN or infinity fails in its own job, with the scorer, the split and the
+    model's features named, and writes nothing (not later in the metrics with a bare message)."""
+    path = tmp_path / "scores.h5"
+    s = {"test": np.array([0.1, np.nan, 1.0]), "far": np.array([np.inf, 2.0]), "near": np.array([1.0])}
+    with pytest.raises(DataError, match=r"csd gave NaN or infinite scores \(1 of split test, 1 of split far\) "
+                                        r"on the model of m/features/lff.h5"):
+        h5schema.write_scores(path, s, scorer="csd", params={}, features_file="m/features/lff.h5")
+    assert not path.exists()
+
+
 def test_validation_failure_leaves_no_file(tmp_path):
     sp = _split(4, "id_test")
     sp["preds"] = sp["preds"][:3]  # mismatched row count

@@ -324,6 +324,29 @@ def test_extract_split_matches_model():
     np.testing.assert_allclose(no_gt["logits"], out["logits"], rtol=1e-5, atol=1e-6)
 
 
+def test_region_vectors_are_unit_vectors_even_past_float16_range():
+    """MODE's region vectors are stored L2-normalised in float16: exact directions for CSD, and no
+    overflow to infinity when a diverged model's features exceed float16's 65504."""
+    from lffood.extraction import extract_split
+    from lffood.local import multiscale_vectors
+
+    torch.manual_seed(0)
+    model = build_model(TINY, 4)
+    data = _data(6, k=4, size=16)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(30.0)  # features of order 1e6 and more
+    out = extract_split(model, data, batch_size=4, device=CPU, multiscale=True)
+    ms = out["multiscale"]
+    assert ms.dtype == np.float16 and np.isfinite(ms).all()
+    np.testing.assert_allclose(np.linalg.norm(ms.astype(np.float32), axis=-1), 1.0, atol=2e-3)
+    with torch.no_grad():
+        _, _, fmap = model(data.batch(torch.arange(6))[0], return_features=True)
+    ref = torch.nn.functional.normalize(multiscale_vectors(fmap), dim=-1).numpy()
+    assert np.abs(out["features"]).max() > 65504
+    np.testing.assert_allclose(ms.astype(np.float32), ref, atol=1e-3)
+
+
 # ----------------------------------------------------------------------------- resume
 class _Killed(Exception):
     pass
