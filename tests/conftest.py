@@ -55,3 +55,18 @@ def gpu_rules() -> set[str]:
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+def pytest_addoption(parser):
+    parser.addoption("--rehearsal", action="store_true", default=False,
+                     help="also run the rehearsal of the paper benchmarks (tests/rehearsal, about 20 minutes on "
+                          "2 cores; .ci/run runs it after the suite)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--rehearsal"):
+        return
+    skip = pytest.mark.skip(reason="the rehearsal of the paper benchmarks runs with --rehearsal (.ci/run does)")
+    for item in items:
+        if "rehearsal" in item.keywords:
+            item.add_marker(skip)

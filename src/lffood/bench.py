@@ -86,12 +86,55 @@ class SyncCounter:
                 setattr(torch.Tensor, m, own)
 
 
-def syncs_per_step(train_fn, steps_a: int, steps_b: int) -> float:
+class CudaSyncCounter:
+    """Counts the synchronising CUDA operations that CUDA itself reports while the block runs
+    (``torch.cuda.set_sync_debug_mode("warn")``: a blocking copy to or from pageable host memory, a
+    stream synchronisation, an ``item``...), whatever Python call caused them. The same interface
+    as :class:`SyncCounter` (``count``, ``calls``); CUDA only. Other warnings raised meanwhile are
+    passed on."""
+
+    MESSAGE = "synchronizing CUDA operation"
+
+    def __init__(self):
+        self.calls: dict[str, int] = {}
+
+    @property
+    def count(self) -> int:
+        return sum(self.calls.values())
+
+    def __enter__(self) -> "CudaSyncCounter":
+        import warnings
+
+        import torch
+
+        self._mode = torch.cuda.get_sync_debug_mode()
+        self._catcher = warnings.catch_warnings(record=True)
+        self._records = self._catcher.__enter__()
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import warnings
+
+        import torch
+
+        torch.cuda.set_sync_debug_mode(self._mode)
+        self._catcher.__exit__(*exc)
+        for w in self._records:
+            if self.MESSAGE in str(w.message):
+                self.calls["cuda sync"] = self.calls.get("cuda sync", 0) + 1
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def syncs_per_step(train_fn, steps_a: int, steps_b: int, counter=SyncCounter) -> float:
     """Host synchronisations per training step: ``train_fn(steps)`` runs one epoch of ``steps`` steps;
-    the difference between two epoch lengths cancels what happens once per epoch."""
+    the difference between two epoch lengths cancels what happens once per epoch. ``counter``:
+    :class:`SyncCounter` (value reads, any device) or :class:`CudaSyncCounter` (CUDA's own count)."""
     counts = []
     for steps in (steps_a, steps_b):
-        with SyncCounter() as c:
+        with counter() as c:
             train_fn(steps)
         counts.append(c.count)
     return (counts[1] - counts[0]) / (steps_b - steps_a)
@@ -118,6 +161,48 @@ def _quiet() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+@dataclass
+class StepFigures:
+    """One objective's training step, measured by :func:`measure_training`."""
+    images: int                        # images through the network in the timed epoch (two views count twice)
+    seconds: float                     # wall time of the timed epoch, the device's queue drained
+    syncs_per_step: float              # value reads to the host per step (SyncCounter); 0 is the target
+    cuda_syncs_per_step: float | None  # synchronising operations CUDA reports per step; None off CUDA
+    peak_bytes: int | None             # peak GPU memory allocated during the timed epoch; None off CUDA
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / max(self.seconds, 1e-9)
+
+
+def measure_training(model, data_for, stage, objective, *, device, amp: bool = True, seed: int = 0,
+                     warmup_steps: int = 1, steps: int = 10, sync_steps: tuple[int, int] = (2, 4),
+                     monitor_delta: float | None = None) -> StepFigures:
+    """Time ``steps`` training steps of ``objective`` through the one training loop (one epoch, the
+    collapse guard off) after ``warmup_steps`` untimed ones, then count host synchronisations per
+    step (:func:`syncs_per_step` over epochs of ``sync_steps`` steps; with CUDA's own count too on a
+    GPU). ``data_for(k)``: a ``TensorImages`` of exactly ``k`` batches of ``stage['batch_size']``."""
+    from .throughput import timed_peak
+    from .training import train
+
+    one_epoch = {**stage, "epochs": 1}
+    views = 2 if objective.two_views else 1
+
+    def run(data):
+        train(model, data, one_epoch, objective=objective, seed=seed, device=device, guard={"enabled": False},
+              amp=amp, stage_name=f"measure[{objective.name}]", monitor_delta=monitor_delta)
+
+    with _quiet():
+        if warmup_steps:
+            run(data_for(warmup_steps))
+        data = data_for(steps)  # made before the clock starts: the copy to the device is not a step
+        seconds, peak = timed_peak(lambda: run(data), device)
+        syncs = syncs_per_step(lambda k: run(data_for(k)), *sync_steps)
+        cuda_syncs = (syncs_per_step(lambda k: run(data_for(k)), *sync_steps, counter=CudaSyncCounter)
+                      if device.type == "cuda" else None)
+    return StepFigures(steps * stage["batch_size"] * views, seconds, syncs, cuda_syncs, peak)
 
 
 def run_bench(*, arch: str | dict = {"arch": "resnet", "blocks": [1, 1, 1], "widths": [16, 32, 64]}, size: int = 16,

@@ -14,6 +14,7 @@ Examples::
     lffood download --list                   # paper datasets: URL, checksum, where to place by hand
     lffood download lsun_crop dtd            # download (or verify) archives outside Snakemake
     lffood verify                            # check every split file under data_dir against its checksum
+    lffood rehearse                          # every rule of the paper benchmarks on tiny upstream-format data
 """
 
 from __future__ import annotations
@@ -268,6 +269,26 @@ def _verify(args) -> int:
     return 1 if failed else 0
 
 
+def _rehearse(args) -> int:
+    from .rehearsal import rehearse
+
+    extra = args.snakemake_args[1:] if args.snakemake_args[:1] == ["--"] else args.snakemake_args
+    return rehearse(args.dir, benchmarks=args.benchmarks, cores=args.cores, device=args.device,
+                    snakemake_args=extra, report=not args.no_report)
+
+
+def _gpu_check(args) -> int:
+    from .gpucheck import run_check
+    from .runtime import setup_logging
+
+    setup_logging()
+    words = list(sys.argv[1:] if args.argv is None else args.argv)  # recorded in the JSON file
+    argv = words[words.index("gpu-check") + 1:] if "gpu-check" in words else words
+    return run_check(args.out, device_name=args.device, tiny=args.tiny, rehearsal=not args.no_rehearsal,
+                     rehearsal_benchmarks=args.rehearsal_benchmarks, workdir=args.workdir, budget_s=args.budget_s,
+                     ddp=not args.no_ddp, config=args.config, schema=args.schema, argv=argv)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="lffood", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -330,6 +351,32 @@ def main(argv=None) -> int:
     v.add_argument("--config", default="config.yaml", help="config whose data_dir is searched when no path is given")
     v.add_argument("--schema", default=str(REPO_SCHEMA))
     v.set_defaults(fn=_verify)
+    rh = sub.add_parser("rehearse", help="run every rule of the paper benchmarks on tiny upstream-format data "
+                                         "(proves the paper path runs; its numbers mean nothing)")
+    rh.add_argument("--dir", default="rehearsal", help="working folder; everything the rehearsal writes stays there")
+    rh.add_argument("--benchmarks", nargs="*", default=None, help="paper benchmarks (default: the suite 'paper')")
+    rh.add_argument("--cores", type=int, default=2)
+    rh.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    rh.add_argument("--no-report", action="store_true", help="skip snakemake --report")
+    rh.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="after --: more Snakemake arguments")
+    rh.set_defaults(fn=_rehearse)
+    gc = sub.add_parser("gpu-check", help="one prepared check of a GPU machine (sized for 8 minutes on one H100): "
+                                          "rehearsal, training steps, extraction, scorers, projected run times")
+    gc.add_argument("--out", default="gpu_check.json", help="the JSON file written")
+    gc.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    gc.add_argument("--tiny", action="store_true", help="the embedded model at 16x16 and a few images (the CPU test)")
+    gc.add_argument("--no-rehearsal", action="store_true", help="skip the rehearsal of the paper benchmarks")
+    gc.add_argument("--rehearsal-benchmarks", nargs="*", default=None,
+                    help="paper benchmarks to rehearse (default: the suite 'paper')")
+    gc.add_argument("--no-ddp", action="store_true", help="skip the one-process torchrun training")
+    gc.add_argument("--workdir", default=None,
+                    help="where the DDP run and the rehearsal write (default: a temporary folder, kept on failure)")
+    gc.add_argument("--budget-s", type=float, default=480.0,
+                    help="time budget: measurements that would start after it are skipped (default 480)")
+    gc.add_argument("--config", default=str(REPO_SCHEMA.parents[2] / "config.yaml"),
+                    help="config with the paper benchmarks (default: this checkout's)")
+    gc.add_argument("--schema", default=str(REPO_SCHEMA))
+    gc.set_defaults(fn=_gpu_check, argv=argv)
     args = p.parse_args(argv)
     try:
         return args.fn(args)

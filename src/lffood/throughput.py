@@ -43,6 +43,19 @@ def device_time(fn, device) -> float:
     return time.perf_counter() - t0
 
 
+def timed_peak(fn, device) -> tuple[float, int | None]:
+    """:func:`device_time` of ``fn()`` and the peak GPU memory allocated while it ran, in bytes (the
+    allocator's peak is reset first; None off CUDA)."""
+    import torch
+
+    if device.type != "cuda":
+        return device_time(fn, device), None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    seconds = device_time(fn, device)
+    return seconds, int(torch.cuda.max_memory_allocated(device))
+
+
 def smoke(arch: str | dict = "resnet34", size: int = 32, crop: int | None = None, classes: int = 10, n: int = 1024,
           batch: int = 128, epochs: int = 1, device_name: str = "auto", amp: bool = True, seed: int = 0,
           objectives: dict | None = None) -> list[SmokeResult]:

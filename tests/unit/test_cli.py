@@ -70,8 +70,12 @@ def test_inspect_features_file_shows_attrs_and_split_shapes(tmp_path, capsys):
 
 def test_inspect_scores_file_shows_scorer_params_and_per_split_summary(tmp_path, capsys):
     f = tmp_path / "s.h5"
-    h5schema.write_scores(f, {"test": np.array([1.0, 2.0, 6.0]), "far": np.array([-4.0, np.nan]), "none": np.zeros(0)},
+    h5schema.write_scores(f, {"test": np.array([1.0, 2.0, 6.0]), "far": np.array([-4.0, 0.0]), "none": np.zeros(0)},
                           scorer="react", params={"percentile": 90}, features_file="feat.h5")
+    import h5py
+
+    with h5py.File(f, "r+") as h:  # a damaged file: write_scores itself refuses non-finite scores
+        h["scores/far"][1] = np.nan
     assert main(["inspect", str(f)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "scorer             react" in lines and 'params             {"percentile": 90}' in lines
