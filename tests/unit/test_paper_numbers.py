@@ -235,6 +235,36 @@ def test_table4_repeats_the_table1_and_table3_averages(df):
         ("cifar100_resnet34", "Energy", "auroc"), ("imagenet100_resnet50", "ReAct", "auroc")}
 
 
+def test_mean_of_row_and_the_row_it_comes_from(df):
+    assert pn.source_row("table1", "cifar100_resnet34", "Energy") == ("table1", "Energy")
+    assert pn.source_row("table4", "cifar100_resnet34", "Energy") == ("table1", "Energy")
+    assert pn.source_row("table4", "imagenet100_resnet50", "ReAct+Ours") == ("table3", "Ours")
+    assert pn.source_row("table4", "cifar10_resnet34", "MSP+Ours") is None  # no per-set values printed
+    assert pn.source_row("table2", "cifar10_wrn28_10", "Energy") is None
+    assert pn.mean_of_row(df, "table1", "cifar100_resnet34", "Energy", "auroc") == pytest.approx(82.7733, abs=1e-4)
+    assert pn.mean_of_row(df, "table4", "cifar100_resnet34", "Energy", "auroc") == pytest.approx(82.7733, abs=1e-4)
+    assert pn.mean_of_row(df, "table2", "cifar10_wrn28_10", "Energy", "auroc") is None
+    # every flagged average differs from the row mean as average_problems reports it
+    for r in pn.average_problems(df).itertuples():
+        assert pn.mean_of_row(df, r.table, r.benchmark, r.method, r.metric) == pytest.approx(r.row_mean)
+
+
+def test_flag_notes_say_what_is_inconsistent(df):
+    note = pn.flag_note(df, "table1", "cifar100_resnet34", "Energy", "average", "auroc")
+    assert "83.64" in note and "82.773" in note and "+0.867" in note
+    # the mean is rounded half up from the exact mean of cents (90.3725), as resources/paper/README.md gives it
+    assert "90.373" in pn.flag_note(df, "table3", "imagenet100_resnet50", "ReAct", "average", "auroc")
+    copied = pn.flag_note(df, "table4", "cifar100_resnet34", "Energy", "average", "auroc")
+    assert "Table I row it repeats" in copied and "82.773" in copied
+    assert "4.03" in pn.flag_note(df, "table3", "imagenet100_resnet50", "NPOS", "average", "fpr95")
+    assert "second best" in pn.flag_note(df, "table3", "imagenet100_resnet50", "NPOS", "sun", "auroc")
+    assert "does not underline" in pn.flag_note(df, "table3", "imagenet100_resnet50", "LogitNorm", "sun", "fpr95")
+    assert pn.flag_note(df, "table1", "cifar100_resnet34", "MSP", "average", "auroc") == ""  # not flagged
+    assert pn.flag_note(df, "table2", "cifar10_wrn28_10", "NPOS", "average", "auroc") == ""  # not printed
+    flagged = df[df["flag"] != ""]
+    assert all(pn.flag_note(df, r.table, r.benchmark, r.method, r.ood_set, r.metric) for r in flagged.itertuples())
+
+
 def test_check_reports_a_table4_cell_that_differs(df):
     bad = df.copy()
     i = bad.index[(bad["table"] == "table4") & (bad["benchmark"] == "cifar10_resnet34") & (bad["method"] == "ODIN")

@@ -104,7 +104,8 @@ def test_reference_defaults():
     d = {n: c.defaults for n, c in registered_scorers().items()}
     assert d["odin"] == {"temperature": 1000.0, "epsilon": 0.0014}
     assert d["knn"]["k"] == 50 and d["dice"] == {"percentile": 90.0} and d["vim"] == {"dim": None}
-    assert d["line"] == {"p_w": 90.0, "p_a": 90.0, "clip_threshold": 1.0, "clip_percentile": 90.0}
+    # LINe clips by percentile of ID activations, as ReAct (README "Scorers"); the fixed value is opt-in
+    assert d["line"] == {"p_w": 90.0, "p_a": 90.0, "clip_threshold": None, "clip_percentile": 90.0}
     assert d["featurenorm"] == {"block": None, "jigsaw_grid": 3}
     assert d["dice_react"] == {"dice_percentile": 90.0, "react_percentile": 90.0, "react_threshold": None}
 
@@ -121,7 +122,7 @@ def test_param_problems():
 def test_fit_keys_limit_what_statistics_depend_on():
     assert build_scorer("dice", {"percentile": 70}).fit_params == {}
     assert build_scorer("react", {"percentile": 80}).fit_params == {"percentile": 80, "threshold": None}
-    assert build_scorer("line", {"p_w": 10}).fit_params == {"clip_threshold": 1.0, "clip_percentile": 90.0}
+    assert build_scorer("line", {"p_w": 10}).fit_params == {"clip_threshold": None, "clip_percentile": 90.0}
 
 
 def test_react_threshold_is_percentile_of_all_train_entries():
@@ -366,6 +367,50 @@ def test_line_importance_is_class_mean_activation_times_weight():
     sc = build_scorer("line", {"clip_threshold": None, "clip_percentile": None}).fit(FeatureSet(head(f), f, y), head)
     np.testing.assert_allclose(sc.stats["importance"], [[2.0, -3.0], [10.0, 0.0]])
     assert np.isinf(float(sc.stats["threshold"]))
+
+
+@pytest.mark.parametrize("percentile", [90.0, 75.0])
+def test_line_clips_at_the_percentile_of_id_activations_by_default(percentile):
+    rng = np.random.default_rng(23)
+    k, c = 3, 10
+    head = Head(rng.normal(size=(k, c)).astype(np.float32), rng.normal(size=k).astype(np.float32))
+    f = rng.gamma(2.0, 1.5, size=(120, c)).astype(np.float32)  # a feature scale far from the reference's 1.0
+    train = FeatureSet(head(f), f, np.arange(120) % k)
+    params = {} if percentile == 90.0 else {"clip_percentile": percentile}  # 90: the default, nothing set
+    sc = build_scorer("line", params).fit(train, head)
+    clip = np.percentile(f.astype(np.float64), percentile)
+    assert float(sc.stats["threshold"]) == pytest.approx(clip) and clip > 1.0
+    x = rng.gamma(2.0, 1.5, size=(9, c))
+    expected = _line_reference(x, head.weight.astype(np.float64), head.bias.astype(np.float64),
+                               sc.stats["importance"], 90.0, 90.0, clip)
+    np.testing.assert_allclose(sc.score(FeatureSet(head(x), x)), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("fixed", [1.0, 0.8])
+def test_line_fixed_clip_overrides_the_percentile(fixed):
+    rng = np.random.default_rng(29)
+    head = Head(rng.normal(size=(3, 10)).astype(np.float32), np.zeros(3, np.float32))
+    f = rng.gamma(2.0, 1.5, size=(60, 10))
+    train = FeatureSet(head(f), f, np.arange(60) % 3)
+    sc = build_scorer("line", {"clip_threshold": fixed, "clip_percentile": 90}).fit(train, head)
+    assert float(sc.stats["threshold"]) == fixed  # the reference's value, not the percentile
+    x = rng.gamma(2.0, 1.5, size=(7, 10))
+    expected = _line_reference(x, head.weight.astype(np.float64), head.bias.astype(np.float64),
+                               sc.stats["importance"], 90.0, 90.0, fixed)
+    np.testing.assert_allclose(sc.score(FeatureSet(head(x), x)), expected, rtol=1e-10)
+
+
+def test_line_clips_by_percentile_on_every_shipped_benchmark():
+    """config.yaml keeps the percentile default everywhere; the fixed reference values are opt-in."""
+    from pathlib import Path
+
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "config.yaml").read_text())
+    for name, bench in cfg["benchmarks"].items():
+        line = {**registered_scorers()["line"].defaults,
+                **(((bench.get("scorers") or {}).get("params") or {}).get("line") or {})}
+        assert line["clip_threshold"] is None and line["clip_percentile"] == 90, name
 
 
 @pytest.mark.parametrize("p_w,p_a", [(90, 90), (50, 10), (10, 10)])

@@ -1,6 +1,6 @@
 """Standalone HTML renderings of the workflow's Markdown tables, for ``snakemake --report`` (which
 shows an HTML result inline, but a CSV or Markdown file only as a link). Only what the table writers
-produce is handled: headings, paragraphs, pipe tables, **bold** and <u>underline</u>."""
+produce is handled: headings, paragraphs, pipe tables, **bold**, <u>underline</u> and <sup>note marks</sup>."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ tbody tr:nth-child(even){background:#fafafa}p{max-width:70em}h1{font-size:1.3em}
 
 
 def _inline(text: str) -> str:
-    out = html.escape(text, quote=False).replace("&lt;u&gt;", "<u>").replace("&lt;/u&gt;", "</u>")
+    out = html.escape(text, quote=False)
+    for tag in ("u", "sup"):  # the tables' only HTML: underline (second best) and footnote marks
+        out = out.replace(f"&lt;{tag}&gt;", f"<{tag}>").replace(f"&lt;/{tag}&gt;", f"</{tag}>")
     return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", out)
 
 

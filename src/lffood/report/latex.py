@@ -24,11 +24,17 @@ def mark(text: str, how: str) -> str:
     return text
 
 
+def footnote_mark(letter: str) -> str:
+    """The mark of a table note on a cell, e.g. ``83.64\\textsuperscript{a}``."""
+    return rf"\textsuperscript{{{letter}}}"
+
+
 def tabular(header: Sequence[Sequence[tuple[str, int]]], rows: Sequence[Sequence[str]], *, caption: str, label: str,
-            align: str, midrules_before: Sequence[int] = (), resize: bool = True) -> str:
+            align: str, midrules_before: Sequence[int] = (), resize: bool = True, notes: Sequence[str] = ()) -> str:
     """A ``table`` environment with a booktabs ``tabular``. ``header``: rows of (text, column span),
     escaped here; ``rows``: LaTeX cells (already escaped and marked); ``midrules_before``: row indices
-    that start a new block (a benchmark, a group of methods)."""
+    that start a new block (a benchmark, a group of methods); ``notes``: LaTeX paragraphs set small
+    under the table (the notes its cells' marks point to)."""
     lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{escape(caption)}}}", rf"\label{{{label}}}"]
     if resize:
         lines.append(r"\resizebox{\textwidth}{!}{%")
@@ -44,5 +50,7 @@ def tabular(header: Sequence[Sequence[tuple[str, int]]], rows: Sequence[Sequence
     lines += [r"\bottomrule", r"\end{tabular}"]
     if resize:
         lines.append("}")
+    if notes:
+        lines += [r"\par\smallskip", r"{\footnotesize\raggedright"] + [n + r"\par" for n in notes] + ["}"]
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"

@@ -14,6 +14,7 @@ values, so a transcription error and a printing error are told apart by reading 
 from __future__ import annotations
 
 import os
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import numpy as np
@@ -291,3 +292,88 @@ def check(df: pd.DataFrame) -> list[str]:
     problems += _pair_mark_problems(df)
     problems += _text_claim_problems(df)
     return problems
+
+
+# ----------------------------------------------------------------------------- flagged cells, for the tables
+#: How the notes name a table.
+TABLE_NAMES = {"table1": "Table I", "table2": "Table II", "table3": "Table III", "table4": "Table IV"}
+
+
+def source_row(table: str, benchmark: str, method: str) -> tuple[str, str] | None:
+    """The printed row whose per-OOD-set values an Average cell of (``table``, ``benchmark``,
+    ``method``) summarises: the row itself in Tables I and III; for Table IV's repeats the Table I/III
+    row they copy (a post-hoc row: the same method; "ReAct+Ours": "Ours"); None where the paper prints
+    no per-set values for it (Table II, Table IV's other "+Ours" rows)."""
+    if table in PER_OOD_TABLES:
+        return table, method
+    if table == "table4" and benchmark in SOURCE_TABLE:
+        try:
+            kind = method_kind(method)
+        except ValueError:
+            return None
+        if kind == "posthoc":
+            return SOURCE_TABLE[benchmark], method
+        if kind == "ours" and scorer_name(method) == OURS_SCORER:
+            return SOURCE_TABLE[benchmark], "Ours"
+    return None
+
+
+def mean_of_row(df: pd.DataFrame, table: str, benchmark: str, method: str, metric: str) -> float | None:
+    """The mean of the printed per-OOD-set values behind the Average cell of (``table``,
+    ``benchmark``, ``method``, ``metric``) (:func:`source_row`); None when the paper prints none.
+    A flagged average (``average_differs_from_row_mean``, ``copied_average_differs_from_row_mean``)
+    differs from it beyond rounding."""
+    src = source_row(table, benchmark, method)
+    if src is None:
+        return None
+    hit = df[(df["table"] == src[0]) & (df["benchmark"] == benchmark) & (df["method"] == src[1])
+             & (df["metric"] == metric) & (df["ood_set"] != AVERAGE)]
+    return float(hit["value"].mean()) if len(hit) else None
+
+
+def _3(x: float, signed: bool = False) -> str:
+    """``x`` to three decimals, halves up: the means of printed cells are exact multiples of 1/400 or
+    1/600 (90.3725 prints 90.373, as resources/paper/README.md gives it), which binary floats miss."""
+    d = Decimal(repr(round(x, 9))).quantize(Decimal("0.001"), rounding=ROUND_HALF_UP)
+    return f"{d:+}" if signed else f"{d}"
+
+
+def flag_note(df: pd.DataFrame, table: str, benchmark: str, method: str, ood_set: str, metric: str) -> str:
+    """One sentence per flag of a printed cell (joined by "; "), saying what is inconsistent and, for a
+    flagged average, the mean of its row's printed per-OOD-set values; "" for an unflagged cell or
+    one the paper does not print. ``resources/paper/README.md`` lists the flags."""
+    hit = df[(df["table"] == table) & (df["benchmark"] == benchmark) & (df["method"] == method)
+             & (df["ood_set"] == ood_set) & (df["metric"] == metric)]
+    if hit.empty or not str(hit["flag"].iloc[0]):
+        return ""
+    value, notes = float(hit["value"].iloc[0]), []
+    for flag in str(hit["flag"].iloc[0]).split(";"):
+        if flag in ("average_differs_from_row_mean", "copied_average_differs_from_row_mean"):
+            mean = mean_of_row(df, table, benchmark, method, metric)
+            src = source_row(table, benchmark, method)
+            if mean is None:
+                notes.append(f"flagged {flag}")
+                continue
+            row = "its row" if src[0] == table else f"the {TABLE_NAMES[src[0]]} row it repeats ({src[1]})"
+            notes.append(f"the paper prints {value:.2f}, but the mean of the printed per-OOD-set values of {row} is "
+                         f"{_3(mean)} (printed − row mean {_3(value - mean, signed=True)}; rounding explains at "
+                         f"most ±0.01)")
+        elif flag == "underline_not_second_best":
+            notes.append(f"the paper underlines {value:.2f} (second best), but it is not the second best of its "
+                         f"column as printed")
+        elif flag == "second_best_not_underlined":
+            notes.append(f"{value:.2f} is the second best of its column as printed, but the paper does not "
+                         f"underline it")
+        elif flag == "text_quotes_different_gap":
+            ours = lookup(df, table, benchmark, "Ours", AVERAGE, metric)
+            for section, t, b, baseline, m, quoted in TEXT_CLAIMS:
+                if (t, b, baseline, m) == (table, benchmark, method, metric) and ours is not None:
+                    hi, lo = max(ours, value), min(ours, value)
+                    notes.append(f"section {section} quotes a gap of {quoted:.2f} between Ours and this value; the "
+                                 f"table's printed values give {hi:.2f} − {lo:.2f} = {hi - lo:.2f}")
+                    break
+            else:
+                notes.append("the paper's text quotes a gap to this value that the table does not give")
+        else:
+            notes.append(f"flagged {flag}")
+    return "; ".join(notes)

@@ -13,11 +13,19 @@ objective, which separates LFF's gain from the gain of training longer) and ever
 (SSOD, MODE-F). Table IV pairs each of its scorers on the baseline, the control and ours.
 
 Every reproduced cell is the mean and standard deviation over seeds (per-seed average over OOD sets
-first), in percent; beside it the paper's value and the difference (reproduced - paper). Marks:
-among the reproduced rows of a column the best mean is bold and the second underlined (FPR95: lowest
-best); the paper's values keep the paper's own bold/underline. A watermark (config ``watermark``)
-marks what was reproduced, never the paper's numbers: the reproduced rows of the CSV, the cells'
-reproduced values (their difference to the paper follows them) and the title.
+first), in percent; beside it the paper's printed value and the difference (reproduced - printed).
+Marks: among the reproduced rows of a column the best mean is bold and the second underlined (FPR95:
+lowest best); the paper's values keep the paper's own bold/underline. A printed value that
+``resources/paper/lff_tables.csv`` flags as inconsistent as printed (e.g. an average that is not the
+mean of its row) carries a footnote letter in every format, its difference reads "Δ vs printed",
+and the note under the table says what is wrong and, for an average, gives the mean of the row's
+printed per-OOD-set values (and the reproduced value's difference to it); the CSV has the same in
+``<cell>_paper_flag``, ``_paper_note``, ``_paper_mean_of_row``, ``_diff_vs_printed`` and
+``_diff_vs_mean_of_row``. A printed row with the paper's dagger (TagFog†: an additional fake OOD
+dataset) keeps it in its label, with the paper's note under the table. A watermark (config
+``watermark``) marks what was reproduced, never the paper's numbers: the reproduced rows of the CSV,
+the cells' reproduced values (their difference to the paper follows them), a note's reproduced
+difference and the title.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import pandas as pd
 
 from ..io import atomic_path
 from . import latex
-from .paper_numbers import POSTHOC_SCORERS, TRAINING_METHODS
+from .paper_numbers import POSTHOC_SCORERS, TRAINING_METHODS, flag_note, mean_of_row
 from .tables import AVERAGE, METRIC_NAMES, collect, mean_std, scorer_label, scorer_table, stamp, watermarked
 
 #: Post-hoc scorers in the order of the paper's Table I (KNN, not in the paper, follows ViM).
@@ -49,6 +57,13 @@ TITLES = {
 METRICS = ("fpr95", "auroc")
 HIGHER = {"fpr95": False, "auroc": True}
 REPRODUCED, PAPER_ONLY, NOT_IN_PAPER = "reproduced", "paper-reported", "reproduced (not in the paper)"
+#: The paper's dagger (Table I caption: "† indicates an additional fake OOD dataset is used"), kept on
+#: the printed rows with ``extra_data`` (TagFog) and explained under the table (:data:`DAGGER_NOTE`).
+DAGGER = "†"
+DAGGER_NOTE = ("† As in the paper: an additional fake OOD dataset is used (TagFog trains with Jigsaw-shuffled ID "
+               "images as an extra fake-OOD class).")
+DAGGER_NOT_TRAINED = (" Paper-reported, not trained here: TagFog's text anchors are CLIP ViT-L/14 text embeddings, "
+                      "whose weights this workflow does not have.")
 
 
 class Row(NamedTuple):
@@ -85,6 +100,7 @@ def rows(table: str, methods: Mapping[str, Method], roles: Mapping[str, str],
         raise KeyError(f"unknown paper table '{table}'; known: {sorted(LAYOUT)}")
     base, control, ours = roles["baseline"], roles["control"], roles["ours"]
     printed = _printed_names(table, paper)
+    daggers = set(paper.loc[paper["extra_data"].astype(bool), "method"]) if paper is not None else set()
     if table == "table4":
         out = []
         for name in printed:
@@ -106,11 +122,12 @@ def rows(table: str, methods: Mapping[str, Method], roles: Mapping[str, str],
                 out.append(Row("KNN", base, "knn", None))
         elif name in TRAINING_METHODS or name.startswith("TagFog"):
             v = by_label.get(name)
+            shown = f"{name}{DAGGER}" if name in daggers else name  # TagFog† keeps the paper's dagger
             if v is not None:
                 used.add(v)
-                out.append(Row(f"{name} ({scorer_label(methods[v].scorer)})", v, methods[v].scorer, name))
+                out.append(Row(f"{shown} ({scorer_label(methods[v].scorer)})", v, methods[v].scorer, name))
             else:
-                out.append(Row(name, None, None, name))
+                out.append(Row(shown, None, None, name))
         elif name == "Ours":
             for v, m in methods.items():
                 if v not in used:
@@ -122,30 +139,56 @@ def rows(table: str, methods: Mapping[str, Method], roles: Mapping[str, str],
     return out
 
 
-def _paper_cell(paper: pd.DataFrame | None, table: str, bench: str, method: str | None, ood_set: str,
-                metric: str) -> tuple[float, str]:
-    if paper is None or method is None:
-        return np.nan, ""
-    hit = paper[(paper["table"] == table) & (paper["benchmark"] == bench) & (paper["method"] == method)
-                & (paper["ood_set"] == ood_set) & (paper["metric"] == metric)]
-    if hit.empty:
-        return np.nan, ""
-    return float(hit["value"].iloc[0]), str(hit["mark"].iloc[0] if pd.notna(hit["mark"].iloc[0]) else "")
+class PaperCell(NamedTuple):
+    value: float  # as printed; NaN: not printed
+    mark: str  # the paper's bold / underline
+    flag: str  # resources/paper/lff_tables.csv's flag(s): inconsistent as printed
+    note: str  # what the flag means for this cell (:func:`lffood.report.paper_numbers.flag_note`)
+    mean_of_row: float  # an Average cell: the mean of its row's printed per-OOD-set values; else NaN
+
+
+NO_CELL = PaperCell(np.nan, "", "", "", np.nan)
+
+
+def _paper_index(paper: pd.DataFrame | None) -> dict:
+    if paper is None:
+        return {}
+    return {(r.table, r.benchmark, r.method, r.ood_set, r.metric): r for r in paper.itertuples(index=False)}
+
+
+def _paper_cell(paper: pd.DataFrame | None, index: Mapping, table: str, bench: str, method: str | None,
+                ood_set: str, metric: str) -> PaperCell:
+    hit = index.get((table, bench, method, ood_set, metric)) if method is not None else None
+    if hit is None:
+        return NO_CELL
+    mark = str(hit.mark) if pd.notna(hit.mark) else ""
+    flag = str(hit.flag) if pd.notna(hit.flag) else ""
+    note = flag_note(paper, table, bench, method, ood_set, metric) if flag else ""
+    mean = mean_of_row(paper, table, bench, method, metric) if ood_set == AVERAGE else None
+    return PaperCell(float(hit.value), mark, flag, note, np.nan if mean is None else round(mean, 3))
 
 
 def _cells(wide: pd.DataFrame, row: Row, sets: Sequence[str], prefix: str, *, table: str, bench: str,
-           paper: pd.DataFrame | None) -> dict:
+           paper: pd.DataFrame | None, index: Mapping) -> dict:
     out = {}
     have = row.variant is not None and (row.scorer, row.variant) in wide.index
     r = wide.loc[(row.scorer, row.variant)] if have else None
     for s in sets:
         for m in METRICS:
             key = f"{prefix}{s}/{m}"
-            out[f"{key}_mean"] = r[f"{s}/{m}_mean"] if have else np.nan
+            mean = r[f"{s}/{m}_mean"] if have else np.nan
+            out[f"{key}_mean"] = mean
             out[f"{key}_std"] = r[f"{s}/{m}_std"] if have else np.nan
-            value, how = _paper_cell(paper, table, bench, row.paper, s, m)
-            out[f"{key}_paper"], out[f"{key}_paper_mark"] = value, how
-            out[f"{key}_diff"] = round(out[f"{key}_mean"] - value, 3) if have and not np.isnan(value) else np.nan
+            cell = _paper_cell(paper, index, table, bench, row.paper, s, m)
+            out[f"{key}_paper"], out[f"{key}_paper_mark"] = cell.value, cell.mark
+            out[f"{key}_paper_flag"], out[f"{key}_paper_note"] = cell.flag, cell.note
+            if s == AVERAGE:
+                out[f"{key}_paper_mean_of_row"] = cell.mean_of_row
+            # the difference to the value as printed, also where it is flagged (then the note gives the row mean)
+            out[f"{key}_diff_vs_printed"] = round(mean - cell.value, 3) if have and not np.isnan(cell.value) else np.nan
+            if s == AVERAGE:
+                out[f"{key}_diff_vs_mean_of_row"] = (round(mean - cell.mean_of_row, 3)
+                                                     if have and not np.isnan(cell.mean_of_row) else np.nan)
     out["n_seeds"] = int(r["n_seeds"]) if have else 0
     return out
 
@@ -158,12 +201,21 @@ def _source(row: Row, found: bool) -> str:
     return REPRODUCED if row.paper is not None else NOT_IN_PAPER
 
 
+def _row_note(row: Row, source: str) -> str:
+    """The note a row's label points to: the paper's dagger (:data:`DAGGER_NOTE`), or ""."""
+    if DAGGER not in row.method:
+        return ""
+    trained_here = source != PAPER_ONLY or not (row.paper or "").startswith("TagFog")
+    return DAGGER_NOTE + ("" if trained_here else DAGGER_NOT_TRAINED)
+
+
 def build(table: str, tidy: Mapping[str, pd.DataFrame], ood_sets: Mapping[str, Sequence[str]],
           methods: Mapping[str, Method], roles: Mapping[str, str], paper: pd.DataFrame | None = None) -> pd.DataFrame:
     """``tidy[bench]``: per-seed metrics (:func:`lffood.report.tables.collect`, percent); ``ood_sets[bench]``:
     its OOD sets in column order. A reproduced row whose scorer or variant a benchmark did not run is
     left out of a per-OOD table and has empty cells in an average table."""
     records = []
+    index = _paper_index(paper)
     if LAYOUT[table] == "per_ood":
         for b, df in tidy.items():
             sets = [*ood_sets[b], AVERAGE]
@@ -172,8 +224,9 @@ def build(table: str, tidy: Mapping[str, pd.DataFrame], ood_sets: Mapping[str, S
                 found = r.variant is not None and (r.scorer, r.variant) in wide.index
                 if not found and (paper is None or r.paper is None):
                     continue  # a scorer or variant this benchmark does not run, and no printed row either
-                records.append({"benchmark": b, **r._asdict(), "source": _source(r, found),
-                                **_cells(wide, r, sets, "", table=table, bench=b, paper=paper)})
+                source = _source(r, found)
+                records.append({"benchmark": b, **r._asdict(), "source": source, "row_note": _row_note(r, source),
+                                **_cells(wide, r, sets, "", table=table, bench=b, paper=paper, index=index)})
     else:
         wides = {b: scorer_table(df, ood_order=[AVERAGE], metrics=METRICS).set_index(["scorer", "variant"])
                  for b, df in tidy.items()}
@@ -181,12 +234,13 @@ def build(table: str, tidy: Mapping[str, pd.DataFrame], ood_sets: Mapping[str, S
             rec = {**r._asdict()}
             found = False
             for b, wide in wides.items():
-                cells = _cells(wide, r, [AVERAGE], f"{b}/", table=table, bench=b, paper=paper)
+                cells = _cells(wide, r, [AVERAGE], f"{b}/", table=table, bench=b, paper=paper, index=index)
                 cells.pop("n_seeds")
                 rec.update(cells)
                 found |= r.variant is not None and (r.scorer, r.variant) in wide.index
             if found or (paper is not None and r.paper is not None):
-                records.append({**rec, "source": _source(r, found)})
+                source = _source(r, found)
+                records.append({**rec, "source": source, "row_note": _row_note(r, source)})
     return _mark_best(pd.DataFrame(records))
 
 
@@ -215,8 +269,14 @@ def _md_mark(text: str, how: str) -> str:
     return f"**{text}**" if how == "bold" else f"<u>{text}</u>" if how == "underline" else text
 
 
-def _cell_text(r: pd.Series, key: str, md: bool, watermark: str | None = None) -> str:
-    """The reproduced value (after ``watermark``, in the cell's format already), then the paper's."""
+def _sup(letter: str, md: bool) -> str:
+    """A footnote mark: HTML's ``<sup>`` in Markdown (and so in the HTML page), ``\\textsuperscript`` in LaTeX."""
+    return f"<sup>{letter}</sup>" if md else latex.footnote_mark(letter)
+
+
+def _cell_text(r: pd.Series, key: str, md: bool, watermark: str | None = None, letter: str = "") -> str:
+    """The reproduced value (after ``watermark``, in the cell's format already), then the paper's, with
+    the footnote ``letter`` of a flagged printed value and then "Δ vs printed"."""
     mean, std, paper = r.get(f"{key}_mean"), r.get(f"{key}_std"), r.get(f"{key}_paper")
     fmt = _md_mark if md else (lambda t, h: latex.mark(t, h))
     parts = []
@@ -224,9 +284,10 @@ def _cell_text(r: pd.Series, key: str, md: bool, watermark: str | None = None) -
         ours = mean_std(mean, std, digits=2) if md else mean_std(mean, std, digits=2, pm=r"{\scriptsize$\pm$") + "}"
         parts.append(stamp(fmt(ours, r.get(f"{key}_mark", "")), watermark))
     if pd.notna(paper):
-        p = fmt(f"{paper:.2f}", r.get(f"{key}_paper_mark", ""))
-        diff = r.get(f"{key}_diff")
-        d = "" if pd.isna(diff) else (f"; Δ {diff:+.2f}" if md else rf"; $\Delta$ {diff:+.2f}")
+        p = fmt(f"{paper:.2f}", r.get(f"{key}_paper_mark", "")) + (_sup(letter, md) if letter else "")
+        diff = r.get(f"{key}_diff_vs_printed")
+        delta = ("Δ" if md else r"$\Delta$") + (" vs printed" if letter else "")
+        d = "" if pd.isna(diff) else f"; {delta} {diff:+.2f}"
         parts.append(f"(paper {p}{d})")
     return " ".join(parts) if parts else ("–" if md else "--")
 
@@ -243,11 +304,62 @@ def _blocks(table: str, df: pd.DataFrame):
     return [(None, df)]
 
 
-NOTE = ("Cells: reproduced mean ± standard deviation over seeds, then (paper: the printed value; Δ = reproduced - "
-        "paper). Percentages; FPR95 with ID as the positive class. Bold / underlined: best / second-best reproduced "
-        "value of the column, and the paper's own marks on its values. Rows marked paper-reported are the paper's "
-        "numbers of methods this workflow does not train; 'not run': a printed row whose scorer the benchmark does "
-        "not run; 'not in the paper': reproduced only.")
+def _letter(i: int) -> str:
+    """Footnote letters a, b, ..., z, aa, ab, ..."""
+    return chr(97 + i) if i < 26 else _letter(i // 26 - 1) + chr(97 + i % 26)
+
+
+class Footnote(NamedTuple):
+    letter: str
+    text: str  # the paper's side: which cell, what is inconsistent, the row's own mean
+    reproduced: str  # the reproduced value's difference to the row mean ("" without one): watermarked
+
+
+def _footnotes(grp: pd.DataFrame, cols, bench: str | None, start: int) -> tuple[dict, list[Footnote]]:
+    """The footnote letters of a block's flagged printed values, numbered from ``start`` (letters run
+    on through a file's blocks), as {(row index, column key): letter}, and their notes in order."""
+    letters, notes = {}, []
+    for i, r in grp.iterrows():
+        for key, _ in cols:
+            note = r.get(f"{key}_paper_note")
+            if not isinstance(note, str) or not note or pd.isna(r.get(f"{key}_paper")):
+                continue
+            letter = _letter(start + len(notes))
+            letters[(i, key)] = letter
+            parts = key.split("/")
+            b, ood_set, metric = (bench, *parts) if len(parts) == 2 else parts
+            column = f"{'Average' if ood_set == AVERAGE else ood_set} {METRIC_NAMES[metric]}"
+            where = f"{b}, {r['paper'] or r['method']}, {column}"
+            text = f"{where}: {note}."
+            reproduced = ""
+            if pd.notna(r.get(f"{key}_diff_vs_printed")):
+                text += " The table's Δ compares with the printed value"
+                dm = r.get(f"{key}_diff_vs_mean_of_row")
+                reproduced = f"reproduced − row mean {dm:+.2f}" if pd.notna(dm) else ""
+                text += "; " if reproduced else "."
+            notes.append(Footnote(letter, text, reproduced))
+    return letters, notes
+
+
+def _note_lines(notes: Sequence[Footnote], row_notes: Sequence[str], md: bool, watermark: str | None) -> list[str]:
+    """The notes under one table: each flagged value's, then each row note (the dagger's), once."""
+    out = []
+    for n in notes:
+        reproduced = (stamp(n.reproduced, watermark) + ".") if n.reproduced else ""
+        out.append(f"{_sup(n.letter, True)} {n.text}{reproduced}" if md else
+                   f"{_sup(n.letter, False)}~{latex.escape(n.text + reproduced)}")
+    for text in dict.fromkeys(t for t in row_notes if isinstance(t, str) and t):
+        out.append(text if md else latex.escape(text))
+    return out
+
+
+NOTE = ("Cells: reproduced mean ± standard deviation over seeds, then (paper: the printed value; Δ = reproduced − "
+        "printed). Percentages; FPR95 with ID as the positive class. Bold / underlined: best / second-best reproduced "
+        "value of the column, and the paper's own marks on its values. A letter on a printed value marks a cell that "
+        "is inconsistent as printed (resources/paper/README.md); its Δ reads 'Δ vs printed', and its note under the "
+        "table gives, for an average, the mean of the row's printed per-OOD-set values. Rows marked paper-reported "
+        "are the paper's numbers of methods this workflow does not train; 'not run': a printed row whose scorer the "
+        "benchmark does not run; 'not in the paper': reproduced only.")
 NOTE_NO_PAPER = ("Mean ± standard deviation over seeds; percentages; FPR95 with ID as the positive class. Bold / "
                  "underlined: best / second-best value of the column. Rows marked 'not in the paper' are methods the "
                  "paper's table lacks.")
@@ -257,19 +369,28 @@ def _note(df: pd.DataFrame) -> str:
     return NOTE if any(c.endswith("_paper") for c in df.columns) else NOTE_NO_PAPER
 
 
+def _row_notes(grp: pd.DataFrame) -> list[str]:
+    return list(grp["row_note"]) if "row_note" in grp else []
+
+
 def markdown(table: str, df: pd.DataFrame, ood_sets: Mapping[str, Sequence[str]], title: str,
              watermark: str | None = None) -> str:
     lines = [f"# {stamp(title, watermark)}", "", _note(df), ""]
+    n_notes = 0
     for bench, grp in _blocks(table, df):
         cols = _column_keys(table, df, ood_sets, bench)
+        letters, notes = _footnotes(grp, cols, bench, n_notes)
+        n_notes += len(notes)
         if bench is not None:
             lines += [f"## {bench}", ""]
         header = ["Method", "Source", *[label for _, label in cols]]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for _, r in grp.iterrows():
-            cells = [_cell_text(r, k, True, watermark) for k, _ in cols]
+        for i, r in grp.iterrows():
+            cells = [_cell_text(r, k, True, watermark, letters.get((i, k), "")) for k, _ in cols]
             lines.append("| " + " | ".join([r["method"], r["source"], *cells]) + " |")
         lines.append("")
+        for note in _note_lines(notes, _row_notes(grp), True, watermark):
+            lines += [note, ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -277,19 +398,29 @@ def to_latex(table: str, df: pd.DataFrame, ood_sets: Mapping[str, Sequence[str]]
              watermark: str | None = None) -> str:
     cell_mark = latex.escape(watermark) if watermark else None  # the cells are LaTeX already
     out = []
+    n_notes = 0
     for bench, grp in _blocks(table, df):
         cols = _column_keys(table, df, ood_sets, bench)
+        letters, notes = _footnotes(grp, cols, bench, n_notes)
+        n_notes += len(notes)
         groups = ([*ood_sets[bench], AVERAGE] if bench is not None else list(ood_sets))
         header = [[("", 1), ("", 1), *[(g, len(METRICS)) for g in groups]],
                   [("Method", 1), ("Source", 1), *[(METRIC_NAMES[m], 1) for _ in groups for m in METRICS]]]
         body = [[latex.escape(r["method"]), latex.escape(r["source"]),
-                 *[_cell_text(r, k, False, cell_mark) for k, _ in cols]] for _, r in grp.iterrows()]
+                 *[_cell_text(r, k, False, cell_mark, letters.get((i, k), "")) for k, _ in cols]]
+                for i, r in grp.iterrows()]
         sources = list(grp["source"])
         breaks = [i for i in range(1, len(sources)) if (sources[i] == PAPER_ONLY) != (sources[i - 1] == PAPER_ONLY)]
         caption = f"{stamp(title, watermark)}{f' ({bench})' if bench else ''}. {_note(df)}"
         out.append(latex.tabular(header, body, caption=caption, label=f"tab:{table}{'-' + bench if bench else ''}",
-                                 align="ll" + "c" * len(cols), midrules_before=breaks))
+                                 align="ll" + "c" * len(cols), midrules_before=breaks,
+                                 notes=_note_lines(notes, _row_notes(grp), False, watermark)))
     return "\n".join(out)
+
+
+#: The CSV's columns that hold the paper's numbers (left out where there is no paper column).
+PAPER_SUFFIXES = ("_paper", "_paper_mark", "_paper_flag", "_paper_note", "_paper_mean_of_row", "_diff_vs_printed",
+                  "_diff_vs_mean_of_row")
 
 
 def write_paper_table(table: str, metric_files: Mapping[str, Sequence[str]], ood_sets: Mapping[str, Sequence[str]],
@@ -306,7 +437,7 @@ def write_paper_table(table: str, metric_files: Mapping[str, Sequence[str]], ood
     paper = paper_numbers.load(paper_path) if paper_path else None
     df = build(table, tidy, ood_sets, {v: Method(*m) for v, m in methods.items()}, roles, paper)
     if paper is None:
-        df = df.drop(columns=[c for c in df.columns if c.endswith(("_paper", "_paper_mark", "_diff"))])
+        df = df.drop(columns=[c for c in df.columns if c.endswith(PAPER_SUFFIXES)] + ["row_note"], errors="ignore")
     if watermark:  # on the reproduced rows only: the paper-reported and 'not run' rows hold the paper's numbers
         df = watermarked(df, watermark, reproduced=df["source"].isin([REPRODUCED, NOT_IN_PAPER]))
     with atomic_path(csv) as tmp:

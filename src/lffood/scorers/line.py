@@ -12,6 +12,11 @@ Scoring (the reference's ``RouteLUNCH``): clip the features (ReAct), predict c =
 clipped logits, keep the neurons whose importance for c is above its ``p_a``-th percentile, keep the
 weights whose ``|importance_c| * W`` is above the ``p_w``-th percentile of that K x C matrix, and
 take the energy of the resulting logits.
+
+The clipping level is by default ReAct's own rule, the ``clip_percentile``-th percentile (90) of every
+entry of the ID training features, so that it follows each model's feature scale: the reference's
+fixed values (1.0 for CIFAR, 0.8 for ImageNet) were tuned for its own networks, and LFF fine-tuning
+changes the scale. A number in ``clip_threshold`` selects such a fixed value instead.
 """
 
 from __future__ import annotations
@@ -46,10 +51,11 @@ def line_masks(importance: np.ndarray, weight: np.ndarray, p_w: float, p_a: floa
 @register("line", "LINe")
 class LINe(Scorer):
     """LINe: class-wise important neurons (activation x gradient) mask features and weights, on
-    ReAct-clipped features; energy score. ``clip_threshold`` (reference value 1.0) overrides
-    ``clip_percentile`` (percentile of ID training activations); both null = no clipping."""
+    ReAct-clipped features; energy score. The clip is the ``clip_percentile``-th percentile of the ID
+    training activations (default 90, as ReAct); a fixed ``clip_threshold`` (the reference's 1.0 on
+    CIFAR, 0.8 on ImageNet) overrides it; both null = no clipping."""
 
-    defaults = {"p_w": 90.0, "p_a": 90.0, "clip_threshold": 1.0, "clip_percentile": 90.0}
+    defaults = {"p_w": 90.0, "p_a": 90.0, "clip_threshold": None, "clip_percentile": 90.0}
     needs_fit = True
     fit_keys = ("clip_threshold", "clip_percentile")
     percentile_keys = ("p_w", "p_a", "clip_percentile")
