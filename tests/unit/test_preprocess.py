@@ -233,6 +233,11 @@ def test_tar_ood_sets_end_to_end(tmp_path, monkeypatch, split):
     key = sources.OOD_ARCHIVE[split]
     if sources.archive(key).md5:
         _patch_md5(monkeypatch, key, blob)
+    else:  # a plain-http mirror needs a pinned checksum: here an entry of the lock file
+        import hashlib
+
+        dl.record_lock(tmp_path / "checksums.lock", key,
+                       {"sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)})
     source = "imagenet100" if split == "inaturalist" else "cifar10"
     with fx.FixtureServer() as srv:
         cfg = _cfg(tmp_path, source, [split], {key: srv.add(sources.archive(key).filename, blob)},
@@ -320,6 +325,114 @@ def test_oversized_tar_member_is_refused_before_reading(tmp_path):
         msg = str(exc.value)
         assert f"member LSUN/test/0001_huge.jpg of {path}" in msg and f"{pp.MAX_MEMBER_BYTES + 1:,} bytes" in msg
         assert "MAX_MEMBER_BYTES" in msg and f"Delete {path}" in msg
+
+
+def _zeros_tgz(path, members, first=()):
+    """A tar.gz of ``first`` (name, bytes) members, then ``members`` (name, size) of zeros, written as a
+    stream of gzip members: 1 MiB of zeros gzips to ~1 KB once and is repeated, so a GiB of zeros takes
+    ~1 MB and a few milliseconds to write (gzip readers, Python's included, read concatenated members)."""
+    import gzip
+    import tarfile
+
+    mib = 1 << 20
+    block = gzip.compress(b"\0" * mib, 9)
+    with open(path, "wb") as f:
+        for name, data in first:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            f.write(gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT) + data + b"\0" * (-len(data) % 512)))
+        for name, size in members:
+            info = tarfile.TarInfo(name)
+            info.size = size
+            f.write(gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT)))
+            full, rest = divmod(size, mib)
+            f.write(block * full)
+            f.write(gzip.compress(b"\0" * (rest + -size % 512)))
+        f.write(gzip.compress(b"\0" * 1024))  # end of archive
+    return path
+
+
+def _one_image():
+    return ("LSUN/test/0000.jpg", fx.jpeg(np.random.default_rng(0), 36, 36))
+
+
+@pytest.mark.parametrize("member", ["LSUN/test/0001_bomb.jpg", "LSUN/test/README.bin"])
+def test_tar_bomb_of_one_member_is_refused_from_its_header_within_seconds(tmp_path, member):
+    """1 MB of tar.gz holding 1 GiB of zeros in one member, image or not: refused as soon as its header is
+    read, without decompressing it (it used to take a CPU-minute to skip it)."""
+    import time
+
+    path = _zeros_tgz(tmp_path / "LSUN.tar.gz", [(member, 1 << 30)], first=[_one_image()])
+    assert path.stat().st_size < 2_000_000
+    calls = {"tar_image_names": lambda: pp.tar_image_names(path),
+             "read_tar_images": lambda: pp.read_tar_images(path, ["LSUN/test/0000.jpg"], 32, 32),
+             "read_tar_members": lambda: pp.read_tar_members(path, ["LSUN/test/0000.jpg"])}
+    for name, call in calls.items():
+        t0 = time.monotonic()
+        with pytest.raises(DataError) as exc:
+            call()
+        assert time.monotonic() - t0 < 5, name
+        msg = str(exc.value)
+        assert f"{member} of {path}" in msg or (f"{path}: member {member}" in msg), name
+        assert "1,073,741,824 bytes (from its tar header)" in msg and "download it again" in msg.lower(), name
+
+
+def test_tar_bomb_spread_over_members_stops_at_the_archive_limit_within_seconds(tmp_path):
+    """1 GiB of zeros in 48 MiB members (each under the per-member limit): the archive's decompressed
+    bytes are capped (MAX_EXPANSION x its size on disk + EXPANSION_SLACK), naming archive and member."""
+    import time
+
+    members = [(f"LSUN/test/{i:04d}.jpg", 48 << 20) for i in range(1, 23)]
+    path = _zeros_tgz(tmp_path / "LSUN.tar.gz", members, first=[_one_image()])
+    limit = pp.max_decompressed_bytes(path)
+    assert limit == pp.MAX_EXPANSION * path.stat().st_size + pp.EXPANSION_SLACK < 200 << 20
+    for call in (lambda: pp.tar_image_names(path),
+                 lambda: pp.read_tar_images(path, ["LSUN/test/0000.jpg"], 32, 32),
+                 lambda: pp.read_tar_members(path, ["LSUN/test/0000.jpg"])):
+        t0 = time.monotonic()
+        with pytest.raises(DataError) as exc:
+            call()
+        assert time.monotonic() - t0 < 5
+        msg = str(exc.value)
+        assert f"{path}: member LSUN/test/" in msg and f"decompression limit of {limit:,} bytes" in msg
+        assert "MAX_EXPANSION" in msg and f"delete {path} and download it again" in msg
+
+
+def test_long_header_bomb_stops_in_the_decompressed_stream(tmp_path):
+    """A GNU long-name header of 200 MiB is read by tarfile before any member is yielded: the counter
+    under the stream stops it, naming the member before it."""
+    import gzip
+    import tarfile
+
+    name, data = _one_image()
+    path = tmp_path / "LSUN.tar.gz"
+    info = tarfile.TarInfo("././@LongLink")
+    info.type, info.size = tarfile.GNUTYPE_LONGNAME, 200 << 20
+    with open(path, "wb") as f:
+        head = tarfile.TarInfo(name)
+        head.size = len(data)
+        f.write(gzip.compress(head.tobuf(format=tarfile.GNU_FORMAT) + data + b"\0" * (-len(data) % 512)))
+        f.write(gzip.compress(info._create_header(info.get_info(), tarfile.GNU_FORMAT, "utf-8", "surrogateescape")))
+        f.write(gzip.compress(b"\0" * (1 << 20), 9) * 200)
+        f.write(gzip.compress(b"\0" * 1024))
+    with pytest.raises(DataError) as exc:
+        pp.tar_image_names(path)
+    msg = str(exc.value)
+    assert f"more than {pp.max_decompressed_bytes(path):,} bytes decompressed, reached at member {name}" in msg
+
+
+@pytest.mark.parametrize("mode", ["w:gz", "w:bz2", "w:xz", "w"])
+def test_tar_readers_read_every_compression(tmp_path, mode):
+    rng = np.random.default_rng(0)
+    members = {f"LSUN/test/{i:04d}.jpg": fx.jpeg(rng, 36, 36) for i in range(3)}
+    path = tmp_path / "LSUN.tar"
+    path.write_bytes(fx.tar_bytes({**members, "LSUN/notes.txt": b"x"}, mode=mode))
+    assert pp.tar_image_names(path) == sorted(members)
+    assert pp.read_tar_images(path, sorted(members), 32, 32).shape == (3, 32, 32, 3)
+    assert pp.read_tar_members(path, ["LSUN/notes.txt"]) == {"LSUN/notes.txt": b"x"}
+    path.write_bytes(path.read_bytes()[:-700])  # truncated: a clear error, whatever the compression
+    with pytest.raises(DataError, match=f"{path}: "):
+        pp.read_tar_members(path, ["LSUN/notes.txt", "LSUN/zzz"])
 
 
 def test_oversized_image_file_in_a_folder_is_not_read(tmp_path, monkeypatch):

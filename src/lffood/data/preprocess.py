@@ -21,21 +21,30 @@ Decoding is per file (PIL, threaded); there are no per-pixel Python loops.
 
 Size limits (constants, not config keys: nothing in the paper's data sets comes near them, so a file
 over a limit means a damaged or foreign archive, and the fix is a new download, not a bigger limit):
-:data:`MAX_MEMBER_BYTES` for one image file (tar member or ILSVRC file), checked before it is read,
-and :data:`MAX_IMAGE_PIXELS` for one decoded image (decompression bombs: a few KB of PNG can declare
-gigapixels), checked from the header before any pixel is decoded. Both end in a
-:class:`~lffood.errors.DataError` naming the archive, the member and what to do.
+:data:`MAX_MEMBER_BYTES` for one member of an image archive (any member, checked from its tar header as
+soon as the header is read, before its bytes are read or skipped) or one ILSVRC file, and
+:data:`MAX_IMAGE_PIXELS` for one decoded image (decompression bombs: a few KB of PNG can declare
+gigapixels), checked from the header before any pixel is decoded. Every tar is decompressed here, not
+inside :mod:`tarfile`, through a counter that stops at :func:`max_decompressed_bytes` (a multiple of the
+archive's size on disk): a tar.gz bomb (1 MB of gzip holding 1 GiB of zeros, in one member or spread
+over many) is refused within seconds. All end in a :class:`~lffood.errors.DataError` naming the
+archive, the member and what to do.
 """
 
 from __future__ import annotations
 
+import bz2
+import contextlib
+import gzip
 import io
 import logging
+import lzma
 import os
 import pickle
 import re
 import tarfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -57,8 +66,17 @@ MAX_IMAGE_PIXELS = 1 << 26
 #: Largest image file read into memory: 64 MiB per tar member or ILSVRC file (the paper's image files
 #: are at most a few MB). Checked from the tar header / file size before a byte is read.
 MAX_MEMBER_BYTES = 64 << 20
+#: Most bytes decompressed from one tar archive: ``MAX_EXPANSION`` x its size on disk +
+#: ``EXPANSION_SLACK`` (:func:`max_decompressed_bytes`). A tar is its members plus 512-byte headers and
+#: padding, so a plain .tar never expands, and the paper's tar.gz archives (JPEGs, CIFAR pickles) expand
+#: less than 2x; gzip can expand ~1000x. The slack covers tiny archives (a tar is padded to 10 KB, and
+#: a few small files are mostly headers). A 1 MB bomb is refused after ~70 MB, within a second.
+MAX_EXPANSION = 4
+EXPANSION_SLACK = 64 << 20
 #: Undecoded tar members held at once before they are decoded (bounds memory with many threads).
 _PENDING_BYTES = 256 << 20
+#: What a damaged tar, tar.gz, tar.bz2 or tar.xz raises while it is read.
+_TAR_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError)
 
 _REDOWNLOAD = ("No image of the paper's data sets is this large: the archive is damaged or not the published "
                "one. Delete {archive} and download it again (lffood download, or re-run the workflow; the "
@@ -117,12 +135,86 @@ def _too_many_pixels(where: str, what: str, fix: str) -> str:
             f"decoded. {fix}")
 
 
-def _check_member_size(path, m: tarfile.TarInfo) -> None:
-    """Refuse an image member larger than :data:`MAX_MEMBER_BYTES` from its tar header, before reading it."""
-    if m.size > MAX_MEMBER_BYTES:
-        raise DataError(f"member {m.name} of {path}: image file of {m.size:,} bytes is over the limit of "
-                        f"{MAX_MEMBER_BYTES:,} bytes (lffood.data.preprocess.MAX_MEMBER_BYTES); it is not read. "
-                        + _REDOWNLOAD.format(archive=path))
+def _check_member_size(path, m: tarfile.TarInfo, limit: int) -> None:
+    """Refuse a member larger than ``limit`` from its tar header, before it is read or skipped."""
+    if m.size > limit:
+        what = "image file" if sources.is_image_member(m.name) else "file"
+        raise DataError(f"member {m.name} of {path}: {what} of {m.size:,} bytes (from its tar header) is over the "
+                        f"limit of {limit:,} bytes for one member (lffood.data.preprocess.MAX_MEMBER_BYTES); it "
+                        f"is not read. " + _REDOWNLOAD.format(archive=path))
+
+
+def max_decompressed_bytes(path: str | os.PathLike) -> int:
+    """The most bytes read out of the (decompressed) tar ``path``: see :data:`MAX_EXPANSION`."""
+    return MAX_EXPANSION * os.stat(path).st_size + EXPANSION_SLACK
+
+
+class _CappedReader:
+    """The decompressed bytes of an archive, counted: reading past ``limit`` is a :class:`DataError`
+    naming the archive and the member being read (``member``, kept up to date by :func:`_open_tar`)."""
+
+    def __init__(self, stream, path, limit: int):
+        self.stream, self.path, self.limit = stream, path, limit
+        self.count = 0
+        self.member = "(the first header)"
+
+    @property
+    def remaining(self) -> int:
+        return self.limit - self.count
+
+    def read(self, n: int = -1) -> bytes:
+        want = self.remaining + 1 if n is None or n < 0 else min(n, self.remaining + 1)
+        data = self.stream.read(want)
+        self.count += len(data)
+        if self.count > self.limit:
+            raise self.too_much(f"more than {self.limit:,} bytes decompressed, reached at member {self.member} "
+                                f"(or in the header after it)")
+        return data
+
+    def too_much(self, what: str) -> DataError:
+        return DataError(
+            f"{self.path}: {what}. The limit is {MAX_EXPANSION} x the archive's {os.stat(self.path).st_size:,} "
+            f"bytes on disk + {EXPANSION_SLACK >> 20} MiB (lffood.data.preprocess.MAX_EXPANSION, EXPANSION_SLACK); "
+            f"no archive of images expands that much, so this is a decompression bomb or not the published "
+            f"archive, and nothing more is read. " + _DAMAGED.format(archive=self.path))
+
+
+def _decompressed(fh):
+    """``fh`` (a binary file) decompressed by its magic bytes: gzip, bzip2, xz, or as it is."""
+    head = fh.peek(6)[:6]
+    if head[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=fh, mode="rb")
+    if head[:3] == b"BZh":
+        return bz2.BZ2File(fh, "rb")
+    if head == b"\xfd7zXZ\x00":
+        return lzma.LZMAFile(fh, "rb")
+    return contextlib.nullcontext(fh)
+
+
+@contextlib.contextmanager
+def _open_tar(path, member_limit: int | None = None) -> Iterator[tuple[tarfile.TarFile, Iterator[tarfile.TarInfo]]]:
+    """``(tar, members)`` of the tar / tar.gz / tar.bz2 / tar.xz ``path``, read as one stream. The caps
+    are checked as each header is read, before the member's bytes are read or skipped: every member
+    over ``member_limit`` (when given) is refused, and so is one larger than what is left of
+    :func:`max_decompressed_bytes`; the decompressed stream itself stops at that limit too (headers of
+    long names and pax records, padding). Errors of a damaged archive are the caller's to catch
+    (:data:`_TAR_ERRORS`)."""
+    with open(path, "rb") as raw, _decompressed(raw) as stream:
+        reader = _CappedReader(stream, path, max_decompressed_bytes(path))
+        with tarfile.open(fileobj=reader, mode="r|") as tf:
+
+            def members():
+                for m in tf:
+                    reader.member = m.name
+                    if member_limit is not None:
+                        _check_member_size(path, m, member_limit)
+                    if m.size > reader.remaining + tarfile.RECORDSIZE:
+                        raise reader.too_much(f"member {m.name} declares {m.size:,} bytes (from its tar header), "
+                                              f"more than the {max(reader.remaining, 0):,} bytes left of the "
+                                              f"archive's decompression limit of {reader.limit:,} bytes")
+                    yield m
+
+            yield tf, members()
 
 
 def _map_threads(fn: Callable, items: Iterable, threads: int) -> Iterable:
@@ -146,16 +238,16 @@ def choose_subset(n: int, cap: int | None, seed: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- tar archives
 def tar_image_names(path: str | os.PathLike) -> list[str]:
-    """Every image member of a tar / tar.gz, sorted by name (one streaming pass). An image member over
-    :data:`MAX_MEMBER_BYTES` stops here, before any image is decoded."""
+    """Every image member of a tar / tar.gz, sorted by name (one streaming pass). A member over
+    :data:`MAX_MEMBER_BYTES`, or an archive past :func:`max_decompressed_bytes`, stops here, before any
+    image is decoded."""
     names = set()
     try:
-        with tarfile.open(path, "r|*") as tf:
-            for m in tf:
+        with _open_tar(path, MAX_MEMBER_BYTES) as (_, members):
+            for m in members:
                 if m.isfile() and sources.is_image_member(m.name):
-                    _check_member_size(path, m)
                     names.add(m.name)
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except _TAR_ERRORS as exc:
         raise DataError(f"{path}: not a readable tar archive ({exc}). Delete it and run the download again.") from exc
     if not names:
         raise DataError(f"{path}: the archive holds no image files ({', '.join(sources.IMAGE_EXTENSIONS)}).")
@@ -165,8 +257,9 @@ def tar_image_names(path: str | os.PathLike) -> list[str]:
 def read_tar_images(path: str | os.PathLike, names: Sequence[str], resize: int, crop: int,
                     threads: int = 1) -> np.ndarray:
     """Decode the members ``names`` of a tar (one streaming pass), in the order of ``names``. Members
-    over :data:`MAX_MEMBER_BYTES` are refused before they are read, images over :data:`MAX_IMAGE_PIXELS`
-    before they are decoded."""
+    over :data:`MAX_MEMBER_BYTES` (any member, listed or not) are refused before they are read or
+    skipped, an archive past :func:`max_decompressed_bytes` as soon as it passes it, images over
+    :data:`MAX_IMAGE_PIXELS` before they are decoded."""
     pos = {n: i for i, n in enumerate(names)}
     out = np.empty((len(names), crop, crop, 3), dtype=np.uint8)
     seen = np.zeros(len(names), dtype=bool)
@@ -185,19 +278,19 @@ def read_tar_images(path: str | os.PathLike, names: Sequence[str], resize: int, 
         pending_bytes = 0
 
     try:
-        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, tarfile.open(path, "r|*") as tf:
-            for m in tf:
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool, \
+                _open_tar(path, MAX_MEMBER_BYTES) as (tf, members):
+            for m in members:
                 i = pos.get(m.name)
                 if i is None or seen[i] or not m.isfile():
                     continue
                 seen[i] = True
-                _check_member_size(path, m)
                 pending.append((i, tf.extractfile(m).read(), m.name))
                 pending_bytes += m.size
                 if len(pending) >= 64 * max(1, threads) or pending_bytes >= _PENDING_BYTES:
                     flush(pool)
             flush(pool)
-    except (tarfile.TarError, EOFError) as exc:
+    except _TAR_ERRORS as exc:
         raise DataError(f"{path}: the tar archive is damaged ({exc}). Delete it and run the download again.") from exc
     if not seen.all():
         raise DataError(f"{path}: {int((~seen).sum())} listed images not found in the archive "
@@ -217,15 +310,16 @@ def _damaged(archive, where: str, what: str, fix: str = "") -> DataError:
 def read_tar_members(path: str | os.PathLike, names: Sequence[str], fix: str = "") -> dict[str, bytes]:
     """The members ``names`` of a tar / tar.gz, read into memory in one streaming pass (no extraction).
     A missing member or an unreadable archive is a :class:`DataError`; ``fix`` says what to do
-    (default: delete the archive and download it again)."""
+    (default: delete the archive and download it again). No per-member limit (CIFAR-100's ``train``
+    batch is 155 MB), but the archive stops at :func:`max_decompressed_bytes`."""
     fix = fix or _DAMAGED.format(archive=path)
     wanted, out = set(names), {}
     try:
-        with tarfile.open(path, "r|*") as tf:
-            for m in tf:
+        with _open_tar(path) as (tf, members):
+            for m in members:
                 if m.name in wanted and m.isfile():
                     out[m.name] = tf.extractfile(m).read()
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except _TAR_ERRORS as exc:
         raise DataError(f"{path}: not a readable tar archive ({exc}). {fix}") from exc
     missing = [n for n in names if n not in out]
     if missing:

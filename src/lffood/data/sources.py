@@ -15,6 +15,10 @@ Transport: every registry URL is https; ``http_only=True`` would mark a host tha
 (none does today), and only then is plain http used without the user naming the URL. Redirects are
 followed only to the URL's own host and to the archive's ``redirect_hosts`` (``*.example.org`` matches
 any subdomain), never from https down to http (:mod:`lffood.data.download` enforces this).
+
+Sizes: ``size`` is each file's size in bytes, exact where it is known (``size_exact``: CIFAR-10/100,
+SVHN, DTD), else a generous upper bound explained at the entry. A download stops once it passes
+``size x (1 + SIZE_MARGIN)``.
 """
 
 from __future__ import annotations
@@ -45,45 +49,69 @@ class Archive:
     #: the host serves no https: plain http is allowed for the registry URL (the checksum is the only
     #: protection then). False for every archive today; kept so the rule is explicit.
     http_only: bool = False
+    #: expected size of the file in bytes: exact where ``size_exact``, else a documented upper bound
+    #: (the comment at the entry says why). A download stops past ``size x (1 + SIZE_MARGIN)``
+    #: (:func:`lffood.data.download.size_limit`; ``downloads.max_bytes.<key>`` overrides it for a mirror
+    #: that serves a larger file). 0 = unknown (refused by the registry's unit test).
+    size: int = 0
+    size_exact: bool = False
 
+
+#: A download may run this fraction past the registry's ``size`` before it is stopped: slack for an
+#: upper bound that is slightly off, not for another file (that is what ``downloads.max_bytes`` is for).
+SIZE_MARGIN = 0.10
 
 #: Dropbox answers ``/s/raw/...`` with a redirect to a content host under dropboxusercontent.com
 #: (sometimes via ``/scl/fi/...`` on www.dropbox.com itself).
 _DROPBOX = ("www.dropbox.com", "dl.dropbox.com", "*.dropboxusercontent.com")
 
+#: Upper bound for the ODIN sets (exact sizes not published): 10,000 images of at most 36x36 (iSUN:
+#: 8,925) take under 50 MB even stored as raw RGB with a 1 KB tar header and padding each; the released
+#: JPEGs in a tar.gz are far smaller.
+_ODIN_BOUND = 64 << 20
+#: Upper bound for the MOS sets (exact sizes not published and not available here): 10,000 photos at
+#: 500 KB each on average, above what web-sized scene and species photos take. After the first download
+#: the lock file holds the exact size, which then is the limit (:func:`lffood.data.download.size_limit`).
+_MOS_BOUND = 5_000_000_000
 
 ARCHIVES: dict[str, Archive] = {a.key: a for a in [
     Archive("cifar10", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "cifar-10-python.tar.gz",
             "c58f30108f718f92721af3b95e74349a", "cifar", "CIFAR-10 (python pickle batches)",
-            torchvision="CIFAR10", checksum_source="torchvision.datasets.CIFAR10.tgz_md5"),
+            torchvision="CIFAR10", checksum_source="torchvision.datasets.CIFAR10.tgz_md5",
+            size=170_498_071, size_exact=True),
     Archive("cifar100", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "cifar-100-python.tar.gz",
             "eb9058c3a382ffc7106e4002c42a8d85", "cifar", "CIFAR-100 (python pickle batches)",
-            torchvision="CIFAR100", checksum_source="torchvision.datasets.CIFAR100.tgz_md5"),
+            torchvision="CIFAR100", checksum_source="torchvision.datasets.CIFAR100.tgz_md5",
+            size=169_001_437, size_exact=True),
     Archive("svhn", "https://ufldl.stanford.edu/housenumbers/test_32x32.mat", "test_32x32.mat",
             "eb5a983be6a315427106f1b164d9cef3", "svhn", "SVHN test split (26,032 images, MATLAB file)",
-            torchvision="SVHN", checksum_source="torchvision.datasets.SVHN.split_list['test']"),
+            torchvision="SVHN", checksum_source="torchvision.datasets.SVHN.split_list['test']",
+            size=64_275_384, size_exact=True),
     Archive("lsun_crop", "https://www.dropbox.com/s/raw/fhtsw1m3qxlwj6h/LSUN.tar.gz", "LSUN.tar.gz",
             "458a0a0ab8e5f1cb4516d7400568e460", "tar", "LSUN-Crop, 10,000 32x32 crops (ODIN release)",
-            checksum_source="ODIN release (facebookresearch/odin)", redirect_hosts=_DROPBOX),
+            checksum_source="ODIN release (facebookresearch/odin)", redirect_hosts=_DROPBOX, size=_ODIN_BOUND),
     Archive("lsun_resize", "https://www.dropbox.com/s/raw/moqh2wh8696c3yl/LSUN_resize.tar.gz", "LSUN_resize.tar.gz",
             "278b7b31c8cb7e804a1465a8ce03a2dc", "tar", "LSUN-Resize, 10,000 images resized to 32x32 (ODIN release)",
-            checksum_source="ODIN release (facebookresearch/odin)", redirect_hosts=_DROPBOX),
+            checksum_source="ODIN release (facebookresearch/odin)", redirect_hosts=_DROPBOX, size=_ODIN_BOUND),
     Archive("isun", "https://www.dropbox.com/s/raw/ssz7qxfqae0cca5/iSUN.tar.gz", "iSUN.tar.gz",
-            None, "tar", "iSUN, 8,925 images at 32x32 (ODIN release)", redirect_hosts=_DROPBOX),
+            None, "tar", "iSUN, 8,925 images at 32x32 (ODIN release)", redirect_hosts=_DROPBOX, size=_ODIN_BOUND),
     Archive("dtd", "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz", "dtd-r1.0.1.tar.gz",
             "fff73e5086ae6bdbea199a49dfb8a4c1", "tar", "Describable Textures r1.0.1, 5,640 images (dtd/images/)",
             checksum_source="torchvision.datasets.DTD._MD5",
             # the VGG group serves its data sets from thor.robots.ox.ac.uk
-            redirect_hosts=("thor.robots.ox.ac.uk",)),
+            redirect_hosts=("thor.robots.ox.ac.uk",), size=625_239_812, size_exact=True),
     Archive("places365", "https://data.csail.mit.edu/places/places365/test_256.tar", "test_256.tar",
             "f532f6ad7b582262a2ec8009075e186b", "tar", "Places365 test_256 (328,500 images at 256x256)",
-            checksum_source="torchvision.datasets.Places365._IMAGES_META[('test', True)]"),
+            checksum_source="torchvision.datasets.Places365._IMAGES_META[('test', True)]",
+            # upper bound: the Places365 download page lists test_256.tar as "4.4G" (GB or GiB, 4.4e9 or
+            # 4.72e9 bytes); the exact byte count was not available here
+            size=4_800_000_000),
     Archive("inaturalist", "https://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset/iNaturalist.tar.gz",
-            "iNaturalist.tar.gz", None, "tar", "iNaturalist OOD subset of MOS, 10,000 images"),
+            "iNaturalist.tar.gz", None, "tar", "iNaturalist OOD subset of MOS, 10,000 images", size=_MOS_BOUND),
     Archive("sun", "https://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset/SUN.tar.gz", "SUN.tar.gz",
-            None, "tar", "SUN OOD subset of MOS, 10,000 images"),
+            None, "tar", "SUN OOD subset of MOS, 10,000 images", size=_MOS_BOUND),
     Archive("places", "https://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset/Places.tar.gz", "Places.tar.gz",
-            None, "tar", "Places OOD subset of MOS, 10,000 images"),
+            None, "tar", "Places OOD subset of MOS, 10,000 images", size=_MOS_BOUND),
 ]}
 
 #: ID source -> archive (ImageNet-100 has none: it is built from the user's ILSVRC-2012 folder).
