@@ -172,6 +172,14 @@ def serve(folder: str | os.PathLike) -> Iterator[str]:
         yield srv.url("").rstrip("/")
 
 
+def sweep_benchmark(cfg: Mapping, benchmarks: Sequence[str]) -> str | None:
+    """The benchmark that sweeps in a rehearsal: the first whose sensitivity figure (Fig. 6) is part
+    of `all` (``figures.sensitivity.in_all``), else the first; the others sweep nothing."""
+    def in_all(b):
+        return ((cfg["benchmarks"][b].get("figures") or {}).get("sensitivity") or {}).get("in_all", False)
+    return next((b for b in benchmarks if in_all(b)), benchmarks[0] if benchmarks else None)
+
+
 def targets(benchmarks: Sequence[str], sweep_bench: str | None) -> list[str]:
     """``all`` plus the sensitivity figure of the benchmark that sweeps (not part of ``all``)."""
     out = ["all"]
@@ -193,7 +201,7 @@ def rehearse(workdir: str | os.PathLike, *, benchmarks: Sequence[str] | None = N
     unknown = [b for b in benchmarks if b not in cfg["benchmarks"]]
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; {config_file} defines {sorted(cfg['benchmarks'])}")
-    sweep_bench = next((b for b in benchmarks if cfg["benchmarks"][b]["dataset"]["source"] == "cifar10"), None)
+    sweep_bench = sweep_benchmark(cfg, benchmarks)
     t0 = time.monotonic()
     log(f"rehearsal in {workdir}: making upstream-format archives")
     checksums = make_archives(workdir / "upstream", sizes)

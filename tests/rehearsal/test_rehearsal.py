@@ -21,7 +21,7 @@ from conftest import REPO
 from lffood import h5schema
 from lffood.config import load_config
 from lffood.data.arrays import load_split
-from lffood.rehearsal import WATERMARK, rehearse
+from lffood.rehearsal import WATERMARK, rehearse, sweep_benchmark
 from lffood.variants import variant_names, variant_scorers
 
 pytestmark = pytest.mark.rehearsal
@@ -30,7 +30,7 @@ CFG = load_config(REPO / "config.yaml", REPO / "workflow" / "schemas" / "config.
 PAPER = CFG["suites"]["paper"]
 FIGURES = ("feature_norms", "local_norms", "auroc_bars", "heatmaps", "tsne")
 EXTS = ("csv", "md", "tex", "html")
-SWEEP_BENCH = "cifar10_resnet34"
+SWEEP_BENCH = sweep_benchmark(CFG, PAPER)
 
 
 @pytest.fixture(scope="module")

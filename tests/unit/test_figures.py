@@ -329,14 +329,63 @@ def test_heatmaps_show_each_models_norms_on_one_scale_per_row(matched, split_fil
         assert axes[i, 0].get_ylabel() == LABELS[v]
         clims = set()
         for j, (s, r) in enumerate(chosen):
-            im = axes[i, j].get_images()[0]
+            # overlaid: the image in grey, then the norm map upsampled to the image's 16 x 16 pixels
+            grey, overlay = axes[i, j].get_images()
+            image = load_split(split_files[s]).images[r]
+            np.testing.assert_allclose(grey.get_array(), image @ [0.299, 0.587, 0.114] / 255.0)
+            assert grey.get_cmap().name == "gray"
             want = h5schema.read_split(matched[v], s)["local_norms"][r].reshape(HW, HW)
-            np.testing.assert_array_equal(im.get_array(), want)
-            clims.add(im.get_clim())
+            np.testing.assert_allclose(overlay.get_array(), figures.upsample_bilinear(want, (16, 16)))
+            assert overlay.get_array().shape == image.shape[:2] and overlay.get_alpha() == figures.HEATMAP_ALPHA
+            assert overlay.get_extent() == grey.get_extent() == [-0.5, 15.5, 15.5, -0.5]
+            assert overlay.get_cmap().name == figures.HEATMAP_CMAP
+            clims.add(overlay.get_clim())
         assert len(clims) == 1  # one colour scale per row
         assert clims.pop()[1] == pytest.approx(max(
             h5schema.read_split(matched[v], s)["local_norms"][r].max() for s, r in chosen))
+        bar = axes[i, -1]  # the row's colour bar, on the same scale
+        assert bar.get_ylim() == pytest.approx((0.0, max(h5schema.read_split(matched[v], s)["local_norms"][r].max()
+                                                        for s, r in chosen)))
     plt.close(fig)
+
+
+@pytest.mark.parametrize("grid, shape", [((4, 4), (32, 32)), ((7, 7), (224, 224)), ((3, 4), (30, 40)), ((4, 4), (16, 16)),
+                                         ((1, 1), (8, 8)), ((2, 3), (5, 7))])
+def test_upsample_bilinear_is_torchs_bilinear_resize(grid, shape):
+    import torch
+
+    m = np.random.default_rng(0).uniform(0, 5, grid)
+    want = torch.nn.functional.interpolate(torch.from_numpy(m)[None, None], size=shape, mode="bilinear",
+                                           align_corners=False)[0, 0].numpy()
+    got = figures.upsample_bilinear(m, shape)
+    assert got.shape == shape
+    np.testing.assert_allclose(got, want, atol=1e-10)
+    # cell centres keep their values where the scale is an odd integer (no interpolation there)
+    np.testing.assert_allclose(figures.upsample_bilinear(m, (3 * grid[0], 3 * grid[1]))[1::3, 1::3], m)
+
+
+@pytest.mark.parametrize("watermark", [None, "REHEARSAL (not a result)"])
+def test_heatmap_overlay_on_imagenet_sized_images_is_legible(watermark, tmp_path):
+    """Paper benchmark sizes: 224 x 224 images with a 7 x 7 map, two ID images and four OOD sets,
+    three models (CE, the CE control, LFF); one colour bar per model row."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(6)]
+    titles = ["ID #1\nclass n01440764", "ID #7\nclass n01443537",
+              *[f"OOD #{i}\n{s}" for i, s in enumerate(["inaturalist", "sun", "places", "textures"])]]
+    maps = {v: [rng.uniform(0, 3, (7, 7)) for _ in range(6)] for v in ("ce", "ce_control", "lff")}
+    fig = plot_heatmaps(images, titles, maps, labels=LABELS, title="ImageNet-100 vs iNaturalist, SUN, Places, "
+                        "Textures; ResNet-50", watermark=watermark)
+    assert_legible(fig)
+    axes = np.array(fig.axes).reshape(4, 7)
+    assert [axes[i, 0].get_ylabel() for i in range(4)] == ["image", "CE", "CE control", "LFF"]
+    for i in range(1, 4):
+        assert all(len(axes[i, j].get_images()) == 2 for j in range(6))
+        assert axes[i, 1].get_images()[1].get_array().shape == (224, 224)
+    colour_bars = [ax for ax in fig.axes if ax.get_visible() and ax.get_ylabel() == "||z_j||"]
+    assert len(colour_bars) == 3
+    png, pdf = tmp_path / "h.png", tmp_path / "h.pdf"
+    figures.save_figure(fig, str(png), str(pdf))
+    check_files(png, pdf)
 
 
 def test_heatmaps_refuse_a_feature_file_of_other_images(matched, split_files, tmp_path):
@@ -475,3 +524,288 @@ def test_write_tsne(checkpoints, split_files, tmp_path):
     emb = figures.write_tsne(str(tmp_path / "v.npz"), png=str(png), pdf=str(pdf), labels=LABELS, title="toy")
     assert set(emb) == {"ce", "lff"} and emb["ce"]["id"].shape == (20, 2)
     check_files(png, pdf)
+
+
+# ----------------------------------------------------------------------------- Fig. 3 with the paper's values
+PAPER_BENCH = "cifar100_resnet34"
+PAPER_SETS = ["svhn", "lsun_crop", "lsun_resize", "isun", "textures", "places365"]
+POSTHOC_RUN = ["msp", "odin", "mahalanobis", "energy", "vim", "knn", "dice", "react", "dice_react", "featurenorm",
+               "line", "csd"]
+
+
+def paper_metric_files(tmp_path, seeds=(0, 1, 2)):
+    """Metrics of the six variants of a paper benchmark: every post-hoc scorer on every model, SSOD's
+    score on SSOD; AUROC (fraction) from a seeded generator."""
+    rng = np.random.default_rng(5)
+    files = []
+    for v in VARIANTS:
+        for s in seeds:
+            scorers = POSTHOC_RUN + (["ssod"] if v == "ssod" else [])
+            rows = [{"benchmark": PAPER_BENCH, "variant": v, "seed": s, "scorer": sc, "ood_set": o,
+                     "auroc": rng.uniform(0.6, 0.95), "fpr95": 0.5, "aupr_in": 0.5, "aupr_out": 0.5, "id_acc": 0.9}
+                    for sc in scorers for o in PAPER_SETS]
+            p = tmp_path / f"p_{v}_{s}.csv"
+            pd.DataFrame(rows).to_csv(p, index=False)
+            files.append(str(p))
+    return files
+
+
+@pytest.fixture(scope="module")
+def printed():
+    from lffood.report import paper_numbers
+
+    return paper_numbers.load()
+
+
+def test_paper_bar_table_joins_reproduced_and_printed_averages(tmp_path, printed):
+    from lffood.report.tables import collect
+
+    files = paper_metric_files(tmp_path)
+    tidy = collect(files)
+    methods = {v: (LABELS[v], OWN[v]) for v in VARIANTS}
+    t = figures.paper_bar_table(tidy, table="table1", bench=PAPER_BENCH, methods=methods, roles=ROLES, paper=printed,
+                                ood_order=PAPER_SETS).set_index("method")
+    mine = printed[(printed["table"] == "table1") & (printed["benchmark"] == PAPER_BENCH)
+                   & (printed["ood_set"] == "average") & (printed["metric"] == "auroc")]
+    # every printed method is a row with its printed average
+    assert set(mine["method"]) == set(t["paper_method"].dropna())
+    for _, r in mine.iterrows():
+        assert t[t["paper_method"] == r["method"]]["auroc_paper"].iloc[0] == r["value"]
+    # post-hoc rows: that scorer on CE, average over the OOD sets per seed, then mean and std over seeds
+    per_seed = tidy[(tidy["variant"] == "ce") & (tidy["scorer"] == "energy")].groupby("seed")["auroc"].mean()
+    assert t.loc["Energy", "auroc_mean"] == pytest.approx(per_seed.mean())
+    assert t.loc["Energy", "auroc_std"] == pytest.approx(per_seed.std(ddof=1))
+    assert t.loc["Energy", "diff"] == pytest.approx(per_seed.mean() - 83.64)  # Table I, CIFAR-100, Energy
+    # "Ours" is LFF with its scorer; LogitNorm is reproduced by the variant of that label
+    assert (t.loc["Ours (LFF + ReAct)", "variant"], t.loc["Ours (LFF + ReAct)", "auroc_paper"]) == ("lff", 92.31)
+    assert t.loc["LogitNorm (MSP)", "source"] == "reproduced" and t.loc["LogitNorm (MSP)", "variant"] == "logitnorm"
+    # the training methods the workflow does not reproduce: printed only, no reproduced value
+    only = t[t["source"] == figures.PAPER_ONLY]
+    assert set(only["paper_method"]) == {"CSI", "SSD+", "VOS", "NPOS", "CIDER", "TagFog"}
+    assert only["auroc_mean"].isna().all() and only["variant"].isna().all()
+    assert t[t["paper_method"] == "TagFog"]["extra_data"].tolist() == [True]  # the paper's dagger: extra data
+    # the workflow's own variants the paper lacks, and KNN: reproduced, no printed value
+    for name in ("KNN", "CE control (ReAct)", "SSOD (SSOD)", "MODE-F (CSD)"):
+        assert t.loc[name, "source"] == "reproduced (not in the paper)" and np.isnan(t.loc[name, "auroc_paper"])
+
+
+@pytest.mark.parametrize("seeds, watermark", [((0, 1, 2), None), ((0,), "REHEARSAL (not a result)")])
+def test_paper_bars_show_printed_values_apart_from_reproduced_ones(tmp_path, printed, seeds, watermark, monkeypatch):
+    from matplotlib.colors import to_hex
+
+    shown = {}
+    real_save = figures.save_figure
+    monkeypatch.setattr(figures, "save_figure", lambda fig, png, pdf=None: (shown.setdefault("fig", fig),
+                                                                           real_save(fig, png, pdf)))
+    methods = {v: (LABELS[v], OWN[v]) for v in VARIANTS}
+    out = {e: tmp_path / f"bars.{e}" for e in ("png", "pdf", "csv")}
+    table = figures.write_auroc_bars(paper_metric_files(tmp_path, seeds), methods, roles=ROLES, png=str(out["png"]),
+                                     pdf=str(out["pdf"]), csv=str(out["csv"]), title="CIFAR-100 vs six OOD sets",
+                                     ood_order=PAPER_SETS, watermark=watermark, paper=printed, paper_table="table1",
+                                     bench=PAPER_BENCH)
+    check_files(out["png"], out["pdf"])
+    fig = shown["fig"]
+    assert layout_problems(fig) == []
+    ax = fig.axes[0]
+    bars = [p for p in ax.patches if p.get_width() > 0]
+    hollow = [b for b in bars if b.get_hatch()]
+    filled = [b for b in bars if not b.get_hatch()]
+    left = ax.get_xlim()[0]
+    # printed values: hollow, hatched, white inside, one per printed row, at the printed value
+    assert all(to_hex(b.get_facecolor()) == "#ffffff" for b in hollow)
+    np.testing.assert_allclose(sorted(b.get_x() + b.get_width() for b in hollow),
+                               sorted(table["auroc_paper"].dropna()))
+    assert left <= table["auroc_paper"].min()
+    # reproduced values: filled in their model's colour, none for a printed-only method
+    colours = method_colours(VARIANTS, ROLES)
+    rep = table[table["auroc_mean"].notna()]
+    assert len(filled) == len(rep)
+    for b, (_, r) in zip(filled, rep.iterrows()):
+        assert b.get_x() + b.get_width() == pytest.approx(r["auroc_mean"])
+        assert to_hex(b.get_facecolor()) == colours[r["variant"]].lower()
+    # the rows: printed-only methods say so, in grey italics
+    ticks = {t.get_text(): t for t in ax.get_yticklabels()}
+    for name in ("CSI", "SSD+", "VOS", "NPOS", "CIDER"):
+        tick = ticks[f"{name}: printed only"]
+        assert tick.get_fontstyle() == "italic" and to_hex(tick.get_color()) == "#666666"
+    tagfog = table[table["paper_method"] == "TagFog"]["method"].iloc[0]
+    assert f"{tagfog} (extra data): printed only" in ticks and "Ours (LFF + ReAct)" in ticks and "MSP" in ticks
+    # the legend names the paper's bars, with their style
+    legend = fig.legends[0]
+    names = [t.get_text() for t in legend.get_texts()]
+    assert figures.PAPER_LABEL == "paper (printed)" and figures.PAPER_LABEL in names
+    handle = legend.legend_handles[names.index(figures.PAPER_LABEL)]
+    assert handle.get_hatch() and to_hex(handle.get_facecolor()) == "#ffffff"
+    assert "reproduced: CE model (post-hoc rows)" in names and "reproduced: LFF" in names
+    # the CE control's reproduced mean is the dashed reference line
+    ctrl = table.set_index("variant").loc["ce_control", "auroc_mean"]
+    assert [ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_linestyle() == "--"] == [pytest.approx(ctrl)]
+    # one seed: no error bars
+    assert (len(ax.collections) > 0) == (len(seeds) > 1)
+    heading = fig._suptitle.get_text()
+    assert "Table I" in heading and (heading.startswith(f"{watermark}\n") if watermark else True)
+    plt.close(fig)
+    # the CSV: the plotted numbers; the watermark on the reproduced rows, never on the printed ones
+    csv = pd.read_csv(out["csv"], keep_default_na=False)
+    assert len(csv) == len(table)
+    if watermark:
+        assert set(csv[csv["source"] == figures.PAPER_ONLY]["watermark"]) == {""}
+        assert set(csv[csv["source"] != figures.PAPER_ONLY]["watermark"]) == {watermark}
+    else:
+        assert "watermark" not in csv
+
+
+def test_paper_bars_of_table2_and_table3_are_legible(tmp_path, printed):
+    """Table II (WRN-28-10: averages only, no NPOS) and Table III (ImageNet-100: LINE, four OOD sets)."""
+    from lffood.report.tables import collect
+
+    methods = {v: (LABELS[v], OWN[v]) for v in VARIANTS}
+    for table, bench in (("table2", "cifar10_wrn28_10"), ("table3", "imagenet100_resnet50")):
+        tidy = collect(paper_metric_files(tmp_path, seeds=(0,)))
+        tidy["benchmark"] = bench
+        t = figures.paper_bar_table(tidy, table=table, bench=bench, methods=methods, roles=ROLES, paper=printed,
+                                    ood_order=PAPER_SETS)
+        assert ("NPOS" in set(t["paper_method"])) == (table == "table3")
+        fig = figures.plot_paper_bars(t, colours=method_colours(VARIANTS, ROLES), roles=ROLES, labels=methods,
+                                      title=bench, paper_table=table)
+        assert_legible(fig)
+        plt.close(fig)
+    with pytest.raises(LffoodError, match="prints no table3 numbers for benchmark 'cifar10_wrn28_10'"):
+        figures.paper_bar_table(tidy, table="table3", bench="cifar10_wrn28_10", methods=methods, roles=ROLES,
+                                paper=printed)
+
+
+# ----------------------------------------------------------------------------- Fig. 6: the paper's reference line
+def _sweep_metrics(tmp_path, seeds, points):
+    rng = np.random.default_rng(3)
+    rows = []
+    for p in points:
+        for s in seeds:
+            rows += [{"benchmark": "b", "variant": p["variant"], "seed": s, "scorer": p["scorer"], "ood_set": o,
+                      "auroc": rng.uniform(0.85, 0.95), "fpr95": 0.3, "aupr_in": 0.5, "aupr_out": 0.5, "id_acc": 0.9}
+                     for o in ("svhn", "isun")]
+    for s in seeds:
+        rows += [{"benchmark": "b", "variant": "ce_control", "seed": s, "scorer": "react", "ood_set": o,
+                  "auroc": 0.86 + 0.01 * s, "fpr95": 0.4, "aupr_in": 0.5, "aupr_out": 0.5, "id_acc": 0.9}
+                 for o in ("svhn", "isun")]
+    path = tmp_path / "sweep_metrics.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return [str(path)]
+
+
+PAPER_GRID = [{"param": "delta", "value": v, "variant": f"lff_delta{v}", "base": "lff", "scorer": "react"}
+              for v in (0.003, 0.005, 0.007, 0.01, 0.012, 0.015)] + \
+             [{"param": "mu", "value": v, "variant": f"lff_mu{v}", "base": "lff", "scorer": "react"}
+              for v in (1.0, 1.5, 2.0, 3.0, 4.0)] + \
+             [{"param": "lambda", "value": v, "variant": f"lff_lambda{v}", "base": "lff", "scorer": "react"}
+              for v in (0.25, 0.5, 1.0, 1.5, 2.0)] + \
+             [{"param": "gamma", "value": v, "variant": f"ssod_gamma{v}", "base": "ssod", "scorer": "ssod"}
+              for v in (0.9, 0.95, 0.99)]
+#: the rehearsal's sweep: one point per parameter, not on the paper's grid
+ONE_POINT = [{"param": "delta", "value": 0.05, "variant": "lff_delta0.05", "base": "lff", "scorer": "react"},
+             {"param": "mu", "value": 2.0, "variant": "lff_mu2.0", "base": "lff", "scorer": "react"},
+             {"param": "lambda", "value": 0.5, "variant": "lff_lambda0.5", "base": "lff", "scorer": "react"},
+             {"param": "gamma", "value": 0.9, "variant": "ssod_gamma0.9", "base": "ssod", "scorer": "ssod"}]
+NPOS = {"method": "NPOS", "table": "table1", "auroc": 88.31, "fpr95": 45.84}
+
+
+@pytest.mark.parametrize("points, seeds, reference, watermark", [
+    (PAPER_GRID, (0, 1, 2), NPOS, None),
+    (PAPER_GRID, (0, 1, 2), NPOS, "REHEARSAL (not a result)"),
+    (ONE_POINT, (0,), NPOS, "REHEARSAL (not a result)"),
+    (ONE_POINT, (0,), None, None),
+])
+def test_sensitivity_draws_the_papers_reference_and_the_ce_control(tmp_path, monkeypatch, points, seeds, reference,
+                                                                   watermark):
+    from lffood.report import sensitivity
+
+    shown = []
+    monkeypatch.setattr(sensitivity, "save_figure", lambda fig, png, pdf: shown.append(fig))
+    labels = {"lff": "LFF", "ssod": "SSOD", "ce_control": "CE control"}
+    csv = tmp_path / "s.csv"
+    df = sensitivity.write_sensitivity(_sweep_metrics(tmp_path, seeds, points), points, reference="ce_control",
+                                       reference_scorer="react", labels=labels, title="CIFAR-100 vs six OOD sets",
+                                       csv=str(csv), png="-", pdf="-", watermark=watermark, paper_reference=reference)
+    fig = shown[0]
+    assert_legible(fig)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 4 and [ax.get_title() for ax in axes] == ["LFF: δ", "LFF: μ", "LFF: λ", "SSOD: γ"]
+    control = df[df["kind"] == "reference"].groupby("param")["auroc"].mean()
+    for ax, p in zip(axes, ("delta", "mu", "lambda", "gamma")):
+        hlines = {ln.get_linestyle(): ln.get_ydata()[0] for ln in ax.get_lines() if len(set(ln.get_ydata())) == 1
+                  and ln.get_xydata().shape[0] == 2 and ln.get_transform() != ax.transData}
+        assert hlines["--"] == pytest.approx(control[p])  # the CE control, on every panel
+        if reference:
+            assert hlines[":"] == pytest.approx(88.31)  # NPOS's printed average AUROC, on every panel
+        else:
+            assert ":" not in hlines
+    names = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert names[:2] == ["LFF", "SSOD"] and "CE control" in names and "CE control (react)" in names
+    assert ("NPOS, printed in the paper (Table I average): 88.31" in names) == bool(reference)
+    assert fig._suptitle.get_text().startswith(f"{watermark}\n" if watermark else "Sensitivity")
+    plt.close(fig)
+    out = pd.read_csv(csv, keep_default_na=False)
+    paper = out[out["kind"] == "paper"]
+    assert len(paper) == (4 if reference else 0)
+    if reference:
+        assert set(paper["variant"]) == {"NPOS"} and set(paper["auroc"]) == {88.31}
+        assert set(paper["seed"]) == {""}  # printed: no seed
+    if watermark:
+        assert set(paper["watermark"]) <= {""} and set(out[out["kind"] != "paper"]["watermark"]) == {watermark}
+
+
+# ----------------------------------------------------------------------------- what the paper benchmarks show
+@pytest.fixture(scope="module")
+def shipped():
+    import yaml
+
+    from lffood.config import validate_config
+
+    root = figures.__file__.rsplit("/src/", 1)[0]
+    with open(f"{root}/config.yaml") as fh:
+        return validate_config(yaml.safe_load(fh), f"{root}/workflow/schemas/config.schema.yaml")
+
+
+def test_paper_figures_show_what_the_paper_shows(shipped, printed):
+    from lffood.report import figure_data
+
+    b, tables = shipped["benchmarks"], shipped["tables"]
+    # Fig. 2: iSUN on CIFAR-10 / ResNet-34 (the paper's), iSUN on the other CIFAR benchmarks, SUN on ImageNet-100
+    assert figure_data.tsne_choice(b["cifar10_resnet34"], tables) == {"variants": ["ce", "lff"], "ood_set": "isun"}
+    for name in ("cifar100_resnet34", "cifar10_wrn28_10", "cifar100_wrn28_10"):
+        assert figure_data.tsne_choice(b[name], tables)["ood_set"] == "isun"
+    assert figure_data.tsne_choice(b["imagenet100_resnet50"], tables)["ood_set"] == "sun"
+    assert figure_data.tsne_choice(b["embedded"], tables)["ood_set"] == "backgrounds"  # unchanged: the first
+    # Fig. 3: the printed values of each paper benchmark's table; none for the embedded benchmark
+    assert {n: figure_data.printed_table(n, tables, printed) for n in b} == {
+        "embedded": None, "cifar10_resnet34": "table1", "cifar100_resnet34": "table1", "cifar10_wrn28_10": "table2",
+        "cifar100_wrn28_10": "table2", "imagenet100_resnet50": "table3"}
+    # Fig. 6: built by `all` where the paper has it, with NPOS (CIFAR-100) and SSD+ (ImageNet-100) printed averages
+    assert {n for n in b if b[n]["figures"]["sensitivity"]["in_all"]} == {"cifar100_resnet34", "imagenet100_resnet50"}
+    assert all(b[n]["sweeps"] for n in ("cifar100_resnet34", "imagenet100_resnet50"))
+    assert figure_data.sensitivity_reference("cifar100_resnet34", b["cifar100_resnet34"], tables, printed) == {
+        "method": "NPOS", "table": "table1", "auroc": 88.31, "fpr95": 45.84}
+    assert figure_data.sensitivity_reference("imagenet100_resnet50", b["imagenet100_resnet50"], tables, printed) == {
+        "method": "SSD+", "table": "table3", "auroc": 92.83, "fpr95": 37.70}
+    assert figure_data.sensitivity_reference("embedded", b["embedded"], tables, printed) is None
+    # Fig. 7: the paper's two models (CE, LFF) and the CE control on the paper benchmarks; every model on the embedded
+    assert figure_data.heatmap_variants(b["imagenet100_resnet50"]) == ["ce", "ce_control", "lff"]
+    assert figure_data.heatmap_variants(b["embedded"]) == list(b["embedded"]["variants"])
+
+
+def test_figure_keys_that_name_what_does_not_exist_are_refused(shipped, printed):
+    import copy
+
+    from lffood.report import figure_data
+
+    tables = shipped["tables"]
+    bench = copy.deepcopy(shipped["benchmarks"]["cifar10_resnet34"])
+    bench["figures"]["heatmaps"]["variants"] = ["ce", "nope"]
+    with pytest.raises(LffoodError, match=r"\['nope'\] \(key figures.heatmaps.variants\)"):
+        figure_data.heatmap_variants(bench)
+    bench["figures"]["sensitivity"]["paper_reference"] = "NOPE"
+    with pytest.raises(LffoodError, match="prints no average AUROC of 'NOPE'"):
+        figure_data.sensitivity_reference("cifar10_resnet34", bench, tables, printed)
+    with pytest.raises(LffoodError, match="does not print"):
+        figure_data.sensitivity_reference("embedded", {"figures": {"sensitivity": {"paper_reference": "NPOS"}}},
+                                          tables, printed)

@@ -97,7 +97,14 @@ def test_run_paper_switch_plans_every_paper_benchmark(tmp_path):
     paper = CFG["suites"]["paper"]
     assert len(paper) == 5
     assert counts["table"] == counts["figures"] == 5
-    assert counts["train"] == 5 * 6 * SEEDS
+    # six variants per benchmark, and the sweep points of the benchmarks whose Fig. 6 is part of `all`
+    # (figures.sensitivity.in_all): the paper's grids on CIFAR-100 / ResNet-34 and ImageNet-100
+    swept = [b for b in paper if CFG["benchmarks"][b]["figures"]["sensitivity"]["in_all"]]
+    points = {b: len(variant_names(CFG["benchmarks"][b], with_sweeps=True))
+              - len(variant_names(CFG["benchmarks"][b])) for b in swept}
+    assert swept == ["cifar100_resnet34", "imagenet100_resnet50"] and all(points.values())
+    assert counts["train"] == 5 * 6 * SEEDS + sum(points.values()) * SEEDS
+    assert counts["sensitivity"] == len(swept)
     assert "prepare_embedded" not in counts
     assert counts["paper_table"] == 4  # Tables I-IV: every benchmark they draw on is in `run`
 

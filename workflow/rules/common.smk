@@ -181,9 +181,63 @@ def fig(figure, key):
 def figure_targets(b):
     """The figures of one benchmark. The t-SNE compares two models (tables.baseline and tables.ours):
     a benchmark that lacks one of them (e.g. CE only) leaves it out of `all`; asked for by name, it
-    fails with the missing variant named (figure_data.tsne_choice)."""
+    fails with the missing variant named (figure_data.tsne_choice). The sensitivity figure (paper
+    Fig. 6) is in `all` where the benchmark opts in (figures.sensitivity.in_all) and sweeps."""
     shown = [f for f in FIGURES if f != "tsne" or not figure_data.tsne_variants(BENCHMARKS[b], config["tables"])[1]]
+    if BENCHMARKS[b]["figures"]["sensitivity"]["in_all"] and BENCHMARKS[b]["sweeps"]:
+        shown.append("sensitivity")
     return [path(P.figure, bench=b, figure=f, ext=e) for f in shown for e in ("png", "pdf")]
+
+
+_PRINTED = {}
+
+
+def printed_numbers():
+    """The paper's printed numbers (resources/paper/lff_tables.csv), read once, when first needed."""
+    if "df" not in _PRINTED:
+        from lffood.report import paper_numbers
+
+        _PRINTED["df"] = paper_numbers.load()
+    return _PRINTED["df"]
+
+
+def bars_paper_table(b):
+    """The paper table whose printed averages the AUROC bars of benchmark `b` show beside the
+    reproduced ones (paper Fig. 3), or None: the embedded benchmark's figure has no paper values."""
+    if not any(b in (config["tables"].get(t) or []) for t in figure_data.PRINTED_TABLES):
+        return None
+    return figure_data.printed_table(b, config["tables"], printed_numbers())
+
+
+def bars_inputs(wildcards):
+    """The metrics of every seed and variant, and the paper's numbers where the figure shows them."""
+    inputs = {"metrics": metric_files(wildcards)}
+    if bars_paper_table(wildcards.bench):
+        inputs["paper"] = str(PAPER_NUMBERS)
+    return inputs
+
+
+def sensitivity_reference(b):
+    """The paper's reference line of the sensitivity figure (figures.sensitivity.paper_reference):
+    {method, table, auroc, fpr95} printed for benchmark `b`, or None."""
+    from lffood.errors import ConfigError
+
+    if not BENCHMARKS[b]["figures"]["sensitivity"]["paper_reference"]:
+        return None
+    try:
+        return figure_data.sensitivity_reference(b, BENCHMARKS[b], config["tables"], printed_numbers())
+    except ConfigError as exc:
+        raise WorkflowError(str(exc)) from None
+
+
+def heatmap_variants(wildcards):
+    """The heat maps' models (figures.heatmaps.variants; null: every variant), checked to exist."""
+    from lffood.errors import ConfigError
+
+    try:
+        return figure_data.heatmap_variants(bench(wildcards))
+    except ConfigError as exc:
+        raise WorkflowError(str(exc)) from None
 
 
 def all_targets():

@@ -1,8 +1,11 @@
-"""What the figures show: the t-SNE's models and OOD set (:func:`tsne_choice`, from the benchmark's
-``figures`` config section; no torch, the Snakefile reads them at parse time) and what a figure
-needs from the network itself (torch, imported on use): the vectors behind the t-SNE figure (paper
-Fig. 2). The feature file keeps only the norms of the local vectors, so the local background
-vectors themselves come from running the checkpoint over a seeded subsample of images.
+"""What the figures show: the t-SNE's models and OOD set (:func:`tsne_choice`), the heat maps' models
+(:func:`heatmap_variants`), the paper table whose printed numbers a benchmark's figures show
+(:func:`printed_table`) and the printed reference line of the sensitivity figure
+(:func:`sensitivity_reference`), from the benchmark's ``figures`` config section and the paper's
+numbers (no torch: the Snakefile reads them at parse time); and what a figure needs from the
+network itself (torch, imported on use): the vectors behind the t-SNE figure (paper Fig. 2). The
+feature file keeps only the norms of the local vectors, so the local background vectors
+themselves come from running the checkpoint over a seeded subsample of images.
 
 For each model variant, on the same images:
 
@@ -55,6 +58,63 @@ def tsne_choice(bench: Mapping, tables: Mapping) -> dict:
                           f"tables.baseline and tables.ours), which the benchmark does not define (it has "
                           f"{list(bench['variants'])}).")
     return {"variants": variants, "ood_set": _tsne_params(bench).get("ood_set") or bench["dataset"]["ood_sets"][0]}
+
+
+def heatmap_variants(bench: Mapping) -> list[str]:
+    """The models the heat-map figure shows, one row each (key ``figures.heatmaps.variants``, else
+    every variant of the benchmark), checked to exist."""
+    from ..errors import ConfigError
+    from ..variants import variant_names
+
+    chosen = bench.get("figures", {}).get("heatmaps", {}).get("variants")
+    if not chosen:
+        return list(variant_names(bench))
+    missing = [v for v in chosen if v not in bench["variants"]]
+    if missing:
+        raise ConfigError(f"the heat-map figure shows the variant(s) {missing} (key figures.heatmaps.variants), which "
+                          f"the benchmark does not define (it has {list(bench['variants'])}).")
+    return list(chosen)
+
+
+#: the paper tables whose per-benchmark printed averages the figures can show (Table IV repeats them)
+PRINTED_TABLES = ("table1", "table2", "table3")
+
+
+def printed_table(name: str, tables: Mapping, paper) -> str | None:
+    """The paper table (config ``tables``: table1, table2 or table3) whose printed numbers the figures
+    of benchmark ``name`` show: the first that lists the benchmark and that the paper prints it in
+    (``paper``: :func:`lffood.report.paper_numbers.load`), or None (a benchmark the paper does not
+    have, e.g. the embedded one)."""
+    for t in PRINTED_TABLES:
+        if name in (tables.get(t) or []) and ((paper["table"] == t) & (paper["benchmark"] == name)).any():
+            return t
+    return None
+
+
+def sensitivity_reference(name: str, bench: Mapping, tables: Mapping, paper) -> dict | None:
+    """The paper's reference line of the sensitivity figure (key ``figures.sensitivity.paper_reference``,
+    a printed method): {method, table, auroc, fpr95}, the method's printed averages for this benchmark,
+    or None when the key is null. A method the paper does not print for the benchmark is named."""
+    from ..errors import ConfigError
+    from .tables import AVERAGE
+
+    method = bench.get("figures", {}).get("sensitivity", {}).get("paper_reference")
+    if not method:
+        return None
+    key = f"benchmarks.{name}.figures.sensitivity.paper_reference"
+    table = printed_table(name, tables, paper)
+    if table is None:
+        raise ConfigError(f"key '{key}': '{method}' needs the paper's numbers for benchmark '{name}', which the "
+                          f"paper does not print in {' / '.join(PRINTED_TABLES)} (config key tables.<table> lists "
+                          f"the benchmarks of each).")
+    rows = paper[(paper["table"] == table) & (paper["benchmark"] == name) & (paper["method"] == method)
+                 & (paper["ood_set"] == AVERAGE)]
+    values = dict(zip(rows["metric"], rows["value"].astype(float)))
+    if "auroc" not in values:
+        printed = list(dict.fromkeys(paper[(paper["table"] == table) & (paper["benchmark"] == name)]["method"]))
+        raise ConfigError(f"key '{key}': the paper's {table} prints no average AUROC of '{method}' for '{name}'; "
+                          f"it prints {printed}.")
+    return {"method": method, "table": table, "auroc": values["auroc"], "fpr95": values.get("fpr95")}
 
 
 def _subsample(n: int, k: int, rng: np.random.Generator) -> np.ndarray:

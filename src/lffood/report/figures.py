@@ -5,10 +5,13 @@
 * :func:`local_norm_figure`: norms of local vectors selected as background vs the rest, and their
   trajectories while fine-tuning;
 * :func:`write_auroc_bars`: average and per-OOD-set AUROC of every method with its own scorer
-  (paper Fig. 3), the CE control marked as the reference;
+  (paper Fig. 3), the CE control marked as the reference; on a benchmark the paper prints, the
+  average AUROC of every method of its table, reproduced beside the printed value
+  (:func:`paper_bar_table`, :func:`plot_paper_bars`; printed-only methods marked as such);
 * :func:`write_tsne`: t-SNE of pooled ID and OOD features and of ID background local vectors
   (paper Fig. 2), from vectors that :mod:`lffood.report.figure_data` extracts with the network;
-* :func:`write_heatmaps`: local-vector norms over ID and OOD images, one row per model (paper Fig. 7).
+* :func:`write_heatmaps`: local-vector norms over ID and OOD images, one row per model, upsampled
+  bilinearly and overlaid on the images with one colour bar per row (paper Fig. 7).
 
 Every figure is exactly :data:`WIDTH_IN` inches wide (constrained layout, saved without tight
 cropping), written as PNG (:data:`DPI`) and PDF, both atomically; a watermark (config ``watermark``)
@@ -38,6 +41,7 @@ from .. import h5schema  # noqa: E402
 from ..errors import ConfigError, DataError  # noqa: E402
 from ..io import atomic_path  # noqa: E402
 from ..metrics import auroc  # noqa: E402
+from . import paper_tables as _paper_tables  # noqa: E402
 
 log = logging.getLogger("lffood.report.figures")
 
@@ -385,18 +389,168 @@ def plot_auroc_bars(table: pd.DataFrame, *, colours: Mapping[str, str], referenc
 
 def write_auroc_bars(metric_files: Sequence[str], methods: Mapping[str, tuple[str, str]], *, roles: Mapping[str, str],
                      png: str, pdf: str, csv: str, title: str = "",
-                     ood_order: Sequence[str] | None = None, watermark: str | None = None) -> pd.DataFrame:
+                     ood_order: Sequence[str] | None = None, watermark: str | None = None,
+                     paper: str | pd.DataFrame | None = None, paper_table: str | None = None,
+                     bench: str | None = None) -> pd.DataFrame:
     """Fig. 3: :func:`auroc_bar_table` from the metric files to ``csv`` and :func:`plot_auroc_bars`
     to ``png``/``pdf``; ``roles``: config ``tables`` (the control is the reference); ``watermark``:
-    on every CSV row and the figure's heading."""
+    on every CSV row and the figure's heading.
+
+    With ``paper`` (the printed numbers: a path or :func:`lffood.report.paper_numbers.load`'s frame),
+    ``paper_table`` (table1, table2 or table3) and ``bench`` (the benchmark as the paper prints it):
+    the paper's figure instead, :func:`paper_bar_table` to ``csv`` and :func:`plot_paper_bars`
+    (reproduced average AUROC of every method of that table beside the printed value; the
+    watermark on the reproduced rows only)."""
     from .tables import collect, watermarked
 
+    if paper_table is not None:
+        from . import paper_numbers
+
+        printed = paper if isinstance(paper, pd.DataFrame) else paper_numbers.load(paper)
+        table = paper_bar_table(collect(metric_files), table=paper_table, bench=bench, methods=methods, roles=roles,
+                                paper=printed, ood_order=ood_order)
+        with atomic_path(csv) as tmp:
+            watermarked(table.round(3), watermark, reproduced=table["source"] != PAPER_ONLY).to_csv(tmp, index=False)
+        fig = plot_paper_bars(table, colours=method_colours(list(methods), roles), roles=roles, labels=methods,
+                              title=title, paper_table=paper_table, watermark=watermark)
+        save_figure(fig, png, pdf)
+        return table
     table = auroc_bar_table(collect(metric_files), methods, ood_order)
     with atomic_path(csv) as tmp:
         watermarked(table.round(3), watermark).to_csv(tmp, index=False)
     save_figure(plot_auroc_bars(table, colours=method_colours(list(methods), roles), reference=roles.get("control"),
                                 title=title, watermark=watermark), png, pdf)
     return table
+
+
+#: how the paper's printed values are drawn in Fig. 3 (and named in its legend)
+PAPER_LABEL = "paper (printed)"
+PAPER_STYLE = {"facecolor": "white", "edgecolor": "#555555", "hatch": "//////", "linewidth": 0.6}
+#: the CSV's ``source`` of a printed method that no variant reproduces, and of a reproduced row whose
+#: scorer or variant did not run (as in the paper tables)
+PAPER_ONLY, NOT_RUN = _paper_tables.PAPER_ONLY, "not run"
+PAPER_TABLE_NUMERALS = {"table1": "I", "table2": "II", "table3": "III", "table4": "IV"}
+
+
+def paper_bar_table(tidy: pd.DataFrame, *, table: str, bench: str, methods: Mapping[str, tuple[str, str]],
+                    roles: Mapping[str, str], paper: pd.DataFrame,
+                    ood_order: Sequence[str] | None = None) -> pd.DataFrame:
+    """The rows of the paper's Fig. 3 for one benchmark: the methods of ``table`` in the paper's order,
+    joined with the reproduced ones as the paper tables join them (:func:`lffood.report.paper_tables.rows`:
+    each post-hoc method is that scorer on the ``baseline`` variant, "Ours" the ``ours`` variant with its
+    scorer, a printed training method a variant reproduces by its label, the workflow's other variants
+    added before "Ours"). Per row: ``auroc_mean`` / ``auroc_std`` (average over the OOD sets per seed,
+    then mean and std over seeds; NaN where not reproduced), ``auroc_paper`` (the printed average; NaN
+    where the paper has no such row), ``diff`` (reproduced - paper), ``source`` (as the paper tables)
+    and ``extra_data`` (the paper's dagger: trained with extra data)."""
+    from .paper_tables import NOT_IN_PAPER, REPRODUCED, Method, rows
+    from .tables import AVERAGE, summarize
+
+    printed = paper[(paper["table"] == table) & (paper["benchmark"] == bench)]
+    if printed.empty:
+        raise DataError(f"the paper prints no {table} numbers for benchmark '{bench}'")
+    sets = list(ood_order) if ood_order else None
+    part = tidy if sets is None else tidy[tidy["ood_set"].isin(sets)]
+    summary = summarize(part).set_index(["variant", "scorer", "ood_set"]) if len(part) else None
+    out = []
+    for r in rows(table, {v: Method(*m) for v, m in methods.items()}, roles, printed):
+        key = (r.variant, r.scorer, AVERAGE)
+        have = r.variant is not None and summary is not None and key in summary.index
+        if r.variant is not None and not have and r.paper is None:
+            continue  # a scorer this benchmark does not run, not in the paper either
+        hit = printed[(printed["method"] == r.paper) & (printed["ood_set"] == AVERAGE) & (printed["metric"] == "auroc")]
+        value = float(hit["value"].iloc[0]) if r.paper is not None and len(hit) else np.nan
+        extra = bool(printed[printed["method"] == r.paper]["extra_data"].any()) if r.paper is not None else False
+        mean = float(summary.loc[key, "auroc_mean"]) if have else np.nan
+        std = float(summary.loc[key, "auroc_std"]) if have else np.nan
+        source = PAPER_ONLY if r.variant is None else (REPRODUCED if r.paper is not None else NOT_IN_PAPER)
+        if r.variant is not None and not have:
+            source = NOT_RUN
+        out.append({"method": r.method, "paper_method": r.paper, "variant": r.variant, "scorer": r.scorer,
+                    "source": source, "extra_data": extra, "ood_set": AVERAGE, "auroc_mean": mean, "auroc_std": std,
+                    "n_seeds": int(summary.loc[key, "n_seeds"]) if have else 0, "auroc_paper": value,
+                    "diff": mean - value if have and not np.isnan(value) else np.nan})
+    return pd.DataFrame(out)
+
+
+def _paper_row_label(r) -> str:
+    name = r["method"]
+    if r["source"] == PAPER_ONLY:
+        return f"{name}{' (extra data)' if r['extra_data'] else ''}: printed only"
+    if r["source"] == NOT_RUN:
+        return f"{name}: not run"
+    return name
+
+
+def plot_paper_bars(table: pd.DataFrame, *, colours: Mapping[str, str], roles: Mapping[str, str],
+                    labels: Mapping[str, Sequence[str]] | None = None, title: str = "",
+                    paper_table: str | None = None, watermark: str | None = None):
+    """Horizontal bars, one row per method of :func:`paper_bar_table` (paper order, top to bottom):
+    the reproduced average AUROC as a filled bar in its model's colour (error bar: one std over seeds),
+    and below it the paper's printed value as a hollow hatched bar (:data:`PAPER_STYLE`). Methods the
+    paper prints and the workflow does not reproduce have only the hollow bar, and their names say
+    "printed only" in grey italics; the CE control's reproduced value is a dashed vertical line. The x
+    axis starts at the 5% step below the lowest value drawn."""
+    labels = labels or {}
+    t = table.reset_index(drop=True)
+    n = len(t)
+    values = np.r_[(t["auroc_mean"] - t["auroc_std"].fillna(0.0)).dropna(), t["auroc_paper"].dropna()]
+    lo = float(values.min()) if len(values) else 50.0
+    left = max(0.0, 5.0 * math.floor((lo - 1.0) / 5.0))
+    control, baseline = roles.get("control"), roles.get("baseline")
+    h = 0.36
+    with style():
+        fig = new_figure(1.35 + 0.2 * n)
+        ax = fig.subplots()
+        y = np.arange(n)
+        for i, r in t.iterrows():
+            if not np.isnan(r["auroc_mean"]):
+                ax.barh(i - h / 2, r["auroc_mean"] - left, h, left=left, color=colours.get(r["variant"], "#999999"),
+                        linewidth=0.0)
+                if r["auroc_std"] > 0:
+                    ax.errorbar(r["auroc_mean"], i - h / 2, xerr=r["auroc_std"], fmt="none", ecolor="#7f7f7f",
+                                elinewidth=0.7, capsize=1.5)
+            if not np.isnan(r["auroc_paper"]):
+                ax.barh(i + h / 2, r["auroc_paper"] - left, h, left=left, **PAPER_STYLE)
+        ax.set_yticks(y, [_paper_row_label(r) for _, r in t.iterrows()])
+        for tick, (_, r) in zip(ax.get_yticklabels(), t.iterrows()):
+            if r["source"] in (PAPER_ONLY, NOT_RUN):
+                tick.set_color("#666666")
+                tick.set_fontstyle("italic")
+        # group boundaries: post-hoc scorers on the baseline | the paper's training methods | the
+        # workflow's other variants (not in the paper) | Ours
+        kinds = ["posthoc" if r["variant"] == baseline and r["variant"] is not None
+                 else "ours" if r["variant"] == roles.get("ours") and r["variant"] is not None
+                 else "training" if r["paper_method"] is not None and not pd.isna(r["paper_method"]) else "added"
+                 for _, r in t.iterrows()]
+        for i in range(1, n):
+            if kinds[i] != kinds[i - 1]:
+                ax.axhline(i - 0.5, color="#999999", linewidth=0.6)
+        handles = []
+        ctrl = t[(t["variant"] == control) & t["auroc_mean"].notna()]
+        if len(ctrl):
+            m = float(ctrl["auroc_mean"].iloc[0])
+            ax.axvline(m, color=colours.get(control, "#0072B2"), linestyle="--", linewidth=0.9, zorder=3)
+            handles.append(plt.Line2D([], [], color=colours.get(control, "#0072B2"), linestyle="--", linewidth=0.9,
+                                      label=f"{labels.get(control, [control])[0]}, reproduced (reference)"))
+        shown = list(dict.fromkeys(v for v in t["variant"].dropna() if t[t["variant"] == v]["auroc_mean"].notna().any()))
+        for v in shown:
+            name = labels.get(v, [v])[0]
+            what = f"{name} model (post-hoc rows)" if v == baseline else name
+            handles.append(Patch(color=colours.get(v, "#999999"), label=f"reproduced: {what}"))
+        handles.append(Patch(**PAPER_STYLE, label=PAPER_LABEL))
+        ax.set_ylim(n - 0.5, -0.5)
+        ax.set_xlim(left, 100)
+        ax.set_xlabel("average AUROC over the OOD sets (%)")
+        ax.xaxis.grid(True, linewidth=0.4, color="#dddddd")
+        ax.set_axisbelow(True)
+        fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False)
+        n_seeds = int(t["n_seeds"].max()) if n else 0
+        printed = f"the paper's Table {PAPER_TABLE_NUMERALS.get(paper_table, '')}".rstrip() if paper_table else \
+            "the paper"
+        suptitle(fig, f"Average AUROC per method: reproduced (mean ± std, {n_seeds} seed(s)) and printed in {printed}",
+                 title, watermark)
+    return fig
 
 
 # ----------------------------------------------------------------------------- Fig. 2: t-SNE
@@ -542,11 +696,48 @@ def heatmap_selection(sizes: Mapping[str, int], *, n_id: int, per_ood: int, seed
     return out
 
 
+#: opacity of the norm map over the (grey-scale) image in the heat-map rows
+HEATMAP_ALPHA = 0.6
+
+
+def upsample_bilinear(grid: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``grid`` (h x w) resized to ``shape`` (H x W) by bilinear interpolation between the centres of
+    its cells (half-pixel centres, edges clamped: torch's ``interpolate(mode="bilinear",
+    align_corners=False)``), so each local vector's norm sits over the centre of its receptive field."""
+    g = np.asarray(grid, dtype=np.float64)
+    h, w = g.shape
+    H, W = shape
+
+    def axis(n_in, n_out):
+        x = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0.0, n_in - 1)
+        i0 = np.floor(x).astype(int)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        return i0, i1, x - i0
+
+    y0, y1, fy = axis(h, H)
+    x0, x1, fx = axis(w, W)
+    top = g[y0][:, x0] * (1 - fx) + g[y0][:, x1] * fx
+    bottom = g[y1][:, x0] * (1 - fx) + g[y1][:, x1] * fx
+    return top * (1 - fy)[:, None] + bottom * fy[:, None]
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    """Luminance (ITU-R BT.601) of an RGB image in 0..1, or the image itself when it has one channel."""
+    a = np.asarray(img, dtype=np.float64)
+    a = a / 255.0 if a.max() > 1.0 else a
+    return a if a.ndim == 2 else a[..., :3] @ np.array([0.299, 0.587, 0.114])
+
+
 def plot_heatmaps(images: Sequence[np.ndarray], titles: Sequence[str], maps: Mapping[str, Sequence[np.ndarray]], *,
-                  labels: Mapping[str, str], title: str = "", watermark: str | None = None):
-    """Top row: the images; one row per variant below: its local-vector norm maps (H x W, nearest
-    neighbour, on the image's extent), one colour scale per row from 0 to the row's maximum, with
-    a colour bar at the row's end."""
+                  labels: Mapping[str, str], title: str = "", watermark: str | None = None,
+                  alpha: float = HEATMAP_ALPHA):
+    """Top row: the images; one row per variant below: its local-vector norm map (H x W) upsampled
+    bilinearly to the image's size (:func:`upsample_bilinear`) and overlaid with opacity ``alpha``
+    on a grey-scale copy of the image; one colour scale per row from 0 to the row's maximum, with a
+    colour bar at the row's end."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     variants = list(maps)
     ncols = len(images)
     side = min(1.0, (WIDTH_IN - 1.35) / ncols)
@@ -559,14 +750,17 @@ def plot_heatmaps(images: Sequence[np.ndarray], titles: Sequence[str], maps: Map
             ax.imshow(img, interpolation="nearest")
             ax.set_title(t)
         axes[0, -1].set_visible(False)
+        greys = [_grey(img) for img in images]
         for i, v in enumerate(variants, start=1):
             vmax = max(float(np.max(m)) for m in maps[v]) or 1.0
-            im = None
-            for j, (m, img) in enumerate(zip(maps[v], images)):
-                h, w = img.shape[:2]
-                im = axes[i, j].imshow(m, cmap=HEATMAP_CMAP, vmin=0.0, vmax=vmax, interpolation="nearest",
-                                       extent=(-0.5, w - 0.5, h - 0.5, -0.5))
-            cb = fig.colorbar(im, cax=axes[i, -1])
+            norm = Normalize(vmin=0.0, vmax=vmax)
+            for j, (m, grey) in enumerate(zip(maps[v], greys)):
+                h, w = grey.shape[:2]
+                extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+                axes[i, j].imshow(grey, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", extent=extent)
+                axes[i, j].imshow(upsample_bilinear(m, (h, w)), cmap=HEATMAP_CMAP, norm=norm, alpha=alpha,
+                                  interpolation="nearest", extent=extent)
+            cb = fig.colorbar(ScalarMappable(norm=norm, cmap=HEATMAP_CMAP), cax=axes[i, -1])
             cb.locator = MaxNLocator(3)
             cb.update_ticks()
             cb.set_label("||z_j||", labelpad=1)
@@ -575,7 +769,8 @@ def plot_heatmaps(images: Sequence[np.ndarray], titles: Sequence[str], maps: Map
         for ax in axes[:, :-1].ravel():
             ax.set_xticks([])
             ax.set_yticks([])
-        suptitle(fig, "L2 norm of each local vector of the last feature map (first seed)", title, watermark)
+        suptitle(fig, "L2 norm of each local vector of the last feature map, over the image (first seed)", title,
+                 watermark)
     return fig
 
 
