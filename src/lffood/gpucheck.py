@@ -163,8 +163,8 @@ def _tiny_spec(spec: Mapping, crop: int | None) -> dict:
     spec["model"] = dict(TINY_MODEL)
     spec["stage"]["batch_size"] = TINY_BATCH
     rrc = spec["stage"]["augment"].get("random_resized_crop")
-    if rrc:
-        spec["stage"]["augment"]["random_resized_crop"] = {**rrc, "size": crop}
+    if rrc:  # a crop to the benchmark's size (ImageNet's 224, MODE's 32) becomes one to the tiny size
+        spec["stage"]["augment"]["random_resized_crop"] = {**rrc, "size": crop or TINY_SIDE}
     return spec
 
 

@@ -108,9 +108,17 @@ def monitor_delta(bench: Mapping) -> float | None:
 
 def training_spec(bench: Mapping, name: str) -> dict:
     """Exactly what training variant ``name`` reads. It is the Snakemake job's params (a change reruns
-    that variant and what follows, nothing else) and what :func:`lffood.pipeline.run_training` uses."""
+    that variant and what follows, nothing else) and what :func:`lffood.pipeline.run_training` uses.
+    An objective parameter that is null and null by default (e.g. ``ssod.new_module_lr``: the stage's
+    rate) is left out, as the objective fills it in the same: adding such a parameter to an objective
+    does not rerun the models trained before it existed."""
+    from .objectives import objective_class
+
     v = variant(bench, name)
-    return {"objective": v["objective"], "params": objective_params(bench, name), "parent": v["parent"], "stage_name": v["stage"],
+    schema = objective_class(v["objective"]).params_schema
+    params = {k: x for k, x in objective_params(bench, name).items()
+              if not (x is None and k in schema and schema[k].get("default", 0) is None)}
+    return {"objective": v["objective"], "params": params, "parent": v["parent"], "stage_name": v["stage"],
             "stage": stage_config(bench, name), "checkpoint": v["checkpoint"], "model": dict(bench["model"]),
             "guard": dict(bench["guard"]), "amp": bench["amp"], "deterministic": bench["deterministic"],
             "monitor_delta": monitor_delta(bench)}

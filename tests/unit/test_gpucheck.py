@@ -90,7 +90,7 @@ def test_tiny_check_prints_the_summary(tiny):
 
 
 def test_projection_arithmetic_by_hand(cfg):
-    """cifar10_resnet34 as configured (three seeds; CE 100 epochs, LogitNorm 200, the fine-tuned variants 30; batch
+    """cifar10_resnet34 as configured (three seeds; CE 100 epochs, LogitNorm 200, the fine-tuned variants 30, MODE-F 500; batch
     128) with made-up rates."""
     bench = cfg["benchmarks"]["cifar10_resnet34"]
     rates = gpucheck.Rates(train={("ce", 128): 1000.0, ("lff", 128): 500.0, ("ssod", 128): 500.0,
@@ -103,9 +103,9 @@ def test_projection_arithmetic_by_hand(cfg):
                           "lsun_resize": 10_000, "isun": 8_925, "textures": 5_640, "places365": 10_000}}
     train = {r["variant"]: r["minutes"] for r in p["stages"] if r["stage"] == "train"}
     minutes = {"ce": 100 * epoch / 1000, "ce_control": 30 * epoch / 1000, "lff": 30 * epoch / 500,
-               "ssod": 30 * epoch / 500, "mode": 30 * epoch * 2 / 250, "logitnorm": 200 * epoch / 1000}
+               "ssod": 30 * epoch / 500, "mode": 500 * epoch * 2 / 250, "logitnorm": 200 * epoch / 1000}
     assert train == pytest.approx({v: 3 * s / 60 for v, s in minutes.items()}, abs=1e-3)
-    assert train["mode"] == pytest.approx(599.04, abs=1e-3)  # 30 epochs x 49,920 images x 2 views / 250 per s x 3
+    assert train["mode"] == pytest.approx(9984.0, abs=1e-3)  # 500 epochs x 49,920 images x 2 views / 250 per s x 3
     extract = 50_000 / 2000 + (10_000 + ood) / 4000
     odin = (10_000 + ood) / 1000
     assert [r["minutes"] for r in p["stages"] if r["stage"] == "extract"] == pytest.approx([3 * extract / 60] * 6,
@@ -113,7 +113,7 @@ def test_projection_arithmetic_by_hand(cfg):
     assert [r["minutes"] for r in p["stages"] if r["stage"] == "odin"] == pytest.approx([3 * odin / 60] * 6, abs=1e-3)
     total = 3 * (sum(minutes.values()) + 6 * extract + 6 * odin) / 60
     assert p["total_minutes"] == pytest.approx(total, abs=1e-2)
-    assert p["minutes_by_stage"]["train"] == pytest.approx(1722.24, abs=1e-2)
+    assert p["minutes_by_stage"]["train"] == pytest.approx(11107.2, abs=1e-2)
     assert p["sweeps"] == {"points": 0, "total_minutes": 0, "missing": []}
 
 

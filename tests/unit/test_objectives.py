@@ -308,3 +308,30 @@ def test_registry_has_every_objective_with_documented_defaults():
 def test_unknown_parameter_is_refused():
     with pytest.raises(ValueError, match="unknown parameter"):
         build_objective("lff", {"delta": 0.1, "margin": 2}, feature_dim=2, num_classes=2)
+
+
+# ----------------------------------------------------------------------------- freshly initialised modules
+@pytest.mark.parametrize("name,modules", [("ssod", ["ood_head"]), ("alpa", ["query", "key", "value"])])
+def test_fresh_modules_and_their_learning_rate(name, modules):
+    """SSOD's OOD head and ALPA's projectors are the objective's freshly initialised parameters; their rate is
+    the parameter new_module_lr (null by default: the stage's rate); the objectives without modules have none."""
+    cls = objective_class(name)
+    spec = cls.params_schema["new_module_lr"]
+    assert spec["default"] is None and spec["type"] == ["number", "null"] and spec["exclusiveMinimum"] == 0
+    obj = build_objective(name, {}, feature_dim=4, num_classes=2)
+    assert obj.new_module_lr() is None and list(obj.modules) == modules
+    assert [id(p) for p in obj.new_parameters()] == [id(p) for p in obj.modules.parameters()]
+    assert build_objective(name, {"new_module_lr": 0.1}, feature_dim=4, num_classes=2).new_module_lr() == 0.1
+    assert obj.own_loss in obj.stats
+    for other in ("ce", "lff", "logitnorm"):
+        o = build_objective(other, {}, feature_dim=4, num_classes=2)
+        assert o.new_parameters() == [] and o.new_module_lr() is None and "new_module_lr" not in o.params_schema
+
+
+def test_not_learned_names_the_key_and_the_rate():
+    obj = build_objective("ssod", {"new_module_lr": 0.001}, feature_dim=4, num_classes=2)
+    msg = obj.not_learned(0.002, 0.01, 5e-5)
+    assert "ssod.new_module_lr = 0.001" in msg and "ood_head" in msg and "0.2%" in msg and "raise ssod.new_module_lr" in msg
+    assert obj.not_learned(0.5, 0.01, 5e-5) is None
+    msg = build_objective("alpa", {}, feature_dim=4, num_classes=2).not_learned(0.0, 0.01, 5e-5)
+    assert "the stage's lr 5e-05 (alpa.new_module_lr is null)" in msg and "query, key, value" in msg

@@ -23,9 +23,12 @@ is not trained: the head's logits, the logit-based scores and the ID accuracy of
 those of a stale head (MODE uses CSD only), and the accuracy guard is replaced by a check that the
 similarities do not collapse to one value.
 
+The projectors start from a random initialisation: ``new_module_lr`` gives them a learning rate of
+their own (null: the stage's; MODE's code trains them at the network's rate, 0.1 on CIFAR).
+
 Usage (config; MODE: d = 80, scale 10)::
 
-    alpa: {dim: 80, scale: 10.0, ce_weight: 0.0}
+    alpa: {dim: 80, scale: 10.0, ce_weight: 0.0, new_module_lr: null}
     variants:
       mode: {objective: alpa, parent: ce, label: MODE-F, scorer: csd}
 """
@@ -35,7 +38,7 @@ from __future__ import annotations
 import math
 
 from ..local import local_vectors
-from .base import F, Forward, Objective, nn, register, torch
+from .base import F, Forward, Objective, new_module_lr_schema, nn, register, torch
 
 
 def projector(dim: int, out: int):
@@ -84,8 +87,10 @@ class ALPA(Objective):
                   "type": "number", "exclusiveMinimum": 0, "default": 10.0},
         "ce_weight": {"description": "Weight of a CE term added to L_ALPA; MODE-F trains with L_ALPA alone (0).",
                       "type": "number", "minimum": 0, "default": 0.0},
+        "new_module_lr": new_module_lr_schema("the projectors Q, K, V"),
     }
     two_views = True
+    own_loss = "alpa"
     stats = {"alpa": "L_ALPA", "sim_pos": "mean s over positive pairs", "sim_neg": "mean s over negative pairs"}
 
     def __init__(self, params=None, *, feature_dim: int, num_classes: int):

@@ -14,7 +14,12 @@ An objective declares
   schema (:func:`lffood.config.validate_config` adds them), so values are checked and defaults
   filled in before any job runs; a variant may override them (``variants.<v>.params``);
 * ``build_modules``: trainable modules besides the network (SSOD's OOD head, ALPA's projectors),
-  optimised with the network and saved in the checkpoint;
+  optimised with the network and saved in the checkpoint. They are freshly initialised (not in the
+  parent checkpoint): ``new_parameters`` lists them, and an objective that has them declares the
+  parameter ``new_module_lr`` (:func:`new_module_lr_schema`), their own learning rate (null: the
+  stage's). The loop puts them in a parameter group of their own at that rate, logs how far they
+  moved from their initialisation, and its guard stops a run in which they did not learn
+  (``not_learned``);
 * ``two_views``: whether each image enters the batch twice, with independent augmentations;
 * ``loss``: the loss and the per-batch statistic sums it logs (``stats``: name -> description);
 * ``epoch_row``: the per-epoch log fields from the pooled sums; ``collapse``: a message when the
@@ -35,6 +40,17 @@ from typing import Any, ClassVar
 from ..lazy import F, nn, torch  # noqa: F401  (re-exported for objective modules)
 
 _REGISTRY: dict[str, type["Objective"]] = {}
+
+
+def new_module_lr_schema(modules: str) -> dict:
+    """The parameter ``new_module_lr`` of an objective with freshly initialised modules (``modules`` names
+    them for the description): their learning rate, or null for the stage's."""
+    return {"description": f"Learning rate of {modules} (freshly initialised: random weights, while the network "
+                           "starts from the parent checkpoint): an optimiser parameter group of their own at this "
+                           "rate, scaled by the stage's schedule as the network's rate is. null: the stage's lr, "
+                           "like the network. The training log shows how far they moved from their initialisation; "
+                           "the collapse guard stops a run in which they did not (guard.min_new_module_change).",
+            "type": ["number", "null"], "exclusiveMinimum": 0, "default": None}
 
 
 
@@ -68,6 +84,9 @@ class Objective:
     #: otherwise the loop measures them at the benchmark's monitor delta, so every model's log and
     #: the local-norm figure are comparable
     reports_background: ClassVar[bool] = False
+    #: the statistic (a key of ``stats``) that is the objective's own loss term: the training log shows its
+    #: trend (this epoch over the first) beside how far the freshly initialised modules moved
+    own_loss: ClassVar[str | None] = None
 
     def __init__(self, params: Mapping | None = None, *, feature_dim: int, num_classes: int):
         self.params = {**self.defaults(), **dict(params or {})}
@@ -107,6 +126,29 @@ class Objective:
     def collapse(self, row: Mapping[str, float]) -> str | None:
         """A description of what looks collapsed in this epoch's ``row``, or None."""
         return None
+
+    # ------------------------------------------------------------------ freshly initialised modules
+    def new_parameters(self) -> list:
+        """The trainable parameters that start from a random initialisation rather than from the parent
+        checkpoint: by default every parameter of the objective's own modules (``build_modules``)."""
+        return [p for p in self.modules.parameters() if p.requires_grad]
+
+    def new_module_lr(self) -> float | None:
+        """The learning rate of :meth:`new_parameters` (parameter ``new_module_lr``), or None: the stage's."""
+        return self.params.get("new_module_lr")
+
+    def not_learned(self, change: float, threshold: float, stage_lr: float) -> str | None:
+        """A description of why the freshly initialised modules did not learn, or None. ``change`` is
+        ``||w - w_0|| / ||w_0||`` over :meth:`new_parameters` after this epoch (w_0: their initialisation),
+        ``threshold`` the guard's ``min_new_module_change``, ``stage_lr`` the stage's base learning rate."""
+        if change >= threshold:
+            return None
+        own = self.new_module_lr()
+        lr = f"{self.name}.new_module_lr = {own:g}" if own is not None else \
+            f"the stage's lr {stage_lr:g} ({self.name}.new_module_lr is null)"
+        return (f"the freshly initialised modules ({', '.join(self.modules)}) moved {100 * change:.3g}% from their "
+                f"initialisation (below guard.min_new_module_change = {100 * threshold:g}%): they do not learn at "
+                f"{lr}; raise {self.name}.new_module_lr (benchmark section or the variant's params)")
 
     def hyperparameters(self) -> str:
         """``<name>.<key>=<value>`` for messages (collapse, logs)."""

@@ -16,11 +16,13 @@ parameter below or stated here.
   mean over locations of P_ID(g(z_j)); the scorers ``ssod_global``, ``ssod_local`` and ``ssod``
   (the framework's product max_i softmax_i(f(GAP(z))) * P_ID(g(GAP(z)))) read them.
 * Schedule: fine-tuned from the CE checkpoint with LFF's schedule (like for like); SSOD's own is
-  not published.
+  not published. The OOD head starts from a random initialisation: ``new_module_lr`` gives it a
+  learning rate of its own (null: the stage's), for fine-tuning schedules whose rate suits a
+  pretrained network but not a fresh layer (LFF's ImageNet fine-tuning: 5e-5).
 
 Usage (config)::
 
-    ssod: {gamma: 0.95, alpha: 1.0}
+    ssod: {gamma: 0.95, alpha: 1.0, new_module_lr: null}
     variants:
       ssod: {objective: ssod, parent: ce, label: SSOD, scorer: ssod}
 """
@@ -28,7 +30,7 @@ Usage (config)::
 from __future__ import annotations
 
 from ..local import local_gt_prob, local_vectors
-from .base import F, Forward, Objective, nn, register, torch
+from .base import F, Forward, Objective, new_module_lr_schema, nn, register, torch
 
 #: index of the OOD head's "in-distribution" output
 ID_OUTPUT = 1
@@ -63,8 +65,10 @@ class SSOD(Objective):
         "detach_features": {"description": "true: L_OOD trains the OOD head only; false: the backbone too "
                                            "(not stated by the sources; this project's default).",
                             "type": "boolean", "default": False},
+        "new_module_lr": new_module_lr_schema("the OOD head g"),
     }
     provides = ("ood_head_global", "ood_head_local")
+    own_loss = "l_ood"
     stats = {"l_ood": "L_OOD, mean over batches weighted by batch size",
              "frac_id": "fraction of locations sampled as ID", "frac_ood": "fraction sampled as OOD"}
 
