@@ -21,7 +21,7 @@ configfile: "config.yaml"
 SRC = str(Path(workflow.basedir) / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
-from lffood.config import Overrides, check_local_device, validate_config
+from lffood.config import Overrides, check_local_device, load_configfiles, validate_config
 from lffood.errors import ConfigError
 from lffood.runtime import export_pythonpath, provenance
 
@@ -34,8 +34,10 @@ export_pythonpath(SRC)
 _source = " + ".join(map(str, workflow.configfiles)) or "config"
 _overrides = Overrides(workflow.config_settings.config, workflow.config_settings.config_args)
 try:
+    # the config files merged again, each YAML alias its own copy: Snakemake's merge keeps an anchor
+    # shared by several benchmarks (&methods) one object, so an overlay of one benchmark leaked into all
     _validated = validate_config(
-        config,
+        load_configfiles(workflow.configfiles) if workflow.configfiles else config,
         Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml",
         source=_source,
         overrides=_overrides,

@@ -59,6 +59,38 @@ def load_yaml(path: str | Path) -> dict:
     return data or {}
 
 
+def _unshared(node):
+    """``node`` rebuilt so that no two places share a mapping or list: a YAML alias (``*methods``) becomes
+    its own copy, so that a later config file or override changing one benchmark's variant does not
+    change every benchmark that shares the anchor (``copy.deepcopy`` would keep the sharing)."""
+    if isinstance(node, Mapping):
+        return {k: _unshared(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unshared(v) for v in node]
+    return node
+
+
+def _merge(base: dict, update: Mapping) -> dict:
+    """Merge ``update`` into ``base`` key by key, mappings recursively, anything else replaced (the rule
+    Snakemake applies to several --configfile files)."""
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def load_configfiles(paths: Sequence[str | Path]) -> dict:
+    """The config files laid over one another in order, every YAML alias its own copy (:func:`_unshared`).
+    The Snakefile validates this instead of the config Snakemake merged, in which an anchor shared
+    between benchmarks stays one object and an overlay of one benchmark leaks into the others."""
+    merged: dict = {}
+    for path in paths:
+        _merge(merged, _unshared(load_yaml(path)))
+    return merged
+
+
 def _key(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 

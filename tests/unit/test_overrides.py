@@ -206,3 +206,21 @@ def test_cuda_without_a_gpu_stops_before_any_job(tmp_path, monkeypatch):
     assert proc.returncode != 0
     assert "--config device=cuda: key 'device': 'cuda', but no CUDA device is visible on this host" in err, err[-3000:]
     assert not (tmp_path / "resources").exists()  # prepare_embedded, the first job, never ran
+
+
+def test_config_files_overlay_one_benchmark_without_leaking_through_a_yaml_anchor(tmp_path):
+    """The shipped config shares its variants between benchmarks with a YAML anchor (&methods). A second
+    config file that changes one benchmark's variant changes only that benchmark (Snakemake's own merge
+    changed every benchmark sharing the anchor)."""
+    from lffood.config import load_configfiles
+
+    base = tmp_path / "base.yaml"
+    base.write_text("benchmarks:\n  a:\n    variants: &m\n      ssod: {objective: ssod, stage_overrides: {epochs: 3}}\n"
+                    "  b:\n    variants: *m\n  c:\n    variants:\n      <<: *m\n")
+    over = tmp_path / "over.yaml"
+    over.write_text("benchmarks:\n  c:\n    variants:\n      ssod: {stage_overrides: {batch_size: 16}}\n")
+    cfg = load_configfiles([base, over])
+    assert cfg["benchmarks"]["c"]["variants"]["ssod"] == {"objective": "ssod",
+                                                         "stage_overrides": {"epochs": 3, "batch_size": 16}}
+    for b in ("a", "b"):
+        assert cfg["benchmarks"][b]["variants"]["ssod"]["stage_overrides"] == {"epochs": 3}
