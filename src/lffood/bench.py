@@ -7,7 +7,8 @@ the machine):
   (a ``Dataset`` of PIL images, ``RandomCrop``/``ToTensor``/``Normalize`` per image, a ``DataLoader``)
   on the same images and model, each feeding the same training step;
 * training: every objective's step against the CE step (time per image), and the host
-  synchronisations per step of each (counted with :class:`SyncCounter`; 0 is the target);
+  synchronisations per step of each (counted with :class:`SyncCounter`, and on a GPU also by CUDA
+  itself, :class:`CudaSyncCounter`; 0 is the target);
 * layout: the CE step in channels-last memory layout (the default where the model allows it)
   against contiguous NCHW;
 * extraction: images/s;
@@ -16,7 +17,10 @@ the machine):
   the next batch gathered serially or in a background thread (:meth:`TensorImages.prefetched`), each
   from a cold page cache (the file's pages are evicted first).
 
-On a CPU it runs in about a minute with the defaults; with a GPU it runs there (``--device``).
+On a CPU it runs in about a minute with the defaults; with a GPU it runs there (``--device``). It runs
+with the workflow's cuDNN setting: config key ``deterministic``, true by default and in every
+benchmark of config.yaml, the paper's included (no cuDNN autotuning: a rerun, or a run resumed after
+a kill, gives the same numbers on the same GPU), so its figures are those of the workflow's steps.
 """
 
 from __future__ import annotations
@@ -39,18 +43,29 @@ _INHERITED = object()
 
 
 class SyncCounter:
-    """Counts the calls that move a tensor's value to the host (``item``, ``tolist``, ``numpy``,
-    ``bool``/``float``/``int`` of a tensor, ``cpu``): on a GPU each is a synchronisation that stalls
-    the step. Counting works on the CPU through the same code path, which is what the tests use.
+    """Counts, by the Python calls that make them, the operations that make the host wait for a GPU:
+
+    * value reads (``METHODS``): ``item``, ``tolist``, ``numpy``, ``cpu``, ``bool``/``float``/``int`` of
+      a tensor;
+    * blocking copies from the host: ``torch.tensor``, ``torch.as_tensor`` or ``torch.asarray`` of host
+      data (a Python number or list, a NumPy array) with a ``device`` (on CUDA a copy from pageable
+      memory, which waits for the GPU's queue), and ``Tensor.to`` / ``Tensor.copy_`` between the host
+      and a GPU unless asynchronous (``non_blocking``, from pinned memory).
+
+    The same code runs on the CPU, where it counts what the step would do on a GPU: this is what the
+    tests use (a ``torch.tensor([0.5, 0.5, 0.5], device=dev)`` counts on any device). What Python does
+    not see (a synchronisation inside an operator, such as boolean-mask indexing) CUDA counts:
+    :class:`CudaSyncCounter`, on a GPU.
 
     ::
 
         with SyncCounter() as c:
             step()
-        c.count, c.calls  # number, and which methods
+        c.count, c.calls  # number, and which calls
     """
 
     METHODS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__")
+    FACTORIES = ("tensor", "as_tensor", "asarray")
 
     def __init__(self):
         self.calls: dict[str, int] = {}
@@ -64,15 +79,21 @@ class SyncCounter:
 
         # what torch.Tensor itself defines (most of these are inherited from its C base class): restored
         # exactly on exit, so no slower Python-level override stays behind
-        self._own = {m: torch.Tensor.__dict__.get(m, _INHERITED) for m in self.METHODS}
+        self._own = {m: torch.Tensor.__dict__.get(m, _INHERITED) for m in (*self.METHODS, "to", "copy_")}
+        self._factories = {f: getattr(torch, f) for f in self.FACTORIES}
         for m in self.METHODS:
             setattr(torch.Tensor, m, self._wrap(m, getattr(torch.Tensor, m)))
+        torch.Tensor.to = self._wrap("to", torch.Tensor.to, _blocking_to)
+        torch.Tensor.copy_ = self._wrap("copy_", torch.Tensor.copy_, _blocking_copy)
+        for f, original in self._factories.items():
+            setattr(torch, f, self._wrap(f"torch.{f}", original, _from_host))
         return self
 
-    def _wrap(self, name, original):
-        def counted(tensor, *args, **kwargs):
-            self.calls[name] = self.calls.get(name, 0) + 1
-            return original(tensor, *args, **kwargs)
+    def _wrap(self, name, original, waits=None):
+        def counted(*args, **kwargs):
+            if waits is None or waits(*args, **kwargs):
+                self.calls[name] = self.calls.get(name, 0) + 1
+            return original(*args, **kwargs)
 
         return counted
 
@@ -84,6 +105,43 @@ class SyncCounter:
                 delattr(torch.Tensor, m)
             else:
                 setattr(torch.Tensor, m, own)
+        for f, original in self._factories.items():
+            setattr(torch, f, original)
+
+
+def _from_host(data, *args, **kwargs) -> bool:
+    """``torch.tensor/as_tensor/asarray(data, ...)``: a blocking copy when a device is named and
+    ``data`` is host data (any device: the call names the device it is meant for), or a host
+    tensor bound for another device (such a copy blocks even from pinned memory)."""
+    import torch
+
+    device = kwargs.get("device")  # keyword-only in all three
+    if device is None:
+        return False
+    if isinstance(data, torch.Tensor):
+        return data.is_cpu and torch.device(device).type not in ("cpu", "meta")
+    return True
+
+
+def _crosses(src, dst, non_blocking: bool, host) -> bool:
+    """A copy between the host and a GPU that waits: not asynchronous, or from unpinned host memory
+    (``host``: the host-side tensor; None where the copy allocates it, pinned)."""
+    types = {src.type, dst.type}
+    if "cpu" not in types or len(types) != 2 or "meta" in types:
+        return False
+    return not (non_blocking and (host is None or host.is_pinned()))
+
+
+def _blocking_to(tensor, *args, **kwargs) -> bool:
+    import torch
+
+    kwargs.pop("copy", None)  # to()'s own argument, which _parse_to does not take
+    device, _, non_blocking, _ = torch._C._nn._parse_to(*args, **kwargs)
+    return device is not None and _crosses(tensor.device, device, non_blocking, tensor if tensor.is_cpu else None)
+
+
+def _blocking_copy(dst, src, non_blocking: bool = False) -> bool:
+    return _crosses(src.device, dst.device, non_blocking, dst if dst.is_cpu else src)
 
 
 class CudaSyncCounter:
@@ -168,7 +226,7 @@ class StepFigures:
     """One objective's training step, measured by :func:`measure_training`."""
     images: int                        # images through the network in the timed epoch (two views count twice)
     seconds: float                     # wall time of the timed epoch, the device's queue drained
-    syncs_per_step: float              # value reads to the host per step (SyncCounter); 0 is the target
+    syncs_per_step: float              # host synchronisations per step (SyncCounter); 0 is the target
     cuda_syncs_per_step: float | None  # synchronising operations CUDA reports per step; None off CUDA
     peak_bytes: int | None             # peak GPU memory allocated during the timed epoch; None off CUDA
 
@@ -207,9 +265,10 @@ def measure_training(model, data_for, stage, objective, *, device, amp: bool = T
 
 def run_bench(*, arch: str | dict = {"arch": "resnet", "blocks": [1, 1, 1], "widths": [16, 32, 64]}, size: int = 16,
               classes: int = 8, n: int = 1024, batch: int = 128, device_name: str = "auto", amp: bool = True,
-              workers: int = 2, seed: int = 0) -> list[Figure]:
+              workers: int = 2, seed: int = 0, deterministic: bool = True) -> list[Figure]:
     """Every figure of the benchmark (module docstring). Defaults: the embedded benchmark's model and
-    image size; ``--arch resnet34 --size 32 --classes 10`` for CIFAR's."""
+    image size; ``--arch resnet34 --size 32 --classes 10`` for CIFAR's; ``deterministic``: the
+    workflow's default (config key ``deterministic``)."""
     import torch
 
     from .data.arrays import Split
@@ -221,7 +280,7 @@ def run_bench(*, arch: str | dict = {"arch": "resnet", "blocks": [1, 1, 1], "wid
     from .scorers import build_scorer
     from .training import channels_last_allowed, train
 
-    seed_everything(seed, deterministic=False)
+    seed_everything(seed, deterministic=deterministic)
     device = select_device(device_name)
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
@@ -248,10 +307,12 @@ def run_bench(*, arch: str | dict = {"arch": "resnet", "blocks": [1, 1, 1], "wid
         opt.step()
 
     gen = torch.Generator().manual_seed(seed)
+    # augmentation draws on the device, as in train(): a host generator would copy them to a GPU every batch
+    aug_gen = torch.Generator(device=device).manual_seed(seed + 1) if device.type == "cuda" else gen
 
     def ours(with_step: bool):
         for idx in data.index_batches(batch, shuffle=True, gen=gen, drop_last=True):
-            x, y = data.batch(idx, augment=augment, gen=gen)
+            x, y = data.batch(idx, augment=augment, gen=aug_gen)
             if with_step:
                 step(x, y)
 
@@ -291,9 +352,11 @@ def run_bench(*, arch: str | dict = {"arch": "resnet", "blocks": [1, 1, 1], "wid
                 train(model, sub, stage, objective=obj, seed=seed, device=device, guard={"enabled": False}, amp=amp,
                       monitor_delta=0.1)
 
-            syncs = syncs_per_step(one_epoch, 2, 4)
+            note = f"{syncs_per_step(one_epoch, 2, 4):.0f} host syncs/step"
+            if device.type == "cuda":
+                note += f" ({syncs_per_step(one_epoch, 2, 4, counter=CudaSyncCounter):.0f} by CUDA's count)"
             figures.append(Figure("train", f"{name} step", 1.0 / times[name], "img/s", times[name] / times["ce"],
-                                  f"{syncs:.0f} host syncs/step" + (" (CE: reference)" if name == "ce" else "")))
+                                  note + (" (CE: reference)" if name == "ce" else "")))
 
     # ---- memory layout of the training step: channels-last (train's default on CUDA, and on the CPU
     # for the models that opt in: models.base.cpu_channels_last) against contiguous NCHW

@@ -59,8 +59,9 @@ def run_training(spec: Mapping, *, variant: str, seed: int, train_path: str, ckp
     """Train one variant (``spec``: :func:`lffood.variants.training_spec`): from scratch or by importing
     ``spec['checkpoint']`` when it has no parent, else fine-tuned from ``parent_ckpt``. Writes the
     checkpoint (with the objective's own modules) and the per-epoch history. The end-of-epoch state
-    is kept in :func:`resume_path` while the job runs: a rerun after a crash or SIGKILL continues
-    after the last finished epoch (same configuration, seed, parent and data only)."""
+    is kept in :func:`resume_path` while the job runs, written as often as costs at most 1% of the
+    training time (:class:`lffood.training.ResumeFile`): a rerun after a crash or SIGKILL continues
+    after the last saved epoch (same configuration, seed, parent and data only)."""
     import hashlib
 
     import torch

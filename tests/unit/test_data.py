@@ -242,6 +242,14 @@ def test_normalize():
     torch.testing.assert_close(out[0, :, 0, 0], torch.tensor([1.0, 0.0, 0.25]))
 
 
+def test_normalize_from_device_tensors_equals_normalize_from_lists():
+    """The loader keeps mean and std as device tensors (no copy per batch): the same numbers."""
+    x = _x(b=4)
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.5]
+    out = augment.normalize(x, torch.tensor(mean), torch.tensor(std))
+    assert torch.equal(out, augment.normalize(x, mean, std))
+
+
 AUG = {"crop_padding": 2, "hflip": True, "color_jitter": 0.4}
 
 

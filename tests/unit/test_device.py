@@ -1,5 +1,6 @@
 """Device selection: CPU fallback, CUDA_VISIBLE_DEVICES in the log, and one GPU slot per job when
-several GPUs are visible (fake device counts; no GPU needed)."""
+several GPUs are visible (fake device counts; no GPU needed). Host synchronisations: what the sync
+counter sees on the CPU, and that a batch makes none (on a GPU also by CUDA's own count)."""
 
 import logging
 import subprocess
@@ -106,3 +107,105 @@ def test_slots_are_exclusive_across_processes(tmp_path):
     # locks die with their processes
     again = subprocess.run([sys.executable, "-c", code, locks, "0"], capture_output=True, text=True, timeout=60)
     assert again.stdout.split() == ["0", "True"]
+
+
+# ----------------------------------------------------------------------------- host synchronisations
+def test_sync_counter_sees_host_data_copied_to_the_device():
+    """A tensor made from host data for a device (what normalize() did with the mean and std lists on
+    every batch) is a copy from pageable memory, which on CUDA waits for the GPU: counted on the CPU
+    too; a host tensor, or a tensor already on the device, is not."""
+    import numpy as np
+
+    from lffood.bench import SyncCounter
+
+    dev = torch.device("cpu")
+    x = torch.ones(3)
+    own = (torch.tensor, torch.as_tensor, torch.asarray)
+    with SyncCounter() as c:
+        torch.tensor([0.5, 0.5, 0.5], device=dev)
+        torch.as_tensor([0.25] * 3, dtype=torch.float32, device=dev)
+        torch.as_tensor(np.ones(3), device=dev)
+        torch.tensor([0.5, 0.5, 0.5])  # a host tensor: no copy
+        torch.as_tensor(x, device=dev)  # already there
+        x.to(dev, copy=True)
+        x.clone().copy_(x)
+    assert c.calls == {"torch.tensor": 1, "torch.as_tensor": 2}
+    assert (torch.tensor, torch.as_tensor, torch.asarray) == own  # restored
+    assert "to" not in torch.Tensor.__dict__ and "copy_" not in torch.Tensor.__dict__
+
+
+def test_sync_counter_copy_rule():
+    """Copies between the host and a GPU count unless asynchronous from (or into) pinned memory; copies
+    within one device never (the rule SyncCounter applies to Tensor.to and Tensor.copy_ on a GPU)."""
+    from lffood.bench import _crosses
+
+    class Host:  # the host-side tensor of a copy
+        def __init__(self, pinned):
+            self.pinned = pinned
+
+        def is_pinned(self):
+            return self.pinned
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert _crosses(cpu, gpu, False, Host(True)) and _crosses(cpu, gpu, True, Host(False))
+    assert not _crosses(cpu, gpu, True, Host(True))
+    assert _crosses(gpu, cpu, False, None) and not _crosses(gpu, cpu, True, None)  # .to("cpu", non_blocking=True)
+    assert not _crosses(cpu, cpu, False, Host(False)) and not _crosses(gpu, gpu, False, None)
+
+
+AUGMENTS = {"crop": {"crop_padding": 2, "hflip": True, "color_jitter": 0.4, "color_jitter_p": 0.8, "grayscale_p": 0.2},
+            "resized crop": {"random_resized_crop": {"size": 8}, "hflip": True}}
+
+
+def _batches(data, aug, device, steps):
+    import itertools
+
+    gen = torch.Generator().manual_seed(0)
+    aug_gen = torch.Generator(device=device).manual_seed(1) if device.type == "cuda" else gen
+    batches = itertools.islice(data.index_batches(4, shuffle=True, gen=gen), steps)
+    for idx, gathered in data.prefetched(batches):
+        data.batch(idx, augment=aug, gen=aug_gen, gathered=gathered)
+
+
+def _split():
+    import numpy as np
+
+    from lffood.data.arrays import Split
+
+    rng = np.random.default_rng(0)
+    return Split(rng.integers(0, 256, (40, 10, 10, 3), dtype=np.uint8), rng.integers(0, 3, 40), {})
+
+
+@pytest.mark.parametrize("on_device", [True, False])
+@pytest.mark.parametrize("aug", AUGMENTS)
+def test_a_batch_makes_no_host_synchronisation(on_device, aug):
+    """Gather, augment, normalise and labels, for a split on the device and a host-kept one: nothing per
+    step (normalising with the mean and std as lists: 2)."""
+    from lffood.bench import syncs_per_step
+    from lffood.data.augment import normalize
+    from lffood.data.loader import TensorImages
+
+    dev = torch.device("cpu")
+    data = TensorImages(_split(), [0.5] * 3, [0.25] * 3, dev, device_max_bytes=None if on_device else 0)
+    assert syncs_per_step(lambda k: _batches(data, AUGMENTS[aug], dev, k), 2, 5) == 0
+    x = torch.rand(4, 3, 8, 8)
+    assert syncs_per_step(lambda k: [normalize(x, [0.5] * 3, [0.25] * 3) for _ in range(k)], 2, 5) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("on_device", [True, False])
+def test_cuda_counts_no_synchronisation_in_a_batch(on_device):
+    """On a GPU, CUDA's own count (sync debug mode) agrees: a list copied to the device waits, a batch
+    (host-kept: pinned, asynchronous copies of images and indices) does not."""
+    from lffood.bench import CudaSyncCounter, SyncCounter, syncs_per_step
+    from lffood.data.loader import TensorImages
+
+    dev = torch.device("cuda")
+    with CudaSyncCounter() as c:
+        torch.tensor([0.5, 0.5, 0.5], device=dev)
+    assert c.count >= 1
+    data = TensorImages(_split(), [0.5] * 3, [0.25] * 3, dev, device_max_bytes=None if on_device else 0)
+    for aug in AUGMENTS.values():
+        _batches(data, aug, dev, 2)  # warm-up: the pinned-memory cache, kernels
+        for counter in (CudaSyncCounter, SyncCounter):
+            assert syncs_per_step(lambda k: _batches(data, aug, dev, k), 2, 5, counter=counter) == 0, (aug, counter)

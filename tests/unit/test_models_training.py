@@ -372,7 +372,7 @@ def test_resume_after_a_crash_ends_with_the_weights_of_an_uninterrupted_run(tmp_
         return model, o, hist
 
     ref_model, ref_obj, ref_hist = run()
-    resume = ResumeFile(tmp_path / "m.resume.pt", "fp-1")
+    resume = ResumeFile(tmp_path / "m.resume.pt", "fp-1", max_cost=None)  # written every epoch
     assert run(resume, kill_at=3)[0] is None  # killed during epoch 3: the state after epoch 2 is on disk
     assert torch.load(resume.path, weights_only=True)["epoch"] == 2
     model, o, hist = run(resume)
@@ -381,13 +381,40 @@ def test_resume_after_a_crash_ends_with_the_weights_of_an_uninterrupted_run(tmp_
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
     for key in ("loss", "ce", "acc", "lff", "frac_selected"):
         assert [h[key] for h in hist] == [h[key] for h in ref_hist], key
+    # written as often as costs max_cost of the time: with a tiny one only after epoch 1, whatever the
+    # machine's speed; the rerun goes on from there to the same weights
+    resume = ResumeFile(tmp_path / "c.resume.pt", "fp-cost", max_cost=1e-9)
+    assert run(resume, kill_at=4)[0] is None
+    assert torch.load(resume.path, weights_only=True)["epoch"] == 1
+    model, _, hist = run(ResumeFile(resume.path, "fp-cost"))
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
+    for a, b in zip(ref_model.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
     # SSOD: the objective's own module (OOD head) resumes too
     ref_model, ref_obj, _ = run(objective="ssod")
-    resume = ResumeFile(tmp_path / "s.resume.pt", "fp-ssod")
+    resume = ResumeFile(tmp_path / "s.resume.pt", "fp-ssod", max_cost=None)
     run(resume, kill_at=2, objective="ssod")
     _, o, _ = run(resume, objective="ssod")
     for a, b in zip(ref_obj.modules.state_dict().values(), o.modules.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_resume_state_is_written_as_often_as_costs_one_percent(tmp_path):
+    import time
+
+    from lffood.training import ResumeFile
+
+    r = ResumeFile(tmp_path / "m.resume.pt", "fp")
+    assert r.max_cost == 0.01 and r.due()  # the first epoch's end always writes
+    r.save({"epoch": 1})
+    assert r.path.exists() and r.last_write[1] > 0  # when it ended and how long it took
+    r.last_write = (time.perf_counter(), 1.0)  # a write of 1 s just ended: the next after 100 s of training
+    assert not r.due()
+    r.last_write = (time.perf_counter() - 101.0, 1.0)
+    assert r.due()
+    r.max_cost = None  # every epoch
+    r.last_write = (time.perf_counter(), 1.0)
+    assert r.due()
 
 
 def test_resume_state_of_another_training_is_ignored(tmp_path, caplog):
@@ -460,3 +487,130 @@ def test_sync_counter_leaves_tensor_as_it_was():
     with SyncCounter():
         pass
     assert {m: torch.Tensor.__dict__.get(m) for m in SyncCounter.METHODS} == before
+
+
+# ----------------------------------------------------------------------------- freshly initialised modules
+def test_param_groups_give_the_fresh_modules_their_own_rate():
+    """SSOD's OOD head (not in the parent checkpoint) in a group of its own at ssod.new_module_lr; the
+    network at the stage's rate; the schedule scales both alike."""
+    from lffood.training import param_groups
+
+    torch.manual_seed(0)
+    model = build_model(SMALL, 4)
+    o = obj("ssod", {"gamma": 0.6, "new_module_lr": 0.5})
+    st = _stage(lr=0.01)
+    opt = build_optimizer(param_groups(model, o, st), st)
+    net, new = opt.param_groups
+    assert [id(p) for p in new["params"]] == [id(p) for p in o.modules["ood_head"].parameters()]
+    assert [id(p) for p in net["params"]] == [id(p) for p in model.parameters()]
+    assert (net["lr"], new["lr"], new["lr_scale"]) == (0.01, 0.5, pytest.approx(50.0))
+    assert new["momentum"] == net["momentum"] == 0.9 and new["weight_decay"] == net["weight_decay"] == 1e-4
+    hist = train(model, _data(), _stage(epochs=2, lr=0.01, batch_size=8, schedule={"type": "step", "milestones": [1],
+                                                                                   "gamma": 0.1}),
+                 objective=o, seed=0, device=CPU, guard=NO_GUARD)
+    assert [h["lr"] for h in hist] == pytest.approx([0.01, 0.001])
+    assert [h["new_modules_lr"] for h in hist] == pytest.approx([0.5, 0.05])
+    assert all(h["new_modules_change"] > 0 for h in hist)
+
+
+@pytest.mark.parametrize("name,params", [("ce", {}), ("lff", LFF), ("ssod", {}), ("alpa", {"dim": 4})])
+def test_without_new_module_lr_one_group_at_the_stage_rate(name, params):
+    """The embedded benchmark's variants set no new_module_lr: one group, as before the key existed."""
+    from lffood.training import param_groups
+
+    model = build_model(SMALL, 4)
+    o = obj(name, params)
+    groups = param_groups(model, o, _stage())
+    assert len(groups) == 1 and "lr" not in groups[0]
+    assert len(groups[0]["params"]) == len(list(model.parameters())) + len(list(o.modules.parameters()))
+
+
+def _probe_objective():
+    """A toy objective with a freshly initialised linear probe on the pooled features."""
+    from lffood.objectives.base import new_module_lr_schema
+
+    @register("toy_probe")
+    class ToyProbe(Objective):
+        params_schema = {"new_module_lr": new_module_lr_schema("the probe")}
+        stats = {"probe": "CE of the probe"}
+        own_loss = "probe"
+
+        def build_modules(self, feature_dim, num_classes):
+            return {"probe": torch.nn.Linear(feature_dim, num_classes)}
+
+        def loss(self, out, targets):
+            ce = torch.nn.functional.cross_entropy(out.logits, targets)
+            probe = torch.nn.functional.cross_entropy(self.modules["probe"](out.pooled.float()), targets)
+            return ce + probe, {"probe": probe.detach() * targets.shape[0]}
+
+    return ToyProbe
+
+
+GUARD_NEW = {"enabled": True, "chance_factor": -1.0, "min_feature_norm": 0.0, "patience": 2}
+
+
+def test_guard_flags_fresh_modules_that_do_not_learn():
+    """A probe at learning rate 0 never leaves its initialisation: the guard stops the run and names the key."""
+    _probe_objective()
+    try:
+        torch.manual_seed(0)
+        o = obj("toy_probe", {"new_module_lr": 0.0})  # 0 bypasses the schema (exclusiveMinimum 0) on purpose
+        with pytest.raises(CollapseError) as exc:
+            train(build_model(SMALL, 4), _data(), _stage(epochs=3, batch_size=8), objective=o, seed=0, device=CPU,
+                  guard=GUARD_NEW, stage_name="finetune[probe]")
+        msg = str(exc.value)
+        assert "toy_probe.new_module_lr" in msg and "probe" in msg and "moved 0% from their initialisation" in msg
+        assert "epoch 2" in msg  # patience 2
+        # with the guard off the run ends, and the log shows the probe did not move
+        hist = train(build_model(SMALL, 4), _data(), _stage(epochs=1, batch_size=8), objective=o, seed=0,
+                     device=CPU, guard={**GUARD_NEW, "enabled": False})
+        assert hist[0]["new_modules_change"] == 0.0 and hist[0]["new_modules_lr"] == 0.0
+    finally:
+        unregister("toy_probe")
+
+
+def test_guard_passes_fresh_modules_that_learn(caplog):
+    _probe_objective()
+    try:
+        torch.manual_seed(0)
+        o = obj("toy_probe", {"new_module_lr": 0.05})
+        with caplog.at_level("INFO", logger="lffood.training"):
+            hist = train(build_model(SMALL, 4), _data(), _stage(epochs=3, batch_size=8), objective=o, seed=0,
+                         device=CPU, guard=GUARD_NEW)
+        assert len(hist) == 3 and all(h["new_modules_change"] > 0.01 for h in hist)
+        assert "new modules (probe) lr 0.05 moved" in caplog.text and "probe 1x epoch 1" in caplog.text
+        # a stricter threshold (guard.min_new_module_change) than the probe's move stops it
+        torch.manual_seed(0)
+        with pytest.raises(CollapseError, match="min_new_module_change"):
+            train(build_model(SMALL, 4), _data(), _stage(epochs=2, batch_size=8), objective=obj(
+                  "toy_probe", {"new_module_lr": 0.05}), seed=0, device=CPU,
+                  guard={**GUARD_NEW, "min_new_module_change": 1e6})
+    finally:
+        unregister("toy_probe")
+
+
+def test_the_learned_check_survives_a_resume(tmp_path):
+    """The change is measured from the seed's initialisation also after a resume (the snapshot is taken
+    before the resumed state loads): an interrupted run logs what an uninterrupted one does."""
+    from lffood.training import ResumeFile
+
+    def run(resume=None, kill_at=None):
+        torch.manual_seed(0)
+
+        def progress(row):
+            if row["epoch"] == kill_at:
+                raise _Killed
+
+        try:
+            return train(build_model(SMALL, 4), _data(), _stage(epochs=3, batch_size=8),
+                         objective=obj("ssod", {"gamma": 0.6, "new_module_lr": 0.2}), seed=0, device=CPU,
+                         guard=NO_GUARD, progress=progress, resume=resume)
+        except _Killed:
+            return None
+
+    whole = run()
+    state = ResumeFile(tmp_path / "m.resume.pt", "fp")
+    assert run(state, kill_at=2) is None  # the state after epoch 1 is on disk
+    again = run(state)
+    assert [h["new_modules_change"] for h in again] == pytest.approx([h["new_modules_change"] for h in whole])
+    assert whole[-1]["new_modules_change"] > whole[0]["new_modules_change"] > 0

@@ -47,7 +47,9 @@ def random_resized_crop(x: torch.Tensor, size: int, scale: Sequence[float], rati
         return lo + (hi - lo) * torch.rand(b, generator=gen, device=dev)
 
     area = uniform(float(scale[0]), float(scale[1]))
-    log_r = uniform(float(torch.log(torch.tensor(ratio[0]))), float(torch.log(torch.tensor(ratio[1]))))
+    # host scalars (0-dim CPU tensors, usable with any device's tensors) rather than float() of them: the
+    # same float32 values, and no value read that a sync counter must tell from a GPU one
+    log_r = uniform(torch.log(torch.tensor(ratio[0])), torch.log(torch.tensor(ratio[1])))
     r = torch.exp(log_r)
     cw = torch.sqrt(area * r).clamp(max=1.0)  # crop width / image width
     ch = torch.sqrt(area / r).clamp(max=1.0)
@@ -108,9 +110,13 @@ def random_grayscale(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.T
     return torch.where(flip, gray, x)
 
 
-def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device)[None, :, None, None]
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device)[None, :, None, None]
+def normalize(x: torch.Tensor, mean: Sequence[float] | torch.Tensor,
+              std: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """``(x - mean) / std`` per channel. In a training step pass tensors already on ``x``'s device and
+    dtype (as :class:`lffood.data.loader.TensorImages` keeps them): from a list, each call copies them
+    from pageable host memory, which on CUDA makes the host wait for the GPU."""
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
     return (x - m) / s
 
 

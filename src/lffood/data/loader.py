@@ -9,8 +9,11 @@ Where the uint8 images live depends on their size (``device_max_bytes``):
   memory-mapped file from :func:`lffood.data.arrays.load_split`; each batch is gathered by index
   there (only its pages are read), pinned when the device is CUDA, and copied asynchronously.
 
-Labels are always on the device. Pass ``device_max_bytes=None`` to force device residency, 0 to
-force host residency.
+Labels, and the normalisation's mean and std (built once), are always on the device. Nothing a
+training step does waits for the GPU: what a step copies from the host (the gathered images and the
+indices of a host-kept split) is pinned and copied asynchronously on CUDA (a copy from pageable
+memory, e.g. of a Python list, synchronises the host with the GPU). Pass ``device_max_bytes=None``
+to force device residency, 0 to force host residency.
 """
 
 from __future__ import annotations
@@ -45,22 +48,28 @@ class TensorImages:
                 self.images = torch.from_numpy(images)
         self.labels = torch.from_numpy(np.asarray(split.labels)).to(self.device)
         self.mean, self.std = list(mean), list(std)
+        # on the device once: normalize() built them from the lists for every batch, 2 copies per step
+        self._mean, self._std = (torch.tensor(v, dtype=torch.float32, device=self.device) for v in (mean, std))
         self.meta = split.meta
-        self._pin = not self.on_device and self.device.type == "cuda"
 
     @property
     def index_device(self) -> torch.device:
         """Where batch indices live: with the images."""
         return self.device if self.on_device else torch.device("cpu")
 
+    def to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` on the device; a host tensor bound for a GPU is pinned first and copied asynchronously,
+        so that the host does not wait for the GPU's queue to drain."""
+        if t.is_cpu and self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
     def gather(self, idx: torch.Tensor) -> torch.Tensor:
-        """uint8 images ``idx`` on the device (from device memory, or gathered on the host and copied)."""
+        """uint8 images ``idx`` (on :attr:`index_device`) on the device: from device memory, or gathered
+        on the host and copied."""
         if self.on_device:
-            return self.images[idx.to(self.device)]
-        x = self.images[idx.cpu()]
-        if self._pin:
-            x = x.pin_memory()
-        return x.to(self.device, non_blocking=self._pin)
+            return self.images[self.to_device(idx)]
+        return self.to_device(self.images[idx])
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -69,12 +78,12 @@ class TensorImages:
                       drop_last: bool = False) -> Iterator[torch.Tensor]:
         """Batches of indices. The order is drawn with ``gen`` (a shuffle without a generator would use
         torch's global state: refused) and moved to the images' device once per epoch, so a step makes
-        no host-to-device copy of indices."""
+        no host-to-device copy of indices (the epoch's one is asynchronous)."""
         if shuffle and gen is None:
             raise ValueError("index_batches(shuffle=True) needs a seeded torch.Generator (gen=...)")
         n = len(self)
         order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
-        order = order.to(self.index_device)
+        order = self.to_device(order) if self.on_device else order
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         for start in range(0, stop, batch_size):
             yield order[start:start + batch_size]
@@ -86,10 +95,10 @@ class TensorImages:
         x = to_float(self.gather(idx) if gathered is None else gathered)
         if augment:
             x = apply_train_augment(x, augment, gen)
-        x = normalize(x, self.mean, self.std)
+        x = normalize(x, self._mean, self._std)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, self.labels[idx.to(self.device)]
+        return x, self.labels[self.to_device(idx)]
 
     def prefetched(self, batches: Iterable[torch.Tensor], depth: int = 2) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """``(idx, uint8 images)`` for each index batch. For a split kept on the host (ImageNet-100

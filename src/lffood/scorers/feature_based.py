@@ -18,24 +18,58 @@ def _f64(x) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- Mahalanobis
+#: Rows per float32 product in :func:`scatter` (32 MB of float32 at 2048 features).
+SCATTER_ROWS = 4096
+
+
+def centred_blocks(x: np.ndarray, centre):
+    """The rows of ``x`` minus ``centre(rows)`` (a slice of rows -> float64 centres), block by block,
+    each rounded once to float32: no float64 copy of all the features."""
+    for start in range(0, len(x), SCATTER_ROWS):
+        rows = slice(start, start + SCATTER_ROWS)
+        yield (x[rows] - centre(rows)).astype(np.float32)
+
+
+def scatter(blocks, dim: int) -> np.ndarray:
+    """``sum B^T B`` over the float32 blocks ``B``: each product in float32, their sum in float64.
+
+    Why: at 2048 features the float64 product of all rows took 40 s and 7.2 GB per model (float64
+    copies of the features, 3 x N x C x 8 bytes); these products take a third of the time and no copy
+    (2048 features, 20000 rows, one thread: 3.7 -> 1.4 s). The precision that matters is kept by the
+    float64 pseudo-inverse (or eigendecomposition) of the result: scores stay equal to those of a
+    float64 fit up to a few 1e-5 relative with eigenvalues over four decades (tests). Inverting in
+    float32 would not: the pseudo-inverse drops the low-variance directions that Mahalanobis weighs
+    most (Spearman 0.48 against the float64 scores)."""
+    out = np.zeros((dim, dim))
+    for b in blocks:
+        out += b.T @ b
+    return out
+
+
+def pinv_symmetric(a: np.ndarray) -> np.ndarray:
+    """Pseudo-inverse of a symmetric matrix in float64, with ``scipy.linalg.pinvh``'s cutoff
+    (eigenvalues up to ``dim * eps * max|eigenvalue|`` dropped), through numpy's divide-and-conquer
+    eigensolver: pinvh's QR-iteration driver took 10.8 s at 2048 x 2048 on one thread, this 2.0 s."""
+    s, u = np.linalg.eigh(a)
+    keep = np.abs(s) > len(s) * np.finfo(np.float64).eps * np.abs(s).max(initial=0.0)
+    return (u[:, keep] / s[keep]) @ u[:, keep].T
+
+
 def class_means_and_precision(features: np.ndarray, labels: np.ndarray, num_classes: int):
     """Class means and the precision (pseudo-inverse) of one covariance shared by all classes,
     estimated from the class-centred features with 1/N normalisation (sklearn's
-    EmpiricalCovariance, as in OpenOOD's MDS postprocessor)."""
-    x, y = _f64(features), np.asarray(labels)
+    EmpiricalCovariance, as in OpenOOD's MDS postprocessor). Means and pseudo-inverse in float64,
+    the covariance from float32 products (:func:`scatter`); the means class by class (``np.add.at``
+    took 2.4 s for 20000 x 2048, this 0.05 s). (sklearn also subtracts the mean of the class-centred
+    features: zero up to rounding, left out.)"""
+    x, y = np.asarray(features), np.asarray(labels)
     counts = np.bincount(y, minlength=num_classes)
     if y.min() < 0 or len(counts) > num_classes or (counts == 0).any():
         raise ValueError(f"Mahalanobis needs ID training labels in 0..{num_classes - 1} with every class present; "
                          f"class counts {counts.tolist()}")
-    means = np.zeros((num_classes, x.shape[1]))
-    np.add.at(means, y, x)
-    means /= counts[:, None]
-    centred = x - means[y]
-    centred -= centred.mean(0)
-    cov = centred.T @ centred / len(x)
-    from scipy.linalg import pinvh
-
-    return means, pinvh(cov)
+    means = np.stack([x[y == k].mean(0, dtype=np.float64) for k in range(num_classes)])
+    cov = scatter(centred_blocks(x, lambda rows: means[y[rows]]), x.shape[1]) / len(x)
+    return means, pinv_symmetric(cov)
 
 
 def mahalanobis_score(features: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
@@ -101,14 +135,23 @@ class ViM(Scorer):
         return problems
 
     def compute_stats(self, train: FeatureSet, head: Head) -> dict:
+        """Origin, principal subspace and alpha in float64 from float32 products (:func:`scatter`).
+        Those products see the features about their mean: about the origin ``u``, the mean's
+        magnitude would bury the low-variance directions (the residual) in float32 rounding; the
+        mean's own part is added in float64."""
         w, b = _f64(head.weight), _f64(head.bias)
         u = -np.linalg.pinv(w) @ b
-        x = _f64(train.features) - u
-        d = vim_dim(x.shape[1], self.params["dim"])
-        cov = x.T @ x / len(x)  # EmpiricalCovariance(assume_centered=True)
+        x = np.asarray(train.features)
+        n, c = x.shape
+        d = vim_dim(c, self.params["dim"])
+        m = x.mean(0, dtype=np.float64)
+        # about u (EmpiricalCovariance(assume_centered=True)): the scatter about m plus n (m - u)(m - u)^T
+        cov = (scatter(centred_blocks(x, lambda rows: m), c) + n * np.outer(m - u, m - u)) / n
         _, vecs = np.linalg.eigh(cov)  # ascending eigenvalues
-        residual_basis = vecs[:, : x.shape[1] - d]  # the (C - D) least-variance directions
-        vlogit = np.linalg.norm(x @ residual_basis, axis=1)
+        residual_basis = vecs[:, : c - d]  # the (C - D) least-variance directions
+        basis32, offset = residual_basis.astype(np.float32), (m - u) @ residual_basis
+        vlogit = np.concatenate([np.linalg.norm(blk @ basis32 + offset, axis=1)
+                                 for blk in centred_blocks(x, lambda rows: m)])
         alpha = _f64(train.logits).max(1).mean() / vlogit.mean()
         return {"u": u, "residual_basis": residual_basis, "alpha": alpha, "dim": d}
 
