@@ -116,9 +116,9 @@ DDP_RESERVE_S, REHEARSAL_RESERVE_S = 45, 240
 #: What the numbers of the JSON file do and do not say (written into it).
 NOTES = [
     "images_per_s of training counts images through the network: both views of a two-view objective (ALPA).",
-    "syncs_per_step counts value reads of any tensor (lffood.bench.SyncCounter), also of host tensors, which are "
-    "no synchronisation on a GPU (the host-kept loader's .cpu() of host indices, float() of host scalars in the "
-    "random-resized crop); on CUDA, cuda_syncs_per_step is CUDA's own count of synchronising operations.",
+    "syncs_per_step counts what would synchronise on a GPU (lffood.bench.SyncCounter: value reads, and copies of "
+    "host data to a device that are not non-blocking from pinned memory); on CUDA, cuda_syncs_per_step is CUDA's "
+    "own count of synchronising operations.",
     "Measurements use random images at the benchmark's sizes and its stage, objective parameters, batch size, AMP, "
     "channels-last and deterministic settings; torch.compile (config key compile, off by default) is not used.",
     "The projection is GPU time on one GPU; it leaves out data preparation, the CPU scorers, figures and "
