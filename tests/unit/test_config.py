@@ -341,7 +341,8 @@ def test_cross_key_constraints_accept_their_limits():
     assert cfg["benchmarks"]["b"]["figures"] == {  # the rest from the schema's defaults
         "tsne": {"ood_set": "far", "variants": ["ce"], "per_group": 300, "seed": 0, "random_state": 0,
                  "perplexity": 30.0, "max_iter": 1000},
-        "heatmaps": {"n_id": 2, "per_ood": 1, "seed": 0}}
+        "heatmaps": {"n_id": 2, "per_ood": 1, "seed": 0, "variants": None},
+        "sensitivity": {"in_all": False, "paper_reference": None}}
 
 
 def test_variant_stage_overrides_get_the_stage_checks():
