@@ -669,11 +669,13 @@ def run_check(out: str | os.PathLike = "gpu_check.json", *, device_name: str = "
         result["ddp"] = check_ddp(setups[0], device, steps, work, threads)
     else:
         result["ddp"] = {"ok": None, "skipped": "--no-ddp"}
+    result["knn_search"] = check_knn_search(device, tiny)
+    result["jobs_per_gpu"] = check_jobs_per_gpu(device, tiny)
     _write(out, result)
     result["rehearsal"] = (check_rehearsal(work, rehearsal_benchmarks, device) if rehearsal
                            else {"ran": False, "ok": None, "skipped": "--no-rehearsal"})
     result["projection"] = projection_section(cfg, benchmarks, result)
-    failed = [k for k in ("ddp", "rehearsal") if result[k].get("ok") is False]
+    failed = [k for k in ("ddp", "rehearsal", "knn_search", "jobs_per_gpu") if result[k].get("ok") is False]
     failed += [f"{k} {r['setup']}" for k in ("training", "extraction", "scorers") for r in result[k] if "error" in r]
     result.update(ok=not failed, failed=failed, wall_s=round(time.monotonic() - t0, 1))
     result["within_budget"] = result["wall_s"] <= budget_s
@@ -683,6 +685,32 @@ def run_check(out: str | os.PathLike = "gpu_check.json", *, device_name: str = "
     _write(out, result)
     echo(format_summary(result, out))
     return 0 if not failed else 1
+
+
+def check_knn_search(device, tiny: bool) -> dict:
+    """The GPU side of the k-NN scorers: one exact k-th-neighbour search of CSD's size for one CIFAR
+    model (:data:`lffood.scorers.knn_search.PAPER_CSD`; target: at most 30 s on one H100), or a small
+    one with ``tiny``."""
+    from .scorers import knn_search
+
+    sizes = {"bank": 3000, "queries": 2000} if tiny else {}
+    try:
+        return {"ok": True, "target_s": None if tiny else 30.0, **knn_search.measure(device, **sizes)}
+    except Exception as exc:  # recorded, the check goes on
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def check_jobs_per_gpu(device, tiny: bool) -> dict:
+    """Training throughput of one CIFAR job against two and four side by side on one GPU
+    (:func:`lffood.costs.measure_concurrent_training`); GPU only."""
+    if device.type != "cuda" or tiny:
+        return {"ok": None, "skipped": "needs a GPU at paper sizes"}
+    from .costs import measure_concurrent_training
+
+    try:
+        return {"ok": True, "rows": measure_concurrent_training((1, 2, 4), arch="resnet34", device_name="cuda")}
+    except Exception as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
 # ----------------------------------------------------------------------------- the summary
@@ -720,6 +748,19 @@ def format_summary(result: Mapping, out: Path | str) -> str:
         state = f"ok, {dd['images_per_s']:.0f} img/s" if dd["ok"] else f"FAILED: {dd.get('error', '')}"
         lines.append(f"ddp: torchrun, 1 process ({dd['backend']}), {dd['setup']} {dd['objective']}: {state} "
                      f"({dd['wall_s']:.0f} s)")
+    kn = result.get("knn_search", {})
+    if kn.get("ok"):
+        target = f" (target {kn['target_s']:.0f} s)" if kn.get("target_s") else ""
+        lines.append(f"k-NN search {kn['bank']} x {kn['queries']} x {kn['dim']}, k {kn['k']} on {kn['device']}: "
+                     f"{kn['seconds']:.1f} s{target}")
+    elif kn:
+        lines.append(f"k-NN search: FAILED: {kn.get('error', '')[:200]}")
+    jg = result.get("jobs_per_gpu", {})
+    if jg.get("ok"):
+        lines.append("jobs per GPU: " + ", ".join(f"{r['jobs']} x {r['aggregate_images_per_s']:.0f} img/s in all"
+                                                  for r in jg["rows"]))
+    elif jg:
+        lines.append(f"jobs per GPU: {jg.get('skipped') or 'FAILED: ' + jg.get('error', '')[:200]}")
     rh = result["rehearsal"]
     if not rh["ran"]:
         lines.append(f"rehearsal: skipped ({rh['skipped']})")

@@ -49,17 +49,36 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 
 # GPU slots: Snakemake's `--resources gpu=N` only counts GPU jobs, it does not tell a job which GPU
-# to use (no CUDA_VISIBLE_DEVICES). With more than one visible GPU, each job claims the first free
-# slot with an exclusive lock file per GPU; the lock goes with the process (also on a crash).
-# Under SLURM (`--gpus=1`) a job sees exactly its own GPU, so there is nothing to claim.
+# to use (no CUDA_VISIBLE_DEVICES). With more than one visible GPU, or several slots per GPU
+# (LFFOOD_JOBS_PER_GPU), each job claims the first free slot with an exclusive lock file per slot;
+# the lock goes with the process (also on a crash). Slots are handed out GPU by GPU (slot 0 of every
+# GPU first), so jobs share a GPU only once every GPU has one. Under SLURM (`--gpus=1`) a job sees
+# exactly its own GPU, so there is nothing to claim.
 GPU_LOCK_DIR_ENV = "LFFOOD_GPU_LOCK_DIR"
-_held_slot = None  # (index, open lock file) of this process
+#: concurrent jobs per GPU (default 1): `LFFOOD_JOBS_PER_GPU=4 snakemake --resources gpu=4` runs four
+#: GPU jobs side by side on one GPU (README "GPUs")
+JOBS_PER_GPU_ENV = "LFFOOD_JOBS_PER_GPU"
+_held_slot = None  # (GPU index, open lock file, slot on that GPU) of this process
 
 
 def gpu_lock_dir() -> str:
     import tempfile
 
     return os.environ.get(GPU_LOCK_DIR_ENV) or os.path.join(tempfile.gettempdir(), "lffood-gpu-locks")
+
+
+def jobs_per_gpu() -> int:
+    """Concurrent jobs per GPU: LFFOOD_JOBS_PER_GPU (a positive integer), default 1."""
+    from .errors import ConfigError
+
+    raw = os.environ.get(JOBS_PER_GPU_ENV, "").strip() or "1"
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"environment variable {JOBS_PER_GPU_ENV}={raw!r}: must be a positive integer (jobs per GPU)")
+    return n
 
 
 def visible_gpu_ids(count: int) -> list[str]:
@@ -72,11 +91,11 @@ def visible_gpu_ids(count: int) -> list[str]:
     return [str(i) for i in range(count)]
 
 
-def claim_gpu_slot(count: int, lock_dir: str | None = None) -> tuple[int, bool]:
-    """Index (0..count-1) of a visible GPU no other lffood process holds, and whether it was
-    claimed exclusively. The claim lasts until the process exits (or ``release_gpu_slot``). When
-    every GPU is taken (more concurrent GPU jobs than GPUs), returns a shared one (pid modulo count)
-    and False."""
+def claim_gpu_slot(count: int, lock_dir: str | None = None, slots: int = 1) -> tuple[int, bool]:
+    """Index (0..count-1) of a visible GPU with one of its ``slots`` slots free (no other lffood
+    process holds it), and whether it was claimed exclusively. The claim lasts until the process
+    exits (or ``release_gpu_slot``); ``held_gpu_slot()`` tells which slot. When every slot is taken
+    (more concurrent GPU jobs than ``count x slots``), returns a shared GPU (pid modulo count) and False."""
     import fcntl
 
     global _held_slot
@@ -84,21 +103,28 @@ def claim_gpu_slot(count: int, lock_dir: str | None = None) -> tuple[int, bool]:
         return _held_slot[0], True
     lock_dir = lock_dir or gpu_lock_dir()
     os.makedirs(lock_dir, exist_ok=True)
-    for index, gpu_id in enumerate(visible_gpu_ids(count)):
-        name = "gpu-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in gpu_id) + ".lock"
-        fh = open(os.path.join(lock_dir, name), "a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            continue
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        _held_slot = (index, fh)
-        return index, True
+    ids = visible_gpu_ids(count)
+    for slot in range(max(1, slots)):
+        for index, gpu_id in enumerate(ids):
+            name = "gpu-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in gpu_id)
+            fh = open(os.path.join(lock_dir, name + (f".slot{slot}" if slot else "") + ".lock"), "a+")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.close()
+                continue
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{os.getpid()}\n")
+            fh.flush()
+            _held_slot = (index, fh, slot)
+            return index, True
     return os.getpid() % count, False
+
+
+def held_gpu_slot() -> int | None:
+    """The slot (0..slots-1) on its GPU that this process holds, or None."""
+    return None if _held_slot is None else (_held_slot[2] if len(_held_slot) > 2 else 0)
 
 
 def release_gpu_slot() -> None:
@@ -130,15 +156,23 @@ def select_device(requested: str = "auto"):
         why = "config device: cpu" if requested == "cpu" else "no CUDA device visible"
         log.info("device: cpu (%s; CUDA_VISIBLE_DEVICES=%s; %d threads)", why, cvd, torch.get_num_threads())
         return torch.device("cpu")
-    count = torch.cuda.device_count()
-    index, exclusive = claim_gpu_slot(count) if count > 1 else (0, True)
+    count, slots = torch.cuda.device_count(), jobs_per_gpu()
+    index, exclusive = claim_gpu_slot(count, slots=slots) if count * slots > 1 else (0, True)
     dev = torch.device("cuda", index)
     torch.cuda.set_device(dev)
-    slot = "" if count == 1 else (f"; GPU slot {index} of {count}, lock in {gpu_lock_dir()}" if exclusive else
-                                  f"; all {count} GPUs claimed by other jobs, sharing GPU {index}")
+    if count * slots == 1:
+        slot = ""
+    elif not exclusive:
+        slot = f"; all {count * slots} GPU slots claimed by other jobs, sharing GPU {index}"
+    elif slots == 1:
+        slot = f"; GPU slot {index} of {count}, lock in {gpu_lock_dir()}"
+    else:
+        slot = (f"; GPU slot {held_gpu_slot()} of {slots} on GPU {index} of {count} ({JOBS_PER_GPU_ENV}={slots}), "
+                f"lock in {gpu_lock_dir()}")
     log.info("device: %s (%s; CUDA_VISIBLE_DEVICES=%s%s)", dev, torch.cuda.get_device_name(dev), cvd, slot)
     if not exclusive:
-        log.warning("more concurrent GPU jobs than visible GPUs: use --resources gpu=N with N <= %d", count)
+        log.warning("more concurrent GPU jobs than visible GPUs: use --resources gpu=N with N <= %d "
+                    "(visible GPUs x %s)", count * slots, JOBS_PER_GPU_ENV)
     return dev
 
 

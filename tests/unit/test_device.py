@@ -72,8 +72,52 @@ def test_several_gpus_one_slot_per_process(monkeypatch, caplog):
     # a job ends: its GPU is free again
     held[1][1].close()
     assert runtime.claim_gpu_slot(3) == (1, True)
-    for _, fh in held:
-        fh.close()
+    for h in held:
+        h[1].close()
+
+
+def test_several_jobs_per_gpu_share_one_gpu_slot_by_slot(monkeypatch, caplog):
+    """LFFOOD_JOBS_PER_GPU=4 with one GPU: four jobs each get their own slot on GPU 0 (and say which);
+    a fifth shares and warns; a freed slot is taken again."""
+    fake_cuda(monkeypatch, 1)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv(runtime.JOBS_PER_GPU_ENV, "4")
+    held = []
+    for expected in range(4):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="lffood"):
+            assert runtime.select_device("auto") == torch.device("cuda", 0)
+        assert f"GPU slot {expected} of 4 on GPU 0 of 1" in caplog.text
+        held.append(runtime._held_slot)
+        runtime._held_slot = None
+    with caplog.at_level(logging.WARNING, logger="lffood"):
+        assert runtime.select_device("auto") == torch.device("cuda", 0)
+    assert "N <= 4" in caplog.text
+    held[2][1].close()
+    assert runtime.claim_gpu_slot(1, slots=4) == (0, True) and runtime.held_gpu_slot() == 2
+    for h in held:
+        h[1].close()
+
+
+def test_slots_fill_every_gpu_before_sharing_one(monkeypatch):
+    """Two GPUs, two slots each: the jobs go GPU 0, GPU 1, GPU 0, GPU 1 (slots 0, 0, 1, 1)."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    got, held = [], []
+    for _ in range(4):
+        got.append((runtime.claim_gpu_slot(2, slots=2), runtime.held_gpu_slot()))
+        held.append(runtime._held_slot)
+        runtime._held_slot = None
+    assert got == [((0, True), 0), ((1, True), 0), ((0, True), 1), ((1, True), 1)]
+    assert runtime.claim_gpu_slot(2, slots=2)[1] is False
+    for h in held:
+        h[1].close()
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "two"])
+def test_jobs_per_gpu_must_be_positive(monkeypatch, raw):
+    monkeypatch.setenv(runtime.JOBS_PER_GPU_ENV, raw)
+    with pytest.raises(ConfigError, match="LFFOOD_JOBS_PER_GPU"):
+        runtime.jobs_per_gpu()
 
 
 def test_slot_ids_follow_cuda_visible_devices(monkeypatch):

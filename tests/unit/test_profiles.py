@@ -18,7 +18,7 @@ def rules_in_workflow() -> set[str]:
 
 
 def test_gpu_rules_are_found():
-    assert {"train", "extract", "score_network", "tsne_vectors"} == GPU_RULES
+    assert {"train", "extract", "score_network", "score_search", "tsne_vectors"} == GPU_RULES
 
 
 def test_slurm_profile_settings():

@@ -106,6 +106,42 @@ SCORERS = registered_scorers()
 FEATURE_SCORERS = [n for n, c in SCORERS.items() if c.score_on == "features"]
 NETWORK_SCORERS = [n for n, c in SCORERS.items() if c.score_on == "network"]
 FITTED_SCORERS = [n for n, c in SCORERS.items() if c.needs_fit]
+# cached-feature scorers that search the ID training bank (CSD, KNN): a GPU job of their own (score_search)
+SEARCH_SCORERS = [n for n in FEATURE_SCORERS if SCORERS[n].uses_train_bank]
+CPU_FEATURE_SCORERS = [n for n in FEATURE_SCORERS if n not in SEARCH_SCORERS]
+
+
+def score_resources(stage):
+    """Resource function of the scoring rules (fit_stats: ``stage`` "fit", score: "score"): the job's
+    ``{threads, runtime, mem_mb, ...}`` from its scorer's cost model and the benchmark's sizes
+    (lffood.costs.job_resources); ``score_resource(stage, key)`` picks one."""
+    from lffood.costs import job_resources
+
+    def resources(wildcards):
+        params = scorer_fit_params(wildcards) if stage == "fit" else scorer_params(wildcards)
+        return job_resources(bench(wildcards), wildcards.scorer, params, stage)
+
+    return resources
+
+
+def score_resource(stage, key):
+    res = score_resources(stage)
+    return lambda wildcards, **_: res(wildcards)[key]
+
+
+def check_score_limits():
+    """Stop before any job when a scoring job's estimate exceeds compute.max_runtime_min/max_mem_mb."""
+    from lffood.costs import limit_problems
+
+    def stages_of(b, scorer):
+        cls, p = SCORERS[scorer], BENCHMARKS[b]["scorers"]["params"].get(scorer)
+        out = [("fit", fit_params(scorer, p))] if cls.needs_fit else []
+        return out + ([("score", resolved_params(scorer, p))] if cls.score_on == "features" else [])
+
+    problems = limit_problems(BENCHMARKS, [b for b in config["run"] if b in BENCHMARKS], stages_of)
+    if problems:
+        raise WorkflowError("scoring jobs cannot fit the configured limits (README \"Cluster (SLURM)\"):\n"
+                            + "\n".join(f"  - {p}" for p in problems))
 
 
 def scorer_params(wildcards):

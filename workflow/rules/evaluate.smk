@@ -4,6 +4,12 @@
 # features is computed by extraction on their request (FeatureNorm's block norms). Every job's params
 # are its scorer's resolved parameters (statistics jobs: only those the statistics depend on), so
 # changing one scorer's parameters reruns only its jobs.
+#
+# Resources of fit_stats and score: threads, runtime and mem_mb from the scorer's cost model and the
+# benchmark's sizes (lffood.costs; compute.score_runtime / score_mem_mb are floors, score_max_threads
+# the most threads); compute.max_runtime_min / max_mem_mb (null: none) are checked here, before any job.
+
+check_score_limits()
 
 
 rule fit_stats:
@@ -19,10 +25,10 @@ rule fit_stats:
         f"{LOGS}/{{bench}}/seed{{seed}}/stats_{{variant}}_{{scorer}}.log",
     benchmark:
         f"{BENCH}/{{bench}}/seed{{seed}}/fit_stats_{{variant}}_{{scorer}}.tsv"
-    threads: 1
+    threads: score_resource("fit", "threads")
     resources:
-        mem_mb=compute("score_mem_mb"),
-        runtime=compute("score_runtime"),
+        mem_mb=score_resource("fit", "mem_mb"),
+        runtime=score_resource("fit", "runtime"),
     conda:
         "../../envs/evaluate.yaml"
     script:
@@ -35,19 +41,45 @@ rule score:
     output:
         P.scores,
     wildcard_constraints:
-        scorer=_alt(FEATURE_SCORERS),
+        scorer=_alt_or_never(CPU_FEATURE_SCORERS),
     params:
         scorer_params=scorer_params,
     log:
         f"{LOGS}/{{bench}}/seed{{seed}}/score_{{variant}}_{{scorer}}.log",
     benchmark:
         f"{BENCH}/{{bench}}/seed{{seed}}/score_{{variant}}_{{scorer}}.tsv"
-    threads: 1
+    threads: score_resource("score", "threads")
     resources:
-        mem_mb=compute("score_mem_mb"),
-        runtime=compute("score_runtime"),
+        mem_mb=score_resource("score", "mem_mb"),
+        runtime=score_resource("score", "runtime"),
     conda:
         "../../envs/evaluate.yaml"
+    script:
+        "../scripts/score.py"
+
+
+# The exact k-th-neighbour search of CSD and KNN (lffood.scorers.knn_search): the products belong on
+# the GPU when there is one (a GPU job, training env with torch); on the CPU it uses the job's threads.
+rule score_search:
+    input:
+        unpack(lambda wc: {"features": path(P.features, wc), **stats_input(wc)}),
+    output:
+        P.scores,
+    wildcard_constraints:
+        scorer=_alt_or_never(SEARCH_SCORERS),
+    params:
+        scorer_params=scorer_params,
+    log:
+        f"{LOGS}/{{bench}}/seed{{seed}}/score_{{variant}}_{{scorer}}.log",
+    benchmark:
+        f"{BENCH}/{{bench}}/seed{{seed}}/score_search_{{variant}}_{{scorer}}.tsv"
+    threads: score_resource("score", "threads")
+    resources:
+        gpu=1,
+        mem_mb=score_resource("score", "mem_mb"),
+        runtime=score_resource("score", "runtime"),
+    conda:
+        "../../envs/train.yaml"
     script:
         "../scripts/score.py"
 

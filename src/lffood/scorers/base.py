@@ -114,6 +114,13 @@ class Scorer:
         part of the extraction job's identity, so a change re-extracts. Empty for most scorers."""
         return {}
 
+    @classmethod
+    def cost_estimate(cls, params: Mapping, sizes, stage: str):
+        """This scorer's own cost (:class:`lffood.costs.Cost`) with resolved ``params`` on data of
+        ``sizes`` (:class:`lffood.costs.Sizes`) for ``stage`` ``"fit"`` or ``"score"``, or None: the
+        cost model of :func:`lffood.costs.scorer_cost` (k-NN search, statistics fits, head products)."""
+        return None
+
     # ------------------------------------------------------------------ fitting
     def fit(self, train: FeatureSet | None, head: Head) -> "Scorer":
         """Fit the ID statistics from the ID training split's cached features."""

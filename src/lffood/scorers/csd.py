@@ -10,8 +10,9 @@ score is minus the smallest, over its six vectors, squared distance to the k-th 
 
 ``bank: pooled`` (the official code's choice) searches one bank of all 6N vectors;
 ``bank: per_type`` searches each region type against the bank of that type only. The search is
-exact and chunked (:func:`lffood.scorers.feature_based.kth_largest_similarity`): memory is the
-float16 bank plus ``chunk_size x (8192 + k)`` floats, never a distance matrix.
+exact and chunked (:func:`lffood.scorers.knn_search.kth_largest_similarity`, torch on the job's
+threads, or on CUDA where the job has a GPU): on the CPU memory is the float16 bank plus about
+``chunk_size x 8192 + 8192 x C`` floats, never a distance matrix.
 
 Usage::
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import FeatureSet, Scorer, register
-from .feature_based import kth_largest_similarity
+from .knn_search import kth_largest_similarity
 
 BANKS = ("pooled", "per_type")
 

@@ -2,7 +2,8 @@
 
 All statistics are fitted from the ID training split's cached features (and the head); scoring
 reads cached features only. Everything is vectorised: Mahalanobis is one matrix product per
-split, KNN an exact search in bounded-memory chunks.
+split, KNN an exact search in bounded-memory chunks (:mod:`lffood.scorers.knn_search`: torch, on the
+job's threads or on CUDA).
 """
 
 from __future__ import annotations
@@ -169,7 +170,9 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-10) -> np.ndarray:
 
 def kth_largest_similarity(queries: np.ndarray, bank: np.ndarray, k: int, chunk_size: int = 1024,
                            bank_chunk: int = 8192, what: str = "KNN") -> np.ndarray:
-    """Exact k-th largest dot product of every query with the bank, one block of the bank at a time.
+    """Exact k-th largest dot product of every query with the bank, one block of the bank at a time:
+    the numpy search, the reference of the torch search that the scorers use
+    (:func:`lffood.scorers.knn_search.kth_largest_similarity`) and its fallback where torch is missing.
 
     Memory: one block of the bank in float32 (a float16 bank, CSD's, is converted block by block),
     one ``chunk_size x bank_chunk`` product buffer and the running top k of every query, never a
@@ -235,8 +238,9 @@ class KNN(Scorer):
         return self.set_bank(train)
 
     def score(self, data: FeatureSet) -> np.ndarray:
-        s = kth_largest_similarity(l2_normalize(data.features), self.bank, self.params["k"],
-                                   chunk_size=self.params["chunk_size"])
+        from .knn_search import kth_largest_similarity as search  # torch: the job's threads, or CUDA
+
+        s = search(l2_normalize(data.features), self.bank, self.params["k"], chunk_size=self.params["chunk_size"])
         return -np.sqrt(np.maximum(2.0 - 2.0 * s, 0.0))  # unit vectors: |a - b|^2 = 2 - 2 a.b
 
 
