@@ -61,6 +61,10 @@ LFFOOD_NOT_RUN = {
     "verify": "needs split files, which only the data rules write (tests/unit/test_data.py: lffood verify)",
     "generate-embedded": "writes the generated benchmark (tests/unit/test_cli.py::test_generate_and_inspect)",
     "download": "downloads archives (no network here); `lffood download --list` is run",
+    "rehearse": "runs every rule of the five paper benchmarks (about 20 minutes on 2 cores): tests/rehearsal, which "
+                ".ci/run runs after the suite (pytest --rehearsal -m rehearsal)",
+    "gpu-check": "measures paper sizes on a GPU (none here); tests/unit/test_gpucheck.py runs it with --tiny on the "
+                 "CPU",
     "bench": "times every part of the pipeline on random data (a minute or two, figures to read, no verdict); "
              "tests/unit/test_models_training.py::test_training_step_makes_no_host_synchronisation uses its sync "
              "counter",
