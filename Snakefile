@@ -31,13 +31,17 @@ export_pythonpath(SRC)
 # Snakemake has merged its --config values into `config` already, with every nested value a string
 # (`seeds=[0]` -> ['0']); validate_config lays them on again as README "Configuration" says and names
 # the override (not the config file) in errors it causes.
-_source = " + ".join(map(str, workflow.configfiles)) or "config"
+# Config files in Snakemake's order of precedence: the Snakefile's `configfile:` first, then every
+# --configfile (Snakemake lists the command line's first, but lays them over the directive's file).
+_cli_files = [str(f) for f in workflow.config_settings.configfiles]
+_config_files = [str(f) for f in workflow.configfiles if str(f) not in _cli_files] + _cli_files
+_source = " + ".join(_config_files) or "config"
 _overrides = Overrides(workflow.config_settings.config, workflow.config_settings.config_args)
 try:
     # the config files merged again, each YAML alias its own copy: Snakemake's merge keeps an anchor
     # shared by several benchmarks (&methods) one object, so an overlay of one benchmark leaked into all
     _validated = validate_config(
-        load_configfiles(workflow.configfiles) if workflow.configfiles else config,
+        load_configfiles(_config_files) if _config_files else config,
         Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml",
         source=_source,
         overrides=_overrides,

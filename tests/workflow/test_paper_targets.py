@@ -41,7 +41,7 @@ def test_paper_table_graph_without_data(tmp_path, table):
     assert counts["prepare_ood"] == exp["prepare_ood"]
     assert counts["train"] == counts["extract"] == counts["metrics"] == exp["models"]
     assert exp["models"] == 6 * SEEDS * len(benches)  # ce, ce_control, lff, ssod, mode, logitnorm
-    score_rules = ("score", "score_network")  # every rule that writes a score file
+    score_rules = ("score", "score_search", "score_network")  # every rule that writes a score file
     assert sum(counts.get(rule, 0) for rule in score_rules) == exp["scores"]
     n_cifar = sum(CFG["benchmarks"][b]["dataset"]["source"] != "imagenet100" for b in benches)
     assert counts.get("prepare_cifar", 0) == n_cifar
