@@ -125,7 +125,10 @@ def _bench_overlay(name: str, b: Mapping, sizes: Sizes, imagenet_root: str | Non
         # one epoch on a few random images per class is at chance by construction: the collapse guard
         # would stop every training job (it is tested on its own in the suite)
         "guard": {"enabled": False},
-        "compute": {"train_mem_mb": 6000, "extract_mem_mb": 4000, "train_runtime": 60, "extract_runtime": 30},
+        # one thread per torch job: each spends seconds single-threaded (imports, loading, saving), which
+        # left the second core idle while a two-thread job held both
+        "compute": {"train_threads": 1, "train_mem_mb": 6000, "extract_mem_mb": 4000, "train_runtime": 60,
+                    "extract_runtime": 30},
         # one point per swept parameter, on one benchmark; the others sweep nothing
         "sweeps": [],
     }
