@@ -218,6 +218,28 @@ def test_feature_norm_figure(feature_files, tmp_path):
     check_files(png, pdf)
 
 
+def test_feature_norm_figure_of_a_diverged_model_stays_legible(feature_files, tmp_path):
+    """Norms of 1e12 (a diverged model, as the rehearsal's one-epoch runs can give) are drawn in units
+    of a power of ten named in the axis label, with no offset text overlapping it."""
+    import shutil
+
+    import h5py
+
+    features = {}
+    for v, p in feature_files.items():
+        big = tmp_path / f"{v}.h5"
+        shutil.copy(p, big)
+        with h5py.File(big, "r+") as f:
+            for name in f["splits"]:
+                f[f"splits/{name}/features"][...] *= 1e12
+        features[v] = [str(big)]
+    fig = plot_feature_norms(features, "toy", OOD, LABELS)
+    assert_legible(fig)
+    labels = {ax.get_xlabel() for ax in fig.axes if ax.get_xlabel()}
+    assert labels and all(label.startswith("feature L2 norm (x1e1") for label in labels), labels
+    plt.close(fig)
+
+
 def test_local_norm_figure(feature_files, tmp_path):
     features = {v: [p] for v, p in feature_files.items()}
     fig = plot_local_norms(features, histories(tmp_path), 0.25, "toy", LABELS, compare=["lff", "ce_control"])

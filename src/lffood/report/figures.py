@@ -206,10 +206,14 @@ def plot_feature_norms(features: Mapping[str, Sequence[str]], title: str = "", o
         axes = fig.subplots(len(variants), len(ood_sets), squeeze=False, sharex="col")
         for j, s in enumerate(ood_sets):
             hi = np.percentile(np.concatenate([np.r_[norms[v]["test"], norms[v][s]] for v in variants]), 99.5)
+            # norms of 1e4 and more (a diverged model) are drawn in units of a power of ten named in the
+            # axis label: matplotlib's own offset text ('1e12') would overlap the label
+            exp = int(np.floor(np.log10(hi))) if hi >= 1e4 else 0
+            hi /= 10.0 ** exp
             bins = np.linspace(0, hi, 40)
             for i, v in enumerate(variants):
                 ax = axes[i, j]
-                id_n, ood_n = norms[v]["test"], norms[v][s]
+                id_n, ood_n = norms[v]["test"] / 10.0 ** exp, norms[v][s] / 10.0 ** exp
                 hist_kw = {"bins": bins, "density": True, "histtype": "stepfilled", "alpha": 0.55}
                 ax.hist(id_n, color=ID_COLOUR, label="ID test", **hist_kw)
                 ax.hist(ood_n, color=OOD_COLOUR, label="OOD set", **hist_kw)
@@ -223,7 +227,7 @@ def plot_feature_norms(features: Mapping[str, Sequence[str]], title: str = "", o
                 if j == 0:
                     ax.set_ylabel(f"{labels.get(v, v)}\ndensity")
                 if i == len(variants) - 1:
-                    ax.set_xlabel("feature L2 norm")
+                    ax.set_xlabel("feature L2 norm" + (f" (x1e{exp})" if exp else ""))
         handles, names = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, names, loc="outside lower center", ncol=2, frameon=False)
         suptitle(fig, "Penultimate-feature norms, ID vs OOD (first seed)", title, watermark)
