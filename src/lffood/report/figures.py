@@ -227,7 +227,8 @@ def plot_feature_norms(features: Mapping[str, Sequence[str]], title: str = "", o
                 if j == 0:
                     ax.set_ylabel(f"{labels.get(v, v)}\ndensity")
                 if i == len(variants) - 1:
-                    ax.set_xlabel("feature L2 norm" + (f" (x1e{exp})" if exp else ""))
+                    # in units of 1e<exp>: no longer than the plain label, so six columns still fit
+                    ax.set_xlabel(f"L2 norm / 1e{exp}" if exp else "feature L2 norm")
         handles, names = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, names, loc="outside lower center", ncol=2, frameon=False)
         suptitle(fig, "Penultimate-feature norms, ID vs OOD (first seed)", title, watermark)
