@@ -42,7 +42,18 @@ log = logging.getLogger("lffood.bench")
 _INHERITED = object()
 
 
-class SyncCounter:
+class _Counts:
+    """What both sync counters report: ``calls`` (which call, how often) and their ``count``."""
+
+    def __init__(self):
+        self.calls: dict[str, int] = {}
+
+    @property
+    def count(self) -> int:
+        return sum(self.calls.values())
+
+
+class SyncCounter(_Counts):
     """Counts, by the Python calls that make them, the operations that make the host wait for a GPU:
 
     * value reads (``METHODS``): ``item``, ``tolist``, ``numpy``, ``cpu``, ``bool``/``float``/``int`` of
@@ -66,13 +77,6 @@ class SyncCounter:
 
     METHODS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__")
     FACTORIES = ("tensor", "as_tensor", "asarray")
-
-    def __init__(self):
-        self.calls: dict[str, int] = {}
-
-    @property
-    def count(self) -> int:
-        return sum(self.calls.values())
 
     def __enter__(self) -> "SyncCounter":
         import torch
@@ -144,7 +148,7 @@ def _blocking_copy(dst, src, non_blocking: bool = False) -> bool:
     return _crosses(src.device, dst.device, non_blocking, dst if dst.is_cpu else src)
 
 
-class CudaSyncCounter:
+class CudaSyncCounter(_Counts):
     """Counts the synchronising CUDA operations that CUDA itself reports while the block runs
     (``torch.cuda.set_sync_debug_mode("warn")``: a blocking copy to or from pageable host memory, a
     stream synchronisation, an ``item``...), whatever Python call caused them. The same interface
@@ -152,13 +156,6 @@ class CudaSyncCounter:
     passed on."""
 
     MESSAGE = "synchronizing CUDA operation"
-
-    def __init__(self):
-        self.calls: dict[str, int] = {}
-
-    @property
-    def count(self) -> int:
-        return sum(self.calls.values())
 
     def __enter__(self) -> "CudaSyncCounter":
         import warnings
