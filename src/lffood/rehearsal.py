@@ -208,11 +208,10 @@ def rehearse(workdir: str | os.PathLike, *, benchmarks: Sequence[str] | None = N
     t0 = time.monotonic()
     log(f"rehearsal in {workdir}: making upstream-format archives")
     checksums = make_archives(workdir / "upstream", sizes)
-    imagenet_root = None
-    if any(cfg["benchmarks"][b]["dataset"]["source"] == "imagenet100" for b in benchmarks):
-        ds = cfg["benchmarks"][next(b for b in benchmarks
-                                    if cfg["benchmarks"][b]["dataset"]["source"] == "imagenet100")]["dataset"]
-        imagenet_root = str(make_imagenet(workdir / "ILSVRC2012", ds.get("class_list", "II"), sizes))
+    imagenet = next((cfg["benchmarks"][b]["dataset"] for b in benchmarks
+                     if cfg["benchmarks"][b]["dataset"]["source"] == "imagenet100"), None)
+    imagenet_root = (str(make_imagenet(workdir / "ILSVRC2012", imagenet.get("class_list", "II"), sizes))
+                     if imagenet else None)
     with serve(workdir / "upstream") as url:
         over = overlay(cfg, benchmarks, url_base=url, checksums=checksums, imagenet_root=imagenet_root,
                        sizes=sizes, sweep_bench=sweep_bench)
