@@ -49,7 +49,7 @@ BASE_MEM_MB = 500
 SECONDS_PER_THREAD = 600.0
 #: the region vectors CSD compares per image (4 quadrants, global, centre)
 CSD_VECTORS = 6
-#: the k-NN search's chunk sizes (lffood.scorers.feature_based.kth_largest_similarity)
+#: the k-NN search's chunk sizes (lffood.scorers.knn_search.numpy_kth_largest_similarity)
 QUERY_CHUNK, BANK_CHUNK = 1024, 8192
 
 KNN_SCORERS = ("knn", "csd")
@@ -93,7 +93,7 @@ class Cost:
 def benchmark_sizes(bench: Mapping) -> Sizes:
     """The sizes of a validated benchmark's data, from its config alone (the feature files may not
     exist yet): the embedded generator's counts, CIFAR's 50,000 / 10,000, ImageNet-100's estimate,
-    OOD sets after ``dataset.ood_max_images`` (lffood.gpucheck.data_sizes); the feature dimension of
+    OOD sets after ``dataset.ood_max_images`` (:func:`data_sizes`); the feature dimension of
     the architecture (lffood.config.model_shape)."""
     from .config import id_data, model_shape
 
@@ -103,8 +103,6 @@ def benchmark_sizes(bench: Mapping) -> Sizes:
         ood_size = int((ds.get("generator") or {}).get("ood_size", 500))  # lffood.data.embedded's default
         train, test, ood = facts["train"], facts["test"], tuple(ood_size for _ in ds["ood_sets"])
     else:
-        from .gpucheck import data_sizes
-
         sizes = data_sizes(bench)
         train, test, ood = sizes["train"], sizes["test"], tuple(sizes["ood"].values())
     shape = model_shape(bench["model"])
@@ -257,3 +255,31 @@ def _smoke_rate(stdout: str, stage: str) -> float | None:
             except (IndexError, ValueError):
                 return None
     return None
+
+
+#: Images in each OOD set's upstream archive, before the seeded cap ``dataset.ood_max_images``
+#: (10,000 by default). Sources: the archive descriptions in :data:`lffood.data.sources.ARCHIVES`
+#: (SVHN test_32x32.mat: 26,032; the ODIN release: LSUN-Crop and LSUN-Resize 10,000 each, iSUN 8,925;
+#: DTD r1.0.1: 5,640 images, used whole; Places365 test_256: 328,500; the MOS subsets iNaturalist,
+#: SUN and Places: 10,000 each).
+OOD_IMAGES = {"svhn": 26_032, "lsun_crop": 10_000, "lsun_resize": 10_000, "isun": 8_925, "textures": 5_640,
+              "places365": 328_500, "inaturalist": 10_000, "sun": 10_000, "places": 10_000}
+#: ImageNet-100's training split: ILSVRC-2012's train holds 1,281,167 images in 1,000 classes (732 to
+#: 1,300 per class), so 100 classes hold about 100 x 1,281; the exact count depends on
+#: ``dataset.class_list``. Its test split is ILSVRC-2012 val, 50 per class (lffood.config.PAPER_DATA).
+IMAGENET_TRAIN_PER_CLASS = 1_281
+
+
+def data_sizes(bench: Mapping) -> dict:
+    """Images per split of a (validated) paper benchmark: ``train``, ``test`` and ``ood`` (set ->
+    images after the ``ood_max_images`` cap). CIFAR's 50,000 / 10,000 come from
+    :func:`lffood.config.id_data`; ImageNet-100's training count is estimated
+    (:data:`IMAGENET_TRAIN_PER_CLASS`)."""
+    from .config import id_data
+
+    ds = bench["dataset"]
+    facts = id_data(ds)
+    train = facts["train"] if facts["train"] is not None else IMAGENET_TRAIN_PER_CLASS * facts["classes"]
+    cap = ds.get("ood_max_images")
+    ood = {name: min(OOD_IMAGES[name], cap) if cap else OOD_IMAGES[name] for name in ds["ood_sets"]}
+    return {"train": int(train), "test": int(facts["test"]), "ood": ood}

@@ -27,7 +27,7 @@ It writes one JSON file (``--out``) and prints a short summary. Sections of the 
   on tiny upstream-format data), its exit code and wall time (``--no-rehearsal`` skips it);
 * ``projection``: the projected GPU time of each paper benchmark as configured (every variant, every
   seed, one GPU): training, extraction and network scoring, from the dataset sizes
-  (:data:`OOD_IMAGES`, :data:`IMAGENET_TRAIN_PER_CLASS`) and the measured rates (:func:`project`).
+  (:func:`lffood.costs.data_sizes`) and the measured rates (:func:`project`).
 
 ``--tiny`` runs every section with the embedded benchmark's small model at 16 x 16 and a few images
 (the CPU test, so that the check cannot rot); the projection then uses the tiny model's rates and
@@ -50,40 +50,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .costs import data_sizes
+
 log = logging.getLogger("lffood.gpucheck")
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config.yaml"
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
-
-# ----------------------------------------------------------------------------- dataset sizes
-#: Images in each OOD set's upstream archive, before the seeded cap ``dataset.ood_max_images``
-#: (10,000 by default). Sources: the archive descriptions in :data:`lffood.data.sources.ARCHIVES`
-#: (SVHN test_32x32.mat: 26,032; the ODIN release: LSUN-Crop and LSUN-Resize 10,000 each, iSUN 8,925;
-#: DTD r1.0.1: 5,640 images, used whole; Places365 test_256: 328,500; the MOS subsets iNaturalist,
-#: SUN and Places: 10,000 each).
-OOD_IMAGES = {"svhn": 26_032, "lsun_crop": 10_000, "lsun_resize": 10_000, "isun": 8_925, "textures": 5_640,
-              "places365": 328_500, "inaturalist": 10_000, "sun": 10_000, "places": 10_000}
-#: ImageNet-100's training split: ILSVRC-2012's train holds 1,281,167 images in 1,000 classes (732 to
-#: 1,300 per class), so 100 classes hold about 100 x 1,281; the exact count depends on
-#: ``dataset.class_list``. Its test split is ILSVRC-2012 val, 50 per class (lffood.config.PAPER_DATA).
-IMAGENET_TRAIN_PER_CLASS = 1_281
-
-
-def data_sizes(bench: Mapping) -> dict:
-    """Images per split of a (validated) paper benchmark: ``train``, ``test`` and ``ood`` (set ->
-    images after the ``ood_max_images`` cap). CIFAR's 50,000 / 10,000 come from
-    :func:`lffood.config.id_data`; ImageNet-100's training count is estimated
-    (:data:`IMAGENET_TRAIN_PER_CLASS`)."""
-    from .config import id_data
-
-    ds = bench["dataset"]
-    facts = id_data(ds)
-    train = facts["train"] if facts["train"] is not None else IMAGENET_TRAIN_PER_CLASS * facts["classes"]
-    cap = ds.get("ood_max_images")
-    ood = {name: min(OOD_IMAGES[name], cap) if cap else OOD_IMAGES[name] for name in ds["ood_sets"]}
-    return {"train": int(train), "test": int(facts["test"]), "ood": ood}
-
 
 # ----------------------------------------------------------------------------- what is measured
 #: The embedded benchmark's model: what ``--tiny`` measures instead of every paper architecture.

@@ -43,7 +43,8 @@ import numpy as np
 
 from lffood import h5schema, pipeline
 from lffood.scorers import registered_scorers, scorer_applies
-from lffood.scorers.feature_based import kth_largest_similarity, l2_normalize
+from lffood.scorers.feature_based import l2_normalize
+from lffood.scorers.knn_search import numpy_kth_largest_similarity as kth_largest_similarity
 
 
 def synthetic_features(path: Path, *, k=8, c=64, n_train=4800, n_test=1600, n_ood=1000, sets=4, seed=0):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import REPO, SCHEMA  # noqa: E402
-from lffood import gpucheck
+from lffood import costs, gpucheck
 from lffood.cli import main
 from lffood.config import load_config
 
@@ -132,8 +132,8 @@ def test_projection_of_an_imported_model_and_of_a_missing_rate(cfg):
 
 
 def test_data_sizes(cfg):
-    imagenet = gpucheck.data_sizes(cfg["benchmarks"]["imagenet100_resnet50"])
-    assert imagenet["train"] == 100 * gpucheck.IMAGENET_TRAIN_PER_CLASS and imagenet["test"] == 5_000
+    imagenet = costs.data_sizes(cfg["benchmarks"]["imagenet100_resnet50"])
+    assert imagenet["train"] == 100 * costs.IMAGENET_TRAIN_PER_CLASS and imagenet["test"] == 5_000
     assert imagenet["ood"] == {"inaturalist": 10_000, "sun": 10_000, "places": 10_000, "textures": 5_640}
 
 

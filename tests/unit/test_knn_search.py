@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from lffood.scorers import FeatureSet, build_scorer, knn_search  # noqa: E402
-from lffood.scorers.feature_based import kth_largest_similarity as numpy_search  # noqa: E402
+from lffood.scorers.knn_search import numpy_kth_largest_similarity as numpy_search  # noqa: E402
 
 
 def _brute(q, bank, k):

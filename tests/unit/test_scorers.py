@@ -11,7 +11,8 @@ from scipy.special import logsumexp, softmax
 from lffood import h5schema
 from lffood.metrics import auroc
 from lffood.scorers import FeatureSet, Head, build_scorer, param_problems, registered_scorers
-from lffood.scorers.feature_based import dice_weight, kth_largest_similarity, top_k_rows, vim_dim
+from lffood.scorers.feature_based import dice_weight, vim_dim
+from lffood.scorers.knn_search import numpy_kth_largest_similarity as kth_largest_similarity, top_k_rows
 
 ALL = ["msp", "odin", "mahalanobis", "energy", "vim", "knn", "dice", "react", "dice_react", "featurenorm", "line"]
 # on logits and features alone: ODIN runs the network, FeatureNorm reads extraction's block norms

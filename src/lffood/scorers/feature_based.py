@@ -168,57 +168,6 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-10) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=1, keepdims=True) + eps)
 
 
-def kth_largest_similarity(queries: np.ndarray, bank: np.ndarray, k: int, chunk_size: int = 1024,
-                           bank_chunk: int = 8192, what: str = "KNN") -> np.ndarray:
-    """Exact k-th largest dot product of every query with the bank, one block of the bank at a time:
-    the numpy search, the reference of the torch search that the scorers use
-    (:func:`lffood.scorers.knn_search.kth_largest_similarity`) and its fallback where torch is missing.
-
-    Memory: one block of the bank in float32 (a float16 bank, CSD's, is converted block by block),
-    one ``chunk_size x bank_chunk`` product buffer and the running top k of every query, never a
-    distance matrix. Speed (figures: ``tests/perf/bench_scorers.py``): each block is converted and
-    laid out for the product once, not once per query chunk; the products go into one reused buffer
-    (a fresh array per product costs its page faults); and each block's top k comes from
-    :func:`top_k_rows`, which selects among a few groups of columns instead of the whole row."""
-    nq, nb = len(queries), len(bank)
-    if not 1 <= k <= nb:
-        raise ValueError(f"{what}: k={k} must lie in 1..{nb} (the number of ID training vectors)")
-    queries = np.asarray(queries, dtype=np.float32)
-    chunks = range(0, nq, chunk_size)
-    tops: list[np.ndarray | None] = [None] * len(chunks)
-    buffer = np.empty(min(chunk_size, nq) * min(bank_chunk, nb), dtype=np.float32)
-    for bs in range(0, nb, bank_chunk):
-        block = np.ascontiguousarray(np.asarray(bank[bs:bs + bank_chunk], dtype=np.float32).T)  # (C, b)
-        for i, qs in enumerate(chunks):
-            q = queries[qs:qs + chunk_size]
-            s = np.matmul(q, block, out=buffer[: len(q) * block.shape[1]].reshape(len(q), block.shape[1]))
-            block_top = top_k_rows(s, k)
-            tops[i] = block_top if tops[i] is None else top_k_rows(np.concatenate([tops[i], block_top], axis=1), k)
-    return np.concatenate([top.min(1) for top in tops]).astype(np.float64)
-
-
-def top_k_rows(s: np.ndarray, k: int, groups_of: int = 32) -> np.ndarray:
-    """The ``min(k, b)`` largest values of each row of ``s`` (r, b), in no order (a new array).
-
-    Exact, without a full selection over each row: the columns are split into groups of
-    ``groups_of`` (column j belongs to group ``j % (b // groups_of)``, so the group maxima are one
-    vectorised reduction); the k largest values lie in the k groups with the largest maxima (every
-    value above the k-th largest group maximum is in one of them, and those k groups hold k values
-    at least that large), so only those ``k x groups_of`` values per row are selected from."""
-    r, b = s.shape
-    n_groups = b // groups_of
-    if n_groups < 4 * k:  # few groups: the full selection is as cheap
-        return np.partition(s, b - k, axis=1)[:, -k:].copy() if b > k else s.copy()
-    main = n_groups * groups_of
-    maxima = s[:, :main].reshape(r, groups_of, n_groups).max(axis=1)  # (r, n_groups)
-    best = np.argpartition(maxima, n_groups - k, axis=1)[:, -k:]  # (r, k) group indices
-    cols = (best[:, :, None] + n_groups * np.arange(groups_of)).reshape(r, -1)
-    candidates = np.take_along_axis(s, cols, axis=1)
-    if main < b:  # the last b % groups_of columns are candidates as they are
-        candidates = np.concatenate([candidates, s[:, main:]], axis=1)
-    return np.partition(candidates, candidates.shape[1] - k, axis=1)[:, -k:]
-
-
 @register("knn", "KNN")
 class KNN(Scorer):
     """Deep nearest neighbours (Sun et al., 2022): minus the distance from the L2-normalised feature to
