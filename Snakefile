@@ -15,14 +15,24 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
-
-
 SRC = str(Path(workflow.basedir) / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
-from lffood.config import Overrides, check_local_device, load_configfiles, validate_config
+from lffood.config import Overrides, check_local_device, load_configfiles, load_yaml, validate_config
 from lffood.errors import ConfigError
+
+# Snakemake's own reader names no line of a YAML syntax error: read the directive's file first, so that
+# one is named with its file, line and column. (A --configfile is read by Snakemake before this file;
+# `lffood check-config FILE` names the line of an error there.)
+if Path("config.yaml").is_file():
+    try:
+        load_yaml("config.yaml")
+    except ConfigError as exc:
+        raise WorkflowError(str(exc)) from None
+
+
+configfile: "config.yaml"
+from lffood.resources import CONFIG_SCHEMA
 from lffood.runtime import export_pythonpath, provenance
 
 # rule scripts (local, cluster or conda jobs) import the library from this checkout
@@ -42,7 +52,7 @@ try:
     # shared by several benchmarks (&methods) one object, so an overlay of one benchmark leaked into all
     _validated = validate_config(
         load_configfiles(_config_files) if _config_files else config,
-        Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml",
+        CONFIG_SCHEMA,  # the package's (this checkout's src/lffood/resources/), found with importlib.resources
         source=_source,
         overrides=_overrides,
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = REPO / "src" / "lffood" / "resources" / "config.schema.yaml"  # lffood.resources.CONFIG_SCHEMA
 MICRO = REPO / "tests" / "configs" / "micro.yaml"
 
 

@@ -234,11 +234,13 @@ class StepFigures:
 
 def measure_training(model, data_for, stage, objective, *, device, amp: bool = True, seed: int = 0,
                      warmup_steps: int = 1, steps: int = 10, sync_steps: tuple[int, int] = (2, 4),
-                     monitor_delta: float | None = None) -> StepFigures:
+                     monitor: bool = True) -> StepFigures:
     """Time ``steps`` training steps of ``objective`` through the one training loop (one epoch, the
     collapse guard off) after ``warmup_steps`` untimed ones, then count host synchronisations per
     step (:func:`syncs_per_step` over epochs of ``sync_steps`` steps; with CUDA's own count too on a
-    GPU). ``data_for(k)``: a ``TensorImages`` of exactly ``k`` batches of ``stage['batch_size']``."""
+    GPU). ``data_for(k)``: a ``TensorImages`` of exactly ``k`` batches of ``stage['batch_size']``.
+    ``monitor``: with the local-vector monitor every workflow training job runs (:mod:`lffood.monitor`)."""
+    from .monitor import LocalMonitor
     from .throughput import timed_peak
     from .training import train
 
@@ -247,7 +249,7 @@ def measure_training(model, data_for, stage, objective, *, device, amp: bool = T
 
     def run(data):
         train(model, data, one_epoch, objective=objective, seed=seed, device=device, guard={"enabled": False},
-              amp=amp, stage_name=f"measure[{objective.name}]", monitor_delta=monitor_delta)
+              amp=amp, stage_name=f"measure[{objective.name}]", hooks=[LocalMonitor()] if monitor else [])
 
     with _quiet():
         if warmup_steps:
@@ -274,6 +276,7 @@ def run_bench(*, arch: str | dict = {"arch": "resnet", "blocks": [1, 1, 1], "wid
     from .models import build_model
     from .objectives import build_objective, registered_objectives
     from .runtime import seed_everything, select_device
+    from .monitor import LocalMonitor
     from .scorers import build_scorer
     from .training import channels_last_allowed, train
 
@@ -341,13 +344,13 @@ def run_bench(*, arch: str | dict = {"arch": "resnet", "blocks": [1, 1, 1], "wid
         for name in sorted(registered_objectives(), key=lambda o: o != "ce"):
             obj = build_objective(name, {}, feature_dim=model.feature_dim, num_classes=classes)
             secs = _timed(lambda: train(model, data, stage, objective=obj, seed=seed, device=device,
-                                        guard={"enabled": False}, amp=amp, monitor_delta=0.1), device)
+                                        guard={"enabled": False}, amp=amp, hooks=[LocalMonitor()]), device)
             times[name] = secs / trained
 
             def one_epoch(k, obj=obj):
                 sub = TensorImages(Split(images[:k * batch], labels[:k * batch], {}), mean, std, device)
                 train(model, sub, stage, objective=obj, seed=seed, device=device, guard={"enabled": False}, amp=amp,
-                      monitor_delta=0.1)
+                      hooks=[LocalMonitor()])
 
             note = f"{syncs_per_step(one_epoch, 2, 4):.0f} host syncs/step"
             if device.type == "cuda":
@@ -370,14 +373,14 @@ def run_bench(*, arch: str | dict = {"arch": "resnet", "blocks": [1, 1, 1], "wid
 
     # ---- extraction
     extracted = {}
+    requests = {"multiscale": True}
     t = _timed(lambda: extracted.update(extract_split(model, data, batch_size=2 * batch, device=device, amp=amp,
-                                                      with_gt_prob=True, multiscale=True)), device)
+                                                      role="id_train", requests=requests)), device)
     figures.append(Figure("extract", "extraction (all fields, multiscale)", n / t, "img/s"))
     featurenorm = build_scorer("featurenorm")
-    fn_request = featurenorm.extraction_request(featurenorm.params)["block_norms"]
+    with_fn = {**requests, **featurenorm.extraction_request(featurenorm.params)}
     t_fn = _timed(lambda: extracted.update(extract_split(
-        model, data, batch_size=2 * batch, device=device, amp=amp, with_gt_prob=True, multiscale=True,
-        block_norms=fn_request, with_jigsaw=True)), device)
+        model, data, batch_size=2 * batch, device=device, amp=amp, role="id_train", requests=with_fn)), device)
     figures.append(Figure("extract", "+ FeatureNorm's block norms, ID train split", n / t_fn, "img/s", t_fn / t,
                           "ratio: time with / without (block norms of the images and of their jigsaw versions)"))
 
@@ -445,10 +448,11 @@ def _torchvision_loader(images, labels, batch, workers, *, padding, mean, std, s
 
 def _scorer_figures(model, out) -> list[Figure]:
     """Fit and score time of every cached-feature scorer on ``out``, features extracted from ``model``."""
+    from .fields import registered_fields
     from .scorers import FeatureSet, Head, build_scorer, registered_scorers
 
     head = Head(model.head.weight.detach().cpu().numpy(), model.head.bias.detach().cpu().numpy())
-    fields = {k: out[k] for k in ("multiscale", "block_norms", "jigsaw_block_norms")}
+    fields = {k: v for k, v in out.items() if registered_fields()[k].optional}
     train = FeatureSet(out["logits"], out["features"], out["labels"], fields)
     test = FeatureSet(out["logits"], out["features"], None, fields)
     figures = []

@@ -27,8 +27,10 @@ import time
 from pathlib import Path
 
 from .errors import LffoodError
+from .resources import CONFIG_SCHEMA
 
-REPO_SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+#: The config schema, package data (lffood.resources): an installed lffood validates configs without the repository.
+SCHEMA = str(CONFIG_SCHEMA)
 
 
 def _check_config(args) -> int:
@@ -48,6 +50,8 @@ def _scorers(args) -> int:
     for name, cls in sorted(registered_scorers().items()):
         doc = " ".join((cls.__doc__ or "").split("\n\n")[0].split())
         print(f"{name:10s} defaults {json.dumps(cls.defaults)}  {doc}")
+        for key, spec in cls.params_spec.items():  # the domains the config check enforces
+            print(f"{'':10s}   {key}: {spec.describe()}" + (f" ({spec.why})" if spec.why else ""))
     return 0
 
 
@@ -70,7 +74,7 @@ def _results(args) -> int:
     methods = {v: (variant(b, v)["label"], variant(b, v)["scorer"]) for v in variant_names(b)}
     command = "lffood results" + (f" --bench {bench}" if args.bench else "") + (" --write README.md" if args.write else "")
     block = summary.results_block(pd.read_csv(path), bench=bench, methods=methods, control=cfg["tables"]["control"],
-                                  ood_sets=b["dataset"]["ood_sets"], origin=provenance(REPO_SCHEMA.parents[2]),
+                                  ood_sets=b["dataset"]["ood_sets"], origin=provenance(Path.cwd()),
                                   command=command)
     if args.write:
         target = Path(args.write)
@@ -135,31 +139,21 @@ def _inspect(args) -> int:
     return 0
 
 
-def _rule_names() -> list[str]:
-    """Rule names of this checkout's workflow, longest first (benchmark files are named <rule>[_<wildcards>])."""
-    import re
-
-    text = "".join(p.read_text() for p in (REPO_SCHEMA.parents[1] / "rules").glob("*.smk"))
-    return sorted(set(re.findall(r"^rule (\w+):", text, re.M)), key=len, reverse=True)
-
-
-def _rule_of(stem: str, rules: list[str]) -> str:
-    return next((r for r in rules if stem == r or stem.startswith(r + "_")), stem)
-
-
 def _benchmarks(args) -> int:
-    """Summarise Snakemake's per-job benchmark files (benchmark: directive) by rule."""
+    """Summarise Snakemake's per-job benchmark files (benchmark: directive) by rule: each job's file is
+    ``<dir>/<rule>/<job>.tsv`` (workflow/rules/common.smk, ``benchmark_file``), so the rule is the first
+    folder under ``dir``."""
     import pandas as pd
 
-    files = sorted(Path(args.dir).rglob("*.tsv"))
+    root = Path(args.dir)
+    files = sorted(f for f in root.rglob("*.tsv") if len(f.relative_to(root).parts) > 1)
     if not files:
-        print(f"no benchmark files under {args.dir}: run the workflow first", file=sys.stderr)
+        print(f"no benchmark files under {args.dir} (<rule>/<job>.tsv): run the workflow first", file=sys.stderr)
         return 1
-    rules = _rule_names()
     rows = []
     for f in files:
         t = pd.read_csv(f, sep="\t")
-        rule = _rule_of(f.stem, rules)
+        rule = f.relative_to(root).parts[0]
         rows.append({"rule": rule, "s": float(t["s"].iloc[-1]), "max_rss_mb": float(t["max_rss"].iloc[-1])})
     df = pd.DataFrame(rows)
     summary = df.groupby("rule").agg(jobs=("s", "size"), total_s=("s", "sum"), max_s=("s", "max"),
@@ -274,7 +268,7 @@ def _rehearse(args) -> int:
 
     extra = args.snakemake_args[1:] if args.snakemake_args[:1] == ["--"] else args.snakemake_args
     return rehearse(args.dir, benchmarks=args.benchmarks, cores=args.cores, device=args.device,
-                    snakemake_args=extra, report=not args.no_report)
+                    snakemake_args=extra, report=not args.no_report, repo=args.repo)
 
 
 def _gpu_check(args) -> int:
@@ -286,15 +280,16 @@ def _gpu_check(args) -> int:
     argv = words[words.index("gpu-check") + 1:] if "gpu-check" in words else words
     return run_check(args.out, device_name=args.device, tiny=args.tiny, rehearsal=not args.no_rehearsal,
                      rehearsal_benchmarks=args.rehearsal_benchmarks, workdir=args.workdir, budget_s=args.budget_s,
-                     ddp=not args.no_ddp, config=args.config, schema=args.schema, argv=argv)
+                     ddp=not args.no_ddp, config=args.config, schema=args.schema, repo=args.repo, argv=argv)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="lffood", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("check-config", help="validate a workflow config against the schema")
-    c.add_argument("config")
-    c.add_argument("--schema", default=str(REPO_SCHEMA), help="schema file (default: this checkout's)")
+    c.add_argument("config", nargs="?", default="config.yaml",
+                   help="the config file (default: config.yaml in the current directory)")
+    c.add_argument("--schema", default=SCHEMA, help="schema file (default: the one lffood ships)")
     c.add_argument("--show", action="store_true", help="print the config with defaults filled in")
     c.set_defaults(fn=_check_config)
     s = sub.add_parser("scorers", help="list registered OOD scorers")
@@ -314,7 +309,7 @@ def main(argv=None) -> int:
     r.add_argument("--bench", default=None, help="benchmark (default: the first of `run`)")
     r.add_argument("--write", metavar="README", help="replace the block between the file's results markers")
     r.add_argument("--config", default="config.yaml")
-    r.add_argument("--schema", default=str(REPO_SCHEMA))
+    r.add_argument("--schema", default=SCHEMA)
     r.set_defaults(fn=_results)
     bn = sub.add_parser("bench", help="data pipeline, objectives' steps, extraction and scorers, side by side (ratios)")
     bn.add_argument("--arch", default="embedded", help="'embedded' (the default benchmark's model) or a model.arch")
@@ -344,12 +339,12 @@ def main(argv=None) -> int:
     d.add_argument("keys", nargs="*", help="archive keys (default with no keys: --list)")
     d.add_argument("--list", action="store_true", help="print every archive: URL, checksum, manual placement path")
     d.add_argument("--config", default="config.yaml", help="config file (downloads.* and data_dir)")
-    d.add_argument("--schema", default=str(REPO_SCHEMA))
+    d.add_argument("--schema", default=SCHEMA)
     d.set_defaults(fn=_download)
     v = sub.add_parser("verify", help="check split files (.npz) against their checksums; exit 1 on any failure")
     v.add_argument("paths", nargs="*", help="split files or folders (default: every *.npz under the config's data_dir)")
     v.add_argument("--config", default="config.yaml", help="config whose data_dir is searched when no path is given")
-    v.add_argument("--schema", default=str(REPO_SCHEMA))
+    v.add_argument("--schema", default=SCHEMA)
     v.set_defaults(fn=_verify)
     rh = sub.add_parser("rehearse", help="run every rule of the paper benchmarks on tiny upstream-format data "
                                          "(proves the paper path runs; its numbers mean nothing)")
@@ -358,6 +353,8 @@ def main(argv=None) -> int:
     rh.add_argument("--cores", type=int, default=2)
     rh.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     rh.add_argument("--no-report", action="store_true", help="skip snakemake --report")
+    rh.add_argument("--repo", default=None,
+                    help="the clone of the workflow whose Snakefile runs (default: the one at or above this folder)")
     rh.add_argument("snakemake_args", nargs=argparse.REMAINDER, help="after --: more Snakemake arguments")
     rh.set_defaults(fn=_rehearse)
     gc = sub.add_parser("gpu-check", help="one prepared check of a GPU machine (sized for 8 minutes on one H100): "
@@ -373,9 +370,12 @@ def main(argv=None) -> int:
                     help="where the DDP run and the rehearsal write (default: a temporary folder, kept on failure)")
     gc.add_argument("--budget-s", type=float, default=480.0,
                     help="time budget: measurements that would start after it are skipped (default 480)")
-    gc.add_argument("--config", default=str(REPO_SCHEMA.parents[2] / "config.yaml"),
-                    help="config with the paper benchmarks (default: this checkout's)")
-    gc.add_argument("--schema", default=str(REPO_SCHEMA))
+    gc.add_argument("--config", default=None,
+                    help="config with the paper benchmarks (default: the clone's config.yaml)")
+    gc.add_argument("--repo", default=None,
+                    help="the clone of the workflow whose Snakefile the rehearsal runs (default: the one at or above "
+                         "this folder)")
+    gc.add_argument("--schema", default=SCHEMA)
     gc.set_defaults(fn=_gpu_check, argv=argv)
     args = p.parse_args(argv)
     try:

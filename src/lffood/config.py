@@ -1,13 +1,20 @@
 """The one configuration schema, applied with defaults, plus checks a JSON schema cannot express.
 
-The schema file is ``workflow/schemas/config.schema.yaml``; the Snakefile and the tests both call
+The schema file is ``src/lffood/resources/config.schema.yaml`` (package data,
+:data:`lffood.resources.CONFIG_SCHEMA`); the Snakefile and the tests both call
 :func:`validate_config` with it, so there is exactly one definition of what a valid config is.
 Every error names the file, the key (dotted path) and what to do.
 
 Snakemake's ``--config KEY=VALUE`` overrides are applied here too (:func:`apply_overrides`), so that
-they mean what users expect (``seeds=[0]`` is a list of integers, ``lff={lambda: 0.5}`` changes
-``lff.lambda`` of every benchmark in ``run``) and an error they cause names the override, not the
+they mean what users expect (``seeds=[0]`` is a list of integers, ``finetune={lr: 0.01}`` changes
+``finetune.lr`` of every benchmark in ``run``) and an error they cause names the override, not the
 config file.
+
+Plug-ins (scorers, training objectives) check their own parameters: this module calls their one
+hook, ``check(params, facts)`` (:mod:`lffood.checks`), for every scorer that runs and every
+objective a variant trains with, and names no plug-in itself. Every value is checked here before
+any job: finite numbers only, integers that are ints (``epochs: 8.0`` is refused), bounds, names
+that become path components, table roles.
 """
 
 from __future__ import annotations
@@ -20,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator, validators
+from jsonschema import validators
 
+from .checks import Facts, Issue, StrictValidator, nonfinite_problems
 from .errors import ConfigError
 
-#: Where the schema lives relative to the repository root.
-SCHEMA_RELPATH = Path("workflow") / "schemas" / "config.schema.yaml"
+#: The schema: package data, so that an installed lffood validates configs without the repository.
+from .resources import CONFIG_SCHEMA as SCHEMA  # noqa: F401
 
 
 def _with_defaults(cls):
@@ -41,7 +49,8 @@ def _with_defaults(cls):
     return validators.extend(cls, {"properties": set_defaults})
 
 
-_DefaultingValidator = _with_defaults(Draft202012Validator)
+#: integers that are ints (``epochs: 8.0`` refused: JSON Schema's own rule accepts it, and the job fails)
+_DefaultingValidator = _with_defaults(StrictValidator)
 
 
 #: libyaml's loader where PyYAML has it (about 8x faster on the schema, which every validation reads)
@@ -55,8 +64,29 @@ def load_yaml(path: str | Path) -> dict:
     try:
         data = yaml.load(path.read_text(), Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc}). Fix the syntax at the line shown.") from exc
+        raise ConfigError(yaml_error_message(path, exc)) from exc
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: the file holds a YAML {type(data).__name__}, not a mapping of config keys; "
+                          "write it as `key: value` lines (config.yaml shows every section).")
     return data or {}
+
+
+def yaml_error_message(path: str | Path, exc: yaml.YAMLError) -> str:
+    """A YAML syntax error as ``FILE:LINE:COLUMN: not valid YAML: <problem> (<context>)``, then the line
+    itself with a caret under the column, and what to do."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return f"{path}: not valid YAML ({exc}). Fix the syntax."
+    what = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    lines = Path(path).read_text().splitlines() if Path(path).is_file() else []
+    shown = ""
+    if 0 <= mark.line < len(lines):
+        shown = f"\n    {lines[mark.line]}\n    {' ' * mark.column}^"
+    return (f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {what}"
+            + (f" ({context}" + (f", line {exc.context_mark.line + 1})" if getattr(exc, "context_mark", None) else ")")
+               if context else "")
+            + f"{shown}\nFix the syntax at line {mark.line + 1}, column {mark.column + 1} of {path}.")
 
 
 def _unshared(node):
@@ -122,8 +152,8 @@ _LITERALS = {"true": True, "True": True, "TRUE": True, "false": False, "False": 
 def yaml_value(value: Any) -> Any:
     """A ``--config`` value as the user typed it. Snakemake turns a top-level value into an int, a float
     or True/False when it can, and reads anything else with YAML's BaseLoader, which keeps every
-    scalar a string: ``seeds=[0]`` arrives as ``['0']`` and ``lff={lambda: 0.5}`` as
-    ``{'lambda': '0.5'}``. Every string that is a literal of YAML 1.2's core schema becomes that value
+    scalar a string: ``seeds=[0]`` arrives as ``['0']`` and ``finetune={lr: 0.5}`` as
+    ``{'lr': '0.5'}``. Every string that is a literal of YAML 1.2's core schema becomes that value
     (integers, floats such as ``0.5`` or ``1e-3``, ``true``/``false``, ``null``/``~``), and a string
     that starts with ``[`` or ``{`` is read as a flow sequence or mapping, item by item alike. Any
     other string stays a string (``yes``, ``off`` and ``2024-01-01`` too)."""
@@ -166,7 +196,7 @@ class Overrides:
         return bool(self.values)
 
     def text(self, key: str) -> str:
-        """How the override of ``key`` was given, e.g. ``--config lff={delta: 2}``."""
+        """How the override of ``key`` was given, e.g. ``--config finetune={lr: 2}``."""
         args = self._typed.get(key) or [f"{key}={self.values[key]}"]
         return "--config " + " ".join(args)
 
@@ -183,14 +213,14 @@ def benchmark_sections(schema: Mapping) -> list[str]:
 def apply_overrides(config: Mapping, overrides: Overrides | Mapping, schema: Mapping) -> tuple[dict, dict[str, str]]:
     """``config`` with the ``--config`` overrides laid on top as users expect, and where each one went.
 
-    * Values are YAML (:func:`yaml_value`): ``seeds=[0]``, ``lff={lambda: 0.5}``, ``device=cpu``.
-    * A mapping is merged key by key into what is there (``lff={lambda: 0.5}`` keeps ``delta`` and
-      ``mu``); any other value, lists included, replaces it.
-    * A key with dots is a path: ``benchmarks.embedded.lff.lambda``. Snakemake 9's command line
+    * Values are YAML (:func:`yaml_value`): ``seeds=[0]``, ``finetune={lr: 0.5}``, ``device=cpu``.
+    * A mapping is merged key by key into what is there (``finetune={lr: 0.5}`` keeps ``epochs``
+      and the rest); any other value, lists included, replaces it.
+    * A key with dots is a path: ``benchmarks.embedded.finetune.lr``. Snakemake 9's command line
       refuses dots in ``--config`` keys (before the workflow is read), so this form is for callers of
       this function; on the command line, nest the value instead.
-    * A key (or the first part of a dotted key) that is a key of a benchmark section (``lff``,
-      ``finetune``, ``variants``, ``scorers``, ...: :func:`benchmark_sections`) and not a top-level
+    * A key (or the first part of a dotted key) that is a key of a benchmark section (an objective's
+      section, ``finetune``, ``variants``, ``scorers``, ...: :func:`benchmark_sections`) and not a top-level
       key applies to every benchmark in ``run``, after the other overrides (``run`` included).
 
     ``config`` may already hold the overrides as Snakemake merged them (it does, in the Snakefile):
@@ -317,10 +347,15 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path, source: 
     origins: dict[str, str] = {}
     if overrides:
         cfg, origins = apply_overrides(cfg, overrides, schema)
+    # NaN and infinity anywhere (YAML's .inf, or 1e400 on the command line): JSON Schema's bounds let
+    # them through (nan compares false with every bound), and an infinite margin trains the control
+    nonfinite = {_key(path): value for path, value in nonfinite_problems(cfg)}
+    problems = [(f"key '{key}': {value!r} is not a finite number; use a finite value (README, section "
+                 "Configuration).", _blame(key, origins)) for key, value in nonfinite.items()]
     validator = _DefaultingValidator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        problems = []
+    errors = [e for e in errors if _key(e.absolute_path) not in nonfinite]
+    if errors or problems:
         for err in errors:
             key = _key(err.absolute_path)
             extra = []
@@ -329,7 +364,7 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path, source: 
             if err.validator == "additionalProperties" and "'checkpoint'" in err.message and key.endswith(
                     ("pretrain", "finetune")):
                 msg = (f"key '{key}.checkpoint': a model trained elsewhere is now a variant's key: move it to "
-                       "variants.<name>.checkpoint (e.g. variants.ce.checkpoint for the CE model LFF starts from).")
+                       "variants.<name>.checkpoint (e.g. that of the parent a fine-tuned variant starts from).")
             elif err.validator == "additionalProperties" and key == "<top level>" and extra == ["seeds"]:
                 default = schema["$defs"]["benchmark"]["properties"]["seeds"]["default"]
                 msg = ("key 'seeds': the seeds are now a key of each benchmark: move them to "
@@ -341,6 +376,11 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path, source: 
                 if key == "<top level>" and _blame(key, origins, extra):
                     msg += (" A --config key is a top-level key or a key of benchmarks.<name> (then it applies to "
                             f"every benchmark in 'run': {', '.join(benchmark_sections(schema))}).")
+            elif err.validator == "pattern" and err.schema.get("$comment"):
+                msg = f"key '{key}': {err.instance!r} is not allowed: {err.schema['$comment']}."
+            elif err.validator == "type" and isinstance(err.instance, float) and "integer" in err.validator_value:
+                msg = (f"key '{key}': {err.instance!r} is not an integer; write it without a decimal point "
+                       f"({int(err.instance) if err.instance.is_integer() else 'a whole number'}).")
             else:
                 msg = f"key '{key}': {err.message}."
             problems.append((msg, _blame(key, origins, extra)))
@@ -359,6 +399,7 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path, source: 
 def _semantic_problems(cfg: dict, schema: Mapping) -> list[str]:
     """Problems a JSON schema cannot express (names that must exist, keys that constrain each other),
     each starting with its dotted key. Resolves a suite name in ``run`` to its list."""
+    from .monitor import figure_delta_problems
     from .scorers import registered_scorers  # local import: scorers import numpy only
 
     problems = []
@@ -390,11 +431,10 @@ def _semantic_problems(cfg: dict, schema: Mapping) -> list[str]:
             for sub, msg, related in _stage_problems(bench[stage]):
                 problems.append(_problem(f"key 'benchmarks.{bname}.{stage}.{sub}': {msg}",
                                          *(f"benchmarks.{bname}.{stage}.{r}" for r in related)))
-        for s in bench["scorers"]["names"]:
+        for s in bench["scorers"]["names"] or []:  # null: every registered scorer
             if s not in known:
                 problems.append(f"key 'benchmarks.{bname}.scorers.names': unknown scorer '{s}'. "
                                 f"Known: {sorted(known)}.")
-        problems += _scorer_param_problems(bname, bench["scorers"]["params"], known)
         ds = bench["dataset"]
         ood = ds["ood_sets"]
         from .names import OOD_SETS_BY_SOURCE
@@ -422,20 +462,27 @@ def _semantic_problems(cfg: dict, schema: Mapping) -> list[str]:
         if undefined:
             problems.append(_problem(f"key 'benchmarks.{bname}.figures.tsne.variants': {undefined} are not variants "
                                      f"of this benchmark ({list(bench['variants'])}).", f"benchmarks.{bname}.variants"))
+        undefined = [v for v in bench["figures"]["heatmaps"]["variants"] or [] if v not in bench["variants"]]
+        if undefined:  # else the figure's job fails while the job graph is built, after this check
+            problems.append(_problem(f"key 'benchmarks.{bname}.figures.heatmaps.variants': {undefined} are not "
+                                     f"variants of this benchmark ({list(bench['variants'])}).",
+                                     f"benchmarks.{bname}.variants"))
+        problems += [_problem(p, *related) for p, related in figure_delta_problems(bname, bench)]
         problems += _dataset_problems(bname, bench)
+        problems += _size_problems(bname, bench, schema)
         problems += _model_problems(bname, bench["model"])
-        if not _scorer_param_problems(bname, bench["scorers"]["params"], known):
-            problems += _scorer_size_problems(bname, bench)
+        problems += _scorer_problems(bname, bench, known)
         problems += _variant_problems(bname, bench, schema)
-    problems += _table_problems(cfg)
-    return problems
+    problems += table_problems(cfg, schema)
+    return list(dict.fromkeys(problems))  # an objective section's problem once, not once per variant
 
 
 # ----------------------------------------------------------------------------- what the config determines
 #: The embedded generator's defaults that the checks below depend on. They are
 #: ``lffood.data.embedded.DEFAULTS``, which imports torch (the Snakefile validates without it); a unit
 #: test keeps the two equal.
-EMBEDDED_DEFAULTS = {"image_size": 16, "num_classes": 8, "train_per_class": 600, "test_per_class": 100}
+EMBEDDED_DEFAULTS = {"image_size": 16, "num_classes": 8, "train_per_class": 600, "test_per_class": 100,
+                     "ood_size": 500}
 #: The paper datasets as the workflow stores them: ID training and test images, classes, side of the
 #: stored training images (None: known only after building; ImageNet-100's side is dataset.train_size).
 PAPER_DATA = {
@@ -456,14 +503,16 @@ MIN_ID_TEST = 20
 def id_data(dataset: Mapping) -> dict:
     """What a (validated) ``dataset`` section determines about the ID data: ``train`` and ``test``
     image counts, ``classes``, ``side`` of the stored training images (None where only the built data
-    can tell: ImageNet-100's training images) and ``what`` (how the training count comes about)."""
+    can tell: ImageNet-100's training images), ``ood``: the images of each OOD set where the config
+    fixes it (the embedded generator's ``ood_size``; None for the paper sets, whose archives decide)
+    and ``what`` (how the training count comes about)."""
     if dataset["source"] == "embedded":
         g = {**EMBEDDED_DEFAULTS, **dataset.get("generator", {})}
         k = g["num_classes"]
         return {"train": g["train_per_class"] * k, "test": g["test_per_class"] * k, "classes": k,
-                "side": g["image_size"],
+                "side": g["image_size"], "ood": g["ood_size"],
                 "what": f"the generator's train_per_class x num_classes = {g['train_per_class']} x {k}"}
-    facts = dict(PAPER_DATA[dataset["source"]])
+    facts = {**PAPER_DATA[dataset["source"]], "ood": None}
     if dataset["source"] == "imagenet100":
         facts["side"] = dataset["train_size"]
     return facts
@@ -531,51 +580,96 @@ def _dataset_problems(bname: str, bench: Mapping) -> list[str]:
     return problems
 
 
-def _scorer_size_problems(bname: str, bench: Mapping) -> list[str]:
-    """Scorer parameters bounded by the data or the backbone, for the scorers the benchmark runs:
-    KNN's and CSD's k (at most the ID training vectors), ViM's dim (below the feature dimension),
-    FeatureNorm's block (an index into the backbone's blocks) and jigsaw grid (at most the image side)."""
-    from .scorers import resolved_params
-
-    names, params = bench["scorers"]["names"], bench["scorers"]["params"]
+def benchmark_facts(bench: Mapping) -> Facts:
+    """What a (validated) benchmark section determines about its data and model (:class:`Facts`),
+    which the plug-ins' hooks check their parameters against."""
     data, shape = id_data(bench["dataset"]), model_shape(bench["model"])
-    key, problems = f"benchmarks.{bname}.scorers.params", []
-    ds_key, model_key = f"benchmarks.{bname}.dataset", f"benchmarks.{bname}.model"
+    return Facts(train=data["train"], test=data["test"], classes=data["classes"], side=data["side"],
+                 ood=data["ood"], what=data["what"], arch=bench["model"]["arch"],
+                 blocks=shape[0] if shape else None, feature_dim=shape[1] if shape else None)
 
-    def get(name):
-        return resolved_params(name, params.get(name))
 
-    n = data["train"]
-    if n is not None:
-        if "knn" in names and get("knn")["k"] > n:
+def issue_problem(issue: Issue, key: str, bench_key: str, depends_key=None) -> str:
+    """A plug-in's :class:`Issue` as a problem of the config check: ``key`` the dotted key of the
+    plug-in's parameters, ``bench_key`` that of the benchmark; a fact the issue depends on names the
+    benchmark section it comes from (``Facts.SOURCES``), another parameter its key (``depends_key``:
+    parameter -> dotted key; default under ``key``)."""
+    where = f"{key}.{issue.key}" if issue.key else key
+    related = [f"{bench_key}.{Facts.SOURCES[d]}" if d in Facts.SOURCES else
+               (depends_key(d) if depends_key else f"{key}.{d}") for d in issue.depends]
+    return _problem(f"key '{where}': {issue.message}", *related)
+
+
+def _running_scorers(bench: Mapping) -> set[str]:
+    """The scorers that run on some variant of the benchmark (those that apply to its models)."""
+    from .variants import variant_scorers
+
+    running = set()
+    for name in bench["variants"]:
+        try:
+            running.update(variant_scorers(bench, name))
+        except (KeyError, TypeError, ValueError):  # an unknown objective or scorer: reported on its own
+            continue
+    return running
+
+
+#: A name that becomes a path component (a sweep point's variant name, ``<variant>_<param><value>``,
+#: may hold the exponent's '+'): the schema's ``$defs.name``, checked for the names the config makes.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def _size_problems(bname: str, bench: Mapping, schema: Mapping) -> list[str]:
+    """Counts bounded by the data (:func:`benchmark_facts`): each training stage's batch (at most the
+    ID training images, and divisible by the GPUs of a distributed job), the figures' samples (at
+    most the ID test images, or the images of an OOD set where the config fixes it; a schema default
+    is a cap, which small data lowers); and the names that sweeps make (path components,
+    :data:`SAFE_NAME`)."""
+    from .variants import stage_config, variant, variant_names
+
+    facts, problems = benchmark_facts(bench), []
+    base, ds_key = f"benchmarks.{bname}", f"benchmarks.{bname}.dataset"
+    gpus = bench["compute"]["train_gpus"]
+    seen = set()
+    for name in bench["variants"]:
+        try:
+            v, stage = variant(bench, name), stage_config(bench, name)
+        except (KeyError, TypeError, ValueError):
+            continue
+        own = "batch_size" in v["stage_overrides"]
+        key = f"{base}.variants.{name}.stage_overrides.batch_size" if own else f"{base}.{v['stage']}.batch_size"
+        batch = stage.get("batch_size")
+        if key in seen or not isinstance(batch, int):
+            continue
+        seen.add(key)
+        if facts.train is not None and batch > facts.train:
             problems.append(_problem(
-                f"key '{key}.knn.k': {get('knn')['k']} is larger than the {n} ID training images ({data['what']}); "
-                f"KNN's k must be at most {n}. Lower it (reference: 50 for CIFAR-10, 300 for CIFAR-100).", ds_key))
-        if "csd" in names:
-            p = get("csd")
-            bank = 6 * n if p["bank"] == "pooled" else n
-            if p["k"] > bank:
-                problems.append(_problem(
-                    f"key '{key}.csd.k': {p['k']} is larger than the {bank} vectors of CSD's bank "
-                    f"({'6 region vectors x ' if p['bank'] == 'pooled' else ''}{n} ID training images, {data['what']}); "
-                    f"lower it to at most {bank} (MODE: 10).", ds_key, f"{key}.csd.bank"))
-    if shape is not None:
-        n_blocks, dim = shape
-        if "vim" in names and get("vim")["dim"] is not None and not 1 <= get("vim")["dim"] < dim:
+                f"key '{key}': {batch} is larger than the {facts.train} ID training images ({facts.what}); every "
+                f"epoch would be one batch of all of them. Use at most {facts.train}.", ds_key))
+        if gpus > 1 and batch % gpus:
             problems.append(_problem(
-                f"key '{key}.vim.dim': {get('vim')['dim']} must lie below the feature dimension {dim} of "
-                f"model.arch '{bench['model']['arch']}'; lower it, or null for ViM's rule (D = {dim // 2} here).",
-                model_key))
-        block = get("featurenorm")["block"] if "featurenorm" in names else None
-        if block is not None and block >= n_blocks:
-            problems.append(_problem(
-                f"key '{key}.featurenorm.block': {block} is not a block of model.arch '{bench['model']['arch']}', "
-                f"which has {n_blocks} (0-based: 0..{n_blocks - 1}); choose one, or null to select by the "
-                "norm ratio.", model_key))
-    if "featurenorm" in names and data["side"] is not None and get("featurenorm")["jigsaw_grid"] > data["side"]:
-        problems.append(_problem(
-            f"key '{key}.featurenorm.jigsaw_grid': {get('featurenorm')['jigsaw_grid']} is larger than the "
-            f"{data['side']} x {data['side']} training images; lower it (reference: 3).", ds_key))
+                f"key '{key}': {batch} images per batch cannot be split over compute.train_gpus = {gpus} processes; "
+                f"use a multiple of {gpus}.", f"{base}.compute.train_gpus"))
+    figs, fig_schema = bench["figures"], schema["$defs"]["benchmark"]["properties"]["figures"]["properties"]
+    counts = [("tsne.per_group", figs["tsne"]["per_group"], facts.test, "ID test images"),
+              ("heatmaps.n_id", figs["heatmaps"]["n_id"], facts.test, "ID test images"),
+              ("heatmaps.per_ood", figs["heatmaps"]["per_ood"], facts.ood, "images of each OOD set")]
+    for sub, n, limit, what in counts:
+        fig, k = sub.split(".")
+        default = fig_schema[fig]["properties"][k].get("default")
+        if limit is not None and n > limit and n != default:  # a default larger than small data caps at it
+            problems.append(_problem(f"key '{base}.figures.{sub}': {n} is larger than the {limit} {what} (dataset"
+                                     f"{'.generator' if bench['dataset']['source'] == 'embedded' else ''}); the "
+                                     f"figure would show fewer than asked. Use at most {limit}.", ds_key))
+    names = []
+    if all(sw["variant"] in bench["variants"] for sw in bench["sweeps"]):
+        try:
+            names = variant_names(bench, with_sweeps=True)
+        except (KeyError, TypeError, ValueError):  # an unknown objective or parameter: reported on its own
+            pass
+    for name in names:
+        if not SAFE_NAME.fullmatch(name):
+            problems.append(f"key '{base}.sweeps': the sweep point '{name}' is not a safe file name (letters, "
+                            "digits, '_', '.', '+', '-'); rename the variant or choose other values.")
     return problems
 
 
@@ -601,25 +695,40 @@ def _stage_problems(stage: Mapping) -> list[tuple[str, str, tuple[str, ...]]]:
     return problems
 
 
-def _scorer_param_problems(bname: str, params: Mapping, known: set) -> list[str]:
-    """Unknown scorer names under ``params`` and unknown or out-of-range parameters, each with its key."""
-    from .scorers import param_problems, scorer_class
+def _scorer_problems(bname: str, bench: Mapping, known: set) -> list[str]:
+    """Unknown scorer names under ``scorers.params``, unknown parameters, and each scorer's own check
+    (``Scorer.check``) of its resolved parameters: against their domains for every scorer named there,
+    and against the benchmark's data and model (:func:`benchmark_facts`) for the scorers that run."""
+    from .scorers import scorer_class
 
     problems = []
+    params = bench["scorers"]["params"]
+    running = _running_scorers(bench)
+    facts = benchmark_facts(bench)
     for s, p in params.items():
         key = f"benchmarks.{bname}.scorers.params.{s}"
         if s not in known:
             problems.append(f"key '{key}': unknown scorer '{s}'. Known: {sorted(known)}.")
             continue
-        for msg in param_problems(s, p):
-            problems.append(f"key '{key}': {msg}. Reference defaults: {scorer_class(s).defaults} "
-                            "(README, section Scorers).")
+        cls = scorer_class(s)
+        unknown = sorted(set(p) - set(cls.defaults))
+        if unknown:
+            problems.append(f"key '{key}': unknown parameter(s) {unknown}; known: {sorted(cls.defaults)}. "
+                            f"Reference defaults: {cls.defaults} (README, section Scorers).")
+            continue
+        for issue in cls.check({**cls.defaults, **p}, facts if s in running else None):
+            problems.append(issue_problem(issue, key, f"benchmarks.{bname}"))
+    for s in running - set(params):  # defaults against the data and the model (k against a small bank)
+        if s in known:
+            cls = scorer_class(s)
+            problems += [issue_problem(issue, f"benchmarks.{bname}.scorers.params.{s}", f"benchmarks.{bname}")
+                         for issue in cls.check(dict(cls.defaults), facts)]
     return problems
 
 
 def _schema_problems(instance: Any, schema: Mapping, root: Mapping, key: str) -> list[str]:
     """Problems of ``instance`` against a sub-schema (``$ref``s resolved in ``root``), each with its key."""
-    validator = Draft202012Validator({**schema, "$defs": root["$defs"]})
+    validator = StrictValidator({**schema, "$defs": root["$defs"]})
     return [f"key '{key}{'.' if err.absolute_path else ''}{_key(err.absolute_path) if err.absolute_path else ''}': "
             f"{err.message}." for err in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.path)))]
 
@@ -628,13 +737,14 @@ def _variant_problems(bname: str, bench: dict, schema: Mapping) -> list[str]:
     """Variants and sweeps: objectives, parents, stages, parameters, imported checkpoints and scorers."""
     from .objectives import objective_class, registered_objectives
     from .scorers import registered_scorers, scorer_applies
-    from .variants import extraction_fields, stage_config, variant
+    from .variants import benchmark_scorers, extraction_fields, objective_params, stage_config, variant
 
     problems = []
+    facts = benchmark_facts(bench)
     objectives = registered_objectives()
     variants = bench["variants"]
     base = f"benchmarks.{bname}.variants"
-    scorers = bench["scorers"]["names"]
+    scorers = benchmark_scorers(bench)
     for name, v in variants.items():
         key = f"{base}.{name}"
         if v["objective"] not in objectives:
@@ -663,14 +773,19 @@ def _variant_problems(bname: str, bench: dict, schema: Mapping) -> list[str]:
                 problems.append(f"key '{key}.checkpoint': file '{v['checkpoint']}' not found (relative paths are "
                                 "relative to the directory snakemake runs in). Fix the path, or set it to null to "
                                 "train this variant here.")
-        params_schema = cls.section_schema()
         unknown = sorted(set(v["params"]) - set(cls.params_schema))
         if unknown:
             problems.append(f"key '{key}.params': unknown parameter(s) {unknown} of objective '{v['objective']}'; "
                             f"known: {sorted(cls.params_schema)}.")
-        else:
-            problems += _schema_problems({**bench.get(v["objective"], {}), **v["params"]}, params_schema, schema,
-                                         f"{key}.params")
+        else:  # the objective's own check of the variant's parameters (section, then the variant's params)
+            section = f"benchmarks.{bname}.{v['objective']}"
+
+            def where(p, own=v["params"], key=key, section=section):
+                return f"{key}.params.{p}" if p in own else f"{section}.{p}"
+
+            for issue in cls.check(objective_params(bench, name), facts):
+                at = f"{key}.params" if issue.key in v["params"] else section
+                problems.append(issue_problem(issue, at, f"benchmarks.{bname}", where))
         stage_problems = _schema_problems(stage_config(bench, name), {"$ref": "#/$defs/stage"}, schema,
                                           f"{key}.stage_overrides")
         problems += stage_problems
@@ -707,28 +822,74 @@ def _variant_problems(bname: str, bench: dict, schema: Mapping) -> list[str]:
             problems.append(f"key '{key}.param': objective '{v['objective']}' has no parameter '{sw['param']}'; "
                             f"known: {sorted(cls.params_schema)}.")
             continue
-        for value in sw["values"]:
-            problems += _schema_problems(value, cls.params_schema[sw["param"]], schema, f"{key}.values")
+        base_params = objective_params(bench, sw["variant"])
+        for value in sw["values"]:  # each point: the objective's own check with the swept value
+            for issue in cls.check({**base_params, sw["param"]: value}, facts):
+                if issue.key == sw["param"]:
+                    problems.append(issue_problem(issue._replace(key=""), f"{key}.values", f"benchmarks.{bname}"))
     return problems
 
 
-def _table_problems(cfg: Mapping) -> list[str]:
-    """The variants a paper table's rows need exist in every benchmark behind it that `all` builds
-    (the paper_table rule checks the others when that table is asked for)."""
+def table_problems(cfg: Mapping, schema: Mapping | None = None, asked: Sequence[str] = ()) -> list[str]:
+    """The one check of the table roles (the keys of ``tables`` that name a variant: baseline, control,
+    ours, ...) against the variants of every benchmark where a table is built, each problem with its
+    key. ``cfg`` is validated (``run`` a list).
+
+    * A paper table (a key of ``tables`` that lists benchmarks) needs every role in every benchmark
+      behind it: at workflow start for the benchmarks `run` builds; for the others when the table is
+      asked for (``asked``: the tables the paper_table rule builds, whose benchmarks must then also
+      be defined).
+    * At workflow start, every benchmark in `run` shows the roles in its own tables of the paper's
+      shapes and its figures: a role set to another value than its default (``schema``'s) must be a
+      variant of each, so that a misspelling cannot leave those rows out silently. A role at its
+      default may be missing there (a benchmark that trains only the baseline).
+    """
+    tables, benches = cfg["tables"], cfg["benchmarks"]
+    roles = {r: v for r, v in tables.items() if isinstance(v, str)}
     problems = []
-    roles = {r: cfg["tables"][r] for r in ("baseline", "control", "ours")}
-    for table, names in cfg["tables"].items():
-        if table in roles:
+
+    def defines(b: str) -> list[str]:
+        return list(benches[b]["variants"])
+
+    for table, names in tables.items():
+        if table in roles or (asked and table not in asked):
             continue
+        undefined = [b for b in names if b not in benches]
+        if asked and undefined:
+            problems.append(f"key 'tables.{table}': results/tables/{table}.csv needs benchmark(s) {undefined}, which "
+                            "the config does not define. Define them under 'benchmarks' (config.yaml ships them) or "
+                            f"change tables.{table}.")
         for b in names:
-            bench = cfg["benchmarks"].get(b)
-            if bench is None or b not in cfg["run"]:
+            if b in undefined or not (asked or b in cfg["run"]):
                 continue
-            missing = {r: v for r, v in roles.items() if v not in bench["variants"]}
+            missing = {r: v for r, v in roles.items() if v not in benches[b]["variants"]}
             if missing:
-                problems.append(f"key 'tables': {table} needs the variants {missing} (tables.<role>) in benchmark "
-                                f"'{b}', which defines {list(bench['variants'])}. Add them to "
-                                f"benchmarks.{b}.variants or change tables.{table}.")
+                problems.append(_problem(
+                    f"key 'tables.{table}': {table} needs the variants {missing} (tables.<role>) in benchmark "
+                    f"'{b}', which defines {defines(b)}. Add them to benchmarks.{b}.variants or change "
+                    f"tables.{table} (or the roles).", *(f"tables.{r}" for r in missing), f"benchmarks.{b}.variants"))
+    if asked or schema is None:
+        return problems
+    for b in cfg["run"]:  # the sensitivity figure `all` builds compares the sweep with tables.control
+        bench = benches.get(b)
+        control = roles.get("control")
+        if bench and bench["sweeps"] and bench["figures"]["sensitivity"]["in_all"] and control is not None \
+                and control not in bench["variants"]:
+            problems.append(_problem(
+                f"key 'tables.control': '{control}' is not a variant of benchmark '{b}', whose sensitivity figure "
+                f"(figures.sensitivity.in_all) compares its sweeps with it; it defines {defines(b)}.",
+                f"benchmarks.{b}.variants", f"benchmarks.{b}.figures.sensitivity.in_all"))
+    defaults = {r: spec.get("default") for r, spec in schema["properties"]["tables"]["properties"].items()}
+    for role, name in roles.items():
+        if name == defaults.get(role):
+            continue
+        for b in cfg["run"]:
+            if b in benches and name not in benches[b]["variants"]:
+                problems.append(_problem(
+                    f"key 'tables.{role}': '{name}' is not a variant of benchmark '{b}', which `run` builds and "
+                    f"whose tables in the paper's shapes (results/tables/{b}_table1.csv, {b}_table4.csv) and "
+                    f"figures show tables.{role}; it defines {defines(b)}. Fix the name, or add that variant to "
+                    f"benchmarks.{b}.variants.", f"benchmarks.{b}.variants"))
     return problems
 
 

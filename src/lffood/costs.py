@@ -183,13 +183,15 @@ def limit_problems(benchmarks: Mapping[str, Mapping], run: Sequence[str], stages
     ``compute.max_runtime_min`` / ``compute.max_mem_mb``: one message each, naming the benchmark,
     scorer, estimate and key. ``stages_of(bench, scorer)`` -> the stages (fit, score) it runs and
     its parameters: ``[(stage, params), ...]``."""
+    from .variants import benchmark_scorers
+
     problems = []
     for b in run:
         comp = benchmarks[b]["compute"]
         max_min, max_mb = comp.get("max_runtime_min"), comp.get("max_mem_mb")
         if not max_min and not max_mb:
             continue
-        for scorer in benchmarks[b]["scorers"]["names"]:
+        for scorer in benchmark_scorers(benchmarks[b]):
             for stage, params in stages_of(b, scorer):
                 r = job_resources(benchmarks[b], scorer, params, stage)
                 rule = "fit_stats" if stage == "fit" else "score"

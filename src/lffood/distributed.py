@@ -13,9 +13,10 @@ loop needs of the process group (no import of the pipeline). Then:
   processes with SyncBatchNorm on CUDA (on the CPU, with the gloo backend used by the tests,
   SyncBatchNorm does not exist and each process normalises with its share's statistics);
 * each objective's per-batch loss is a mean over the process's share (an LFF mean over the selected
-  locations of that share); the per-epoch statistics (loss, accuracy, LFF's selection and norms, ...)
-  are summed over the processes once per epoch, so the log and the collapse guard see the whole
-  batch and every process takes the same decisions;
+  locations of that share); the per-epoch statistics (loss, accuracy, LFF's selection and norms, the
+  training hooks' sums such as the local-vector monitor's bins, ...) are summed over the processes
+  once per epoch, so the log and the collapse guard see the whole batch and every process takes the
+  same decisions;
 * process 0 logs, writes the end-of-epoch resume state and the checkpoint.
 """
 
@@ -60,12 +61,17 @@ def average_gradients(params: Iterable) -> None:
 
 
 def all_reduce_sums(values: Mapping, device) -> dict:
-    """Sum every per-epoch statistic (device tensors and host numbers) over the processes, in one
-    all_reduce; returns plain floats."""
+    """Sum every per-epoch statistic (device tensors of any shape and host numbers) over the processes,
+    in one all_reduce; returns a float per number or 0-d tensor, a list of floats per larger tensor."""
     import torch
     import torch.distributed as dist
 
     keys = sorted(values)
-    stacked = torch.stack([torch.as_tensor(values[k], dtype=torch.float64, device=device).reshape(()) for k in keys])
-    dist.all_reduce(stacked)
-    return dict(zip(keys, stacked.tolist()))
+    parts = [torch.as_tensor(values[k], dtype=torch.float64, device=device) for k in keys]
+    flat = torch.cat([p.reshape(-1) for p in parts])
+    dist.all_reduce(flat)
+    flat, out, at = flat.tolist(), {}, 0
+    for k, p in zip(keys, parts):
+        out[k] = flat[at:at + p.numel()] if p.dim() else flat[at]
+        at += p.numel()
+    return out

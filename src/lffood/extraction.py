@@ -1,54 +1,53 @@
-"""Run a trained model over every split and collect what the scorers and figures need."""
+"""Run a trained model over every split and collect what the scorers and figures need: the fields of
+the feature-file registry (:mod:`lffood.fields`) that the split's role and the requests ask for."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from . import objectives, scorers  # noqa: F401  (their modules register their fields)
 from .data.augment import center_crop as crop
 from .data.loader import TensorImages
-from .local import local_gt_prob, local_norms, multiscale_vectors
-from .scorers.featurenorm import BlockNormRecorder, jigsaw
+from .fields import Batch, Split, fields_on
 from .training import channels_last_allowed, mixed_precision
 
 log = logging.getLogger("lffood.extraction")
 
 
 @torch.no_grad()
-def extract_split(model: torch.nn.Module, data: TensorImages, *, batch_size: int, device: torch.device,
-                  amp: bool = True, with_gt_prob: bool = False, center_crop: int | None = None,
-                  multiscale: bool = False, extras: Callable | None = None, block_norms: Mapping | None = None,
-                  with_jigsaw: bool = False) -> dict[str, np.ndarray]:
-    """Logits, pooled features, labels, predictions, local-vector norms (and GT probability per location),
-    MODE's six region vectors (``multiscale``, float16) and an objective's own outputs (``extras(fmap,
-    pooled) -> {name: tensor}``, e.g. SSOD's OOD head). ``center_crop`` crops larger stored images
-    (ImageNet-100 train, kept at 256) to the test size. ``block_norms`` (FeatureNorm's request,
-    ``{jigsaw_grid, jigsaw_seed}``) adds every block's FeatureNorm, recorded during the same forward
-    pass, and with ``with_jigsaw`` (the ID training split) that of the jigsaw-shuffled images too."""
+def extract_split(model: torch.nn.Module, data: TensorImages, *, batch_size: int, device: torch.device, role: str,
+                  amp: bool = True, center_crop: int | None = None, requests: Mapping | None = None,
+                  objective=None) -> dict[str, np.ndarray]:
+    """Every field of the registry (:mod:`lffood.fields`) that a split of ``role`` has with ``requests``
+    (``{request name: settings}``, :func:`lffood.fields.requests_in`): the fields required for the
+    role, then the requested ones (``objective``: the checkpoint's, whose modules compute the fields
+    it provides), each computed from the same forward pass and returned in its registered dtype.
+    ``center_crop`` crops larger stored images (ImageNet-100 train, kept at 256) to the test size."""
+    requests = dict(requests or {})
     model.eval().to(device)
     use_cl = channels_last_allowed(model, device)  # as in training: CUDA, and CPU models that opt in
     if use_cl:
         model.to(memory_format=torch.channels_last)
-    out: dict[str, list] = {k: [] for k in ("logits", "features", "labels", "preds", "local_norms")}
-    if with_gt_prob:
-        out["local_gt_prob"] = []
-    if multiscale:
-        out["multiscale"] = []
-    recorder = BlockNormRecorder(model.blocks()) if block_norms else None
-    if recorder is not None:
-        out["block_norms"] = []
-        if with_jigsaw:
-            out["jigsaw_block_norms"] = []
-            grid = block_norms["jigsaw_grid"]
-            keys = torch.rand(len(data), grid * grid, generator=torch.Generator().manual_seed(block_norms["jigsaw_seed"]))
-    done = 0
+    wanted = fields_on(role, requests)
+    out: dict[str, list] = {f.name: [] for f in wanted}
     autocast, _ = mixed_precision(device, amp)
-    with recorder or contextlib.nullcontext():
+
+    def forward(x):
+        with autocast:
+            return model(x)
+
+    done = 0
+    with contextlib.ExitStack() as stack:
+        states = {}  # per split: entered before the first forward pass (hooks), left after the last
+        for f in wanted:
+            if f.state_key not in states:
+                states[f.state_key] = stack.enter_context(
+                    f.start(Split(model, len(data), role, requests.get(f.requested_by), objective)))
         for idx, gathered in data.prefetched(data.index_batches(batch_size)):
             x, y = data.batch(idx, channels_last=use_cl, gathered=gathered)
             if center_crop:
@@ -57,30 +56,8 @@ def extract_split(model: torch.nn.Module, data: TensorImages, *, batch_size: int
                     x = x.contiguous(memory_format=torch.channels_last)
             with autocast:
                 logits, pooled, fmap = model(x, return_features=True)
-            _collect(out, model, y, logits, pooled, fmap, with_gt_prob, multiscale, extras)
-            if recorder is not None:
-                out["block_norms"].append(recorder.take().cpu())
-                if with_jigsaw:
-                    with autocast:
-                        model(jigsaw(x, grid, keys=keys[done:done + len(x)]))
-                    out["jigsaw_block_norms"].append(recorder.take().cpu())
+            batch = Batch(model, x, y, logits.float(), pooled, fmap, done, objective, forward)
+            for f in wanted:
+                out[f.name].append(f.compute(batch, states[f.state_key]).cpu())
             done += len(x)
-    return {k: torch.cat(v).numpy() for k, v in out.items()}
-
-
-def _collect(out, model, y, logits, pooled, fmap, with_gt_prob, multiscale, extras) -> None:
-    """Append one batch's fields to ``out`` (on the host)."""
-    logits = logits.float()
-    out["logits"].append(logits.cpu())
-    out["features"].append(pooled.float().cpu())
-    out["labels"].append(y.cpu())
-    out["preds"].append(logits.argmax(1).cpu())
-    out["local_norms"].append(local_norms(fmap).cpu())
-    if with_gt_prob:
-        out["local_gt_prob"].append(local_gt_prob(fmap, model.head.weight, model.head.bias, y).cpu())
-    if multiscale:
-        # unit vectors: CSD uses only their directions, and float16 overflows past 65504 (a diverged model)
-        out["multiscale"].append(F.normalize(multiscale_vectors(fmap), dim=-1).half().cpu())
-    if extras is not None:
-        for name, value in extras(fmap, pooled).items():
-            out.setdefault(name, []).append(value.float().cpu())
+    return {f.name: np.asarray(torch.cat(out[f.name]).numpy(), dtype=f.dtype) for f in wanted}

@@ -51,12 +51,10 @@ from pathlib import Path
 import numpy as np
 
 from .costs import data_sizes
+from .resources import CONFIG_SCHEMA
 
 log = logging.getLogger("lffood.gpucheck")
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "config.yaml"
-SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 # ----------------------------------------------------------------------------- what is measured
 #: The embedded benchmark's model: what ``--tiny`` measures instead of every paper architecture.
@@ -279,7 +277,7 @@ def measure_training(setup: Setup, model, device, steps: Steps, deadline: Deadli
         fig = bench_mod.measure_training(
             model, lambda k: _data(images[:k * batch], labels[:k * batch], device, setup.host_kept), spec["stage"],
             objective, device=device, amp=spec["amp"], seed=seed, warmup_steps=steps.warmup, steps=steps.timed,
-            sync_steps=steps.sync, monitor_delta=spec.get("monitor_delta"))
+            sync_steps=steps.sync)  # with the local-vector monitor, as every workflow training job
         return {"views": 2 if objective.two_views else 1, "steps": steps.timed,
                 **_rate(fig.images, fig.seconds, fig.peak_bytes), "syncs_per_step": _count(fig.syncs_per_step),
                 "cuda_syncs_per_step": _count(fig.cuda_syncs_per_step)}
@@ -301,9 +299,11 @@ def measure_extraction(setup: Setup, model, device, steps: Steps, deadline: Dead
     split: local GT probabilities, FeatureNorm's jigsaw pass, the centre crop) and on test-size images
     (the test split's fields; OOD splits skip the GT probabilities, a small part)."""
     from .extraction import extract_split
+    from .fields import requests_in
     from .throughput import timed_peak
 
     ext, batch = setup.extraction, setup.extraction_batch
+    requests = requests_in(ext)
     n = (steps.batches + 1) * batch
 
     def measure(side: int, host_kept: bool, is_train: bool) -> dict:
@@ -312,14 +312,13 @@ def measure_extraction(setup: Setup, model, device, steps: Steps, deadline: Dead
         def extract(k: int):
             data = _data(images[:k], labels[:k], device, host_kept)  # made before the clock starts
             return lambda: extract_split(model, data, batch_size=batch, device=device, amp=ext["amp"],
-                                         with_gt_prob=True, center_crop=ext.get("center_crop") if is_train else None,
-                                         multiscale=ext.get("multiscale", True), block_norms=ext.get("block_norms"),
-                                         with_jigsaw=is_train)
+                                         role="id_train" if is_train else "id_test", requests=requests,
+                                         center_crop=ext.get("center_crop") if is_train else None)
 
         extract(batch)()  # warm-up
         return _rate(n - batch, *timed_peak(extract(n - batch), device))
 
-    fields = sorted(k for k, v in ext.items() if v and k not in ("amp", "center_crop"))
+    fields = sorted(requests)
     cases = {"train": (setup.stored, setup.host_kept, True), "eval": (setup.side, False, False)}
     rows = []
     for split, case in cases.items():
@@ -393,7 +392,7 @@ def check_ddp(setup: Setup, device, steps: Steps, workdir: Path, threads: int, s
     save_split(folder / "train.npz", Split(images, labels, meta))
     kwargs = {"spec": spec, "variant": t.variant, "seed": seed, "train_path": str(folder / "train.npz"),
               "ckpt_out": str(folder / "model.pt"), "history_out": str(folder / "history.csv"),
-              "device_name": device.type, "threads": threads, "job": f"gpu-check ddp {setup.name}"}
+              "monitor_out": str(folder / "monitor.csv"), "device_name": device.type, "threads": threads, "job": f"gpu-check ddp {setup.name}"}
     out = {"setup": setup.name, "variant": t.variant, "objective": t.key[0], "processes": 1,
            "backend": "nccl" if device.type == "cuda" else "gloo", "epochs": 2, "steps_per_epoch": steps.ddp,
            "ddp_wrapper_exercised": False,
@@ -411,7 +410,7 @@ def check_ddp(setup: Setup, device, steps: Steps, workdir: Path, threads: int, s
             "checkpoint_written": (folder / "model.pt").exists()}
 
 
-def check_rehearsal(workdir: Path, benchmarks: Sequence[str] | None, device) -> dict:
+def check_rehearsal(workdir: Path, benchmarks: Sequence[str] | None, device, repo: Path | None = None) -> dict:
     """Section ``rehearsal``: :func:`lffood.rehearsal.rehearse` on this device with every CPU core,
     without the HTML report; its exit code and wall time."""
     from .rehearsal import rehearse
@@ -421,7 +420,8 @@ def check_rehearsal(workdir: Path, benchmarks: Sequence[str] | None, device) -> 
            "cores": os.cpu_count() or 1, "workdir": str(folder)}
     t0 = time.monotonic()
     try:
-        rc = rehearse(folder, benchmarks=benchmarks or None, cores=out["cores"], device=device.type, report=False)
+        rc = rehearse(folder, benchmarks=benchmarks or None, cores=out["cores"], device=device.type, report=False,
+                      repo=repo)
     except (ValueError, OSError) as exc:
         return {**out, "ok": False, "exit_code": None, "wall_s": round(time.monotonic() - t0, 1), "error": str(exc)}
     return {**out, "ok": rc == 0, "exit_code": rc, "wall_s": round(time.monotonic() - t0, 1)}
@@ -597,21 +597,25 @@ def projection_section(cfg: Mapping, benchmarks: Sequence[str], result: Mapping)
 def run_check(out: str | os.PathLike = "gpu_check.json", *, device_name: str = "auto", tiny: bool = False,
               rehearsal: bool = True, rehearsal_benchmarks: Sequence[str] | None = None,
               workdir: str | os.PathLike | None = None, budget_s: float = 480.0, ddp: bool = True,
-              config: str | os.PathLike = CONFIG, schema: str | os.PathLike = SCHEMA, argv: Sequence[str] = (),
+              config: str | os.PathLike | None = None, schema: str | os.PathLike = CONFIG_SCHEMA,
+              repo: str | os.PathLike | None = None, argv: Sequence[str] = (),
               echo=print) -> int:
     """Run every section (module docstring), write the JSON file ``out`` (rewritten after each step, so
     a run cut short leaves what it measured) and print the summary. Returns 0 when everything that ran
     succeeded, else 1. ``workdir``: where the DDP run and the rehearsal write (default: a temporary
     folder, removed unless something failed). ``budget_s``: measurements that would start later than
     the budget less what the DDP run and the rehearsal need (:data:`DDP_RESERVE_S`,
-    :data:`REHEARSAL_RESERVE_S`) are skipped."""
+    :data:`REHEARSAL_RESERVE_S`) are skipped. ``repo``: the clone of the workflow (default: the one at or
+    above the current folder, :func:`lffood.runtime.workflow_checkout`); ``config``: default its config.yaml."""
     import torch
 
     from .config import load_config
     from .errors import LffoodError
-    from .runtime import provenance, select_device
+    from .runtime import provenance, select_device, workflow_checkout
 
     t0 = time.monotonic()
+    checkout = workflow_checkout(repo)  # the clone whose Snakefile the rehearsal runs
+    config = config or checkout / "config.yaml"
     cfg = load_config(config, schema)
     benchmarks = list(cfg["suites"]["paper"])
     device = select_device(device_name)
@@ -627,7 +631,7 @@ def run_check(out: str | os.PathLike = "gpu_check.json", *, device_name: str = "
     setups = plan_setups(cfg, benchmarks, tiny)
     result: dict = {
         "format": 1, "command": " ".join(["lffood gpu-check", *argv]), "device": device_info(device),
-        "provenance": provenance(REPO), "config": str(config),
+        "provenance": provenance(checkout), "config": str(config),
         "settings": {"tiny": tiny, "budget_s": budget_s, "steps": asdict(steps), "compile": False, "notes": NOTES,
                      "setups": [{"name": s.name, "benchmarks": s.benchmarks, "model": s.model, "stored": s.stored,
                                  "side": s.side, "crop": s.crop, "host_kept": s.host_kept, "amp": s.amp,
@@ -645,7 +649,7 @@ def run_check(out: str | os.PathLike = "gpu_check.json", *, device_name: str = "
     result["knn_search"] = check_knn_search(device, tiny)
     result["jobs_per_gpu"] = check_jobs_per_gpu(device, tiny)
     _write(out, result)
-    result["rehearsal"] = (check_rehearsal(work, rehearsal_benchmarks, device) if rehearsal
+    result["rehearsal"] = (check_rehearsal(work, rehearsal_benchmarks, device, checkout) if rehearsal
                            else {"ran": False, "ok": None, "skipped": "--no-rehearsal"})
     result["projection"] = projection_section(cfg, benchmarks, result)
     failed = [k for k in ("ddp", "rehearsal", "knn_search", "jobs_per_gpu") if result[k].get("ok") is False]

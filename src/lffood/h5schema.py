@@ -8,20 +8,9 @@ Feature file (one per benchmark x seed x model variant)::
     /head/weight           float32 (K, C)   linear classifier, so scorers never load the network
     /head/bias             float32 (K,)
     /splits/<name>/        attrs: role in {id_train, id_test, ood}, n
-        logits             float32 (N, K)
-        features           float32 (N, C)   penultimate (global-average-pooled) features
-        labels             int64   (N,)     class index, -1 for OOD
-        preds              int64   (N,)     argmax of logits
-        local_norms        float32 (N, L)   L2 norm of each of the L = H*W local vectors of the last map
-        local_gt_prob      float32 (N, L)   p_j(y_i | x_i) per location (ID splits only)
-        multiscale         float16 (N, 6, C) MODE's region vectors, L2-normalised: 4 quadrant means, global
-                                            mean, centre mean (optional: extraction.multiscale; CSD reads it)
-        ood_head_global    float32 (N,)     SSOD models only: P_ID of the OOD head on the pooled feature
-        ood_head_local     float32 (N,)     SSOD models only: mean over locations of P_ID of the OOD head
-        block_norms        float32 (N, B)   FeatureNorm of each of the model's B blocks (models scored with
-                                            FeatureNorm: a scorer's ``extraction_request``)
-        jigsaw_block_norms float32 (N, B)   the same of the images' jigsaw-shuffled versions (ID training
-                                            split only; FeatureNorm's block selection)
+        <field>            one dataset per feature-file field of the split: the registry of
+                           lffood.fields (name, dtype, shape, which splits, description), listed
+                           below from it; the optional ones only where something asked for them
 
 Score file (one per feature file x scorer)::
 
@@ -41,6 +30,10 @@ Files are written atomically (temporary file + rename). A file of another schema
 with the command that rebuilds it; version 2 added the optional fields (multiscale, OOD head), version
 3 FeatureNorm's block norms (FeatureNorm became a cached-feature scorer), version 4 stores the region
 vectors L2-normalised (their float16 overflowed to infinity on a model with features above 65504).
+
+Feature-file fields (lffood.fields, filled in at import)::
+
+FIELDS_TABLE
 """
 
 from __future__ import annotations
@@ -54,31 +47,31 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from . import objectives, scorers  # noqa: F401  (their modules register their feature-file fields)
 from .errors import DataError, SchemaError
+from .fields import ROLES, registered_fields, table
 from .io import atomic_path
+
+__doc__ = __doc__.replace("FIELDS_TABLE", "\n".join("    " + line for line in table().splitlines()))
 
 SCHEMA_VERSION = 4
 #: version of the statistics layout (bump when a scorer's stored statistics change meaning)
 STATS_VERSION = 1
-ROLES = ("id_train", "id_test", "ood")
-#: field -> (dtype, ndim, required for which roles); an empty tuple = optional for every role
-FIELDS = {
-    "logits": (np.float32, 2, ROLES),
-    "features": (np.float32, 2, ROLES),
-    "labels": (np.int64, 1, ROLES),
-    "preds": (np.int64, 1, ROLES),
-    "local_norms": (np.float32, 2, ROLES),
-    "local_gt_prob": (np.float32, 2, ("id_train", "id_test")),
-    "multiscale": (np.float16, 3, ()),
-    "ood_head_global": (np.float32, 1, ()),
-    "ood_head_local": (np.float32, 1, ()),
-    "block_norms": (np.float32, 2, ()),
-    "jigsaw_block_norms": (np.float32, 2, ()),
-}
-#: fields that only some models have (scorers name them in ``Scorer.requires``)
-OPTIONAL_FIELDS = tuple(name for name, (_, _, roles) in FIELDS.items() if not roles)
-#: large, incompressible fields are stored without gzip (it would cost seconds for nothing)
-UNCOMPRESSED = ("multiscale",)
+
+
+def __getattr__(name: str):
+    """The registry's fields as of now (a field registered later, e.g. by a test, included):
+    ``FIELDS`` field -> (dtype, ndim, roles that must have it; empty = optional), ``OPTIONAL_FIELDS``
+    (fields that only some models have: scorers name them in ``Scorer.requires``) and
+    ``UNCOMPRESSED`` (stored without gzip)."""
+    fields = registered_fields().values()
+    if name == "FIELDS":
+        return {f.name: (f.dtype, f.ndim, f.required_for) for f in fields}
+    if name == "OPTIONAL_FIELDS":
+        return tuple(f.name for f in fields if f.optional)
+    if name == "UNCOMPRESSED":
+        return tuple(f.name for f in fields if not f.compressed)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")  # cluster filesystems (NFS/Lustre) reject locks
 
@@ -97,14 +90,23 @@ def write_features(path, *, head_weight: np.ndarray, head_bias: np.ndarray,
         role = roles[name]
         if role not in ROLES:
             raise SchemaError(f"split '{name}': role '{role}' not in {ROLES}")
+        known = registered_fields()
+        unknown = sorted(set(fields) - set(known))
+        if unknown:
+            raise SchemaError(f"split '{name}': {unknown} are not feature-file fields (lffood.fields); "
+                              f"registered: {sorted(known)}")
         n = None
-        for field, (dtype, ndim, needed) in FIELDS.items():
-            if role in needed and field not in fields:
+        for field, spec in known.items():
+            if role in spec.required_for and field not in fields:
                 raise SchemaError(f"split '{name}' ({role}) lacks required field '{field}'")
             if field in fields:
                 arr = np.asarray(fields[field])
-                if arr.ndim != ndim:
-                    raise SchemaError(f"split '{name}' field '{field}': expected {ndim}-D, got shape {arr.shape}")
+                if arr.ndim != spec.ndim:
+                    raise SchemaError(f"split '{name}' field '{field}': expected {spec.ndim}-D "
+                                      f"({', '.join(spec.shape)}), got shape {arr.shape}")
+                if not np.can_cast(arr.dtype, spec.dtype, casting="same_kind"):
+                    raise SchemaError(f"split '{name}' field '{field}': {np.dtype(spec.dtype).name} values, got "
+                                      f"{arr.dtype}")
                 if n is not None and arr.shape[0] != n:
                     raise SchemaError(f"split '{name}' field '{field}': {arr.shape[0]} rows, expected {n}")
                 n = arr.shape[0]
@@ -120,10 +122,10 @@ def write_features(path, *, head_weight: np.ndarray, head_bias: np.ndarray,
             for name, fields in splits.items():
                 g = f.create_group(f"splits/{name}")
                 g.attrs["role"] = roles[name]
-                for field, (dtype, _, _) in FIELDS.items():
+                for field, spec in registered_fields().items():
                     if field in fields:
-                        arr = np.asarray(fields[field], dtype=dtype)
-                        gzip = arr.size > 1 << 16 and field not in UNCOMPRESSED
+                        arr = np.asarray(fields[field], dtype=spec.dtype)
+                        gzip = arr.size > 1 << 16 and spec.compressed
                         g.create_dataset(field, data=arr, compression="gzip" if gzip else None,
                                          compression_opts=1 if gzip else None)
                         g.attrs["n"] = arr.shape[0]

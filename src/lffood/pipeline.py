@@ -54,14 +54,15 @@ def resume_path(ckpt_out: str | Path) -> Path:
 
 
 def run_training(spec: Mapping, *, variant: str, seed: int, train_path: str, ckpt_out: str, history_out: str,
-                 device_name: str = "auto", threads: int = 1, parent_ckpt: str | None = None,
-                 job: str = "", compile: bool = False) -> list[dict]:
+                 monitor_out: str | None = None, device_name: str = "auto", threads: int = 1,
+                 parent_ckpt: str | None = None, job: str = "", compile: bool = False) -> list[dict]:
     """Train one variant (``spec``: :func:`lffood.variants.training_spec`): from scratch or by importing
     ``spec['checkpoint']`` when it has no parent, else fine-tuned from ``parent_ckpt``. Writes the
-    checkpoint (with the objective's own modules) and the per-epoch history. The end-of-epoch state
-    is kept in :func:`resume_path` while the job runs, written as often as costs at most 1% of the
-    training time (:class:`lffood.training.ResumeFile`): a rerun after a crash or SIGKILL continues
-    after the last saved epoch (same configuration, seed, parent and data only)."""
+    checkpoint (with the objective's own modules), the per-epoch history and, with ``monitor_out``,
+    the local-vector monitor's bins (:mod:`lffood.monitor`; header only for an imported model). The
+    end-of-epoch state is kept in :func:`resume_path` while the job runs, written as often as costs at
+    most 1% of the training time (:class:`lffood.checkpoint.ResumeFile`): a rerun after a crash or
+    SIGKILL continues after the last saved epoch (same configuration, seed, parent and data only)."""
     import hashlib
 
     import torch
@@ -69,8 +70,10 @@ def run_training(spec: Mapping, *, variant: str, seed: int, train_path: str, ckp
     from .data.loader import TensorImages
     from .models import build_model
     from .objectives import build_objective
+    from .checkpoint import ResumeFile, import_checkpoint, load_checkpoint, save_checkpoint
+    from .monitor import LocalMonitor
     from .runtime import seed_everything, select_device, set_threads
-    from .training import ResumeFile, import_checkpoint, load_checkpoint, save_checkpoint, train
+    from .training import train
 
     set_threads(threads)
     seed_everything(seed, spec["deterministic"])
@@ -95,7 +98,7 @@ def run_training(spec: Mapping, *, variant: str, seed: int, train_path: str, ckp
              f", from {spec['parent']} ({parent_ckpt})" if spec["parent"] else "")
     parent = parent_ckpt or imported
     parent_sha256 = sha256_file(parent) if parent else None
-    resume = None
+    resume, monitor = None, LocalMonitor()
     if imported:
         # a model trained elsewhere: no training here; one history row records where it came from
         log.info("%s: using %s (key variants.%s.checkpoint) instead of training", stage_name, imported, variant)
@@ -108,7 +111,7 @@ def run_training(spec: Mapping, *, variant: str, seed: int, train_path: str, ckp
         resume = ResumeFile(resume_path(ckpt_out), fingerprint)
         history = train(model, data, spec["stage"], objective=objective, seed=seed, device=device,
                         guard=spec["guard"], stage_name=stage_name, amp=spec["amp"],
-                        monitor_delta=spec.get("monitor_delta"), resume=resume, job=job, compile=compile)
+                        hooks=[monitor] if monitor_out else [], resume=resume, job=job, compile=compile)
     # the device is recorded, not part of the artifact's identity (a rerun on another device is not asked for)
     meta_out = {"model": dict(spec["model"]), "num_classes": num_classes, "classes": meta["classes"],
                 "variant": variant, "seed": seed, "stage": dict(spec["stage"]),
@@ -123,6 +126,9 @@ def run_training(spec: Mapping, *, variant: str, seed: int, train_path: str, ckp
             import pandas as pd
 
             pd.DataFrame(history).assign(variant=variant, seed=seed).to_csv(tmp, index=False)
+        if monitor_out:
+            with atomic_path(monitor_out) as tmp:
+                monitor.table().to_csv(tmp, index=False)
         if resume is not None:
             resume.remove()  # the checkpoint is complete: nothing to resume any more
     return history
@@ -132,20 +138,22 @@ def run_training(spec: Mapping, *, variant: str, seed: int, train_path: str, ckp
 def run_extraction(extraction: Mapping, *, checkpoint: str, split_paths: Mapping[str, str], out: str, attrs: Mapping,
                    amp: bool = True, batch_size: int = 512, device_name: str = "auto", threads: int = 1) -> None:
     """Run ``checkpoint`` over every split and write the HDF5 feature file. ``extraction``: what the
-    features depend on (``center_crop``, ``multiscale``, and the scorers' requests such as FeatureNorm's
-    ``block_norms``: :func:`lffood.variants.extraction_params`); ``batch_size`` and the device change
+    features depend on (``center_crop`` and the requests of optional fields: ``multiscale``, the
+    scorers' such as FeatureNorm's ``block_norms``: :func:`lffood.variants.extraction_params`), to which
+    the fields the checkpoint's objective ``provides`` are added; ``batch_size`` and the device change
     only how fast they are computed, and are recorded in the file's attributes, not in its identity."""
     from .data.loader import TensorImages
     from .extraction import extract_split
+    from .fields import requests_in
+    from .checkpoint import load_checkpoint
     from .runtime import library_versions, select_device, set_threads
-    from .training import load_checkpoint
 
     set_threads(threads)
     device = select_device(device_name)
     model, ck_meta, objective = load_checkpoint(checkpoint, device, with_objective=True)
     config = {k: ck_meta.get(k) for k in ("model", "stage", "objective", "variant", "seed", "parent", "parent_sha256")}
     config["extraction"] = dict(extraction)
-    extras = objective.extract if objective is not None and objective.provides else None
+    requests = requests_in(extraction, objective.provides if objective is not None else ())
     train_split = load_split(split_paths["train"])
     mean, std = normalization(train_split, split_paths["train"])
     splits, roles = {}, {}
@@ -154,10 +162,9 @@ def run_extraction(extraction: Mapping, *, checkpoint: str, split_paths: Mapping
         split = train_split if name == "train" else load_split(path)
         role = split.meta.get("role", "ood")
         data = TensorImages(split, mean, std, device)
-        splits[name] = extract_split(model, data, batch_size=batch_size, device=device, amp=amp,
-                                     with_gt_prob=role != "ood", center_crop=extraction.get("center_crop"),
-                                     multiscale=extraction.get("multiscale", True), extras=extras,
-                                     block_norms=extraction.get("block_norms"), with_jigsaw=role == "id_train")
+        splits[name] = extract_split(model, data, batch_size=batch_size, device=device, role=role, amp=amp,
+                                     center_crop=extraction.get("center_crop"), requests=requests,
+                                     objective=objective)
         roles[name] = role
         log.info("extracted %s (%s): %d samples (split %d/%d, %s)", name, role, len(split), i + 1, total,
                  _progress(started, i + 1, total))
@@ -257,8 +264,9 @@ def run_scoring(features_path: str, scorer: str, params: Mapping, out: str,
 def _network(checkpoint: str, split_paths: Mapping[str, str], device_name: str, threads: int):
     import torch
 
+    from .checkpoint import load_checkpoint
     from .runtime import select_device, set_threads
-    from .training import channels_last_allowed, load_checkpoint
+    from .training import channels_last_allowed
 
     set_threads(threads)
     device = select_device(device_name)

@@ -38,7 +38,6 @@ import yaml
 from .data import sources, upstream
 
 WATERMARK = "REHEARSAL (not a result)"
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -193,12 +192,18 @@ def targets(benchmarks: Sequence[str], sweep_bench: str | None) -> list[str]:
 
 def rehearse(workdir: str | os.PathLike, *, benchmarks: Sequence[str] | None = None, cores: int = 2,
              device: str = "cpu", sizes: Sizes = Sizes(), snakemake_args: Sequence[str] = (),
-             report: bool = True, config_file: str | os.PathLike | None = None, log=print) -> int:
-    """Run the rehearsal in ``workdir`` (created; everything it writes stays there). Returns
+             report: bool = True, config_file: str | os.PathLike | None = None,
+             repo: str | os.PathLike | None = None, log=print) -> int:
+    """Run the rehearsal in ``workdir`` (created; everything it writes stays there) with the Snakefile
+    of the clone ``repo`` (default: the one at or above the current folder,
+    :func:`lffood.runtime.workflow_checkout`) and its ``config.yaml`` unless ``config_file``. Returns
     Snakemake's exit code (the report's, when the run succeeded and ``report``)."""
+    from .runtime import workflow_checkout
+
+    repo = workflow_checkout(repo)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    config_file = Path(config_file or REPO / "config.yaml").resolve()
+    config_file = Path(config_file or repo / "config.yaml").resolve()
     cfg = yaml.safe_load(config_file.read_text())
     benchmarks = list(benchmarks or cfg["suites"]["paper"])
     unknown = [b for b in benchmarks if b not in cfg["benchmarks"]]
@@ -219,7 +224,7 @@ def rehearse(workdir: str | os.PathLike, *, benchmarks: Sequence[str] | None = N
         over_path = workdir / "rehearsal.yaml"
         over_path.write_text("# written by lffood rehearse: laid over config.yaml for this run only\n"
                              + yaml.safe_dump(over, sort_keys=False))
-        base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+        base = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "--directory", str(workdir),
                 "--configfile", str(config_file), str(over_path), "--cores", str(cores),
                 # Snakemake's default ILP scheduler solves a problem over every ready job at each step:
                 # with hundreds of small scoring jobs ready it took a third of a core

@@ -291,6 +291,21 @@ def provenance(repo: str | Path) -> str:
             f"{platform.release().split('-')[0]}, Python {platform.python_version()}; {date.today().isoformat()}")
 
 
+def workflow_checkout(start: str | os.PathLike | None = None) -> Path:
+    """The clone of this repository that commands running its Snakefile use (``lffood rehearse``,
+    ``lffood gpu-check``): ``start`` (default: the current folder) or the nearest folder above it that
+    holds ``Snakefile`` and ``workflow/rules/``. An installed lffood ships the library, not the workflow,
+    so it is looked up here, never next to the package. Raises :class:`LffoodError` when there is none."""
+    from .errors import LffoodError
+
+    here = Path(start if start is not None else os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "Snakefile").is_file() and (folder / "workflow" / "rules").is_dir():
+            return folder
+    raise LffoodError(f"no clone of the lffood workflow (a folder with Snakefile and workflow/rules/) at or above "
+                      f"{here}: run the command inside your clone of the repository, or pass --repo <clone>")
+
+
 def export_pythonpath(path: str) -> None:
     """Prepend ``path`` to PYTHONPATH so that rule scripts (local, cluster or conda jobs, which
     inherit the environment) import this checkout's library without installing it."""

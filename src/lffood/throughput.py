@@ -68,6 +68,7 @@ def smoke(arch: str | dict = "resnet34", size: int = 32, crop: int | None = None
     from .data.loader import TensorImages
     from .extraction import extract_split
     from .models import build_model
+    from .monitor import LocalMonitor
     from .objectives import build_objective, registered_objectives
     from .runtime import seed_everything, select_device
     from .training import train
@@ -97,7 +98,7 @@ def smoke(arch: str | dict = "resnet34", size: int = 32, crop: int | None = None
         objective = build_objective(name, params, feature_dim=model.feature_dim, num_classes=classes)
         timed(f"train ({name})", lambda: train(model, data, stage, objective=objective, seed=seed, device=device,
                                                guard=no_guard, amp=amp, stage_name=f"smoke[{name}]",
-                                               monitor_delta=0.1), trained)
+                                               hooks=[LocalMonitor()]), trained)
     timed("extract", lambda: extract_split(model, data, batch_size=2 * batch, device=device, amp=amp,
-                                           with_gt_prob=True, center_crop=crop, multiscale=True), n)
+                                           role="id_train", center_crop=crop, requests={"multiscale": True}), n)
     return results

@@ -100,10 +100,13 @@ def stage_config(bench: Mapping, name: str) -> dict:
 
 
 def monitor_delta(bench: Mapping) -> float | None:
-    """The threshold at which every training run logs LFF's background selection (for comparable logs
-    and the local-norm figure): ``monitor.delta``, or the benchmark's ``lff.delta``."""
-    d = bench.get("monitor", {}).get("delta")
-    return d if d is not None else bench.get("lff", {}).get("delta")
+    """The threshold of the figures that split local vectors by p_j(y|x) < delta (the local-norm figure,
+    drawn from the training jobs' monitor files, and the t-SNE's background vectors):
+    ``figures.monitor.delta``, or the benchmark's ``lff.delta``. Only the rules that draw them read it;
+    no training job does (:mod:`lffood.monitor`)."""
+    from .monitor import figure_delta
+
+    return figure_delta(bench)
 
 
 def training_spec(bench: Mapping, name: str) -> dict:
@@ -120,42 +123,57 @@ def training_spec(bench: Mapping, name: str) -> dict:
               if not (x is None and k in schema and schema[k].get("default", 0) is None)}
     return {"objective": v["objective"], "params": params, "parent": v["parent"], "stage_name": v["stage"],
             "stage": stage_config(bench, name), "checkpoint": v["checkpoint"], "model": dict(bench["model"]),
-            "guard": dict(bench["guard"]), "amp": bench["amp"], "deterministic": bench["deterministic"],
-            "monitor_delta": monitor_delta(bench)}
+            "guard": dict(bench["guard"]), "amp": bench["amp"], "deterministic": bench["deterministic"]}
+
+
+def benchmark_scorers(bench: Mapping) -> list[str]:
+    """The benchmark's scorers: its ``scorers.names``, or, where that is null (the default), every
+    registered scorer in table order (:func:`lffood.scorers.scorer_names`)."""
+    from .scorers import scorer_names
+
+    names = bench["scorers"]["names"]
+    return list(names) if names is not None else scorer_names()
 
 
 def variant_scorers(bench: Mapping, name: str) -> list[str]:
-    """The scorers run on variant ``name``: the benchmark's ``scorers.names`` (or the variant's own
-    ``scorers``) that apply to its objective (a scorer's ``requires`` must be among the fields the
-    objective's models provide, e.g. SSOD's OOD head)."""
+    """The scorers run on variant ``name``: the benchmark's scorers (:func:`benchmark_scorers`, or the
+    variant's own ``scorers``) that apply to its objective (a scorer's ``requires`` must be among the
+    fields the objective's models provide, e.g. SSOD's OOD head)."""
     from .objectives import objective_class
     from .scorers import scorer_applies
 
     v = variant(bench, name)
-    names = v["scorers"] if v["scorers"] is not None else bench["scorers"]["names"]
+    names = v["scorers"] if v["scorers"] is not None else benchmark_scorers(bench)
     provides = set(objective_class(v["objective"]).provides) | extraction_fields(bench)
     return [s for s in names if scorer_applies(s, provides)]
 
 
 def on_request_fields() -> set[str]:
-    """Optional feature-file fields that extraction computes for a model when one of its scorers asks
-    (the keys of the registered scorers' ``Scorer.extraction_request``: FeatureNorm's block norms)."""
+    """Optional feature-file fields of every split that extraction computes for a model when one of its
+    scorers asks (:mod:`lffood.fields` answering the registered scorers' ``Scorer.extraction_request``:
+    FeatureNorm's block norms)."""
+    from .fields import every_split_fields
     from .scorers import registered_scorers
 
-    return {field for cls in registered_scorers().values() for field in cls.extraction_request(cls.defaults)}
+    requests = {key for cls in registered_scorers().values() for key in cls.extraction_request(cls.defaults)}
+    return every_split_fields(requests)
 
 
 def extraction_fields(bench: Mapping) -> set[str]:
-    """Optional feature-file fields every model of the benchmark can have: MODE's region vectors
-    (``extraction.multiscale``) and the fields extraction computes on a scorer's request."""
-    return ({"multiscale"} if bench["extraction"].get("multiscale", True) else set()) | on_request_fields()
+    """Optional feature-file fields of every split that every model of the benchmark can have: those
+    its ``extraction`` section requests (MODE's region vectors, ``extraction.multiscale``) and those
+    extraction computes on a scorer's request."""
+    from .fields import every_split_fields, requests_in
+
+    return every_split_fields(requests_in(bench["extraction"])) | on_request_fields()
 
 
 def extraction_params(bench: Mapping, name: str) -> dict:
     """Exactly what the feature file of variant ``name`` depends on: AMP, the benchmark's
-    ``extraction`` section but its batch size (which changes only the speed), and what the variant's
-    scorers ask extraction for (FeatureNorm: ``block_norms: {jigsaw_grid, jigsaw_seed}``). It is the
-    extraction job's params: a change re-extracts that model and reruns its scorers."""
+    ``extraction`` section but its batch size (which changes only the speed; its other keys are
+    settings such as ``center_crop`` or requests of optional fields such as ``multiscale``), and the
+    requests of the variant's scorers (FeatureNorm: ``block_norms: {jigsaw_grid, jigsaw_seed}``). It
+    is the extraction job's params: a change re-extracts that model and reruns its scorers."""
     from .scorers import resolved_params, scorer_class
 
     out = {"amp": bench["amp"], **{k: v for k, v in bench["extraction"].items() if k != "batch_size"}}

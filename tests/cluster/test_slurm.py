@@ -195,8 +195,8 @@ def test_slurm_allocated_the_gpu_gres_to_gpu_jobs_only(runs):
 @on_cluster
 def test_job_logs_name_the_device(runs):
     _, work, _, _, _ = runs
-    for name in ("train_ce", "train_lff", "extract_ce"):
-        log = (work / f"logs/micro/seed0/{name}.log").read_text()
+    for name in ("train/micro/seed0/ce", "train/micro/seed0/lff", "extract/micro/seed0/ce"):
+        log = (work / f"logs/{name}.log").read_text()
         # SLURM gave the job one of the two fake GPUs (CUDA_VISIBLE_DEVICES=0 or 1) but there is no CUDA: CPU
         assert re.search(r"device: cpu \(no CUDA device visible; CUDA_VISIBLE_DEVICES=[01]\b", log), log[-2000:]
 

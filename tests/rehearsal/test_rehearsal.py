@@ -26,7 +26,7 @@ from lffood.variants import variant_names, variant_scorers
 
 pytestmark = pytest.mark.rehearsal
 
-CFG = load_config(REPO / "config.yaml", REPO / "workflow" / "schemas" / "config.schema.yaml")
+CFG = load_config(REPO / "config.yaml", REPO / "src" / "lffood" / "resources" / "config.schema.yaml")
 PAPER = CFG["suites"]["paper"]
 FIGURES = ("feature_norms", "local_norms", "auroc_bars", "heatmaps", "tsne")
 EXTS = ("csv", "md", "tex", "html")

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from lffood.checkpoint import import_checkpoint, save_checkpoint
 from lffood.data.arrays import Split
 from lffood.data.augment import apply_train_augment, center_crop, random_resized_crop
 from lffood.data.loader import TensorImages
 from lffood.errors import ConfigError, LffoodError
 from lffood.models import ARCHS, build_model
-from lffood.training import import_checkpoint, save_checkpoint
 
 torch.set_num_threads(1)
 
@@ -155,18 +155,19 @@ def test_extraction_center_crops_larger_stored_images():
     rng = np.random.default_rng(0)
     split = Split(rng.integers(0, 256, (3, 10, 10, 3), dtype=np.uint8), np.array([0, 1, 0]), {})
     data = TensorImages(split, [0.5] * 3, [0.25] * 3)
-    out = extract_split(model, data, batch_size=2, device=torch.device("cpu"), center_crop=6)
+    out = extract_split(model, data, batch_size=2, device=torch.device("cpu"), role="ood", center_crop=6)
     assert out["local_norms"].shape == (3, 36)  # 6x6 map: the crop happened
     small = Split(split.images[:, 2:8, 2:8].copy(), split.labels, {})
-    ref = extract_split(model, TensorImages(small, [0.5] * 3, [0.25] * 3), batch_size=3, device=torch.device("cpu"))
+    ref = extract_split(model, TensorImages(small, [0.5] * 3, [0.25] * 3), batch_size=3, device=torch.device("cpu"),
+                      role="ood")
     np.testing.assert_allclose(out["logits"], ref["logits"], rtol=1e-5, atol=1e-6)
 
 
 def test_run_training_imports_a_ce_checkpoint_instead_of_training(tmp_path):
     from lffood import pipeline
     from lffood.config import validate_config
+    from lffood.checkpoint import load_checkpoint
     from lffood.data.arrays import save_split
-    from lffood.training import load_checkpoint
 
     rng = np.random.default_rng(0)
     meta = {"role": "id_train", "classes": ["a", "b", "c", "d"], "mean": [0.5] * 3, "std": [0.25] * 3}
@@ -178,13 +179,15 @@ def test_run_training_imports_a_ce_checkpoint_instead_of_training(tmp_path):
     cfg = validate_config({"run": ["b"], "benchmarks": {"b": {
         "dataset": {"source": "embedded", "ood_sets": ["far"]}, "model": SMALL, "pretrain": {"epochs": 50},
         "variants": {"ce": {"objective": "ce", "checkpoint": str(tmp_path / "external.pth")}}}}},
-        Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml")
+        Path(__file__).resolve().parents[2] / "src" / "lffood" / "resources" / "config.schema.yaml")
     from lffood.variants import training_spec
 
     hist = pipeline.run_training(training_spec(cfg["benchmarks"]["b"], "ce"), variant="ce", seed=0,
                                  train_path=str(tmp_path / "train.npz"), ckpt_out=str(tmp_path / "ce.pt"),
-                                 history_out=str(tmp_path / "h.csv"), device_name="cpu")
+                                 history_out=str(tmp_path / "h.csv"), monitor_out=str(tmp_path / "m.csv"),
+                                 device_name="cpu")
     assert len(hist) == 1 and hist[0]["imported_from"].endswith("external.pth")  # no 50 epochs of training
+    assert (tmp_path / "m.csv").read_text().strip() == "epoch,bin,count,norm_sum"  # no training: no monitor rows
     model, ck_meta = load_checkpoint(tmp_path / "ce.pt")
     assert ck_meta["parent_sha256"] == hist[0]["imported_sha256"]
     for k, v in src.state_dict().items():
@@ -284,7 +287,7 @@ def test_cpu_inference_runs_channels_last_with_nchw_results(cfg):
     rng = np.random.default_rng(1)
     split = Split(rng.integers(0, 256, (9, 16, 16, 3), dtype=np.uint8), np.array([0, 1, 2] * 3), {})
     data = TensorImages(split, [0.5] * 3, [0.25] * 3)
-    out = extract_split(model, data, batch_size=4, device=torch.device("cpu"), with_gt_prob=True)
+    out = extract_split(model, data, batch_size=4, device=torch.device("cpu"), role="id_test")
     first_conv = next(p for p in model.parameters() if p.dim() == 4)
     assert first_conv.is_contiguous(memory_format=torch.channels_last)  # it ran channels-last
     x, _ = data.batch(torch.arange(9))

@@ -43,7 +43,7 @@ def test_generate_and_inspect(tmp_path, capsys):
     assert split.images.shape == (6, 16, 16, 3)
     f = tmp_path / "f.h5"
     n = 4
-    fields = {"logits": np.zeros((n, 2)), "features": np.ones((n, 3)), "labels": np.zeros(n), "preds": np.zeros(n),
+    fields = {"logits": np.zeros((n, 2)), "features": np.ones((n, 3)), "labels": np.zeros(n, np.int64), "preds": np.zeros(n, np.int64),
               "local_norms": np.ones((n, 4))}
     h5schema.write_features(f, head_weight=np.ones((2, 3)), head_bias=np.zeros(2), splits={"far": fields},
                             roles={"far": "ood"}, attrs={"variant": "lff"})
@@ -55,7 +55,7 @@ def test_generate_and_inspect(tmp_path, capsys):
 
 def test_inspect_features_file_shows_attrs_and_split_shapes(tmp_path, capsys):
     f = tmp_path / "f.h5"
-    fields = {"logits": np.zeros((4, 2)), "features": np.ones((4, 3)), "labels": np.zeros(4), "preds": np.zeros(4),
+    fields = {"logits": np.zeros((4, 2)), "features": np.ones((4, 3)), "labels": np.zeros(4, np.int64), "preds": np.zeros(4, np.int64),
               "local_norms": np.ones((4, 5)), "local_gt_prob": np.ones((4, 5))}
     h5schema.write_features(f, head_weight=np.ones((2, 3)), head_bias=np.zeros(2), splits={"test": fields},
                             roles={"test": "id_test"}, attrs={"variant": "lff", "benchmark": "toy"})
@@ -120,19 +120,21 @@ def test_inspect_rejects_non_lffood_files(tmp_path, capsys):
 
 def test_benchmarks_summary(tmp_path, capsys):
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
-    for name, secs in [("train_ce", 10.0), ("train_lff", 4.0), ("train_ce_control", 2.0),
-                       ("score_ce_msp", 1.0), ("score_network_lff_odin", 3.0), ("fit_stats_ce_featurenorm", 5.0),
-                       ("fit_stats_ce_knn", 0.5)]:
-        d = tmp_path / "seed0"
-        d.mkdir(exist_ok=True)
-        (d / f"{name}.tsv").write_text(header + f"{secs}\t0:00:10\t100.5\t1\t1\t1\t0\t0\t90\t9\n")
+    # benchmarks/<rule>/<job>.tsv, the job named as its artifact is (workflow/rules/common.smk)
+    for name, secs in [("train/b/seed0/ce", 10.0), ("train/b/seed0/lff", 4.0), ("train/b/seed1/ce_control", 2.0),
+                       ("score/b/seed0/ce/msp", 1.0), ("score_network/b/seed0/lff/odin", 3.0),
+                       ("fit_stats/b/seed0/ce/featurenorm", 5.0), ("fit_stats/b/seed0/ce/knn", 0.5),
+                       ("download/isun", 7.0)]:
+        f = tmp_path / f"{name}.tsv"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(header + f"{secs}\t0:00:10\t100.5\t1\t1\t1\t0\t0\t90\t9\n")
     assert main(["benchmarks", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "train" in out and "25.5 s" in out
+    assert "train" in out and "32.5 s" in out
     table = [line.split() for line in out.splitlines() if not line.startswith(("all", " ", "rule"))]
     rows = {cells[0]: cells[1] for cells in table if len(cells) > 1}
-    # each file counts under the longest rule name it starts with: score_network is not score
-    assert rows == {"train": "3", "score": "1", "score_network": "1", "fit_stats": "2"}
+    # the rule is the first folder (no .smk parsing): score_network is not score
+    assert rows == {"train": "3", "score": "1", "score_network": "1", "fit_stats": "2", "download": "1"}
     assert main(["benchmarks", str(tmp_path / "none")]) == 1
 
 

@@ -8,9 +8,10 @@ import yaml
 
 from lffood.config import benchmark, load_config, load_yaml, validate_config
 from lffood.errors import ConfigError
+from lffood.variants import benchmark_scorers
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = ROOT / "src" / "lffood" / "resources" / "config.schema.yaml"
 CONFIG = ROOT / "config.yaml"
 
 
@@ -58,8 +59,9 @@ def test_minimal_config_gets_paper_defaults():
     assert b["lff"] == {"delta": 0.1, "mu": 1.0, "lambda": 1.0}
     assert b["model"]["arch"] == "resnet34"
     assert b["dataset"]["seed"] == 0
-    assert b["scorers"]["names"] == ["msp", "odin", "mahalanobis", "energy", "vim", "knn", "dice", "react",
-                                     "dice_react", "featurenorm", "line", "csd", "ssod", "ssod_global", "ssod_local"]
+    assert b["scorers"]["names"] is None  # every registered scorer, in the registry's table order:
+    assert benchmark_scorers(b) == ["msp", "odin", "mahalanobis", "energy", "vim", "knn", "dice", "react",
+                                    "dice_react", "featurenorm", "line", "csd", "ssod", "ssod_global", "ssod_local"]
     assert b["scorers"]["params"] == {}
     assert b["scorers"]["network"]["batch_size"] == 256
     # the pretrain default section is itself completed with the stage defaults
@@ -132,8 +134,8 @@ def test_unknown_scorer_parameter_names_key_and_known_ones():
 @pytest.mark.parametrize("scorer,params,needle", [
     ("react", {"percentile": 150}, "percentile"),
     ("line", {"p_w": -1}, "p_w"),
-    ("knn", {"k": 0}, "'k'"),
-    ("vim", {"dim": 2.5}, "'dim'"),
+    ("knn", {"k": 0}, "knn.k'"),
+    ("vim", {"dim": 2.5}, "vim.dim'"),
     ("featurenorm", {"jigsaw_grid": 1}, "jigsaw_grid"),
     ("odin", {"temperature": 0}, "temperature"),
 ])
@@ -342,6 +344,7 @@ def test_cross_key_constraints_accept_their_limits():
         "tsne": {"ood_set": "far", "variants": ["ce"], "per_group": 300, "seed": 0, "random_state": 0,
                  "perplexity": 30.0, "max_iter": 1000},
         "heatmaps": {"n_id": 2, "per_ood": 1, "seed": 0, "variants": None},
+        "monitor": {"delta": None},
         "sensitivity": {"in_all": False, "paper_reference": None}}
 
 

@@ -11,7 +11,7 @@ from lffood.config import load_config, validate_config
 from lffood.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = ROOT / "src" / "lffood" / "resources" / "config.schema.yaml"
 
 
 def _cfg(run, **extra):

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def cfg():
-    return validate_config(load_configfiles([ROOT / "config.yaml"]), ROOT / "workflow" / "schemas" / "config.schema.yaml",
-                           source="config.yaml")
+    return validate_config(load_configfiles([ROOT / "config.yaml"]),
+                           ROOT / "src" / "lffood" / "resources" / "config.schema.yaml", source="config.yaml")
 
 
 def _fs(n, c, rng, multiscale=False):

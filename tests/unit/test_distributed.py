@@ -8,7 +8,7 @@ import torch
 
 from lffood import ddp, distributed, pipeline
 from lffood.data.arrays import Split, save_split
-from lffood.training import load_checkpoint
+from lffood.checkpoint import load_checkpoint
 
 
 def _spec(objective="lff", params=None):
@@ -18,7 +18,7 @@ def _spec(objective="lff", params=None):
     return {"objective": objective, "params": params if params is not None else {"delta": 0.3, "mu": 1.0, "lambda": 0.2},
             "parent": None, "stage_name": "pretrain", "stage": stage, "checkpoint": None,
             "model": {"arch": "resnet", "blocks": [1], "widths": [8]}, "guard": {"enabled": False}, "amp": False,
-            "deterministic": True, "monitor_delta": 0.3}
+            "deterministic": True}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,10 @@ def split(tmp_path_factory):
 
 def test_two_processes_follow_the_loss_curve_of_one(split):
     kwargs = dict(spec=_spec(), variant="lff", seed=0, train_path=str(split / "train.npz"), device_name="cpu")
-    one = pipeline.run_training(**kwargs, ckpt_out=str(split / "one.pt"), history_out=str(split / "one.csv"))
-    ddp.launch({**kwargs, "ckpt_out": str(split / "two.pt"), "history_out": str(split / "two.csv")}, nproc=2)
+    one = pipeline.run_training(**kwargs, ckpt_out=str(split / "one.pt"), history_out=str(split / "one.csv"),
+                                monitor_out=str(split / "one_monitor.csv"))
+    ddp.launch({**kwargs, "ckpt_out": str(split / "two.pt"), "history_out": str(split / "two.csv"),
+                "monitor_out": str(split / "two_monitor.csv")}, nproc=2)
     two = pd.read_csv(split / "two.csv")
     assert list(two["epoch"]) == [1, 2, 3]
     # the same global batches and steps: the epochs' losses follow one process's within batch-norm noise
@@ -45,6 +47,9 @@ def test_two_processes_follow_the_loss_curve_of_one(split):
     assert two["loss"].iloc[-1] < two["loss"].iloc[0]
     # the statistics are summed over both processes: the whole epoch's images and locations
     assert two["frac_selected"].between(0, 1).all() and (two["images_per_s"] > 0).all()
+    # the monitor's bins too (vectors summed in the one all_reduce): every location of every image, once
+    counts = [pd.read_csv(split / f"{n}_monitor.csv").groupby("epoch")["count"].sum() for n in ("one", "two")]
+    assert counts[0].tolist() == counts[1].tolist() == [counts[0].iloc[0]] * 3 and counts[0].iloc[0] % 96 == 0
     model, meta = load_checkpoint(split / "two.pt")  # written once, by process 0
     assert meta["variant"] == "lff" and not (split / "two.resume.pt").exists()
 

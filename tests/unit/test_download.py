@@ -603,6 +603,30 @@ def test_registry_sizes():
             assert a.size == known[key], key
 
 
+def test_ood_set_registry_is_one_entry_per_set():
+    """lffood.names.OOD_SETS: every set of a family once, downloaded sets naming a registered archive
+    (read by an OOD reader), generated sets none; the per-source lists and lookups derive from it."""
+    from lffood.names import OOD_SETS, OOD_SETS_BY_SOURCE, PREPROCESSING, SOURCES, ood_set
+
+    for src in SOURCES:
+        names = OOD_SETS_BY_SOURCE[src]
+        assert names and len(set(names)) == len(names), src
+        for n in names:
+            s = ood_set(src, n)
+            assert s.name == n and src in s.sources and s.preprocess in PREPROCESSING
+            if s.preprocess == "generated":
+                assert s.archive is None and s.sources == ("embedded",)
+            else:
+                assert sources.archive(s.archive).kind in ("svhn", "tar") and sources.ood_archive(src, n) == s.archive
+    assert OOD_SETS_BY_SOURCE["cifar100"] == ("svhn", "lsun_crop", "lsun_resize", "isun", "textures", "places365")
+    assert OOD_SETS_BY_SOURCE["imagenet100"] == ("inaturalist", "sun", "places", "textures")  # Table III's columns
+    assert {s.archive for s in OOD_SETS if s.name == "textures" and s.archive} == {"dtd"}
+    with pytest.raises(KeyError, match="generated"):
+        sources.ood_archive("embedded", "textures")
+    with pytest.raises(KeyError, match="unknown OOD set 'svhn'"):
+        ood_set("imagenet100", "svhn")
+
+
 @pytest.mark.parametrize("mode", ["body", "headers"])
 def test_a_server_that_trickles_is_stopped_at_the_deadline(tmp_path, mode):
     """One byte every 0.1 s never trips the per-read timeout; the deadline of the attempt stops it."""

@@ -139,14 +139,17 @@ def matched(tmp_path_factory, split_files):
     return out
 
 
-def histories(tmp_path):
+def monitors(tmp_path):
+    """Monitor files (lffood.monitor) of two seeds: per epoch two vectors in bin 100 (p_j(y|x) in [0.1, 0.101),
+    background at delta 0.25) with mean norm 5 - seed, 4, 3 and two in bin 600 with mean norm 6, 6 + seed, 6.5."""
     out = {}
     for v in ("lff", "ce_control"):
         files = []
         for s in (0, 1):
-            p = tmp_path / f"{v}_{s}.csv"
-            pd.DataFrame({"epoch": [1, 2, 3], "norm_selected": [5.0 - s, 4.0, 3.0],
-                          "norm_unselected": [6.0, 6.0 + s, 6.5]}).to_csv(p, index=False)
+            p = tmp_path / f"{v}_{s}_monitor.csv"
+            sel, unsel = [5.0 - s, 4.0, 3.0], [6.0, 6.0 + s, 6.5]
+            pd.DataFrame({"epoch": [1, 1, 2, 2, 3, 3], "bin": [100, 600] * 3, "count": [2] * 6,
+                          "norm_sum": [2 * x for pair in zip(sel, unsel) for x in pair]}).to_csv(p, index=False)
             files.append(str(p))
         out[v] = files
     return out
@@ -244,7 +247,7 @@ def test_feature_norm_figure_of_a_diverged_model_stays_legible(feature_files, tm
 
 def test_local_norm_figure(feature_files, tmp_path):
     features = {v: [p] for v, p in feature_files.items()}
-    fig = plot_local_norms(features, histories(tmp_path), 0.25, "toy", LABELS, compare=["lff", "ce_control"])
+    fig = plot_local_norms(features, monitors(tmp_path), 0.25, "toy", LABELS, compare=["lff", "ce_control"])
     assert_legible(fig)
     for ax, v in zip(fig.axes, VARIANTS):
         d = h5schema.read_split(feature_files[v], "test")
@@ -252,6 +255,13 @@ def test_local_norm_figure(feature_files, tmp_path):
     traj = fig.axes[len(VARIANTS)]
     lff_bg = traj.get_lines()[0]
     np.testing.assert_allclose(lff_bg.get_ydata(), [4.5, 4.0, 3.0])  # mean over the two seeds
+    np.testing.assert_allclose(traj.get_lines()[1].get_ydata(), [6.0, 6.5, 6.5])
+    plt.close(fig)
+    # the same monitor files read at another delta: at 0.7 bin 600 is background too
+    fig = plot_local_norms(features, monitors(tmp_path), 0.7, "toy", LABELS, compare=["lff"])
+    np.testing.assert_allclose(fig.axes[len(VARIANTS)].get_lines()[0].get_ydata(), [5.25, 5.25, 4.75])
+    plt.close(fig)
+    fig = plot_local_norms(features, monitors(tmp_path), 0.25, "toy", LABELS, compare=["lff", "ce_control"])
     png, pdf = tmp_path / "l.png", tmp_path / "l.pdf"
     figures.save_figure(fig, str(png), str(pdf))
     check_files(png, pdf)
@@ -260,7 +270,7 @@ def test_local_norm_figure(feature_files, tmp_path):
 def test_render_figures_writes_both_as_png_and_pdf(feature_files, tmp_path):
     features = {v: [feature_files[v]] for v in ("ce", "lff")}
     out = {f"{n}_{e}": str(tmp_path / f"{n}.{e}") for n in ("norms", "local") for e in ("png", "pdf")}
-    figures.render_figures(features, histories(tmp_path), delta=0.25, title="toy", norms_png=out["norms_png"],
+    figures.render_figures(features, monitors(tmp_path), delta=0.25, title="toy", norms_png=out["norms_png"],
                            local_png=out["local_png"], labels=LABELS, ood_order=OOD[:2], compare=["lff"],
                            norms_pdf=out["norms_pdf"], local_pdf=out["local_pdf"])
     for n in ("norms", "local"):
@@ -471,7 +481,7 @@ def checkpoints(tmp_path_factory):
     import torch
 
     from lffood.models import build_model
-    from lffood.training import save_checkpoint
+    from lffood.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("ckpt")
     out = {}
@@ -490,7 +500,7 @@ def test_tsne_vectors_are_the_models_own(checkpoints, split_files, tmp_path):
     from lffood.data.arrays import load_split
     from lffood.local import local_gt_prob, local_vectors
     from lffood.report.figure_data import write_tsne_vectors
-    from lffood.training import load_checkpoint
+    from lffood.checkpoint import load_checkpoint
 
     out = tmp_path / "v.npz"
     delta = 0.3
@@ -787,7 +797,7 @@ def shipped():
 
     root = figures.__file__.rsplit("/src/", 1)[0]
     with open(f"{root}/config.yaml") as fh:
-        return validate_config(yaml.safe_load(fh), f"{root}/workflow/schemas/config.schema.yaml")
+        return validate_config(yaml.safe_load(fh), f"{root}/src/lffood/resources/config.schema.yaml")
 
 
 def test_paper_figures_show_what_the_paper_shows(shipped, printed):

@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 import torch
 
+from lffood.checkpoint import load_checkpoint, save_checkpoint
 from lffood.data.arrays import Split
 from lffood.data.loader import TensorImages
 from lffood.errors import CollapseError, ConfigError, LffoodError
+from lffood.hooks import OnEpoch
 from lffood.models import PRESETS, build_model
 from lffood.objectives import build_objective, register, unregister
 from lffood.objectives.base import Objective
-from lffood.training import build_optimizer, load_checkpoint, lr_at, save_checkpoint, train
+from lffood.monitor import LocalMonitor, background_at
+from lffood.training import build_optimizer, lr_at, train
 
 torch.set_num_threads(1)
 
@@ -114,7 +117,7 @@ def test_train_history_with_lff():
     before = [p.detach().clone() for p in model.parameters()]
     seen = []
     hist = train(model, _data(), _stage(epochs=2, lr=0.05, schedule={"type": "step", "milestones": [1], "gamma": 0.1}),
-                 objective=obj("lff", LFF), seed=0, device=CPU, guard=NO_GUARD, progress=seen.append)
+                 objective=obj("lff", LFF), seed=0, device=CPU, guard=NO_GUARD, hooks=[OnEpoch(seen.append)])
     assert len(hist) == 2 and seen == hist
     for key in ("ce", "acc", "lff", "frac_selected", "norm_selected", "norm_unselected", "lr", "loss", "epoch",
                 "feature_norm"):
@@ -128,20 +131,34 @@ def test_train_history_with_lff():
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-def test_train_ce_with_and_without_background_monitor():
+def test_train_ce_with_and_without_the_local_monitor(caplog):
     torch.manual_seed(0)
-    hist = train(build_model(SMALL, 4), _data(), _stage(epochs=1), objective=obj(), seed=0, device=CPU, guard=NO_GUARD)
+    model = build_model(SMALL, 4)
+    hist = train(model, _data(), _stage(epochs=2), objective=obj(), seed=0, device=CPU, guard=NO_GUARD)
     assert "lff" not in hist[0] and "frac_selected" not in hist[0]
     assert hist[0]["loss"] == pytest.approx(hist[0]["ce"], rel=1e-6)
-    # the CE control logs LFF's background selection at the monitor delta, exactly as LFF with lambda 0
+    # the monitor changes nothing of the run (no gradients, no random draws) and adds nothing to its history
     torch.manual_seed(0)
-    mon = train(build_model(SMALL, 4), _data(), _stage(epochs=1), objective=obj(), seed=0, device=CPU, guard=NO_GUARD,
-                monitor_delta=0.1)
+    monitored, monitor = build_model(SMALL, 4), LocalMonitor()
+    with caplog.at_level("INFO", logger="lffood.training"):
+        mon = train(monitored, _data(), _stage(epochs=2), objective=obj(), seed=0, device=CPU, guard=NO_GUARD,
+                    hooks=[monitor])
+    for a, b in zip(model.state_dict().values(), monitored.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [{k: v for k, v in h.items() if k not in ("seconds", "images_per_s")} for h in mon] == \
+        [{k: v for k, v in h.items() if k not in ("seconds", "images_per_s")} for h in hist]
+    assert caplog.text.count("median p_j(y|x)") == 2  # one log line per epoch, with the monitor's summary
+    # the CE control's monitor read at LFF's delta is what LFF with lambda 0 logs of its own selection
     torch.manual_seed(0)
-    lam0 = train(build_model(SMALL, 4), _data(), _stage(epochs=1), objective=obj("lff", {**LFF, "lambda": 0.0}),
-                 seed=0, device=CPU, guard=NO_GUARD, monitor_delta=0.5)  # LFF reports its own selection
-    for key in ("frac_selected", "norm_selected", "norm_unselected", "ce", "acc"):
-        assert mon[0][key] == pytest.approx(lam0[0][key], rel=1e-6), key
+    lam0 = train(build_model(SMALL, 4), _data(), _stage(epochs=2), objective=obj("lff", {**LFF, "lambda": 0.0}),
+                 seed=0, device=CPU, guard=NO_GUARD)
+    at = background_at(monitor.table(), LFF["delta"])
+    assert list(at["epoch"]) == [1, 2]
+    for key in ("frac_selected", "norm_selected", "norm_unselected"):
+        assert list(at[key]) == pytest.approx([h[key] for h in lam0], rel=1e-6), key
+    assert [h["ce"] for h in mon] == pytest.approx([h["ce"] for h in lam0], rel=1e-6)
+    # every location of every image of every epoch is in one bin
+    assert monitor.table().groupby("epoch")["count"].sum().tolist() == [64 * 4 * 4] * 2  # 4 x 4 maps
 
 
 def test_train_is_deterministic():
@@ -165,10 +182,13 @@ def test_every_objective_trains_through_the_one_loop(name, params, keys):
     model = build_model(SMALL, 4)
     o = obj(name, params)
     before = [p.detach().clone() for p in o.modules.parameters()]
+    monitor = LocalMonitor()
     hist = train(model, _data(), _stage(epochs=1, batch_size=8), objective=o, seed=0, device=CPU, guard=NO_GUARD,
-                 monitor_delta=0.1)
-    for key in keys + ["frac_selected", "ce", "acc", "images_per_s"]:
+                 hooks=[monitor])
+    for key in keys + ["ce", "acc", "images_per_s"]:
         assert key in hist[0] and np.isfinite(hist[0][key]), key
+    views = 2 if o.two_views else 1
+    assert monitor.table()["count"].sum() == 64 * views * 4 * 4  # every local vector the loss saw (4 x 4 maps)
     assert all(not torch.equal(a, b) for a, b in zip(before, o.modules.parameters()))  # own modules trained
     assert hist[0]["images_per_s"] > 0
 
@@ -208,6 +228,19 @@ def test_collapse_guard_vanished_features():
     msg = str(exc.value)
     assert "lff.lambda" in msg and "lff.mu" in msg and "finetune.lr" in msg
     assert "epoch 1" in msg and "finetune" in msg
+    assert msg.endswith(obj("lff", LFF).collapse_advice()) and "raise lff.mu" in msg  # LFF's own advice
+
+
+def test_collapse_advice_comes_from_the_objective():
+    """The guard's message ends with the objective's advice: LFF's names its parameters; CE's names no LFF key."""
+    torch.manual_seed(0)
+    guard = {"enabled": True, "chance_factor": 1.5, "min_feature_norm": 1e9, "patience": 1}
+    with pytest.raises(CollapseError) as exc:
+        train(build_model(SMALL, 4), _data(), _stage(epochs=2), objective=obj(), seed=0, device=CPU, guard=guard,
+              stage_name="pretrain[ce]")
+    msg = str(exc.value)
+    assert "collapsed at epoch 1" in msg and "pretrain.lr" in msg and "lff" not in msg.lower()
+    assert msg.endswith(obj().collapse_advice()) and "Lower the learning rate" in msg
 
 
 def test_collapse_guard_reports_vanished_when_not_at_chance():
@@ -305,7 +338,7 @@ def test_extract_split_matches_model():
     torch.manual_seed(0)
     model = build_model(TINY, 4)
     data = _data(10, k=4, size=16)
-    out = extract_split(model, data, batch_size=4, device=CPU, with_gt_prob=True)
+    out = extract_split(model, data, batch_size=4, device=CPU, role="id_test")
     assert not model.training
     x, y = data.batch(torch.arange(10))
     with torch.no_grad():
@@ -319,7 +352,7 @@ def test_extract_split_matches_model():
     np.testing.assert_allclose(out["local_norms"], fmap.flatten(2).norm(dim=1).numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out["local_gt_prob"], local_gt_prob(fmap, model.head.weight, model.head.bias, y).detach().numpy(),
                                rtol=1e-5, atol=1e-6)
-    no_gt = extract_split(model, data, batch_size=7, device=CPU)
+    no_gt = extract_split(model, data, batch_size=7, device=CPU, role="ood")
     assert "local_gt_prob" not in no_gt
     np.testing.assert_allclose(no_gt["logits"], out["logits"], rtol=1e-5, atol=1e-6)
 
@@ -336,7 +369,7 @@ def test_region_vectors_are_unit_vectors_even_past_float16_range():
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(30.0)  # features of order 1e6 and more
-    out = extract_split(model, data, batch_size=4, device=CPU, multiscale=True)
+    out = extract_split(model, data, batch_size=4, device=CPU, role="ood", requests={"multiscale": True})
     ms = out["multiscale"]
     assert ms.dtype == np.float16 and np.isfinite(ms).all()
     np.testing.assert_allclose(np.linalg.norm(ms.astype(np.float32), axis=-1), 1.0, atol=2e-3)
@@ -353,12 +386,15 @@ class _Killed(Exception):
 
 
 def test_resume_after_a_crash_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
-    from lffood.training import ResumeFile
+    from lffood.checkpoint import ResumeFile
+
+    monitors = []
 
     def run(resume=None, kill_at=None, objective="lff"):
         torch.manual_seed(0)
         model = build_model(SMALL, 4)
         o = obj(objective, LFF if objective == "lff" else {"gamma": 0.6})
+        monitors.append(LocalMonitor())
 
         def progress(row):
             if row["epoch"] == kill_at:
@@ -366,12 +402,14 @@ def test_resume_after_a_crash_ends_with_the_weights_of_an_uninterrupted_run(tmp_
 
         try:
             hist = train(model, _data(), _stage(epochs=4, schedule={"type": "step", "milestones": [2], "gamma": 0.1}),
-                         objective=o, seed=0, device=CPU, guard=NO_GUARD, progress=progress, resume=resume)
+                         objective=o, seed=0, device=CPU, guard=NO_GUARD, hooks=[monitors[-1], OnEpoch(progress)],
+                         resume=resume)
         except _Killed:
             return None, None, None
         return model, o, hist
 
     ref_model, ref_obj, ref_hist = run()
+    ref_monitor = monitors[-1].table()
     resume = ResumeFile(tmp_path / "m.resume.pt", "fp-1", max_cost=None)  # written every epoch
     assert run(resume, kill_at=3)[0] is None  # killed during epoch 3: the state after epoch 2 is on disk
     assert torch.load(resume.path, weights_only=True)["epoch"] == 2
@@ -381,6 +419,8 @@ def test_resume_after_a_crash_ends_with_the_weights_of_an_uninterrupted_run(tmp_
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
     for key in ("loss", "ce", "acc", "lff", "frac_selected"):
         assert [h[key] for h in hist] == [h[key] for h in ref_hist], key
+    # the monitor's epochs before the kill come from the resume state, the others from the rerun
+    assert monitors[-1].table().equals(ref_monitor) and list(ref_monitor["epoch"].unique()) == [1, 2, 3, 4]
     # written as often as costs max_cost of the time: with a tiny one only after epoch 1, whatever the
     # machine's speed; the rerun goes on from there to the same weights
     resume = ResumeFile(tmp_path / "c.resume.pt", "fp-cost", max_cost=1e-9)
@@ -402,7 +442,7 @@ def test_resume_after_a_crash_ends_with_the_weights_of_an_uninterrupted_run(tmp_
 def test_resume_state_is_written_as_often_as_costs_one_percent(tmp_path):
     import time
 
-    from lffood.training import ResumeFile
+    from lffood.checkpoint import ResumeFile
 
     r = ResumeFile(tmp_path / "m.resume.pt", "fp")
     assert r.max_cost == 0.01 and r.due()  # the first epoch's end always writes
@@ -418,7 +458,7 @@ def test_resume_state_is_written_as_often_as_costs_one_percent(tmp_path):
 
 
 def test_resume_state_of_another_training_is_ignored(tmp_path, caplog):
-    from lffood.training import ResumeFile
+    from lffood.checkpoint import ResumeFile
 
     torch.manual_seed(0)
     resume = ResumeFile(tmp_path / "m.resume.pt", "fingerprint-a")
@@ -444,7 +484,7 @@ def test_training_step_makes_no_host_synchronisation(name, params):
     def epoch(steps):
         torch.manual_seed(0)
         train(build_model(SMALL, 4), _data(n=8 * steps), _stage(epochs=1, batch_size=8), objective=obj(name, params),
-              seed=0, device=CPU, guard=NO_GUARD, monitor_delta=0.1)
+              seed=0, device=CPU, guard=NO_GUARD, hooks=[LocalMonitor()])
 
     assert syncs_per_step(epoch, 2, 5) == 0
 
@@ -592,7 +632,7 @@ def test_guard_passes_fresh_modules_that_learn(caplog):
 def test_the_learned_check_survives_a_resume(tmp_path):
     """The change is measured from the seed's initialisation also after a resume (the snapshot is taken
     before the resumed state loads): an interrupted run logs what an uninterrupted one does."""
-    from lffood.training import ResumeFile
+    from lffood.checkpoint import ResumeFile
 
     def run(resume=None, kill_at=None):
         torch.manual_seed(0)
@@ -604,7 +644,7 @@ def test_the_learned_check_survives_a_resume(tmp_path):
         try:
             return train(build_model(SMALL, 4), _data(), _stage(epochs=3, batch_size=8),
                          objective=obj("ssod", {"gamma": 0.6, "new_module_lr": 0.2}), seed=0, device=CPU,
-                         guard=NO_GUARD, progress=progress, resume=resume)
+                         guard=NO_GUARD, hooks=[OnEpoch(progress)], resume=resume)
         except _Killed:
             return None
 

@@ -3,11 +3,13 @@ LFF (eqs. 4-7), LogitNorm, SSOD's balanced OOD-head loss, ALPA's similarity and 
 contrastive loss; degenerate batches; gradients flowing only where they should; the registry."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from lffood.fields import registered_fields
 from lffood.local import local_norms
 from lffood.objectives import Forward, build_objective, objective_class, registered_objectives
 from lffood.objectives.alpa import alpa_similarity, supcon_loss
@@ -210,8 +212,9 @@ def test_ssod_extract_outputs():
         obj.modules["ood_head"].bias.zero_()
     fmap = torch.zeros(1, 2, 1, 2)
     fmap[0, 0, 0, 0] = math.log(3.0)  # loc0: ID logit ln 3 -> P_ID 3/4; loc1: 1/2
-    out = obj.extract(fmap, fmap.mean(dim=(2, 3)))
-    assert set(out) == set(obj.provides)
+    batch = SimpleNamespace(objective=obj, fmap=fmap, pooled=fmap.mean(dim=(2, 3)))
+    out = {name: registered_fields()[name].compute(batch, None) for name in obj.provides}  # SSOD's fields
+    assert set(out) == {"ood_head_global", "ood_head_local"}
     assert out["ood_head_local"].item() == pytest.approx((0.75 + 0.5) / 2)
     assert out["ood_head_global"].item() == pytest.approx(1 / (1 + math.exp(-math.log(3.0) / 2)))
 

@@ -1,4 +1,4 @@
-"""The paper's printed Tables I-IV (resources/paper/lff_tables.csv): row counts against the seed
+"""The paper's printed Tables I-IV (src/lffood/resources/paper/lff_tables.csv): row counts against the seed
 text, spot checks of printed values and marks, the known inconsistencies, the name mapping and
 the loader's errors on a corrupted copy."""
 
@@ -167,7 +167,7 @@ def test_only_tagfog_uses_extra_data(df):
 
 
 def test_table1_carries_no_marks_in_the_seed(df):
-    # documented in resources/paper/README.md: the conversion lost Table I's marks
+    # documented in src/lffood/resources/paper/README.md: the conversion lost Table I's marks
     assert set(df[df["table"] == "table1"]["mark"]) == {""}
 
 
@@ -252,7 +252,8 @@ def test_mean_of_row_and_the_row_it_comes_from(df):
 def test_flag_notes_say_what_is_inconsistent(df):
     note = pn.flag_note(df, "table1", "cifar100_resnet34", "Energy", "average", "auroc")
     assert "83.64" in note and "82.773" in note and "+0.867" in note
-    # the mean is rounded half up from the exact mean of cents (90.3725), as resources/paper/README.md gives it
+    # the mean is rounded half up from the exact mean of cents (90.3725), as the CSV's README.md
+    # (src/lffood/resources/paper/) gives it
     assert "90.373" in pn.flag_note(df, "table3", "imagenet100_resnet50", "ReAct", "average", "auroc")
     copied = pn.flag_note(df, "table4", "cifar100_resnet34", "Energy", "average", "auroc")
     assert "Table I row it repeats" in copied and "82.773" in copied
@@ -319,6 +320,18 @@ def test_method_kind_and_scorer_mapping(df):
     for name in ("KNN", "Foo+Ours", "CIDER+Ours", ""):
         with pytest.raises(ValueError, match="unknown printed method"):
             pn.method_kind(name)
+
+
+def test_registry_labels_and_order_are_the_papers(df):
+    """The scorer registry's labels and order are Table I's: its post-hoc rows, spelled and ordered as
+    printed; the CSV's other spellings (Tables II, III) are the only names not taken from the registry."""
+    from lffood.scorers import paper_scorers, scorer_class
+
+    t1 = df[(df["table"] == "table1") & (df["benchmark"] == "cifar10_resnet34")]
+    printed = [m for m in dict.fromkeys(t1["method"]) if pn.method_kind(m) == "posthoc"]
+    assert printed == [scorer_class(s).label for s in paper_scorers()]
+    others = {m for m in df["method"].unique() if pn.method_kind(m) == "posthoc"} - set(printed)
+    assert others == set(pn.PRINTED_VARIANTS) == {"LINE"}
 
 
 def _corrupt(tmp_path, edit):

@@ -98,7 +98,7 @@ def test_two_runs_of_the_chain_are_identical(tmp_path):
         for v, parent in (("ce", None), ("lff", str(d / "ce.pt"))):
             pipeline.run_training(training_spec(bench, v), variant=v, seed=0, train_path=splits["train"],
                                   ckpt_out=str(d / f"{v}.pt"), history_out=str(d / f"{v}.csv"), device_name="cpu",
-                                  parent_ckpt=parent)
+                                  monitor_out=str(d / f"{v}_monitor.csv"), parent_ckpt=parent)
         pipeline.run_extraction(bench["extraction"], checkpoint=str(d / "lff.pt"), split_paths=splits,
                                 out=str(d / "lff.h5"), attrs={}, device_name="cpu")
         pipeline.run_fit_stats(str(d / "lff.h5"), "react", {}, str(d / "react_stats.h5"))
@@ -110,7 +110,7 @@ def test_two_runs_of_the_chain_are_identical(tmp_path):
         pipeline.run_metrics(str(d / "lff.h5"), scores, str(d / "metrics.csv"), {"variant": "lff", "seed": 0})
         outs.append(d)
     a, b_ = outs
-    for name in ("ce.pt", "lff.pt", "metrics.csv"):
+    for name in ("ce.pt", "lff.pt", "metrics.csv", "ce_monitor.csv", "lff_monitor.csv"):
         assert (a / name).read_bytes() == (b_ / name).read_bytes(), name
     fa, fb = h5schema.read_split(a / "lff.h5", "far"), h5schema.read_split(b_ / "lff.h5", "far")
     for k in fa:

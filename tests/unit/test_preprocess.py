@@ -230,7 +230,8 @@ TAR_CASES = {
 def test_tar_ood_sets_end_to_end(tmp_path, monkeypatch, split):
     make, resize, crop, cap, n = TAR_CASES[split]
     blob = make()
-    key = sources.OOD_ARCHIVE[split]
+    source = "imagenet100" if split == "inaturalist" else "cifar10"
+    key = sources.ood_archive(source, split)
     if sources.archive(key).md5:
         _patch_md5(monkeypatch, key, blob)
     else:  # a plain-http mirror needs a pinned checksum: here an entry of the lock file
@@ -238,7 +239,6 @@ def test_tar_ood_sets_end_to_end(tmp_path, monkeypatch, split):
 
         dl.record_lock(tmp_path / "checksums.lock", key,
                        {"sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)})
-    source = "imagenet100" if split == "inaturalist" else "cifar10"
     with fx.FixtureServer() as srv:
         cfg = _cfg(tmp_path, source, [split], {key: srv.add(sources.archive(key).filename, blob)},
                    ood_resize=resize, ood_crop=crop, ood_max_images=cap, seed=1)

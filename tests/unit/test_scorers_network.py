@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from lffood import h5schema, pipeline
+from lffood.checkpoint import save_checkpoint
 from lffood.data.arrays import Split, load_split, save_split
 from lffood.data.loader import TensorImages
 from lffood.errors import SchemaError
@@ -15,7 +16,6 @@ from lffood.models import ResNet
 from lffood.scorers import FeatureSet, Head, build_scorer
 from lffood.scorers.featurenorm import block_norms, feature_norm, jigsaw
 from lffood.scorers.odin import odin_perturb, odin_score_batch
-from lffood.training import save_checkpoint
 
 
 class Linear1x1(nn.Module):
@@ -116,8 +116,8 @@ def _images(n, seed, size=8, k=3):
 
 
 def _extract(m, data, batch_size, grid=3):
-    return extract_split(m, data, batch_size=batch_size, device=torch.device("cpu"), amp=False,
-                         block_norms={"jigsaw_grid": grid, "jigsaw_seed": 0}, with_jigsaw=True)
+    return extract_split(m, data, batch_size=batch_size, device=torch.device("cpu"), amp=False, role="id_train",
+                         requests={"block_norms": {"jigsaw_grid": grid, "jigsaw_seed": 0}})
 
 
 def test_extraction_records_block_norms_and_jigsaw_norms():
@@ -134,7 +134,7 @@ def test_extraction_records_block_norms_and_jigsaw_norms():
     assert not np.allclose(out["jigsaw_block_norms"], out["block_norms"])
     again = _extract(m, data, 20)
     np.testing.assert_allclose(again["jigsaw_block_norms"], out["jigsaw_block_norms"], rtol=1e-5)
-    plain = extract_split(m, data, batch_size=8, device=torch.device("cpu"), amp=False)
+    plain = extract_split(m, data, batch_size=8, device=torch.device("cpu"), amp=False, role="id_train")
     assert "block_norms" not in plain and "jigsaw_block_norms" not in plain
     np.testing.assert_array_equal(plain["logits"], out["logits"])  # the hooks change nothing else
 

@@ -97,10 +97,10 @@ ALLOWED = (
             "seeded by the run's seed; it shares torch's global generator with the layers' own default init "
             "(reset_parameters, which takes no generator), so a separate generator here would not make "
             "initialisation any more independent, and it would change every model's initial weights"),
-    Allowed("src/lffood/training.py", "_set_rng", "torch.set_rng_state",
+    Allowed("src/lffood/checkpoint.py", "restore_rng", "torch.set_rng_state",
             "resuming a killed training job restores the global generator's saved state of its last finished "
             "epoch (not a new seed), so the resumed run draws exactly what the uninterrupted one would"),
-    Allowed("src/lffood/training.py", "_set_rng", "torch.cuda.set_rng_state_all",
+    Allowed("src/lffood/checkpoint.py", "restore_rng", "torch.cuda.set_rng_state_all",
             "as torch.set_rng_state, for the CUDA generators of a resumed run"),
 )
 
@@ -301,7 +301,7 @@ def test_the_scan_covers_the_code_that_runs():
 def test_the_checker_sees_the_calls_it_guards():
     """A positive control on the real code: the checked torch.load calls and seeded draws are found
     (with their arguments), so an empty violation list means 'checked', not 'not seen'."""
-    text = (REPO / "src/lffood/training.py").read_text()
+    text = (REPO / "src/lffood/checkpoint.py").read_text()
     tree = ast.parse(text)
     aliases = _aliases(tree)
     names = [_qualified(n.func, aliases) for n in ast.walk(tree) if isinstance(n, ast.Call)]

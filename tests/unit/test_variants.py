@@ -14,7 +14,7 @@ from lffood.variants import (extraction_params, objective_params, stage_config, 
                              training_spec, variant, variant_names, variant_scorers)
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = ROOT / "src" / "lffood" / "resources" / "config.schema.yaml"
 METHODS = {
     "ce": {"objective": "ce"},
     "ce_control": {"objective": "ce", "parent": "ce", "label": "CE control"},
@@ -51,13 +51,28 @@ def test_training_spec_is_what_each_variant_reads():
     assert training_spec(b, "logitnorm")["stage"]["epochs"] == 7  # stage_overrides
     assert training_spec(b, "logitnorm")["stage"]["lr"] == b["pretrain"]["lr"]
     assert set(ce) == {"objective", "params", "parent", "stage_name", "stage", "checkpoint", "model", "guard", "amp",
-                       "deterministic", "monitor_delta"}
-    assert ce["monitor_delta"] == 0.1  # the benchmark's lff.delta
+                       "deterministic"}
     # changing lambda changes the LFF job's params only; a scorer change changes no training params
     other = _bench(lff={"delta": 0.1, "mu": 1.0, "lambda": 0.5})
     assert training_spec(other, "ce_control") == control and training_spec(other, "lff") != lff
     other = _bench(scorers={"params": {"react": {"percentile": 80}}})
     assert all(training_spec(other, v) == training_spec(b, v) for v in METHODS)
+
+
+def test_lff_delta_and_the_figure_delta_retrain_no_other_model():
+    """lff.delta is LFF's parameter only: the CE model, the CE control and SSOD train the same whatever it
+    is. The figures' threshold (figures.monitor.delta, default lff.delta) is no training job's params."""
+    from lffood.variants import monitor_delta
+
+    b = _bench()
+    other = _bench(lff={"delta": 0.01, "mu": 1.0, "lambda": 0.2})
+    for v in ("ce", "ce_control", "ssod", "logitnorm"):
+        assert training_spec(other, v) == training_spec(b, v), v
+    assert training_spec(other, "lff") != training_spec(b, "lff")
+    assert monitor_delta(b) == 0.1 and monitor_delta(other) == 0.01  # null: the benchmark's lff.delta
+    own = _bench(figures={"monitor": {"delta": 0.25}})
+    assert monitor_delta(own) == 0.25
+    assert all(training_spec(own, v) == training_spec(b, v) for v in METHODS)
 
 
 def test_variant_params_override_the_objective_section():
@@ -89,6 +104,22 @@ def test_scorers_apply_by_what_the_objective_provides():
     no_ms = _bench(extraction={"multiscale": False},
                    scorers={"names": ["msp", "energy", "react", "ssod"]})
     assert variant_scorers(no_ms, "lff") == ["msp", "energy", "react"]
+
+
+def test_scorer_list_defaults_to_every_registered_scorer_in_table_order():
+    """scorers.names null (the schema's default): every registered scorer, in the registry's order, each
+    model running those that apply to it; a list given keeps its own order."""
+    from lffood.scorers import registered_scorers, scorer_names
+    from lffood.variants import benchmark_scorers
+
+    b = _bench()
+    assert b["scorers"]["names"] is None
+    assert benchmark_scorers(b) == scorer_names() and set(scorer_names()) == set(registered_scorers())
+    assert scorer_names()[:6] == ["msp", "odin", "mahalanobis", "energy", "vim", "knn"]  # Table I, KNN after ViM
+    assert variant_scorers(b, "ssod") == scorer_names()
+    assert variant_scorers(b, "lff") == [s for s in scorer_names() if not s.startswith("ssod")]
+    mine = _bench(scorers={"names": ["react", "msp", "ssod"]})
+    assert benchmark_scorers(mine) == ["react", "msp", "ssod"] and variant_scorers(mine, "lff") == ["react", "msp"]
 
 
 def test_extraction_params_carry_the_scorers_requests():

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from lffood.config import validate_config  # noqa: E402
 from lffood.errors import ConfigError  # noqa: E402
+from lffood.names import PAPER_NUMBERS  # noqa: E402
 from lffood.report import figures, latex, summary  # noqa: E402
 from lffood.report.html import write_html_from_markdown  # noqa: E402
 from lffood.report.paper_tables import NOT_IN_PAPER, REPRODUCED, write_paper_table  # noqa: E402
@@ -93,7 +94,7 @@ def test_stamp_and_the_csv_column():
 
 def test_config_key():
     cfg = {"run": ["b"], "benchmarks": {"b": {"dataset": {"source": "embedded", "ood_sets": ["far"]}}}}
-    schema = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+    schema = ROOT / "src" / "lffood" / "resources" / "config.schema.yaml"
     assert validate_config(cfg, schema)["watermark"] is None
     assert validate_config({**cfg, "watermark": WM}, schema)["watermark"] == WM
     assert validate_config(cfg, schema, overrides={"watermark": WM})["watermark"] == WM
@@ -163,7 +164,7 @@ def test_latex_escapes_the_watermark(tmp_path):
 def paper_table(tmp_path, table, watermark, paper=True, name=None):
     files = {BENCH: metric_files(tmp_path)}
     methods = {v: (label, OWN[v]) for v, label in LABELS.items()}
-    paper_path = str(ROOT / "resources" / "paper" / "lff_tables.csv") if paper else None
+    paper_path = str(PAPER_NUMBERS) if paper else None
     out = write_all(tmp_path, name or f"{table}_{watermark}", write_paper_table, table=table, metric_files=files,
                     ood_sets={BENCH: SETS}, methods=methods, roles=ROLES, title=f"{table}: test",
                     paper_path=paper_path, watermark=watermark)

@@ -59,4 +59,4 @@ def test_download_and_prepare_through_snakemake_rerun_downloads_nothing(tmp_path
         shutil.rmtree(tmp_path / "resources/data/c10")
         snakemake(tmp_path, "--cores", "1", target, config=tmp_path / "cfg.yaml")
         assert srv.count() == 1
-        assert "not downloading" in (tmp_path / "logs/downloads/isun.log").read_text()
+        assert "not downloading" in (tmp_path / "logs/download/isun.log").read_text()

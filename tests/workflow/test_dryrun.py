@@ -75,6 +75,33 @@ def test_sensitivity_graph_trains_only_the_new_sweep_points(tmp_path):
     assert counts["metrics"] == seeds * (points + 3)
 
 
+def test_every_job_logs_under_its_rule(tmp_path):
+    """Logs and benchmark files are logs/<rule>/<job>.log and benchmarks/<rule>/<job>.tsv, the job named
+    as its artifact (workflow/rules/common.smk): every rule of the embedded and the paper benchmarks
+    (`lffood benchmarks` reads the rule from the first folder)."""
+    import re
+
+    paper = REPO / "tests" / "configs" / "paper_dryrun.yaml"
+    out = (snakemake(tmp_path / "e", "-n", "--cores", "2", "all", "results/figures/embedded_sensitivity.png",
+                     config=REPO / "config.yaml").stdout
+           + snakemake(tmp_path / "p", "-n", "--cores", "2", "all", config=paper).stdout)
+    seen = {}
+    for job in re.split(r"\n(?=(?:local)?rule \w+:)", out):
+        m = re.match(r"(?:local)?rule (\w+):", job)
+        if m and m.group(1) != "all":
+            for kind, top in (("log", "logs"), ("benchmark", "benchmarks")):
+                path = re.search(rf"^\s+{kind}: (\S+)$", job, re.M).group(1)
+                assert path.startswith(f"{top}/{m.group(1)}/"), (m.group(1), path)
+                seen.setdefault((m.group(1), kind), path)
+    assert re.fullmatch(r"logs/train/embedded/seed\d/\w+\.log", seen["train", "log"])  # the first run's
+    assert re.fullmatch(r"benchmarks/score/embedded/seed\d/\w+/\w+\.tsv", seen["score", "benchmark"])
+    assert re.fullmatch(r"logs/download/\w+\.log", seen["download", "log"])
+    assert re.fullmatch(r"logs/figures/embedded\.log", seen["figures", "log"])  # figure and ext: the rule's own
+    rules = set(re.findall(r"^rule (\w+):", "".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk")),
+                           re.M))
+    assert {r for r, _ in seen} == rules - {"paper_table"}  # paper_table: tests/workflow/test_paper_targets.py
+
+
 def test_bare_snakemake_builds_all(tmp_path):
     """The first rule of the root Snakefile is the default target: a bare run plans `all`."""
     counts = job_counts(snakemake(tmp_path, "-n", "--cores", "2", config=REPO / "config.yaml").stdout)

@@ -7,11 +7,13 @@ leaves no checkpoint."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import MICRO, job_counts, snakemake
 from lffood import h5schema
@@ -47,10 +49,10 @@ def test_outputs_exist_and_read(micro):
     for seed in SEEDS:
         for v in VARIANTS:
             assert (res / f"micro/seed{seed}/models/{v}.pt").exists()
-            assert (work / f"logs/micro/seed{seed}/train_{v}.log").exists()
-            assert (work / f"logs/micro/seed{seed}/extract_{v}.log").exists()
-            assert (work / f"benchmarks/micro/seed{seed}/extract_{v}.tsv").exists()
-    log = (work / "logs/micro/seed0/train_mode.log").read_text()
+            assert (work / f"logs/train/micro/seed{seed}/{v}.log").exists()
+            assert (work / f"logs/extract/micro/seed{seed}/{v}.log").exists()
+            assert (work / f"benchmarks/extract/micro/seed{seed}/{v}.tsv").exists()
+    log = (work / "logs/train/micro/seed0/mode.log").read_text()
     assert "finetune[mode] epoch 2/2" in log and "L_alpa" in log and "left)" in log
 
 
@@ -141,7 +143,7 @@ def _check_figure(work, name):
 
 
 def _log(work, rule):
-    text = (work / f"logs/micro/{rule}.log").read_text()
+    text = (work / f"logs/{rule}/micro.log").read_text()
     assert "layout:" not in text, text  # the figure reads at 7 inches
     return text
 
@@ -273,6 +275,91 @@ def test_lambda_change_reruns_only_lff_finetuning(micro):
     assert "prepare_embedded" not in counts
 
 
+#: One parameter of every objective and every scorer with parameters, changed to another valid value
+#: (a --config form): (section as --config writes it, parameter, new value). Every registered plug-in
+#: that runs in the micro configuration must be here (test_every_plugin_is_covered).
+OBJECTIVE_CHANGES = {"lff": ("delta", 0.2), "logitnorm": ("tau", 0.05), "ssod": ("gamma", 0.8),
+                     "alpa": ("scale", 5.0)}
+SCORER_CHANGES = {"msp": ("temperature", 2.0), "energy": ("temperature", 2.0), "react": ("percentile", 80),
+                  "odin": ("epsilon", 0.0), "vim": ("dim", 8), "knn": ("k", 9), "dice": ("percentile", 70),
+                  "dice_react": ("react_percentile", 80), "featurenorm": ("block", 0), "line": ("p_w", 80),
+                  "csd": ("k", 4)}
+#: the rules whose jobs carry one scorer's parameters (its statistics, its scores)
+SCORER_RULES = ("fit_stats", "score", "score_network", "score_search")
+#: rules that read an objective's parameter besides its training: the figures of LFF's background
+#: selection draw at lff.delta unless figures.monitor.delta is set
+ALSO_READ_BY = {("lff", "delta"): ("figures", "tsne_vectors")}
+
+
+def planned_jobs(stdout: str) -> list[tuple[str, dict, str]]:
+    """``(rule, wildcards, reason)`` of every job a dry run plans."""
+    jobs = []
+    for m in re.finditer(r"^(?:local)?rule (\w+):\n((?:    .*\n?)*)", stdout, re.M):
+        body = m.group(2)
+        wc = re.search(r"^    wildcards: (.*)$", body, re.M)
+        reason = re.search(r"^    reason: (.*)$", body, re.M)
+        wildcards = dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {}
+        jobs.append((m.group(1), wildcards, reason.group(1) if reason else ""))
+    return jobs
+
+
+def _rerun_scope(work, override: str) -> list[tuple[str, dict, str]]:
+    proc = snakemake(work, "-n", "--cores", "2", "all", "--config", override)
+    jobs = planned_jobs(proc.stdout)
+    assert jobs, f"--config {override}: nothing planned\n{proc.stdout[-2000:]}"
+    return jobs
+
+
+def _only_roots(jobs, is_root, what: str) -> None:
+    """Every planned job is a root (a job that reads the changed parameter) or runs only because an input
+    is rebuilt by another planned job (downstream of a root): the planned set is exactly the roots and
+    what depends on them."""
+    for rule, wc, reason in jobs:
+        if is_root(rule, wc):
+            continue
+        assert reason.startswith("Input files updated by another job") and "Params have changed" not in reason, \
+            f"{what}: job {rule} {wc} is neither one of its jobs nor downstream of them: {reason[:300]}"
+
+
+def test_every_plugin_is_covered():
+    from lffood.objectives import registered_objectives
+    from lffood.scorers import registered_scorers
+
+    used = {o for o in registered_objectives() if registered_objectives()[o].params_schema}
+    assert used <= set(OBJECTIVE_CHANGES), f"objectives without a rerun-scope case: {used - set(OBJECTIVE_CHANGES)}"
+    with_params = {s for s, cls in registered_scorers().items() if cls.defaults}
+    assert with_params <= set(SCORER_CHANGES), f"scorers without a rerun-scope case: {with_params - set(SCORER_CHANGES)}"
+
+
+@pytest.mark.parametrize("objective", sorted(OBJECTIVE_CHANGES))
+def test_objective_parameter_reruns_only_that_method(micro, objective):
+    """A parameter of one objective retrains exactly the variants with that objective (every seed) and
+    reruns what depends on them; no other model is retrained (lff.delta used to retrain all six, since
+    the background monitor of every training read it)."""
+    work, _, _ = micro
+    param, value = OBJECTIVE_CHANGES[objective]
+    mine = {v for v, spec in yaml.safe_load(MICRO.read_text())["benchmarks"]["micro"]["variants"].items()
+            if spec["objective"] == objective}
+    jobs = _rerun_scope(work, f"{objective}={{{param}: {value}}}")
+    trained = {(wc["seed"], wc["variant"]) for rule, wc, _ in jobs if rule == "train"}
+    assert trained == {(str(s), v) for s in SEEDS for v in mine}, f"{objective}.{param}: retrained {sorted(trained)}"
+    also = ALSO_READ_BY.get((objective, param), ())
+    _only_roots(jobs, lambda rule, wc: (rule == "train" and wc.get("variant") in mine) or rule in also,
+                f"{objective}.{param}")
+
+
+@pytest.mark.parametrize("scorer", sorted(SCORER_CHANGES))
+def test_scorer_parameter_reruns_only_that_scorer(micro, scorer):
+    """A parameter of one scorer reruns that scorer's statistics and scores (where it reads them) and
+    what depends on them: no training, no extraction, no other scorer."""
+    work, _, _ = micro
+    param, value = SCORER_CHANGES[scorer]
+    jobs = _rerun_scope(work, f"scorers={{params: {{{scorer}: {{{param}: {value}}}}}}}")
+    assert {rule for rule, wc, _ in jobs if wc.get("scorer") == scorer and rule in SCORER_RULES}, \
+        f"{scorer}.{param}: none of its jobs planned"
+    _only_roots(jobs, lambda rule, wc: rule in SCORER_RULES and wc.get("scorer") == scorer, f"{scorer}.{param}")
+
+
 def test_collapse_fails_clearly_and_writes_nothing(micro):
     work, _, _ = micro
     ckpt = work / "results/micro/seed0/models/lff.pt"
@@ -285,7 +372,7 @@ def test_collapse_fails_clearly_and_writes_nothing(micro):
     assert proc.returncode != 0
     assert not ckpt.exists()
     assert not list(ckpt.parent.glob(".lff.pt*"))  # no temporary left behind
-    log = (work / "logs/micro/seed0/train_lff.log").read_text()
+    log = (work / "logs/train/micro/seed0/lff.log").read_text()
     assert "collapsed" in log and "lff.lambda" in log and "lff.mu" in log
 
 

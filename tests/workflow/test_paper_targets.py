@@ -8,7 +8,7 @@ from conftest import REPO, job_counts, snakemake
 from lffood.config import load_config
 from lffood.variants import variant_names, variant_scorers
 
-CFG = load_config(REPO / "config.yaml", REPO / "workflow" / "schemas" / "config.schema.yaml")
+CFG = load_config(REPO / "config.yaml", REPO / "src" / "lffood" / "resources" / "config.schema.yaml")
 SEEDS = 3  # the paper benchmarks' seeds: the schema's default [0, 1, 2]
 ARCHIVES = {"cifar10": {"cifar10"}, "cifar100": {"cifar100"}, "imagenet100": set()}
 OOD_ARCHIVE = {"svhn": "svhn", "lsun_crop": "lsun_crop", "lsun_resize": "lsun_resize", "isun": "isun",

@@ -70,7 +70,7 @@ LFFOOD_NOT_RUN = {
              "counter",
 }
 #: lffood commands that are run (subcommand -> what the output must contain)
-LFFOOD_RUN = {"--help": "check-config", "check-config": "benchmarks", "scorers": "knn", "objectives": "lff",
+LFFOOD_RUN = {"--help": "check-config", "check-config": ": valid", "scorers": "knn", "objectives": "lff",
               "download --list": "cifar10"}
 #: commands the README shows failing on purpose, and the error it quotes
 EXPECTED_FAILURES = {"snakemake --cores 8 --resources gpu=1 all": "dictionary update sequence element #1 has length 1"}

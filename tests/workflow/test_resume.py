@@ -50,7 +50,7 @@ def runs(tmp_path_factory):
 
     killed = tmp_path_factory.mktemp("killed")
     mini_config(killed / "config.yaml")
-    log = killed / "logs/mini/seed0/train_ce.log"
+    log = killed / "logs/train/mini/seed0/ce.log"
     proc = subprocess.Popen(_cmd(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + 240
@@ -76,7 +76,7 @@ def test_killed_training_resumes_after_its_last_epoch(runs):
     _, killed, killed_log, (ckpt_existed, state_existed), _ = runs
     assert "epoch 2/6" in killed_log and "epoch 6/6" not in killed_log
     assert not ckpt_existed and state_existed  # no checkpoint yet, the end-of-epoch state on disk
-    log = (killed / "logs/mini/seed0/train_ce.log").read_text()
+    log = (killed / "logs/train/mini/seed0/ce.log").read_text()
     resumed = [line for line in log.splitlines() if "resuming after epoch" in line]
     assert resumed, log[-2000:]
     done = int(resumed[0].split("resuming after epoch ")[1].split("/")[0])

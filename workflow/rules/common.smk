@@ -6,11 +6,11 @@ from types import SimpleNamespace
 
 from lffood import h5schema
 from lffood.data import sources as data_sources
-from lffood.names import EMBEDDED_SPLITS, OOD_SETS_BY_SOURCE, PAPER_NUMBERS, split_names
+from lffood.names import EMBEDDED_SPLITS, OOD_SETS, PAPER_NUMBERS, split_names
 from lffood.report import figure_data
 from lffood.scorers import fit_params, registered_scorers, resolved_params
-from lffood.variants import (extraction_params, monitor_delta, sweep_value_names, training_spec, variant,
-                             variant_names, variant_scorers)
+from lffood.variants import (benchmark_scorers, extraction_params, monitor_delta, sweep_value_names, training_spec,
+                             variant, variant_names, variant_scorers)
 
 R = config["results_dir"]
 DATA = config["data_dir"]
@@ -25,6 +25,7 @@ P = SimpleNamespace(
     split_files=f"{DATA}/{{bench}}/{{split}}.files.txt",  # the source file of every image (paper datasets)
     ckpt=f"{R}/{{bench}}/seed{{seed}}/models/{{variant}}.pt",
     history=f"{R}/{{bench}}/seed{{seed}}/models/{{variant}}_history.csv",
+    monitor=f"{R}/{{bench}}/seed{{seed}}/models/{{variant}}_monitor.csv",  # lffood.monitor
     features=f"{R}/{{bench}}/seed{{seed}}/features/{{variant}}.h5",
     stats=f"{R}/{{bench}}/seed{{seed}}/stats/{{variant}}/{{scorer}}.h5",
     scores=f"{R}/{{bench}}/seed{{seed}}/scores/{{variant}}/{{scorer}}.h5",
@@ -43,6 +44,36 @@ P = SimpleNamespace(
 def path(pattern, wildcards=None, **values):
     """``pattern`` (one of P) filled with the job's wildcards and ``values``."""
     return pattern.format(**{**(dict(wildcards.items()) if wildcards is not None else {}), **values})
+
+
+def _job_name(pattern, fixed):
+    """What names one job in artifact ``pattern`` (one of P), whose wildcards ``fixed`` the rule fills in
+    itself (e.g. ``ext``): the path components holding its other wildcards, without the fixed ones and
+    the file extension. P.ckpt -> ``{bench}/seed{seed}/{variant}``; P.figure, fixed figure and ext -> ``{bench}``."""
+    parts, seen = [], set()
+    for comp in pattern.split("/"):
+        names = re.findall(r"\{(\w+)\}", comp)
+        free = {n for n in names if n not in fixed}
+        if not free or free <= seen:  # a folder of no job's own, or the job's name again (P.receipt)
+            continue
+        seen |= free
+        for n in names:
+            if n in fixed:
+                comp = re.sub(rf"[._-]?\{{{n}\}}", "", comp)
+        parts.append(re.sub(r"\.[^{}]*$", "", comp))
+    return "/".join(parts)
+
+
+def log_file(rule_name, pattern, *fixed):
+    """The log of each job of ``rule_name`` is ``logs/<rule_name>/<job>.log``, the job named as its artifact
+    ``pattern`` names it (:func:`_job_name`): the first folder is the rule's (``lffood benchmarks`` reads it)."""
+    return f"{LOGS}/{rule_name}/{_job_name(pattern, fixed)}.log"
+
+
+def benchmark_file(rule_name, pattern, *fixed):
+    """The Snakemake benchmark file of each job of ``rule_name``: ``benchmarks/<rule_name>/<job>.tsv`` (as
+    :func:`log_file`)."""
+    return f"{BENCH}/{rule_name}/{_job_name(pattern, fixed)}.tsv"
 
 
 def _alt(names):
@@ -229,7 +260,7 @@ _PRINTED = {}
 
 
 def printed_numbers():
-    """The paper's printed numbers (resources/paper/lff_tables.csv), read once, when first needed."""
+    """The paper's printed numbers (src/lffood/resources/paper/lff_tables.csv), read once, when first needed."""
     if "df" not in _PRINTED:
         from lffood.report import paper_numbers
 
@@ -328,24 +359,18 @@ def paper_methods(benches):
 
 def paper_table_inputs(wildcards):
     """Metrics of every seed and model variant of each benchmark behind a paper table."""
-    names = config["tables"][wildcards.table]
-    undefined = [b for b in names if b not in BENCHMARKS]
-    if undefined:
-        raise WorkflowError(
-            f"results/tables/{wildcards.table}.csv needs benchmark(s) {undefined}, which the config does not define "
-            f"(key tables.{wildcards.table}). Define them under 'benchmarks' (config.yaml ships them) or change the key."
-        )
-    roles = {r: config["tables"][r] for r in ("baseline", "control", "ours")}
-    for b in names:
-        missing = {r: v for r, v in roles.items() if v not in BENCHMARKS[b]["variants"]}
-        if missing:
-            raise WorkflowError(f"results/tables/{wildcards.table}.csv needs the variants {missing} (key tables.<role>) "
-                                f"in benchmark '{b}', which defines {list(BENCHMARKS[b]['variants'])}.")
-    return {b: bench_metric_files(b) for b in names}
+    from lffood.config import table_problems
+
+    # the one check of the table roles (also run at workflow start for the benchmarks `run` builds)
+    problems = table_problems(config, asked=[wildcards.table])
+    if problems:
+        raise WorkflowError(f"results/tables/{wildcards.table}.csv cannot be built:\n"
+                            + "\n".join(f"  - {p}" for p in problems))
+    return {b: bench_metric_files(b) for b in config["tables"][wildcards.table]}
 
 
 # ----------------------------------------------------------------------------- paper datasets (data.smk)
-PAPER_OOD = sorted({s for src in data_sources.PAPER_SOURCES for s in OOD_SETS_BY_SOURCE[src]})
+PAPER_OOD = sorted({s.name for s in OOD_SETS if s.preprocess == "resize_crop"})  # the splits of rule prepare_ood
 
 
 def _benches_with(*srcs):

@@ -9,9 +9,9 @@ rule prepare_embedded:
     wildcard_constraints:
         bench=_alt_or_never(_benches_with("embedded")),
     log:
-        f"{LOGS}/{{bench}}/prepare_embedded.log",
+        log_file("prepare_embedded", P.split, "split"),
     benchmark:
-        f"{BENCH}/{{bench}}/prepare_embedded.tsv"
+        benchmark_file("prepare_embedded", P.split, "split")
     threads: 1
     resources:
         mem_mb=2000,
@@ -39,9 +39,9 @@ rule download:
     wildcard_constraints:
         archive=_alt(data_sources.ARCHIVES),
     log:
-        f"{LOGS}/downloads/{{archive}}.log",
+        log_file("download", P.receipt),
     benchmark:
-        f"{BENCH}/downloads/download_{{archive}}.tsv"
+        benchmark_file("download", P.receipt)
     threads: 1
     resources:
         mem_mb=500,
@@ -63,9 +63,9 @@ rule prepare_cifar:
     wildcard_constraints:
         bench=_alt_or_never(_benches_with("cifar10", "cifar100")),
     log:
-        f"{LOGS}/{{bench}}/prepare_cifar.log",
+        log_file("prepare_cifar", P.split, "split"),
     benchmark:
-        f"{BENCH}/{{bench}}/prepare_cifar.tsv"
+        benchmark_file("prepare_cifar", P.split, "split")
     threads: 1
     resources:
         mem_mb=2000,
@@ -90,9 +90,9 @@ rule prepare_imagenet100:
         bench=_alt_or_never(_benches_with("imagenet100")),
         split="train|test",
     log:
-        f"{LOGS}/{{bench}}/prepare_imagenet100_{{split}}.log",
+        log_file("prepare_imagenet100", P.split),
     benchmark:
-        f"{BENCH}/{{bench}}/prepare_imagenet100_{{split}}.tsv"
+        benchmark_file("prepare_imagenet100", P.split)
     threads: 8
     resources:
         mem_mb=4000,
@@ -105,7 +105,7 @@ rule prepare_imagenet100:
 
 rule prepare_ood:
     input:
-        receipt=lambda wc: receipt(data_sources.OOD_ARCHIVE[wc.split]),
+        receipt=lambda wc: receipt(data_sources.ood_archive(bench(wc)["dataset"]["source"], wc.split)),
     output:
         npz=P.split,
         files=P.split_files,
@@ -115,9 +115,9 @@ rule prepare_ood:
         bench=_alt_or_never(_benches_with(*data_sources.PAPER_SOURCES)),
         split=_alt(PAPER_OOD),
     log:
-        f"{LOGS}/{{bench}}/prepare_ood_{{split}}.log",
+        log_file("prepare_ood", P.split),
     benchmark:
-        f"{BENCH}/{{bench}}/prepare_ood_{{split}}.tsv"
+        benchmark_file("prepare_ood", P.split)
     threads: 4
     resources:
         mem_mb=_dataset_mem(2000, 6000),

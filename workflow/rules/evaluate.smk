@@ -22,9 +22,9 @@ rule fit_stats:
     params:
         fit_params=scorer_fit_params,
     log:
-        f"{LOGS}/{{bench}}/seed{{seed}}/stats_{{variant}}_{{scorer}}.log",
+        log_file("fit_stats", P.stats),
     benchmark:
-        f"{BENCH}/{{bench}}/seed{{seed}}/fit_stats_{{variant}}_{{scorer}}.tsv"
+        benchmark_file("fit_stats", P.stats)
     threads: score_resource("fit", "threads")
     resources:
         mem_mb=score_resource("fit", "mem_mb"),
@@ -45,9 +45,9 @@ rule score:
     params:
         scorer_params=scorer_params,
     log:
-        f"{LOGS}/{{bench}}/seed{{seed}}/score_{{variant}}_{{scorer}}.log",
+        log_file("score", P.scores),
     benchmark:
-        f"{BENCH}/{{bench}}/seed{{seed}}/score_{{variant}}_{{scorer}}.tsv"
+        benchmark_file("score", P.scores)
     threads: score_resource("score", "threads")
     resources:
         mem_mb=score_resource("score", "mem_mb"),
@@ -70,9 +70,9 @@ rule score_search:
     params:
         scorer_params=scorer_params,
     log:
-        f"{LOGS}/{{bench}}/seed{{seed}}/score_{{variant}}_{{scorer}}.log",
+        log_file("score_search", P.scores),
     benchmark:
-        f"{BENCH}/{{bench}}/seed{{seed}}/score_search_{{variant}}_{{scorer}}.tsv"
+        benchmark_file("score_search", P.scores)
     threads: score_resource("score", "threads")
     resources:
         gpu=1,
@@ -95,9 +95,9 @@ rule score_network:
         scorer_params=scorer_params,
         splits=lambda wc: split_names(bench(wc)),
     log:
-        f"{LOGS}/{{bench}}/seed{{seed}}/score_{{variant}}_{{scorer}}.log",
+        log_file("score_network", P.scores),
     benchmark:
-        f"{BENCH}/{{bench}}/seed{{seed}}/score_network_{{variant}}_{{scorer}}.tsv"
+        benchmark_file("score_network", P.scores)
     threads: compute("train_threads")
     resources:
         gpu=1,
@@ -117,9 +117,9 @@ rule metrics:
     params:
         scorers=lambda wc: variant_scorers(bench(wc), wc.variant),
     log:
-        f"{LOGS}/{{bench}}/seed{{seed}}/metrics_{{variant}}.log",
+        log_file("metrics", P.metrics),
     benchmark:
-        f"{BENCH}/{{bench}}/seed{{seed}}/metrics_{{variant}}.tsv"
+        benchmark_file("metrics", P.metrics)
     threads: 1
     resources:
         mem_mb=1000,

@@ -16,9 +16,9 @@ rule extract:
         splits=lambda wc: split_names(bench(wc)),
         schema_version=h5schema.SCHEMA_VERSION,
     log:
-        f"{LOGS}/{{bench}}/seed{{seed}}/extract_{{variant}}.log",
+        log_file("extract", P.features),
     benchmark:
-        f"{BENCH}/{{bench}}/seed{{seed}}/extract_{{variant}}.tsv"
+        benchmark_file("extract", P.features)
     threads: compute("train_threads")
     resources:
         gpu=1,

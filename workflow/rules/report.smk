@@ -21,9 +21,9 @@ rule table:
         title=lambda wc: f"{wc.bench}: {bench(wc).get('description', '')}".rstrip(": "),
         watermark=config["watermark"],
     log:
-        f"{LOGS}/{{bench}}/table.log",
+        log_file("table", P.table, "ext"),
     benchmark:
-        f"{BENCH}/{{bench}}/table.tsv"
+        benchmark_file("table", P.table, "ext")
     threads: 1
     resources:
         mem_mb=1000,
@@ -37,7 +37,7 @@ rule table:
 rule figures:
     input:
         features=per_seed_variant(P.features),
-        histories=per_seed_variant(P.history),
+        monitors=per_seed_variant(P.monitor),
     output:
         norms=report(path(P.figure, **W, figure="feature_norms", ext="png"), caption="../report/feature_norms.rst",
                      category="Figures"),
@@ -55,9 +55,9 @@ rule figures:
         compare=lambda wc: [v for v in (config["tables"]["ours"], config["tables"]["control"])
                             if v in bench(wc)["variants"]],
     log:
-        f"{LOGS}/{{bench}}/figures.log",
+        log_file("figures", P.figure, "figure", "ext"),
     benchmark:
-        f"{BENCH}/{{bench}}/figures.tsv"
+        benchmark_file("figures", P.figure, "figure", "ext")
     threads: 1
     resources:
         mem_mb=2000,
@@ -78,14 +78,14 @@ rule scorer_table:
         html=report(path(P.scorer_table, **W, ext="html"), caption="../report/scorer_table.rst", category="Tables"),
     params:
         ood_sets=ood_sets,
-        scorers=lambda wc: bench(wc)["scorers"]["names"],
+        scorers=lambda wc: benchmark_scorers(bench(wc)),
         labels=variant_labels,
         title=lambda wc: f"{wc.bench}: every scorer on every model",
         watermark=config["watermark"],
     log:
-        f"{LOGS}/{{bench}}/scorer_table.log",
+        log_file("scorer_table", P.scorer_table, "ext"),
     benchmark:
-        f"{BENCH}/{{bench}}/scorer_table.tsv"
+        benchmark_file("scorer_table", P.scorer_table, "ext")
     threads: 1
     resources:
         mem_mb=1000,
@@ -113,9 +113,9 @@ rule sensitivity:
         title=lambda wc: bench(wc).get("description", wc.bench),
         watermark=config["watermark"],
     log:
-        f"{LOGS}/{{bench}}/sensitivity.log",
+        log_file("sensitivity", P.figure, "figure", "ext"),
     benchmark:
-        f"{BENCH}/{{bench}}/sensitivity.tsv"
+        benchmark_file("sensitivity", P.figure, "figure", "ext")
     threads: 1
     resources:
         mem_mb=1000,
@@ -144,9 +144,9 @@ rule paper_table:
         title=lambda wc: paper_table_title(wc.table, config["tables"][wc.table]),
         watermark=config["watermark"],
     log:
-        f"{LOGS}/tables/{{table}}.log",
+        log_file("paper_table", P.paper_table, "ext"),
     benchmark:
-        f"{BENCH}/tables/paper_table_{{table}}.tsv"
+        benchmark_file("paper_table", P.paper_table, "ext")
     threads: 1
     resources:
         mem_mb=1000,
@@ -175,9 +175,9 @@ rule bench_paper_table:
         title=lambda wc: paper_table_title(wc.shape, [wc.bench], shape=True),
         watermark=config["watermark"],
     log:
-        f"{LOGS}/{{bench}}/{{shape}}.log",
+        log_file("bench_paper_table", P.bench_paper_table, "ext"),
     benchmark:
-        f"{BENCH}/{{bench}}/bench_paper_table_{{shape}}.tsv"
+        benchmark_file("bench_paper_table", P.bench_paper_table, "ext")
     threads: 1
     resources:
         mem_mb=1000,
@@ -210,9 +210,9 @@ rule tsne_vectors:
         batch_size=lambda wc: bench(wc)["extraction"]["batch_size"],
         center_crop=lambda wc: bench(wc)["extraction"].get("center_crop"),
     log:
-        f"{LOGS}/{{bench}}/tsne_vectors.log",
+        log_file("tsne_vectors", P.tsne_vectors),
     benchmark:
-        f"{BENCH}/{{bench}}/tsne_vectors.tsv"
+        benchmark_file("tsne_vectors", P.tsne_vectors)
     threads: compute("train_threads")
     resources:
         gpu=1,
@@ -238,9 +238,9 @@ rule tsne:
         perplexity=fig("tsne", "perplexity"),
         max_iter=fig("tsne", "max_iter"),
     log:
-        f"{LOGS}/{{bench}}/tsne.log",
+        log_file("tsne", P.figure, "figure", "ext"),
     benchmark:
-        f"{BENCH}/{{bench}}/tsne.tsv"
+        benchmark_file("tsne", P.figure, "figure", "ext")
     threads: 1
     resources:
         mem_mb=2000,
@@ -268,9 +268,9 @@ rule auroc_bars:
         title=lambda wc: bench(wc).get("description", wc.bench),
         watermark=config["watermark"],
     log:
-        f"{LOGS}/{{bench}}/auroc_bars.log",
+        log_file("auroc_bars", P.figure, "figure", "ext"),
     benchmark:
-        f"{BENCH}/{{bench}}/auroc_bars.tsv"
+        benchmark_file("auroc_bars", P.figure, "figure", "ext")
     threads: 1
     resources:
         mem_mb=1000,
@@ -300,9 +300,9 @@ rule heatmaps:
         title=lambda wc: bench(wc).get("description", wc.bench),
         watermark=config["watermark"],
     log:
-        f"{LOGS}/{{bench}}/heatmaps.log",
+        log_file("heatmaps", P.figure, "figure", "ext"),
     benchmark:
-        f"{BENCH}/{{bench}}/heatmaps.tsv"
+        benchmark_file("heatmaps", P.figure, "figure", "ext")
     threads: 1
     resources:
         mem_mb=2000,

@@ -4,7 +4,9 @@
 # (benchmarks.<b>.variants); the job's params are exactly what the variant's training reads.
 # Outputs are update(): when a changed configuration reruns a trained model, Snakemake keeps a copy
 # of the old checkpoint instead of deleting it first, and restores it if the new job fails. A job
-# killed mid-training resumes after its last finished epoch (lffood.pipeline.resume_path).
+# killed mid-training resumes after its last finished epoch (lffood.pipeline.resume_path). Every job
+# also records its local vectors' norms per bin of p_j(y|x) (lffood.monitor), with no threshold: the
+# figures read them at figures.monitor.delta, which is no training job's params.
 
 
 rule train:
@@ -13,12 +15,13 @@ rule train:
     output:
         ckpt=update(P.ckpt),
         history=update(P.history),
+        monitor=update(P.monitor),
     params:
         spec=training_params,
     log:
-        f"{LOGS}/{{bench}}/seed{{seed}}/train_{{variant}}.log",
+        log_file("train", P.ckpt),
     benchmark:
-        f"{BENCH}/{{bench}}/seed{{seed}}/train_{{variant}}.tsv"
+        benchmark_file("train", P.ckpt)
     threads: compute("train_threads")
     resources:
         gpu=compute("train_gpus"),

@@ -13,7 +13,7 @@ def main():
         preprocess.prepare_imagenet(ds, smk.wildcards.split, smk.output.npz, smk.output.files, threads=smk.threads)
     else:
         split = smk.wildcards.split
-        archive = sources.archive_path(smk.config, sources.OOD_ARCHIVE[split])
+        archive = sources.archive_path(smk.config, sources.ood_archive(ds["source"], split))
         preprocess.prepare_ood(ds, split, archive, smk.output.npz, smk.output.files, threads=smk.threads)
 
 

@@ -8,7 +8,8 @@ smk = snakemake  # noqa: F821
 def main():
     wc = smk.wildcards
     kwargs = dict(spec=smk.params.spec, variant=wc.variant, seed=int(wc.seed), train_path=smk.input.train,
-                  ckpt_out=smk.output.ckpt, history_out=smk.output.history, device_name=smk.config["device"],
+                  ckpt_out=smk.output.ckpt, history_out=smk.output.history,
+                  monitor_out=smk.output.monitor, device_name=smk.config["device"],
                   threads=smk.threads, parent_ckpt=smk.input.get("parent"), job=f"{wc.bench} seed {wc.seed} {wc.variant}",
                   compile=bench_setting(smk, "compile"))
     gpus = bench_setting(smk, "compute", "train_gpus")

@@ -52,6 +52,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..io import write_text_atomic
+from ..names import ood_set
 from . import sources
 from .arrays import OOD_LABEL, Split, SplitWriter, save_split
 
@@ -457,7 +458,11 @@ def prepare_ood(dataset: Mapping, split: str, archive_path: str | os.PathLike, o
 
     source, seed = dataset["source"], int(dataset["seed"])
     resize, crop, cap = int(dataset["ood_resize"]), int(dataset["ood_crop"]), dataset.get("ood_max_images")
-    key = sources.OOD_ARCHIVE[split]
+    entry = ood_set(source, split)
+    if entry.preprocess != "resize_crop":
+        raise DataError(f"OOD set '{split}' of dataset source '{source}' is {entry.preprocess}, not read from "
+                        "an archive")
+    key = entry.archive
     a = sources.archive(key)
     archive_path = Path(archive_path)
     if a.kind == "svhn":

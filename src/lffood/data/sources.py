@@ -1,5 +1,6 @@
-"""The one registry of the paper's datasets: where each archive comes from, its checksum, how it is
-read, and which OOD set of which benchmark family it feeds.
+"""The one registry of the paper's datasets: where each archive comes from, its checksum and how it is
+read. Which OOD set of which benchmark family an archive feeds is the set's entry in
+:data:`lffood.names.OOD_SETS`.
 
 Torch-free and numpy-free: the Snakefile imports it at parse time to name download targets.
 
@@ -27,7 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ..names import OOD_SETS_BY_SOURCE
+from ..names import SOURCES, ood_set
+from ..resources import CLASS_LIST_DIR
 
 
 @dataclass(frozen=True)
@@ -116,12 +118,7 @@ ARCHIVES: dict[str, Archive] = {a.key: a for a in [
 
 #: ID source -> archive (ImageNet-100 has none: it is built from the user's ILSVRC-2012 folder).
 ID_ARCHIVE = {"cifar10": "cifar10", "cifar100": "cifar100"}
-#: OOD set name -> archive it is read from (``textures`` is DTD for both families).
-OOD_ARCHIVE = {
-    "svhn": "svhn", "lsun_crop": "lsun_crop", "lsun_resize": "lsun_resize", "isun": "isun",
-    "textures": "dtd", "places365": "places365", "inaturalist": "inaturalist", "sun": "sun", "places": "places",
-}
-PAPER_SOURCES = tuple(s for s in OOD_SETS_BY_SOURCE if s != "embedded")
+PAPER_SOURCES = tuple(s for s in SOURCES if s != "embedded")
 
 #: File name extensions of images inside archives (compared lower-case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".gif", ".webp")
@@ -155,14 +152,13 @@ def archive_url(cfg: Mapping, key: str) -> str:
     return mirror_url(cfg, key) or archive(key).url
 
 
-def archives_for(dataset: Mapping) -> dict[str, str]:
-    """``{split: archive key}`` for every split of a paper benchmark that comes from a download."""
-    out = {}
-    if dataset["source"] in ID_ARCHIVE:
-        out["train"] = out["test"] = ID_ARCHIVE[dataset["source"]]
-    for s in dataset["ood_sets"]:
-        out[s] = OOD_ARCHIVE[s]
-    return out
+def ood_archive(source: str, name: str) -> str:
+    """The archive the OOD set ``name`` of a ``source`` benchmark is read from (its
+    :data:`lffood.names.OOD_SETS` entry); KeyError for a set that is not downloaded."""
+    key = ood_set(source, name).archive
+    if key is None:
+        raise KeyError(f"OOD set {name!r} of dataset source {source!r} is generated, not downloaded")
+    return key
 
 
 def is_image_member(name: str) -> bool:
@@ -175,8 +171,8 @@ def is_image_member(name: str) -> bool:
 
 # ----------------------------------------------------------------------------- ImageNet-100
 #: Shipped ImageNet-100 class lists (100 WNIDs each): ``I`` = deeplearning-wisc/MCM (also CIDER,
-#: TagFog "I"), ``II`` = FodFoM / TagFog "II". resources/imagenet100/README.md gives provenance.
-CLASS_LIST_DIR = Path(__file__).resolve().parents[3] / "resources" / "imagenet100"
+#: TagFog "I"), ``II`` = FodFoM / TagFog "II": package data in ``CLASS_LIST_DIR`` (:mod:`lffood.resources`),
+#: whose README.md gives their provenance.
 CLASS_LISTS = ("I", "II")
 VALPREP_URL = "https://raw.githubusercontent.com/soumith/imagenetloader.torch/master/valprep.sh"
 #: The ILSVRC-2012 devkit, placed in ``imagenet_root`` (the name and place torchvision.datasets.ImageNet

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 
+from ..checks import Issue
 from ..local import local_vectors
 from .base import F, Forward, Objective, new_module_lr_schema, nn, register, torch
 
@@ -81,17 +82,29 @@ class ALPA(Objective):
     """Supervised contrastive loss on attention-aligned local similarities of two views per image."""
 
     params_schema = {
-        "dim": {"description": "Projection dimension d of Q, K, V (MODE: 80).", "type": "integer", "minimum": 1,
+        "dim": {"description": "Projection dimension d of Q, K, V (MODE: 80); at most the feature dimension C "
+                           "(checked against the benchmark's model).", "type": "integer", "minimum": 1,
                 "default": 80},
         "scale": {"description": "Inverse temperature: pair logits = scale * s(a, b), s in [-2, 2] (MODE: 10).",
-                  "type": "number", "exclusiveMinimum": 0, "default": 10.0},
+                  "type": "number", "exclusiveMinimum": 0, "maximum": 1000, "default": 10.0},
         "ce_weight": {"description": "Weight of a CE term added to L_ALPA; MODE-F trains with L_ALPA alone (0).",
-                      "type": "number", "minimum": 0, "default": 0.0},
+                      "type": "number", "minimum": 0, "maximum": 100, "default": 0.0},
         "new_module_lr": new_module_lr_schema("the projectors Q, K, V"),
     }
     two_views = True
     own_loss = "alpa"
     stats = {"alpa": "L_ALPA", "sim_pos": "mean s over positive pairs", "sim_neg": "mean s over negative pairs"}
+
+    @classmethod
+    def check(cls, params, facts=None):
+        """``dim`` at most the feature dimension of the benchmark's model (Q, K, V project C features)."""
+        issues = super().check(params, facts)
+        c = facts.feature_dim if facts is not None else None
+        if not issues and c is not None and params.get("dim", cls.defaults()["dim"]) > c:
+            issues.append(Issue("dim", f"{params.get('dim', cls.defaults()['dim'])} is larger than the feature "
+                                       f"dimension {c} of model.arch '{facts.arch}': Q, K and V project the C "
+                                       f"features to d; use at most {c} (MODE: 80 of 512).", ("feature_dim",)))
+        return issues
 
     def __init__(self, params=None, *, feature_dim: int, num_classes: int):
         super().__init__(params, feature_dim=feature_dim, num_classes=num_classes)

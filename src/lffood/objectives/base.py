@@ -12,7 +12,9 @@ An objective declares
 * ``params_schema``: its hyperparameters as JSON-Schema properties (type, bounds, default,
   description). They become the config section ``benchmarks.<b>.<name>`` of the one config
   schema (:func:`lffood.config.validate_config` adds them), so values are checked and defaults
-  filled in before any job runs; a variant may override them (``variants.<v>.params``);
+  filled in before any job runs; a variant may override them (``variants.<v>.params``). The config
+  check calls the objective's one hook, ``check(params, facts)``, with every variant's resolved
+  parameters (domains, then the benchmark's data and model: :mod:`lffood.checks`);
 * ``build_modules``: trainable modules besides the network (SSOD's OOD head, ALPA's projectors),
   optimised with the network and saved in the checkpoint. They are freshly initialised (not in the
   parent checkpoint): ``new_parameters`` lists them, and an objective that has them declares the
@@ -24,8 +26,10 @@ An objective declares
 * ``loss``: the loss and the per-batch statistic sums it logs (``stats``: name -> description);
 * ``epoch_row``: the per-epoch log fields from the pooled sums; ``collapse``: a message when the
   epoch looks like a collapse (the loop stops after ``guard.patience`` such epochs);
-* ``provides`` and ``extract``: HDF5 fields its models add at extraction (SSOD's OOD head
-  outputs); scorers that read them (``Scorer.requires``) apply to these models only.
+  ``collapse_advice``: what to change then (the end of the guard's message);
+* ``provides``: feature-file fields its models add at extraction (SSOD's OOD head outputs,
+  registered with how to compute them in the objective's module: :mod:`lffood.fields`); scorers
+  that read them (``Scorer.requires``) apply to these models only.
 
 This module, like every objective module, imports torch lazily (``lffood.lazy``): the Snakefile
 imports the registry at parse time (every snakemake call), which must stay fast.
@@ -33,11 +37,14 @@ imports the registry at parse time (every snakemake call), which must stay fast.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..checks import Facts, Issue, strict_validator
 from ..lazy import F, nn, torch  # noqa: F401  (re-exported for objective modules)
+from ..fields import registered_fields
 
 _REGISTRY: dict[str, type["Objective"]] = {}
 
@@ -50,7 +57,7 @@ def new_module_lr_schema(modules: str) -> dict:
                            "rate, scaled by the stage's schedule as the network's rate is. null: the stage's lr, "
                            "like the network. The training log shows how far they moved from their initialisation; "
                            "the collapse guard stops a run in which they did not (guard.min_new_module_change).",
-            "type": ["number", "null"], "exclusiveMinimum": 0, "default": None}
+            "type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 10, "default": None}
 
 
 
@@ -80,10 +87,6 @@ class Objective:
     #: whether the loop's generic guard (train accuracy at chance) applies; an objective that does
     #: not train the classifier (ALPA alone) turns it off and checks its own statistics
     accuracy_guard: ClassVar[bool] = True
-    #: whether ``loss`` returns the background-selection sums itself (LFF, at its own delta);
-    #: otherwise the loop measures them at the benchmark's monitor delta, so every model's log and
-    #: the local-norm figure are comparable
-    reports_background: ClassVar[bool] = False
     #: the statistic (a key of ``stats``) that is the objective's own loss term: the training log shows its
     #: trend (this epoch over the first) beside how far the freshly initialised modules moved
     own_loss: ClassVar[str | None] = None
@@ -109,6 +112,26 @@ class Objective:
                 "default": {}, "description": f"{cls.label}: parameters of the '{cls.name}' objective "
                                                f"(lffood.objectives.{cls.__module__.rsplit('.', 1)[-1]})."}
 
+    @classmethod
+    def check(cls, params: Mapping, facts: Facts | None = None) -> list[Issue]:
+        """The one check of this objective's resolved ``params`` (its section laid under a variant's
+        ``params``): each against its ``params_schema`` (type, integers that are ints, finite numbers,
+        bounds), then, where ``facts`` (:class:`lffood.checks.Facts`: the benchmark's data and model
+        as its config determines them) are given, against the data and the model (a subclass extends
+        this). The config check calls it for every variant that trains with this objective, at
+        workflow start. Empty when valid."""
+        issues = []
+        for key, value in params.items():
+            spec = cls.params_schema.get(key)
+            if spec is None:
+                issues.append(Issue(key, f"unknown parameter of objective '{cls.name}'; known: "
+                                         f"{sorted(cls.params_schema)}."))
+            elif isinstance(value, float) and not math.isfinite(value):
+                issues.append(Issue(key, f"{value!r} is not a finite number."))
+            else:
+                issues += [Issue(key, f"{err.message}.") for err in strict_validator(spec).iter_errors(value)]
+        return issues
+
     def build_modules(self, feature_dim: int, num_classes: int) -> dict:
         """Trainable modules besides the network, by name (saved with the checkpoint)."""
         return {}
@@ -126,6 +149,10 @@ class Objective:
     def collapse(self, row: Mapping[str, float]) -> str | None:
         """A description of what looks collapsed in this epoch's ``row``, or None."""
         return None
+
+    def collapse_advice(self) -> str:
+        """What to change when a run with this objective collapses: the end of the collapse guard's message."""
+        return "Lower the learning rate or the objective's weight (README: 'When training collapses')."
 
     # ------------------------------------------------------------------ freshly initialised modules
     def new_parameters(self) -> list:
@@ -157,11 +184,6 @@ class Objective:
     def log_line(self, row: Mapping[str, float]) -> str:
         return " ".join(f"{k} {row[k]:.4g}" for k in self.stats if k in row)
 
-    # ------------------------------------------------------------------ extraction
-    def extract(self, fmap, pooled) -> dict[str, Any]:
-        """Extra per-image outputs for the feature file (one tensor per name in ``provides``)."""
-        return {}
-
     def state_dict(self) -> dict:
         return {k: v.detach().cpu().contiguous() for k, v in self.modules.state_dict().items()}
 
@@ -178,6 +200,10 @@ def register(name: str, label: str | None = None):
         for key, spec in cls.params_schema.items():
             if "default" not in spec:
                 raise ValueError(f"objective '{name}': parameter '{key}' has no default")
+        optional = {f.name for f in registered_fields().values() if f.optional}
+        if not set(cls.provides) <= optional:
+            raise ValueError(f"objective '{name}': provides {sorted(set(cls.provides) - optional)}, which are not "
+                             f"optional feature-file fields (register them with lffood.fields.register_field)")
         cls.name = name
         cls.label = label or cls.label or name
         _REGISTRY[name] = cls

@@ -43,13 +43,13 @@ class LFF(Objective):
                                  "(CIFAR-10), 0.01 (CIFAR-100, ImageNet-100). Must stay below 1: at 1 every "
                                  "location is background.",
                   "type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.1},
-        "mu": {"description": "L2-norm margin (eq. 6); paper V.A: 1 / 2 / 3.", "type": "number", "minimum": 0,
-               "default": 1.0},
-        "lambda": {"description": "Weight of L_LFF (eq. 7); paper V.A: 1.", "type": "number", "minimum": 0,
-                   "default": 1.0},
+        "mu": {"description": "L2-norm margin (eq. 6); paper V.A: 1 / 2 / 3. At most 100: local vectors' norms are "
+                             "O(1-10), and above them the hinge is always 0 (LFF trains the CE control).",
+               "type": "number", "minimum": 0, "maximum": 100, "default": 1.0},
+        "lambda": {"description": "Weight of L_LFF (eq. 7); paper V.A: 1. At most 100 (0: the CE control).",
+                   "type": "number", "minimum": 0, "maximum": 100, "default": 1.0},
     }
     stats = {"lff": "L_LFF (eq. 6), mean over batches weighted by batch size"}
-    reports_background = True  # its own selection at its own delta (the loop's monitor is skipped)
 
     def loss(self, out: Forward, targets):
         ce = F.cross_entropy(out.logits, targets)
@@ -61,6 +61,13 @@ class LFF(Objective):
         with torch.no_grad():
             sums = {"lff": l_lff.detach() * n, **background_sums(norms.detach(), mask)}
         return ce + self.params["lambda"] * l_lff, sums
+
+    def collapse_advice(self):
+        n = self.name
+        return (f"A margin {n}.mu far below the feature scale or a large {n}.lambda pushes all local vectors to zero; "
+                f"once local predictions are near uniform (1/K > {n}.delta) nothing is selected and training cannot "
+                f"recover. Lower {n}.lambda, raise {n}.mu, or lower the learning rate (README: 'When training "
+                "collapses').")
 
     def epoch_row(self, sums, n):
         return {"lff": sums["lff"] / max(n, 1), **background_row(sums)}

@@ -30,7 +30,7 @@ class LogitNorm(Objective):
     params_schema = {
         "tau": {"description": "Temperature: CE(logits / (||logits|| tau)). LogitNorm's CIFAR-10 value 0.04; "
                                "0.0085 for CIFAR-100 ResNet-34 (author's recommendation).",
-                "type": "number", "exclusiveMinimum": 0, "default": 0.04},
+                "type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.04},
     }
     stats = {"logit_norm": "mean L2 norm of the raw logits"}
 

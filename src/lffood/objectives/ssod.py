@@ -12,7 +12,8 @@ parameter below or stated here.
   locations, like LFF's eq. 6). A set that is empty in a batch contributes exactly 0.
 * ``detach_features: false`` (default): L_OOD trains the backbone too, so the background
   evidence is pushed out of the ID features, which is SSOD's claim; ``true`` trains the head only.
-* At test time the OOD head's outputs are stored per image (``provides``): P_ID(g(GAP(z))) and the
+* At test time the OOD head's outputs are stored per image (``provides``; the two feature-file
+  fields registered here, :mod:`lffood.fields`): P_ID(g(GAP(z))) and the
   mean over locations of P_ID(g(z_j)); the scorers ``ssod_global``, ``ssod_local`` and ``ssod``
   (the framework's product max_i softmax_i(f(GAP(z))) * P_ID(g(GAP(z)))) read them.
 * Schedule: fine-tuned from the CE checkpoint with LFF's schedule (like for like); SSOD's own is
@@ -29,6 +30,9 @@ Usage (config)::
 
 from __future__ import annotations
 
+import numpy as np
+
+from ..fields import Field, register_field
 from ..local import local_gt_prob, local_vectors
 from .base import F, Forward, Objective, new_module_lr_schema, nn, register, torch
 
@@ -51,6 +55,24 @@ def sample_locations(gt_prob, gamma: float):
     return gt_prob >= gamma, gt_prob <= 1.0 - gamma
 
 
+def p_id(objective, vectors):
+    """P_ID of the OOD head of an SSOD ``objective`` on ``vectors`` (..., C), computed in float32."""
+    if objective is None or "ood_head" not in objective.modules:
+        raise ValueError(f"the OOD head's outputs are those of SSOD models; this model's objective is "
+                         f"{getattr(objective, 'name', None)!r}")
+    return F.softmax(objective.modules["ood_head"](vectors.float()), dim=-1)[..., ID_OUTPUT]
+
+
+#: the feature-file fields of SSOD models (``provides``), computed with the checkpoint's OOD head
+OOD_HEAD_FIELDS = (
+    register_field(Field("ood_head_global", np.float32, ("N",), "P_ID of the OOD head on the pooled feature "
+                         "(SSOD models)", lambda b, _: p_id(b.objective, b.pooled), optional=True)),
+    register_field(Field("ood_head_local", np.float32, ("N",), "mean over locations of P_ID of the OOD head "
+                         "(SSOD models)", lambda b, _: p_id(b.objective, local_vectors(b.fmap.float())).mean(dim=1),
+                         optional=True)),
+)
+
+
 @register("ssod", "SSOD")
 class SSOD(Objective):
     """CE + alpha * a class-balanced ID/OOD loss of an extra head on sampled local vectors."""
@@ -60,14 +82,14 @@ class SSOD(Objective):
                                  "0.95 per the public reviews (a re-implementation uses 0.99). At or below 0.5 "
                                  "the two sets overlap.",
                   "type": "number", "exclusiveMinimum": 0.5, "exclusiveMaximum": 1, "default": 0.95},
-        "alpha": {"description": "Weight of L_OOD (not published; the re-implementation uses 1).",
-                  "type": "number", "minimum": 0, "default": 1.0},
+        "alpha": {"description": "Weight of L_OOD (not published; the re-implementation uses 1). At most 100.",
+                  "type": "number", "minimum": 0, "maximum": 100, "default": 1.0},
         "detach_features": {"description": "true: L_OOD trains the OOD head only; false: the backbone too "
                                            "(not stated by the sources; this project's default).",
                             "type": "boolean", "default": False},
         "new_module_lr": new_module_lr_schema("the OOD head g"),
     }
-    provides = ("ood_head_global", "ood_head_local")
+    provides = tuple(f.name for f in OOD_HEAD_FIELDS)
     own_loss = "l_ood"
     stats = {"l_ood": "L_OOD, mean over batches weighted by batch size",
              "frac_id": "fraction of locations sampled as ID", "frac_ood": "fraction sampled as OOD"}
@@ -106,9 +128,3 @@ class SSOD(Objective):
     def log_line(self, row):
         return (f"L_ood {row['l_ood']:.4f} sampled ID {100 * row['frac_id']:.1f}% "
                 f"OOD {100 * row['frac_ood']:.1f}%")
-
-    def extract(self, fmap, pooled):
-        head = self.modules["ood_head"]
-        glob = F.softmax(head(pooled.float()), dim=-1)[:, ID_OUTPUT]
-        local = F.softmax(head(local_vectors(fmap.float())), dim=-1)[..., ID_OUTPUT].mean(dim=1)
-        return {"ood_head_global": glob, "ood_head_local": local}

@@ -157,7 +157,7 @@ def tsne_vectors(checkpoints: Mapping[str, str], *, train: str, test: str, ood: 
     from ..data.loader import TensorImages
     from ..pipeline import normalization
     from ..runtime import select_device, set_threads
-    from ..training import load_checkpoint
+    from ..checkpoint import load_checkpoint
 
     set_threads(threads)
     device = select_device(device_name)

@@ -41,6 +41,7 @@ from .. import h5schema  # noqa: E402
 from ..errors import ConfigError, DataError  # noqa: E402
 from ..io import atomic_path  # noqa: E402
 from ..metrics import auroc  # noqa: E402
+from ..monitor import read_background  # noqa: E402
 from . import paper_tables as _paper_tables  # noqa: E402
 
 log = logging.getLogger("lffood.report.figures")
@@ -243,13 +244,14 @@ def feature_norm_figure(features: Mapping[str, Sequence[str]], out: str, title: 
 
 
 # ----------------------------------------------------------------------------- local norms
-def plot_local_norms(features: Mapping[str, Sequence[str]], histories: Mapping[str, Sequence[str]], delta: float,
+def plot_local_norms(features: Mapping[str, Sequence[str]], monitors: Mapping[str, Sequence[str]], delta: float,
                      title: str = "", labels: Mapping[str, str] | None = None, compare: Sequence[str] = (),
                      watermark: str | None = None):
     """One panel per variant (three per row): density of the norms of ID-test local vectors with
     p_j(y|x) < delta (background, as LFF selects them) and of the rest, first seed, same bins for
-    all. Bottom panel: during training, the mean norm of selected and unselected vectors per epoch
-    (mean over seeds) of the ``compare`` variants (e.g. LFF vs the CE control)."""
+    all. Bottom panel: during training, the mean norm of the vectors with p_j(y|x) < delta and of
+    the rest per epoch (mean over seeds) of the ``compare`` variants (e.g. LFF vs the CE control),
+    from their training jobs' monitor files (``monitors``, :mod:`lffood.monitor`) at the same delta."""
     variants = list(features)
     labels = labels or {}
     data, all_norms = {}, []
@@ -286,8 +288,8 @@ def plot_local_norms(features: Mapping[str, Sequence[str]], histories: Mapping[s
         ax = bottom.subplots()
         plotted = False
         for v, ls in zip(compare, ("-", "--", ":", "-.")):
-            frames = [pd.read_csv(p) for p in histories.get(v, [])]
-            if not frames or "norm_selected" not in frames[0]:
+            frames = [f for f in read_background(monitors.get(v, []), delta) if len(f)]
+            if not frames:  # an imported model: no training, no monitor rows
                 continue
             h = pd.concat(frames).groupby("epoch")[["norm_selected", "norm_unselected"]].mean()
             ax.plot(h.index, h["norm_selected"], ls, marker="o", ms=3, color=SEL_COLOUR,
@@ -305,19 +307,19 @@ def plot_local_norms(features: Mapping[str, Sequence[str]], histories: Mapping[s
     return fig
 
 
-def local_norm_figure(features: Mapping[str, Sequence[str]], histories: Mapping[str, Sequence[str]], delta: float,
+def local_norm_figure(features: Mapping[str, Sequence[str]], monitors: Mapping[str, Sequence[str]], delta: float,
                       out: str, title: str = "", labels: Mapping[str, str] | None = None,
                       compare: Sequence[str] = (), pdf: str | None = None, watermark: str | None = None) -> None:
     """:func:`plot_local_norms` written to ``out`` (PNG) and ``pdf``."""
-    save_figure(plot_local_norms(features, histories, delta, title, labels, compare, watermark), out, pdf)
+    save_figure(plot_local_norms(features, monitors, delta, title, labels, compare, watermark), out, pdf)
 
 
-def render_figures(features: Mapping[str, Sequence[str]], histories: Mapping[str, Sequence[str]], *, delta: float,
+def render_figures(features: Mapping[str, Sequence[str]], monitors: Mapping[str, Sequence[str]], *, delta: float,
                    title: str, norms_png: str, local_png: str, labels: Mapping[str, str],
                    ood_order: Sequence[str] | None = None, compare: Sequence[str] = (),
                    norms_pdf: str | None = None, local_pdf: str | None = None, watermark: str | None = None) -> None:
     feature_norm_figure(features, norms_png, title, ood_order, labels, pdf=norms_pdf, watermark=watermark)
-    local_norm_figure(features, histories, delta, local_png, title, labels, compare, pdf=local_pdf,
+    local_norm_figure(features, monitors, delta, local_png, title, labels, compare, pdf=local_pdf,
                       watermark=watermark)
 
 

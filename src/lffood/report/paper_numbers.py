@@ -1,10 +1,10 @@
-"""The LFF paper's own printed numbers (Tables I-IV), shipped as ``resources/paper/lff_tables.csv``.
+"""The LFF paper's own printed numbers (Tables I-IV), shipped as ``src/lffood/resources/paper/lff_tables.csv``.
 
 One row per printed cell: ``table`` (table1..table4), ``benchmark`` (the project's benchmark name),
 ``method`` (as printed, the dagger moved to ``extra_data``), ``ood_set`` (the project's OOD set name,
 or ``average``), ``metric`` (fpr95 | auroc), ``value`` (percent, as printed), ``mark`` (bold |
 underline | empty) and ``flag`` (empty, or a note on a cell that is inconsistent as printed).
-``resources/paper/README.md`` says how the file was transcribed and lists every flag.
+``src/lffood/resources/paper/README.md`` says how the file was transcribed and lists every flag.
 
 The values are kept exactly as printed, inconsistencies included, so that the reproduced tables
 are compared with what the paper shows; :func:`check` recomputes the inconsistencies from the
@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ..names import CIFAR_OOD_SETS, IMAGENET_OOD_SETS, PAPER_NUMBERS
+from ..names import OOD_SETS_BY_SOURCE, PAPER_NUMBERS
+from ..scorers import paper_scorers, scorer_class
 from .tables import AVERAGE
 
 DEFAULT_PATH = PAPER_NUMBERS
@@ -49,13 +50,12 @@ PER_OOD_TABLES = ("table1", "table3")
 #: Where a Table IV baseline row is printed per OOD set: its average cells must be the same numbers.
 SOURCE_TABLE = {"cifar10_resnet34": "table1", "cifar100_resnet34": "table1", "imagenet100_resnet50": "table3"}
 
-#: Printed post-hoc method name -> the project's scorer name. Table I prints "LiNe", Tables II
-#: and III print "LINE"; both are the scorer ``line``.
-POSTHOC_SCORERS = {
-    "MSP": "msp", "ODIN": "odin", "Mahalanobis": "mahalanobis", "Energy": "energy", "ViM": "vim",
-    "DICE": "dice", "ReAct": "react", "DICE+ReAct": "dice_react", "FeatureNorm": "featurenorm",
-    "LiNe": "line", "LINE": "line",
-}
+#: Other spellings of a post-hoc method in the paper's tables: Table I prints "LiNe" (the scorer's
+#: label), Tables II and III print "LINE".
+PRINTED_VARIANTS = {"LINE": "line"}
+#: Printed post-hoc method name -> the project's scorer name: the registry's paper scorers under their
+#: labels (lffood.scorers, ``in_paper``), and the other spellings.
+POSTHOC_SCORERS = {**{scorer_class(s).label: s for s in paper_scorers()}, **PRINTED_VARIANTS}
 #: Training-regularisation baselines the project does not reproduce (printed names).
 TRAINING_METHODS = ("CSI", "SSD+", "VOS", "LogitNorm", "NPOS", "CIDER", "TagFog")
 #: The scorer the paper's "Ours" rows use: the energy score with ReAct clipping (section IV);
@@ -83,7 +83,7 @@ ROUNDING_TOL = 0.011
 
 
 def _ood_sets(benchmark: str) -> tuple[str, ...]:
-    sets = IMAGENET_OOD_SETS if benchmark.startswith("imagenet") else CIFAR_OOD_SETS
+    sets = OOD_SETS_BY_SOURCE["imagenet100" if benchmark.startswith("imagenet") else "cifar10"]
     return (*sets, AVERAGE)
 
 
@@ -126,7 +126,7 @@ def load(path: str | os.PathLike | None = None) -> pd.DataFrame:
     an unknown name or a value outside 0..100, or a cell is listed twice."""
     path = Path(path) if path is not None else DEFAULT_PATH
     if not path.is_file():
-        raise DataError(f"{path}: the paper's numbers are missing (expected resources/paper/lff_tables.csv)")
+        raise DataError(f"{path}: the paper's numbers are missing (expected src/lffood/resources/paper/lff_tables.csv)")
     raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     if tuple(raw.columns) != COLUMNS:
         raise DataError(f"{path}: columns are {list(raw.columns)}; expected exactly {list(COLUMNS)}")
@@ -333,7 +333,7 @@ def mean_of_row(df: pd.DataFrame, table: str, benchmark: str, method: str, metri
 
 def _3(x: float, signed: bool = False) -> str:
     """``x`` to three decimals, halves up: the means of printed cells are exact multiples of 1/400 or
-    1/600 (90.3725 prints 90.373, as resources/paper/README.md gives it), which binary floats miss."""
+    1/600 (90.3725 prints 90.373, as src/lffood/resources/paper/README.md gives it), which binary floats miss."""
     d = Decimal(repr(round(x, 9))).quantize(Decimal("0.001"), rounding=ROUND_HALF_UP)
     return f"{d:+}" if signed else f"{d}"
 
@@ -341,7 +341,7 @@ def _3(x: float, signed: bool = False) -> str:
 def flag_note(df: pd.DataFrame, table: str, benchmark: str, method: str, ood_set: str, metric: str) -> str:
     """One sentence per flag of a printed cell (joined by "; "), saying what is inconsistent and, for a
     flagged average, the mean of its row's printed per-OOD-set values; "" for an unflagged cell or
-    one the paper does not print. ``resources/paper/README.md`` lists the flags."""
+    one the paper does not print. ``src/lffood/resources/paper/README.md`` lists the flags."""
     hit = df[(df["table"] == table) & (df["benchmark"] == benchmark) & (df["method"] == method)
              & (df["ood_set"] == ood_set) & (df["metric"] == metric)]
     if hit.empty or not str(hit["flag"].iloc[0]):

@@ -2,7 +2,7 @@
 (``results/tables/tableN.{csv,md,tex}``), and the same table shapes for any one benchmark without
 the paper column (``results/tables/<bench>_table1``, ``<bench>_table4``).
 
-Rows follow the paper's printed order (``resources/paper/lff_tables.csv``, :mod:`.paper_numbers`)
+Rows follow the paper's printed order (``src/lffood/resources/paper/lff_tables.csv``, :mod:`.paper_numbers`)
 and come from the configuration: each printed post-hoc method is that scorer on the ``baseline``
 variant (the paper's CE model); "Ours" is the ``ours`` variant with its own scorer (LFF with the
 energy score and ReAct); a printed training method that a variant reproduces (matched by its label:
@@ -16,7 +16,7 @@ Every reproduced cell is the mean and standard deviation over seeds (per-seed av
 first), in percent; beside it the paper's printed value and the difference (reproduced - printed).
 Marks: among the reproduced rows of a column the best mean is bold and the second underlined (FPR95:
 lowest best); the paper's values keep the paper's own bold/underline. A printed value that
-``resources/paper/lff_tables.csv`` flags as inconsistent as printed (e.g. an average that is not the
+``src/lffood/resources/paper/lff_tables.csv`` flags as inconsistent as printed (e.g. an average that is not the
 mean of its row) carries a footnote letter in every format, its difference reads "Δ vs printed",
 and the note under the table says what is wrong and, for an average, gives the mean of the row's
 printed per-OOD-set values (and the reproduced value's difference to it); the CSV has the same in
@@ -37,16 +37,18 @@ import numpy as np
 import pandas as pd
 
 from ..io import atomic_path
+from ..scorers import paper_scorers, scorer_class, scorer_names
 from . import latex
 from .paper_numbers import POSTHOC_SCORERS, TRAINING_METHODS, flag_note, mean_of_row
 from .tables import AVERAGE, METRIC_NAMES, collect, mean_std, scorer_label, scorer_table, stamp, watermarked
 
-#: Post-hoc scorers in the order of the paper's Table I (KNN, not in the paper, follows ViM).
-POSTHOC = (("MSP", "msp"), ("ODIN", "odin"), ("Mahalanobis", "mahalanobis"), ("Energy", "energy"),
-           ("ViM", "vim"), ("KNN", "knn"), ("DICE", "dice"), ("ReAct", "react"), ("DICE+ReAct", "dice_react"),
-           ("FeatureNorm", "featurenorm"), ("LiNe", "line"))
-#: Table IV's scorers, in the paper's order.
-TABLE4 = (("MSP", "msp"), ("Energy", "energy"), ("ODIN", "odin"), ("ReAct", "react"), ("FeatureNorm", "featurenorm"))
+#: Post-hoc scorers on the baseline that the tables add to the paper's (not in the paper).
+EXTRA_POSTHOC = ("knn",)
+#: The post-hoc rows, ``(label, scorer)`` in table order, both from the scorer registry
+#: (:mod:`lffood.scorers`: label, ``order``, ``in_paper``): the paper's (Table I) and, after ViM, KNN.
+POSTHOC = tuple((scorer_class(s).label, s) for s in scorer_names() if s in paper_scorers() or s in EXTRA_POSTHOC)
+#: Table IV's scorers, in the paper's order (labels from the registry).
+TABLE4 = tuple((scorer_class(s).label, s) for s in ("msp", "energy", "odin", "react", "featurenorm"))
 LAYOUT = {"table1": "per_ood", "table2": "average", "table3": "per_ood", "table4": "average"}
 TITLES = {
     "table1": "Table I: post-hoc scorers, training methods and LFF per OOD set",
@@ -88,7 +90,18 @@ def _printed_names(table: str, paper: pd.DataFrame | None) -> list[str]:
             return names
     if table == "table4":
         return [n for label, _ in TABLE4 for n in (label, f"{label}+Ours")]
-    return [label for label, s in POSTHOC if s != "knn"] + ["Ours"]
+    return [label for label, s in POSTHOC if s not in EXTRA_POSTHOC] + ["Ours"]
+
+
+def _extras_after(scorer: str) -> list[tuple[str, str]]:
+    """The added post-hoc rows (:data:`EXTRA_POSTHOC`) that follow the paper's ``scorer`` in table order."""
+    i = [s for _, s in POSTHOC].index(scorer)
+    out = []
+    for label, s in POSTHOC[i + 1:]:
+        if s not in EXTRA_POSTHOC:
+            break
+        out.append((label, s))
+    return out
 
 
 def rows(table: str, methods: Mapping[str, Method], roles: Mapping[str, str],
@@ -118,8 +131,7 @@ def rows(table: str, methods: Mapping[str, Method], roles: Mapping[str, str],
     for name in printed:
         if name in POSTHOC_SCORERS:
             out.append(Row(name, base, POSTHOC_SCORERS[name], name))
-            if name == "ViM":
-                out.append(Row("KNN", base, "knn", None))
+            out += [Row(label, base, s, None) for label, s in _extras_after(POSTHOC_SCORERS[name])]
         elif name in TRAINING_METHODS or name.startswith("TagFog"):
             v = by_label.get(name)
             shown = f"{name}{DAGGER}" if name in daggers else name  # TagFog† keeps the paper's dagger
@@ -142,7 +154,7 @@ def rows(table: str, methods: Mapping[str, Method], roles: Mapping[str, str],
 class PaperCell(NamedTuple):
     value: float  # as printed; NaN: not printed
     mark: str  # the paper's bold / underline
-    flag: str  # resources/paper/lff_tables.csv's flag(s): inconsistent as printed
+    flag: str  # src/lffood/resources/paper/lff_tables.csv's flag(s): inconsistent as printed
     note: str  # what the flag means for this cell (:func:`lffood.report.paper_numbers.flag_note`)
     mean_of_row: float  # an Average cell: the mean of its row's printed per-OOD-set values; else NaN
 
@@ -356,8 +368,8 @@ def _note_lines(notes: Sequence[Footnote], row_notes: Sequence[str], md: bool, w
 NOTE = ("Cells: reproduced mean ± standard deviation over seeds, then (paper: the printed value; Δ = reproduced − "
         "printed). Percentages; FPR95 with ID as the positive class. Bold / underlined: best / second-best reproduced "
         "value of the column, and the paper's own marks on its values. A letter on a printed value marks a cell that "
-        "is inconsistent as printed (resources/paper/README.md); its Δ reads 'Δ vs printed', and its note under the "
-        "table gives, for an average, the mean of the row's printed per-OOD-set values. Rows marked paper-reported "
+        "is inconsistent as printed (src/lffood/resources/paper/README.md); its Δ reads 'Δ vs printed', and its note "
+        "under the table gives, for an average, the mean of the row's printed per-OOD-set values. Rows marked paper-reported "
         "are the paper's numbers of methods this workflow does not train; 'not run': a printed row whose scorer the "
         "benchmark does not run; 'not in the paper': reproduced only.")
 NOTE_NO_PAPER = ("Mean ± standard deviation over seeds; percentages; FPR95 with ID as the positive class. Bold / "

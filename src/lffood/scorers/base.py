@@ -3,7 +3,9 @@
 A scorer has
 
 * ``defaults``: its hyperparameters and their reference values (config key
-  ``benchmarks.<b>.scorers.params.<name>`` overrides them);
+  ``benchmarks.<b>.scorers.params.<name>`` overrides them), and ``params_spec``: the domain of each
+  (:class:`lffood.checks.Param`); ``check(params, facts)``, the one hook the config check calls at
+  workflow start, checks them against those domains and against the benchmark's data and model;
 * ``needs_fit`` / ``fit_keys``: whether it uses ID statistics fitted once on the ID training split,
   and which of its parameters those statistics depend on (so that changing any other parameter
   reruns scoring only, never the fit);
@@ -24,6 +26,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
+
+from ..checks import Facts, Issue, Param, spec_issues
+from ..fields import registered_fields, request_names
 
 _REGISTRY: dict[str, type["Scorer"]] = {}
 MODES = ("features", "network")
@@ -53,20 +58,26 @@ class Head:
 
 class Scorer:
     name: ClassVar[str] = ""
-    #: how tables print the scorer (paper spelling)
+    #: how tables print the scorer (the paper's spelling, Table I)
     label: ClassVar[str] = ""
+    #: its place in every scorer list and table (:func:`scorer_names`): the paper's post-hoc scorers in
+    #: Table I's order, the others where the project shows them (KNN after ViM; CSD, SSOD last); None:
+    #: after those, in registration order
+    order: ClassVar[int | None] = None
+    #: one of the paper's post-hoc rows (Tables I-IV print it as ``label``)
+    in_paper: ClassVar[bool] = False
     defaults: ClassVar[dict] = {}
     needs_fit: ClassVar[bool] = False
     #: parameters the fitted statistics depend on (the statistics rule's params)
     fit_keys: ClassVar[tuple[str, ...]] = ()
     score_on: ClassVar[str] = "features"
-    #: config parameters that are percentiles (checked to lie in [0, 100])
-    percentile_keys: ClassVar[tuple[str, ...]] = ()
-    #: config parameters that must be positive integers (neighbour counts, chunk sizes)
-    positive_int_keys: ClassVar[tuple[str, ...]] = ()
+    #: the domain of every parameter in ``defaults`` (:class:`lffood.checks.Param`: int/float/choice,
+    #: bounds, null allowed), checked by :meth:`check` at workflow start and when a scorer is built;
+    #: ``lffood scorers`` prints them
+    params_spec: ClassVar[dict[str, Param]] = {}
     #: scoring compares with the ID training features themselves (KNN, CSD); read from the feature file
     uses_train_bank: ClassVar[bool] = False
-    #: optional feature-file fields it reads (lffood.h5schema.OPTIONAL_FIELDS): only models whose
+    #: optional feature-file fields it reads (lffood.fields): only models whose
     #: feature file has them are scored with it (SSOD's OOD head outputs: SSOD models only)
     requires: ClassVar[tuple[str, ...]] = ()
     #: what fitting reads of the ID training split beyond ``requires`` (None: ``requires``)
@@ -78,26 +89,23 @@ class Scorer:
             raise ValueError(f"scorer '{self.name}': unknown parameter(s) {sorted(unknown)}; "
                              f"known: {sorted(self.defaults)}")
         self.params = {**self.defaults, **params}
-        problems = self.check_params(self.params)
+        problems = self.check(self.params)
         if problems:
-            raise ValueError(f"scorer '{self.name}': " + "; ".join(problems))
+            raise ValueError(f"scorer '{self.name}': "
+                             + "; ".join(f"parameter '{i.key}': {i.message}" for i in problems))
         self.head: Head | None = None
         self.stats: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ parameters
     @classmethod
-    def check_params(cls, params: Mapping) -> list[str]:
-        """Problems with fully resolved ``params`` (empty when valid). Subclasses extend this."""
-        problems = []
-        for key in cls.percentile_keys:
-            v = params.get(key)
-            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 100):
-                problems.append(f"parameter '{key}' must be a number in [0, 100], got {v!r}")
-        for key in cls.positive_int_keys:
-            v = params.get(key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                problems.append(f"parameter '{key}' must be a positive integer, got {v!r}")
-        return problems
+    def check(cls, params: Mapping, facts: Facts | None = None) -> list[Issue]:
+        """The one check of this scorer's fully resolved ``params``: each against its domain
+        (``params_spec``), then, where ``facts`` (:class:`lffood.checks.Facts`: the benchmark's data
+        and model as its config determines them) are given, against the data and the model (a
+        subclass extends this: k against the bank, a dimension against the features, a block
+        against the model). The config check calls it for every scorer that runs, at workflow start;
+        building a scorer calls it without facts. Empty when valid."""
+        return spec_issues(cls.params_spec, params)
 
     @property
     def fit_params(self) -> dict:
@@ -110,8 +118,9 @@ class Scorer:
 
     @classmethod
     def extraction_request(cls, params: Mapping) -> dict:
-        """What extraction must compute for this scorer, ``{field: settings}`` (resolved ``params``):
-        part of the extraction job's identity, so a change re-extracts. Empty for most scorers."""
+        """What extraction must compute for this scorer, ``{request: settings}`` (resolved ``params``; a
+        request is named after the optional field it adds, :mod:`lffood.fields`): part of the
+        extraction job's identity, so a change re-extracts. Empty for most scorers."""
         return {}
 
     @classmethod
@@ -146,17 +155,35 @@ class Scorer:
         raise NotImplementedError
 
 
-def register(name: str, label: str | None = None):
+def register(name: str, label: str | None = None, *, order: int | None = None, in_paper: bool = False):
+    """Class decorator: scorer ``name``, printed as ``label`` (the paper's spelling), at place ``order``
+    of every scorer list and table (:attr:`Scorer.order`); ``in_paper``: one of the paper's post-hoc rows."""
     def deco(cls):
         if name in _REGISTRY:
             raise ValueError(f"scorer '{name}' registered twice")
+        same = [n for n, c in _REGISTRY.items() if order is not None and c.order == order]
+        if same:
+            raise ValueError(f"scorer '{name}': order {order} is taken by scorer '{same[0]}'")
         if cls.score_on not in MODES:
             raise ValueError(f"scorer '{name}': score_on must be in {MODES}")
         unknown = set(cls.fit_keys) - set(cls.defaults)
         if unknown:
             raise ValueError(f"scorer '{name}': fit_keys {sorted(unknown)} are not parameters")
+        if set(cls.params_spec) != set(cls.defaults):
+            raise ValueError(f"scorer '{name}': params_spec must declare the domain of every parameter in "
+                             f"defaults, and only those (defaults {sorted(cls.defaults)}, params_spec "
+                             f"{sorted(cls.params_spec)})")
+        bad = {k: msg for k, p in cls.params_spec.items() if (msg := p.problem(cls.defaults[k])) is not None}
+        if bad:
+            raise ValueError(f"scorer '{name}': defaults outside their params_spec: {bad}")
+        unknown = ({*cls.requires, *cls.fit_fields()} - set(registered_fields())) | \
+            (set(cls.extraction_request(cls.defaults)) - request_names())
+        if unknown:
+            raise ValueError(f"scorer '{name}': reads or requests {sorted(unknown)}, which no registered feature-file "
+                             f"field is (lffood.fields.register_field)")
         cls.name = name
         cls.label = label or cls.label or name
+        cls.order, cls.in_paper = order, in_paper
         _REGISTRY[name] = cls
         return cls
 
@@ -165,6 +192,18 @@ def register(name: str, label: str | None = None):
 
 def registered_scorers() -> dict[str, type[Scorer]]:
     return dict(_REGISTRY)
+
+
+def scorer_names() -> list[str]:
+    """Every registered scorer in table order (:attr:`Scorer.order`): what a benchmark runs when its
+    ``scorers.names`` is null (each model: those that apply to it), and the order of the tables."""
+    ordered = sorted((c.order, n) for n, c in _REGISTRY.items() if c.order is not None)
+    return [n for _, n in ordered] + [n for n, c in _REGISTRY.items() if c.order is None]
+
+
+def paper_scorers() -> list[str]:
+    """The paper's post-hoc scorers (:attr:`Scorer.in_paper`) in Table I's order."""
+    return [n for n in scorer_names() if _REGISTRY[n].in_paper]
 
 
 def scorer_class(name: str) -> type[Scorer]:
@@ -199,4 +238,4 @@ def param_problems(name: str, params: Mapping | None) -> list[str]:
     unknown = sorted(set(params) - set(cls.defaults))
     if unknown:
         return [f"unknown parameter(s) {unknown}; known: {sorted(cls.defaults)}"]
-    return cls.check_params({**cls.defaults, **params})
+    return [f"parameter '{i.key}': {i.message}" for i in cls.check({**cls.defaults, **params})]

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..checks import Issue, Param
 from .base import FeatureSet, Scorer, register
+from .feature_based import CHUNK_SIZE
 from .knn_search import kth_largest_similarity
 
 BANKS = ("pooled", "per_type")
@@ -39,22 +41,31 @@ def normalize_rows(x: np.ndarray, eps: float = 1e-10, chunk: int = 65536) -> np.
     return out
 
 
-@register("csd", "CSD")
+@register("csd", "CSD", order=120)
 class CSD(Scorer):
     """MODE's cross-scale decision: minus the smallest squared distance of an image's six region
     vectors to their k-th nearest neighbour in the ID bank of region vectors."""
 
     defaults = {"k": 10, "bank": "pooled", "chunk_size": 1024}
+    params_spec = {"k": Param("int", 1, why="at most the vectors of the bank"), "bank": Param("choice", choices=BANKS),
+                   "chunk_size": CHUNK_SIZE}
     uses_train_bank = True
     requires = ("multiscale",)
-    positive_int_keys = ("k", "chunk_size")
 
     @classmethod
-    def check_params(cls, params):
-        problems = super().check_params(params)
-        if params.get("bank") not in BANKS:
-            problems.append(f"parameter 'bank' must be one of {list(BANKS)}, got {params.get('bank')!r}")
-        return problems
+    def check(cls, params, facts=None):
+        """k at most the vectors of the bank: 6 per ID training image (pooled) or one (per_type)."""
+        issues = super().check(params, facts)
+        n = facts.train if facts is not None else None
+        if issues or n is None:
+            return issues
+        pooled = params["bank"] == "pooled"
+        bank = 6 * n if pooled else n
+        if params["k"] > bank:
+            issues.append(Issue("k", f"{params['k']} is larger than the {bank} vectors of CSD's bank "
+                                     f"({'6 region vectors x ' if pooled else ''}{n} ID training images, "
+                                     f"{facts.what}); lower it to at most {bank} (MODE: 10).", ("train", "bank")))
+        return issues
 
     def set_bank(self, train: FeatureSet) -> "CSD":
         self.bank = normalize_rows(np.asarray(train.extras["multiscale"]))  # (N, 6, C), kept as stored

@@ -10,8 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..checks import Issue, Param
 from .base import FeatureSet, Head, Scorer, register
-from .logit_based import clip_threshold, energy_score, logsumexp
+from .logit_based import CLIP_PERCENTILE, CLIP_THRESHOLD, clip_threshold, energy_score, logsumexp
+
+#: A percentile above which weights or neurons are kept (DICE, LINe): at 100 nothing is above it, every
+#: weight is zeroed and every score is the same.
+MASK_PERCENTILE = Param("float", 0, 100, max_open=True,
+                        why="at 100 nothing lies above the percentile: every weight is zeroed and every score ties")
+#: Query rows per product of the k-NN search: chunk_size x 8192 float32 products (2 GiB at 65536).
+CHUNK_SIZE = Param("int", 1, 65536, why="the search's buffer is chunk_size x 8192 floats (2 GiB at 65536)")
 
 
 def _f64(x) -> np.ndarray:
@@ -82,7 +90,7 @@ def mahalanobis_score(features: np.ndarray, means: np.ndarray, precision: np.nda
     return -d2.min(1)
 
 
-@register("mahalanobis", "Mahalanobis")
+@register("mahalanobis", "Mahalanobis", order=30, in_paper=True)
 class Mahalanobis(Scorer):
     """Mahalanobis distance to the closest class mean under one shared covariance, on penultimate
     features and without input pre-processing (Lee et al., 2018; the OpenOOD / TagFog variant)."""
@@ -118,22 +126,33 @@ def vim_dim(feature_dim: int, dim: int | None = None) -> int:
     return d
 
 
-@register("vim", "ViM")
+@register("vim", "ViM", order=50, in_paper=True)
 class ViM(Scorer):
     """Virtual-logit matching (Wang et al., 2022): energy minus alpha times the norm of the feature's
     residual off the principal subspace of the ID training features, origin u = -pinv(W) b."""
 
     defaults = {"dim": None}
+    params_spec = {"dim": Param("int", 1, null=True, why="null: ViM's rule by the feature dimension")}
     needs_fit = True
     fit_keys = ("dim",)
 
     @classmethod
-    def check_params(cls, params):
-        problems = super().check_params(params)
-        d = params.get("dim")
-        if d is not None and (not isinstance(d, int) or isinstance(d, bool) or d < 1):
-            problems.append(f"parameter 'dim' must be a positive integer or null, got {d!r}")
-        return problems
+    def check(cls, params, facts=None):
+        """``dim`` below the feature dimension of the benchmark's model."""
+        issues = super().check(params, facts)
+        c = facts.feature_dim if facts is not None else None
+        if issues or c is None:
+            return issues
+        d = params["dim"]
+        if d is not None and d >= c:
+            issues.append(Issue("dim", f"{d} must lie below the feature dimension {c} of model.arch "
+                                       f"'{facts.arch}'; lower it, or null for ViM's rule (D = {c // 2} here).",
+                                ("feature_dim",)))
+        elif d is None and c // 2 < 1:
+            issues.append(Issue("dim", f"null (ViM's rule) gives no principal subspace for the feature dimension "
+                                       f"{c} of model.arch '{facts.arch}': ViM needs at least 2 features.",
+                                ("feature_dim",)))
+        return issues
 
     def compute_stats(self, train: FeatureSet, head: Head) -> dict:
         """Origin, principal subspace and alpha in float64 from float32 products (:func:`scatter`).
@@ -168,15 +187,26 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-10) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=1, keepdims=True) + eps)
 
 
-@register("knn", "KNN")
+@register("knn", "KNN", order=60)  # not in the paper: after ViM
 class KNN(Scorer):
     """Deep nearest neighbours (Sun et al., 2022): minus the distance from the L2-normalised feature to
     its k-th nearest L2-normalised ID training feature (exact search, chunked). The ID statistic is
     the training bank itself, which the feature file already holds: nothing is copied or refitted."""
 
     defaults = {"k": 50, "chunk_size": 1024}
+    params_spec = {"k": Param("int", 1, why="at most the ID training images"), "chunk_size": CHUNK_SIZE}
     uses_train_bank = True
-    positive_int_keys = ("k", "chunk_size")
+
+    @classmethod
+    def check(cls, params, facts=None):
+        """k at most the ID training images (the bank)."""
+        issues = super().check(params, facts)
+        n = facts.train if facts is not None else None
+        if not issues and n is not None and params["k"] > n:
+            issues.append(Issue("k", f"{params['k']} is larger than the {n} ID training images ({facts.what}); "
+                                     f"KNN's k must be at most {n}. Lower it (reference: 50 for CIFAR-10, 300 for "
+                                     "CIFAR-100).", ("train",)))
+        return issues
 
     def set_bank(self, train: FeatureSet) -> "KNN":
         self.bank = l2_normalize(train.features)
@@ -202,14 +232,14 @@ def dice_weight(weight: np.ndarray, mean_activation: np.ndarray, percentile: flo
     return w * (contrib > np.percentile(contrib, percentile))
 
 
-@register("dice", "DICE")
+@register("dice", "DICE", order=70, in_paper=True)
 class DICE(Scorer):
     """Directed sparsification (Sun & Li, 2022): energy of the logits of a head whose weights with the
     lowest contribution (mean ID training activation x weight) are zeroed."""
 
     defaults = {"percentile": 90.0}
+    params_spec = {"percentile": MASK_PERCENTILE}
     needs_fit = True
-    percentile_keys = ("percentile",)
 
     def compute_stats(self, train: FeatureSet, head: Head) -> dict:
         return {"mean_activation": _f64(train.features).mean(0)}
@@ -219,7 +249,7 @@ class DICE(Scorer):
         return energy_score(_f64(data.features) @ w.T + _f64(self.head.bias))
 
 
-@register("dice_react", "DICE+ReAct")
+@register("dice_react", "DICE+ReAct", order=90, in_paper=True)
 class DICEReAct(Scorer):
     """DICE on ReAct-clipped features: clip at ``react_threshold`` (or the ``react_percentile``-th
     percentile of ID training activations), then DICE's sparsified head, then energy. The mean
@@ -228,7 +258,8 @@ class DICEReAct(Scorer):
     defaults = {"dice_percentile": 90.0, "react_percentile": 90.0, "react_threshold": None}
     needs_fit = True
     fit_keys = ("react_percentile", "react_threshold")
-    percentile_keys = ("dice_percentile", "react_percentile")
+    params_spec = {"dice_percentile": MASK_PERCENTILE, "react_percentile": CLIP_PERCENTILE,
+                   "react_threshold": CLIP_THRESHOLD}
 
     def compute_stats(self, train: FeatureSet, head: Head) -> dict:
         return {"mean_activation": _f64(train.features).mean(0),

@@ -8,9 +8,11 @@ statistics artifact. Blocks come from ``model.blocks()`` (ordered residual block
 
 The network runs once, in extraction: the scorer's :meth:`FeatureNorm.extraction_request` asks it
 for every block's FeatureNorm of every image (``block_norms``) and, on the ID training split, of
-the jigsaw-shuffled images (``jigsaw_block_norms``), recorded by :class:`BlockNormRecorder` during
-extraction's own forward pass. Fitting and scoring then read the feature file, like every other
-cached-feature scorer, and a change of ``block`` refits and rescores without running the network.
+the jigsaw-shuffled images (``jigsaw_block_norms``), two feature-file fields registered here
+(:mod:`lffood.fields`) and recorded by :class:`BlockNormRecorder` during extraction's own forward
+pass (:class:`BlockNormRecording`, one per split). Fitting and scoring then read the feature file,
+like every other cached-feature scorer, and a change of ``block`` refits and rescores without
+running the network.
 
 Usage::
 
@@ -24,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..checks import Issue, Param
+from ..fields import Field, register_field
 from .base import Scorer, register
 
 
@@ -98,7 +102,47 @@ def block_norms(model, x, blocks=None):
         return rec.take().T
 
 
-@register("featurenorm", "FeatureNorm")
+class BlockNormRecording:
+    """One split's extraction of FeatureNorm's fields (the state of both, :mod:`lffood.fields`): the
+    recorder's hooks on the model's blocks, and the jigsaw keys of the request's grid and seed, drawn
+    once for the split's images (so the batch size does not matter)."""
+
+    def __init__(self, split):
+        self.recorder = BlockNormRecorder(split.model.blocks())
+        self.grid, self.seed, self.size = split.settings["jigsaw_grid"], split.settings["jigsaw_seed"], split.size
+        self._keys = None
+
+    def __enter__(self) -> "BlockNormRecording":
+        self.recorder.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.recorder.__exit__(*exc)
+
+    def keys(self, start: int, n: int):
+        import torch
+
+        if self._keys is None:
+            gen = torch.Generator().manual_seed(self.seed)
+            self._keys = torch.rand(self.size, self.grid * self.grid, generator=gen)
+        return self._keys[start:start + n]
+
+
+def _jigsaw_block_norms(batch, rec: BlockNormRecording):
+    batch.forward(jigsaw(batch.x, rec.grid, keys=rec.keys(batch.start, len(batch.x))))
+    return rec.recorder.take()
+
+
+register_field(Field("block_norms", np.float32, ("N", "B"),
+                     "FeatureNorm of each of the model's B blocks (models scored with FeatureNorm)",
+                     lambda batch, rec: rec.recorder.take(), optional=True, setup=BlockNormRecording))
+register_field(Field("jigsaw_block_norms", np.float32, ("N", "B"),
+                     "the same of the images' jigsaw-shuffled versions (FeatureNorm's block selection)",
+                     _jigsaw_block_norms, roles=("id_train",), optional=True, request="block_norms",
+                     setup=BlockNormRecording))
+
+
+@register("featurenorm", "FeatureNorm", order=100, in_paper=True)
 class FeatureNorm(Scorer):
     """FeatureNorm of the block selected by the ID vs jigsaw norm ratio (or a fixed ``block``)."""
 
@@ -110,15 +154,26 @@ class FeatureNorm(Scorer):
     #: seed of the jigsaw permutations (part of the artifact's provenance, not a tuning knob)
     jigsaw_seed = 0
 
+    params_spec = {"block": Param("int", 0, null=True, why="a 0-based index into model.blocks(); null: select by "
+                                                          "the norm ratio"),
+                   "jigsaw_grid": Param("int", 2, why="at most the side of the training images; 1 shuffles nothing")}
+
     @classmethod
-    def check_params(cls, params):
-        problems = super().check_params(params)
-        b, g = params.get("block"), params.get("jigsaw_grid")
-        if b is not None and (not isinstance(b, int) or isinstance(b, bool) or b < 0):
-            problems.append(f"parameter 'block' must be a 0-based block index or null, got {b!r}")
-        if not isinstance(g, int) or isinstance(g, bool) or g < 2:
-            problems.append(f"parameter 'jigsaw_grid' must be an integer >= 2, got {g!r}")
-        return problems
+    def check(cls, params, facts=None):
+        """``block`` a block of the benchmark's model, ``jigsaw_grid`` at most the image side."""
+        issues = super().check(params, facts)
+        if issues or facts is None:
+            return issues
+        block, n_blocks = params["block"], facts.blocks
+        if block is not None and n_blocks is not None and block >= n_blocks:
+            issues.append(Issue("block", f"{block} is not a block of model.arch '{facts.arch}', which has {n_blocks} "
+                                         f"(0-based: 0..{n_blocks - 1}); choose one, or null to select by the norm "
+                                         "ratio.", ("blocks",)))
+        grid = params["jigsaw_grid"]
+        if facts.side is not None and grid > facts.side:
+            issues.append(Issue("jigsaw_grid", f"{grid} is larger than the {facts.side} x {facts.side} training "
+                                               "images; lower it (reference: 3).", ("side",)))
+        return issues
 
     @classmethod
     def extraction_request(cls, params):

@@ -24,7 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from .base import FeatureSet, Head, Scorer, register
-from .logit_based import clip_threshold, energy_score
+from .feature_based import MASK_PERCENTILE
+from .logit_based import CLIP_PERCENTILE, CLIP_THRESHOLD, clip_threshold, energy_score
 
 
 def class_importance(features: np.ndarray, labels: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -48,7 +49,7 @@ def line_masks(importance: np.ndarray, weight: np.ndarray, p_w: float, p_a: floa
     return act_mask, weight * (contrib > np.percentile(contrib, p_w))
 
 
-@register("line", "LINe")
+@register("line", "LiNe", order=110, in_paper=True)  # Table I's spelling (II, III: "LINE")
 class LINe(Scorer):
     """LINe: class-wise important neurons (activation x gradient) mask features and weights, on
     ReAct-clipped features; energy score. The clip is the ``clip_percentile``-th percentile of the ID
@@ -58,7 +59,8 @@ class LINe(Scorer):
     defaults = {"p_w": 90.0, "p_a": 90.0, "clip_threshold": None, "clip_percentile": 90.0}
     needs_fit = True
     fit_keys = ("clip_threshold", "clip_percentile")
-    percentile_keys = ("p_w", "p_a", "clip_percentile")
+    params_spec = {"p_w": MASK_PERCENTILE, "p_a": MASK_PERCENTILE, "clip_threshold": CLIP_THRESHOLD,
+                   "clip_percentile": CLIP_PERCENTILE}
 
     def compute_stats(self, train: FeatureSet, head: Head) -> dict:
         if train.labels is None:

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..checks import Param
 from .base import FeatureSet, Head, Scorer, register
+
+#: Softmax / energy temperature T: at 0 every score is NaN (logits / 0), and tiny values overflow
+#: logits / T; the references use 1 (MSP, energy) and ODIN's grid 1..1000.
+TEMPERATURE = Param("float", 1e-3, 1e5, why="T = 0 makes every score NaN and tiny T overflows logits / T; "
+                                          "references: 1 for MSP and energy, 1..1000 for ODIN")
+#: ReAct's clipping percentile of the ID training activations: at 0 every activation is clipped to the
+#: smallest (0 after the ReLU), so every score is the same; null = no percentile (no clipping unless
+#: a fixed threshold is set).
+CLIP_PERCENTILE = Param("float", 0, 100, min_open=True, null=True,
+                        why="at 0 every activation is clipped to the smallest one and every score ties")
+#: A fixed clipping level: the features are non-negative (ReLU), so at or below 0 every score ties.
+CLIP_THRESHOLD = Param("float", 0, None, min_open=True, null=True,
+                       why="the features are non-negative: a level at or below 0 makes every score the same")
 
 
 def logsumexp(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -34,27 +48,29 @@ def clip_threshold(train_features: np.ndarray, percentile: float | None, thresho
     return float(np.percentile(np.asarray(train_features, dtype=np.float64), percentile))
 
 
-@register("msp", "MSP")
+@register("msp", "MSP", order=10, in_paper=True)
 class MSP(Scorer):
     """Maximum softmax probability (Hendrycks & Gimpel, 2017)."""
 
     defaults = {"temperature": 1.0}
+    params_spec = {"temperature": TEMPERATURE}
 
     def score(self, data: FeatureSet) -> np.ndarray:
         return msp_score(data.logits, self.params["temperature"])
 
 
-@register("energy", "Energy")
+@register("energy", "Energy", order=40, in_paper=True)
 class Energy(Scorer):
     """Energy score (Liu et al., 2020), eq. 8 of the LFF paper."""
 
     defaults = {"temperature": 1.0}
+    params_spec = {"temperature": TEMPERATURE}
 
     def score(self, data: FeatureSet) -> np.ndarray:
         return energy_score(data.logits, self.params["temperature"])
 
 
-@register("react", "ReAct")
+@register("react", "ReAct", order=80, in_paper=True)
 class ReActEnergy(Scorer):
     """Energy after clipping penultimate activations at the ``percentile``-th percentile of ID
     training activations (Sun et al., 2021); the LFF paper's default scorer. A fixed ``threshold``
@@ -63,7 +79,7 @@ class ReActEnergy(Scorer):
     defaults = {"percentile": 90.0, "threshold": None, "temperature": 1.0}
     needs_fit = True
     fit_keys = ("percentile", "threshold")
-    percentile_keys = ("percentile",)
+    params_spec = {"percentile": CLIP_PERCENTILE, "threshold": CLIP_THRESHOLD, "temperature": TEMPERATURE}
 
     def compute_stats(self, train: FeatureSet, head: Head) -> dict:
         return {"threshold": clip_threshold(train.features, self.params["percentile"], self.params["threshold"])}

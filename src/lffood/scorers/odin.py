@@ -13,7 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..checks import Param
 from .base import Scorer, register
+from .logit_based import TEMPERATURE
 
 
 def odin_perturb(model, x, temperature: float, epsilon: float, std: Sequence[float]):
@@ -40,21 +42,17 @@ def odin_score_batch(model, x, temperature: float, epsilon: float, std: Sequence
         return torch.softmax(model(x).double() / temperature, dim=1).max(1).values
 
 
-@register("odin", "ODIN")
+@register("odin", "ODIN", order=20, in_paper=True)
 class ODIN(Scorer):
     """ODIN: max softmax at temperature T of the input perturbed by epsilon towards higher confidence."""
 
     defaults = {"temperature": 1000.0, "epsilon": 0.0014}
+    #: epsilon: the step in units of the pixel range (divided by the channel's std as the network sees
+    #: normalised inputs); ODIN's grid is 0..0.004, and a step of 1 already moves a pixel across its range
+    params_spec = {"temperature": TEMPERATURE,
+                   "epsilon": Param("float", 0, 1, why="a step of 1 moves every pixel across its whole range; "
+                                                       "ODIN's grid is 0..0.004")}
     score_on = "network"
-
-    @classmethod
-    def check_params(cls, params):
-        problems = super().check_params(params)
-        if not params["temperature"] or params["temperature"] <= 0:
-            problems.append(f"parameter 'temperature' must be > 0, got {params['temperature']!r}")
-        if params["epsilon"] is None or params["epsilon"] < 0:
-            problems.append(f"parameter 'epsilon' must be >= 0, got {params['epsilon']!r}")
-        return problems
 
     def score_network(self, model, data, *, batch_size: int, device) -> np.ndarray:
         import torch

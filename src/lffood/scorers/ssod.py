@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..objectives import ssod as _objective  # noqa: F401  (registers the OOD head's fields these read)
 from .base import FeatureSet, Scorer, register
 from .logit_based import msp_score
 
 
-@register("ssod_global", "SSOD (global)")
+@register("ssod_global", "SSOD (global)", order=140)
 class SSODGlobal(Scorer):
     """P_ID of SSOD's OOD head on the pooled feature."""
 
@@ -27,7 +28,7 @@ class SSODGlobal(Scorer):
         return np.asarray(data.extras["ood_head_global"], dtype=np.float64)
 
 
-@register("ssod_local", "SSOD (local)")
+@register("ssod_local", "SSOD (local)", order=150)
 class SSODLocal(Scorer):
     """Mean over the locations of P_ID of SSOD's OOD head on each local vector."""
 
@@ -37,7 +38,7 @@ class SSODLocal(Scorer):
         return np.asarray(data.extras["ood_head_local"], dtype=np.float64)
 
 
-@register("ssod", "SSOD")
+@register("ssod", "SSOD", order=130)
 class SSODJoint(Scorer):
     """P(w_i | x) = P(w_i | x in S_ID, x) P(x in S_ID | x) at the predicted class: MSP times P_ID."""
 
