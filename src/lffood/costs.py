@@ -259,13 +259,6 @@ def _smoke_rate(stdout: str, stage: str) -> float | None:
     return None
 
 
-#: Images in each OOD set's upstream archive, before the seeded cap ``dataset.ood_max_images``
-#: (10,000 by default). Sources: the archive descriptions in :data:`lffood.data.sources.ARCHIVES`
-#: (SVHN test_32x32.mat: 26,032; the ODIN release: LSUN-Crop and LSUN-Resize 10,000 each, iSUN 8,925;
-#: DTD r1.0.1: 5,640 images, used whole; Places365 test_256: 328,500; the MOS subsets iNaturalist,
-#: SUN and Places: 10,000 each).
-OOD_IMAGES = {"svhn": 26_032, "lsun_crop": 10_000, "lsun_resize": 10_000, "isun": 8_925, "textures": 5_640,
-              "places365": 328_500, "inaturalist": 10_000, "sun": 10_000, "places": 10_000}
 #: ImageNet-100's training split: ILSVRC-2012's train holds 1,281,167 images in 1,000 classes (732 to
 #: 1,300 per class), so 100 classes hold about 100 x 1,281; the exact count depends on
 #: ``dataset.class_list``. Its test split is ILSVRC-2012 val, 50 per class (lffood.config.PAPER_DATA).
@@ -278,10 +271,12 @@ def data_sizes(bench: Mapping) -> dict:
     :func:`lffood.config.id_data`; ImageNet-100's training count is estimated
     (:data:`IMAGENET_TRAIN_PER_CLASS`)."""
     from .config import id_data
+    from .names import ood_set
 
     ds = bench["dataset"]
     facts = id_data(ds)
     train = facts["train"] if facts["train"] is not None else IMAGENET_TRAIN_PER_CLASS * facts["classes"]
     cap = ds.get("ood_max_images")
-    ood = {name: min(OOD_IMAGES[name], cap) if cap else OOD_IMAGES[name] for name in ds["ood_sets"]}
+    images = {name: ood_set(ds["source"], name).images for name in ds["ood_sets"]}
+    ood = {name: min(n, cap) if cap else n for name, n in images.items()}
     return {"train": int(train), "test": int(facts["test"]), "ood": ood}

@@ -36,27 +36,32 @@ class OODSet:
     #: the downloaded archive it is read from (a key of :data:`lffood.data.sources.ARCHIVES`, which says
     #: how the file is read); None for a generated set
     archive: str | None = None
+    #: images in the upstream set, before the seeded cap ``dataset.ood_max_images`` (the cost model and
+    #: the GPU check's projections: lffood.costs.data_sizes); None for a generated set (its config says)
+    images: int | None = None
 
 
 _EMBEDDED, _CIFAR, _IMAGENET = ("embedded",), ("cifar10", "cifar100"), ("imagenet100",)
 #: Every OOD set, each family's in its table order (the paper's columns: Table I/II for CIFAR, Table III
-#: for ImageNet-100). Textures (DTD) is a set of both paper families: one entry each, as each table has
+#: for ImageNet-100). Image counts: SVHN test_32x32.mat 26,032; the ODIN release's LSUN-Crop and
+#: LSUN-Resize 10,000 each, iSUN 8,925; DTD r1.0.1 5,640, used whole; Places365 test_256 328,500; the
+#: MOS subsets iNaturalist, SUN and Places 10,000 each. Textures (DTD) is a set of both paper families: one entry each, as each table has
 #: its own column; the embedded ``textures`` is another set of the same name.
 OOD_SETS: tuple[OODSet, ...] = (
     OODSet("backgrounds", _EMBEDDED, "generated"),
     OODSet("novel_digits", _EMBEDDED, "generated"),
     OODSet("textures", _EMBEDDED, "generated"),
     OODSet("far", _EMBEDDED, "generated"),
-    OODSet("svhn", _CIFAR, "resize_crop", "svhn"),
-    OODSet("lsun_crop", _CIFAR, "resize_crop", "lsun_crop"),
-    OODSet("lsun_resize", _CIFAR, "resize_crop", "lsun_resize"),
-    OODSet("isun", _CIFAR, "resize_crop", "isun"),
-    OODSet("textures", _CIFAR, "resize_crop", "dtd"),
-    OODSet("places365", _CIFAR, "resize_crop", "places365"),
-    OODSet("inaturalist", _IMAGENET, "resize_crop", "inaturalist"),
-    OODSet("sun", _IMAGENET, "resize_crop", "sun"),
-    OODSet("places", _IMAGENET, "resize_crop", "places"),
-    OODSet("textures", _IMAGENET, "resize_crop", "dtd"),
+    OODSet("svhn", _CIFAR, "resize_crop", "svhn", 26_032),
+    OODSet("lsun_crop", _CIFAR, "resize_crop", "lsun_crop", 10_000),
+    OODSet("lsun_resize", _CIFAR, "resize_crop", "lsun_resize", 10_000),
+    OODSet("isun", _CIFAR, "resize_crop", "isun", 8_925),
+    OODSet("textures", _CIFAR, "resize_crop", "dtd", 5_640),
+    OODSet("places365", _CIFAR, "resize_crop", "places365", 328_500),
+    OODSet("inaturalist", _IMAGENET, "resize_crop", "inaturalist", 10_000),
+    OODSet("sun", _IMAGENET, "resize_crop", "sun", 10_000),
+    OODSet("places", _IMAGENET, "resize_crop", "places", 10_000),
+    OODSet("textures", _IMAGENET, "resize_crop", "dtd", 5_640),
 )
 
 #: The OOD set names that are valid for each ``dataset.source``, in table order.

@@ -9,19 +9,17 @@ A scorer is a class (see :class:`lffood.scorers.base.Scorer`) with
 * or, for a scorer that needs the network to score (``score_on == "network"``: ODIN),
   ``score_network`` on a model and a ``TensorImages`` split.
 
-Adding a scorer is one module with a class decorated by :func:`register` (its name, label and place
-in the table order), imported below. This
-package imports numpy only: network scorers import torch inside their functions.
+Adding a scorer is one module in this package with a class decorated by :func:`register` (its
+name, label and place in the table order): every module here is imported below. This package
+imports numpy only: network scorers import torch inside their functions.
 """
 
 from __future__ import annotations
 
 from .base import (FeatureSet, Head, Scorer, build_scorer, fit_params, paper_scorers, param_problems,  # noqa: F401
                    register, registered_scorers, resolved_params, scorer_applies, scorer_class, scorer_names)
-from . import logit_based  # noqa: F401,E402  (msp, energy, react)
-from . import odin  # noqa: F401,E402  (odin)
-from . import feature_based  # noqa: F401,E402  (mahalanobis, vim, knn, dice, dice_react)
-from . import featurenorm  # noqa: F401,E402  (featurenorm)
-from . import line  # noqa: F401,E402  (line)
-from . import csd  # noqa: F401,E402  (csd: MODE's cross-scale decision)
-from . import ssod  # noqa: F401,E402  (ssod, ssod_global, ssod_local: SSOD's OOD head)
+from ..plugins import import_all  # noqa: E402
+
+#: every module of the package, so that a new scorer is one new file (base and the shared search
+#: code register nothing and are imported like the others)
+SCORER_MODULES = import_all(__name__, __path__)
