@@ -72,7 +72,7 @@ def param_groups(model: torch.nn.Module, objective: Objective, stage: Mapping) -
     ``<objective>.new_module_lr``), those parameters (:meth:`Objective.new_parameters`) in a second
     group at that rate. ``lr_scale`` is a group's rate over the stage's: the schedule scales every group alike
     (:func:`train` sets ``lr_at(stage, epoch) * lr_scale`` each epoch)."""
-    every = [*model.parameters(), *objective.modules.parameters()]
+    every = [p for p in (*model.parameters(), *objective.modules.parameters()) if p.requires_grad]
     own_lr = objective.new_module_lr()
     new = objective.new_parameters() if own_lr is not None else []
     if not new:
@@ -182,11 +182,12 @@ def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, objecti
     started = time.perf_counter()
     for epoch in range(first, stage["epochs"]):
         lr = _set_lr(opt, stage, epoch)
-        model.train()
-        objective.modules.train()
+        _train_mode(model, objective)
+        objective.on_epoch_start(epoch, stage["epochs"])
         t0, sums, n, images = time.perf_counter(), {}, 0, 0
         for idx, gathered in data.prefetched(_batches(data, stage, gen, rank, size)):
-            x, y = _batch(data, idx, gathered, stage["augment"], aug_gen, use_cl, views)
+            x, y = objective.transform_batch(*_batch(data, idx, gathered, stage["augment"], aug_gen, use_cl, views),
+                                             aug_gen)
             with autocast:
                 logits, pooled, fmap = net(x, return_features=True)
             out = Forward(logits.float(), pooled, fmap, model.head.weight, model.head.bias, views)
@@ -217,6 +218,10 @@ def _network(model, objective: Objective, device, channels_last: bool, size: int
     the checkpoint is the model's) and whether the layout is channels-last."""
     model.to(device)
     objective.modules.to(device)
+    if objective.freeze_backbone:  # before the optimiser is built: it takes the parameters that train
+        head = {id(p) for p in model.head.parameters()}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in head)
     use_cl = channels_last and channels_last_allowed(model, device)
     if use_cl:
         model.to(memory_format=torch.channels_last)
@@ -226,6 +231,17 @@ def _network(model, objective: Objective, device, channels_last: bool, size: int
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
     return (torch.compile(net) if compile else net), use_cl
+
+
+def _train_mode(model, objective: Objective) -> None:
+    """Training mode for the epoch; with :attr:`Objective.freeze_backbone`, only the linear head and the
+    objective's modules train: the rest of the network is in eval mode and takes no gradient."""
+    objective.modules.train()
+    if not objective.freeze_backbone:
+        model.train()
+        return
+    model.eval()
+    model.head.train()
 
 
 def _generators(seed: int, device) -> tuple[torch.Generator, torch.Generator]:

@@ -294,7 +294,7 @@ def test_checkpoint_round_trip(tmp_path):
     path = tmp_path / "ck" / "model.pt"
     meta = {"model": TINY, "num_classes": 5, "classes": list("abcde"), "seed": 0}
     save_checkpoint(path, model, meta)
-    assert sorted(p.name for p in path.parent.iterdir()) == ["model.pt"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.pt", "model.pt.sha256.json"]  # + its manifest
     loaded, meta_back = load_checkpoint(path)
     loaded.eval()
     assert meta_back == meta
@@ -654,3 +654,45 @@ def test_the_learned_check_survives_a_resume(tmp_path):
     again = run(state)
     assert [h["new_modules_change"] for h in again] == pytest.approx([h["new_modules_change"] for h in whole])
     assert whole[-1]["new_modules_change"] > whole[0]["new_modules_change"] > 0
+
+
+def test_generic_objective_hooks_epoch_start_transform_and_frozen_backbone():
+    """The loop's generic hooks: on_epoch_start sees every epoch, transform_batch's output is what the
+    network and the loss see, and freeze_backbone trains the head alone with the network in eval mode."""
+    import torch
+
+    from lffood.models import build_model
+    from lffood.objectives.base import Objective
+    from lffood.training import train
+
+    class Probe(Objective):
+        name = "probe"
+        freeze_backbone = True
+
+        def __init__(self):
+            super().__init__({}, feature_dim=16, num_classes=3)
+            self.epochs, self.batch_sizes = [], []
+
+        def on_epoch_start(self, epoch, epochs):
+            self.epochs.append((epoch, epochs))
+
+        def transform_batch(self, x, y, gen):
+            return torch.cat([x, x.flip(3)]), torch.cat([y, y])
+
+        def loss(self, out, targets):
+            self.batch_sizes.append(int(out.logits.shape[0]))
+            return torch.nn.functional.cross_entropy(out.logits, targets), {}
+
+    torch.manual_seed(0)
+    model = build_model({"arch": "resnet", "blocks": [1], "widths": [16]}, 3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = _data(n=24, k=3)
+    stage = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0, "epochs": 2, "batch_size": 8,
+             "schedule": {"type": "constant"}, "augment": {"crop_padding": 0, "hflip": False, "color_jitter": 0.0}}
+    probe = Probe()
+    train(model, data, stage, objective=probe, seed=0, device=torch.device("cpu"), guard={"enabled": False})
+    assert probe.epochs == [(0, 2), (1, 2)]
+    assert probe.batch_sizes == [16] * 6
+    after = model.state_dict()
+    moved = {k for k in after if not torch.equal(after[k], before[k])}
+    assert moved and all(k.startswith("head.") for k in moved), moved  # BN running statistics included

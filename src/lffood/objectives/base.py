@@ -90,6 +90,10 @@ class Objective:
     #: the statistic (a key of ``stats``) that is the objective's own loss term: the training log shows its
     #: trend (this epoch over the first) beside how far the freshly initialised modules moved
     own_loss: ClassVar[str | None] = None
+    #: train only the linear head and the objective's own modules on a frozen network (kept in eval
+    #: mode, so batch-norm statistics stay as the parent left them, and given no gradient): a second,
+    #: linear-evaluation stage on top of a representation trained before it (CSI's)
+    freeze_backbone: ClassVar[bool] = False
 
     def __init__(self, params: Mapping | None = None, *, feature_dim: int, num_classes: int):
         self.params = {**self.defaults(), **dict(params or {})}
@@ -140,6 +144,19 @@ class Objective:
     def loss(self, out: Forward, targets) -> tuple[Any, dict[str, Any]]:  # pragma: no cover - abstract
         """``(loss, {stat: 0-d tensor sum over the batch})``; no host synchronisation."""
         raise NotImplementedError
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        """Called by the training loop before each epoch (0-based ``epoch`` of ``epochs``), also after a
+        resumed state loads: e.g. a regulariser that starts at an epoch. State that must survive a
+        resume lives in the objective's modules (buffers are saved with the checkpoint and the resume
+        state)."""
+
+    def transform_batch(self, x, y, gen):
+        """The batch the network sees, from the augmented images ``x`` (all first views, then all second
+        views where ``two_views``) and their labels ``y``: by default as they are. An objective that
+        trains on transformed copies (CSI's rotations) returns them here with their labels, on the
+        device, drawing randomness from ``gen`` only and without a host synchronisation."""
+        return x, y
 
     def epoch_row(self, sums: Mapping[str, float], n: int) -> dict[str, float]:
         """Per-epoch log fields from the epoch's pooled sums (``n`` images seen): by default the mean
