@@ -802,9 +802,11 @@ def _variant_problems(bname: str, bench: dict, schema: Mapping) -> list[str]:
             if s not in scorers:
                 problems.append(f"key '{key}.scorer{'s' if s != v['scorer'] else ''}': '{s}' is not in "
                                 f"benchmarks.{bname}.scorers.names {scorers}. Add it there or choose one of them.")
-            elif s in registered_scorers() and not scorer_applies(s, provides):
-                problems.append(f"key '{key}.scorer': '{s}' needs {sorted(registered_scorers()[s].requires)}, which "
-                                f"models of objective '{v['objective']}' do not provide.")
+            elif s in registered_scorers() and not scorer_applies(s, provides, v["objective"]):
+                cls = registered_scorers()[s]
+                problems.append(f"key '{key}.scorer': '{s}' needs {sorted(cls.requires)} and scores the models of "
+                                f"{list(cls.objectives) if cls.objectives else 'every objective'}; models of "
+                                f"objective '{v['objective']}' do not qualify.")
     for i, sw in enumerate(bench["sweeps"]):
         key = f"benchmarks.{bname}.sweeps[{i}]"
         if sw["variant"] not in variants:

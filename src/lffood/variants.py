@@ -138,14 +138,15 @@ def benchmark_scorers(bench: Mapping) -> list[str]:
 def variant_scorers(bench: Mapping, name: str) -> list[str]:
     """The scorers run on variant ``name``: the benchmark's scorers (:func:`benchmark_scorers`, or the
     variant's own ``scorers``) that apply to its objective (a scorer's ``requires`` must be among the
-    fields the objective's models provide, e.g. SSOD's OOD head)."""
+    fields the objective's models provide, e.g. SSOD's OOD head, and its ``objectives``, where it
+    names them, must include the variant's)."""
     from .objectives import objective_class
     from .scorers import scorer_applies
 
     v = variant(bench, name)
     names = v["scorers"] if v["scorers"] is not None else benchmark_scorers(bench)
     provides = set(objective_class(v["objective"]).provides) | extraction_fields(bench)
-    return [s for s in names if scorer_applies(s, provides)]
+    return [s for s in names if scorer_applies(s, provides, v["objective"])]
 
 
 def on_request_fields() -> set[str]:

@@ -80,6 +80,9 @@ class Scorer:
     #: optional feature-file fields it reads (lffood.fields): only models whose
     #: feature file has them are scored with it (SSOD's OOD head outputs: SSOD models only)
     requires: ClassVar[tuple[str, ...]] = ()
+    #: the training objectives whose models it scores (a method's own inference score that means
+    #: nothing on other models, e.g. SSD+'s); None: every model with the fields it ``requires``
+    objectives: ClassVar[tuple[str, ...] | None] = None
     #: what fitting reads of the ID training split beyond ``requires`` (None: ``requires``)
     fit_requires: ClassVar[tuple[str, ...] | None] = None
 
@@ -212,9 +215,12 @@ def scorer_class(name: str) -> type[Scorer]:
     return _REGISTRY[name]
 
 
-def scorer_applies(name: str, provides) -> bool:
-    """Whether scorer ``name`` runs on a model whose feature file has the optional fields ``provides``."""
-    return set(scorer_class(name).requires) <= set(provides)
+def scorer_applies(name: str, provides, objective: str | None = None) -> bool:
+    """Whether scorer ``name`` runs on a model whose feature file has the optional fields ``provides``,
+    trained with ``objective`` (checked against :attr:`Scorer.objectives` where given)."""
+    cls = scorer_class(name)
+    return set(cls.requires) <= set(provides) and (cls.objectives is None or objective is None
+                                                   or objective in cls.objectives)
 
 
 def build_scorer(name: str, params: Mapping | None = None) -> Scorer:
