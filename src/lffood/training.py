@@ -276,11 +276,30 @@ def _step(opt, scaler, loss, objective: Objective, size: int) -> None:
     (scaler.scale(loss) if scaler is not None else loss).backward()
     if size > 1:
         average_gradients(objective.modules.parameters())
+    _late_momentum_buffers(opt, objective.new_parameters())
     if scaler is not None:
         scaler.step(opt)
         scaler.update()
     else:
         opt.step()
+
+
+def _late_momentum_buffers(opt: torch.optim.Optimizer, params) -> None:
+    """Fused SGD takes the momentum steps of a group's parameters all together and fails on a parameter
+    whose first gradient comes after the others have stepped (an objective's term that starts at an
+    epoch: VOS's energy weights and logistic regression). Such a parameter gets a zero momentum buffer,
+    with which its first step is torch's own (buffer = gradient, dampening 0). Nothing changes for
+    parameters whose first gradient comes with the others'."""
+    ids = {id(p) for p in params}
+    if not ids or not isinstance(opt, torch.optim.SGD):
+        return
+    buffer = lambda p: opt.state.get(p, {}).get("momentum_buffer")  # noqa: E731  (no empty state entries)
+    for group in opt.param_groups:
+        if not group["momentum"] or all(buffer(p) is None for p in group["params"]):
+            continue
+        for p in group["params"]:
+            if id(p) in ids and p.grad is not None and buffer(p) is None:
+                opt.state[p]["momentum_buffer"] = torch.zeros_like(p)
 
 
 def _step_sums(loss, out: Forward, y) -> dict:
