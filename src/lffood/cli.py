@@ -60,9 +60,11 @@ def _results(args) -> int:
     import pandas as pd
 
     from .config import load_config
+    from .integrity import rebuild_hint, verify
+    from .metrics import check_complete
     from .report import summary
     from .runtime import provenance
-    from .variants import variant, variant_names
+    from .variants import variant, variant_names, variant_scorers
 
     cfg = load_config(args.config, args.schema)
     bench = args.bench or cfg["run"][0]
@@ -72,8 +74,13 @@ def _results(args) -> int:
         print(f"error: {path} not found: build it first (snakemake {path})", file=sys.stderr)
         return 1
     methods = {v: (variant(b, v)["label"], variant(b, v)["scorer"]) for v in variant_names(b)}
+    verify(path)  # its bytes, and the metrics files it was made from unchanged since
+    tidy = pd.read_csv(path)
+    check_complete(tidy, str(path), benchmark=bench, seeds=b["seeds"],
+                   scorers={v: variant_scorers(b, v) for v in variant_names(b)}, ood_sets=b["dataset"]["ood_sets"],
+                   hint=rebuild_hint(path))
     command = "lffood results" + (f" --bench {bench}" if args.bench else "") + (" --write README.md" if args.write else "")
-    block = summary.results_block(pd.read_csv(path), bench=bench, methods=methods, control=cfg["tables"]["control"],
+    block = summary.results_block(tidy, bench=bench, methods=methods, control=cfg["tables"]["control"],
                                   ood_sets=b["dataset"]["ood_sets"], origin=provenance(Path.cwd()),
                                   command=command)
     if args.write:
@@ -107,11 +114,30 @@ def _print_attrs(attrs) -> None:
 def _inspect(args) -> int:
     """Summarise any kind of lffood HDF5 file: its root attributes, then per kind what it holds
     (shapes are read from the metadata, so large feature files are not loaded)."""
+    from . import h5schema, integrity
+
+    try:
+        kind = h5schema.file_kind(args.file)
+    except LffoodError:
+        if integrity.manifest_path(args.file).exists():
+            integrity.verify(args.file)  # a damaged lffood file: say what differs from what was written
+        raise
+    try:
+        integrity.verify(args.file)
+        damaged = None
+    except LffoodError as exc:  # shown anyway, for a diagnosis; the workflow's readers refuse it
+        damaged = exc
+        print(f"error: {exc}", file=sys.stderr)
+    with integrity.unchecked():
+        _inspect_contents(args, kind)
+    return 1 if damaged else 0
+
+
+def _inspect_contents(args, kind: str) -> None:
     import numpy as np
 
     from . import h5schema
 
-    kind = h5schema.file_kind(args.file)
     _print_attrs(h5schema.read_attrs(args.file, kind))
     if kind == "features":
         for name, role in h5schema.list_splits(args.file).items():
@@ -136,7 +162,6 @@ def _inspect(args) -> int:
         for name, info in h5schema.describe_datasets(args.file, kind, "stats").items():
             value = f" = {info['value']}" if "value" in info else ""
             print(f"stat {name:24s} {str(info['dtype']):8s} {info['shape']}{value}")
-    return 0
 
 
 def _benchmarks(args) -> int:

@@ -13,6 +13,11 @@ class DataError(LffoodError):
     """An input data file is missing, corrupt or in an unexpected format."""
 
 
+class IntegrityError(DataError):
+    """An artifact does not match its integrity manifest (lffood.integrity): names the file, what
+    differs and the command that rebuilds it."""
+
+
 class SchemaError(DataError):
     """An HDF5 file does not follow lffood.h5schema."""
 

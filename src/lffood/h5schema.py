@@ -26,7 +26,9 @@ Statistics file (one per feature file x scorer that fits ID statistics; see
     /stats/<name>          float64 / int64 array (0-d for scalars), e.g. mahalanobis/means,
                            mahalanobis/precision, vim/residual_basis, featurenorm/block
 
-Files are written atomically (temporary file + rename). A file of another schema version is refused
+Files are written atomically (temporary file + rename), each with its integrity manifest
+(``<file>.sha256.json``, :mod:`lffood.integrity`: its sha256 and those of the files it was made
+from), and every reader verifies the file against it before reading. A file of another schema version is refused
 with the command that rebuilds it; version 2 added the optional fields (multiscale, OOD head), version
 3 FeatureNorm's block norms (FeatureNorm became a cached-feature scorer), version 4 stores the region
 vectors L2-normalised (their float16 overflowed to infinity on a model with features above 65504).
@@ -50,7 +52,7 @@ import numpy as np
 from . import objectives, scorers  # noqa: F401  (their modules register their feature-file fields)
 from .errors import DataError, SchemaError
 from .fields import ROLES, registered_fields, table
-from .io import atomic_path
+from .integrity import sealed_path, verify
 
 __doc__ = __doc__.replace("FIELDS_TABLE", "\n".join("    " + line for line in table().splitlines()))
 
@@ -82,8 +84,10 @@ def _json_attr(value) -> str:
 
 def write_features(path, *, head_weight: np.ndarray, head_bias: np.ndarray,
                    splits: Mapping[str, Mapping[str, np.ndarray]], roles: Mapping[str, str],
-                   attrs: Mapping) -> None:
-    """Write a feature file. ``splits[name]`` maps field -> array; ``roles[name]`` is its role."""
+                   attrs: Mapping, inputs=None) -> None:
+    """Write a feature file. ``splits[name]`` maps field -> array; ``roles[name]`` is its role.
+    ``inputs`` (lffood.integrity, default: the ``checkpoint`` attribute with its ``checkpoint_sha256``):
+    what the manifest records it was made from."""
     for name, fields in splits.items():
         if name not in roles:
             raise SchemaError(f"split '{name}' has no role; pass roles[{name!r}] in {ROLES}")
@@ -110,7 +114,9 @@ def write_features(path, *, head_weight: np.ndarray, head_bias: np.ndarray,
                 if n is not None and arr.shape[0] != n:
                     raise SchemaError(f"split '{name}' field '{field}': {arr.shape[0]} rows, expected {n}")
                 n = arr.shape[0]
-    with atomic_path(path, suffix=".h5") as tmp:
+    if inputs is None:
+        inputs = {attrs["checkpoint"]: attrs.get("checkpoint_sha256")} if attrs.get("checkpoint") else {}
+    with sealed_path(path, suffix=".h5", inputs=inputs) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["schema_version"] = SCHEMA_VERSION
             f.attrs["kind"] = "features"
@@ -169,7 +175,11 @@ def file_kind(path) -> str:
 
 
 def _open(path, kind: str) -> h5py.File:
+    """Open an lffood file of ``kind`` for reading, verified against its integrity manifest first."""
     path = Path(path)
+    if not path.exists():
+        raise SchemaError(f"{path}: HDF5 file not found. Rebuild it with snakemake {path}.")
+    verify(path)
     f = _open_hdf5(path)
     version, found = f.attrs.get("schema_version"), f.attrs.get("kind")
     if found != kind or version != SCHEMA_VERSION:
@@ -233,8 +243,9 @@ def read_head(path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_scores(path, scores: Mapping[str, np.ndarray], *, scorer: str, params: Mapping, features_file: str,
-                 attrs: Mapping | None = None) -> None:
-    """Write a score file; ``attrs``: extra attributes (e.g. the device a network scorer ran on).
+                 attrs: Mapping | None = None, inputs=None) -> None:
+    """Write a score file; ``attrs``: extra attributes (e.g. the device a network scorer ran on);
+    ``inputs``: what it was made from (lffood.integrity; default: ``features_file``).
     Scores that are not all finite are refused here, naming the scorer, the split and the model's
     features, instead of failing later in the metrics with a message that names nothing."""
     bad = {name: int((~np.isfinite(np.asarray(s, dtype=np.float64))).sum()) for name, s in scores.items()}
@@ -244,7 +255,7 @@ def write_scores(path, scores: Mapping[str, np.ndarray], *, scorer: str, params:
                         f"on the model of {features_file}; nothing was written to {path}. Inspect the features "
                         f"(lffood inspect {features_file}): values that large or non-finite mean that the model "
                         f"diverged (see its training log) or the file is damaged (rebuild it).")
-    with atomic_path(path, suffix=".h5") as tmp:
+    with sealed_path(path, suffix=".h5", inputs=[features_file] if inputs is None else inputs) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["schema_version"] = SCHEMA_VERSION
             f.attrs["kind"] = "scores"
@@ -267,8 +278,8 @@ def read_scores(path) -> tuple[dict[str, np.ndarray], dict]:
 
 def write_stats(path, stats: Mapping[str, np.ndarray], *, scorer: str, params: Mapping, source: str,
                 attrs: Mapping | None = None) -> None:
-    """Write a scorer's fitted ID statistics (``{name: array}``)."""
-    with atomic_path(path, suffix=".h5") as tmp:
+    """Write a scorer's fitted ID statistics (``{name: array}``); the manifest records ``source``."""
+    with sealed_path(path, suffix=".h5", inputs=[source]) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["schema_version"] = SCHEMA_VERSION
             f.attrs["kind"] = "stats"

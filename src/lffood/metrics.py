@@ -97,3 +97,69 @@ def ood_metrics(id_scores, ood_scores) -> dict[str, float]:
 METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
 #: True where larger is better (for table annotations)
 HIGHER_IS_BETTER = {"auroc": True, "fpr95": False, "aupr_in": True, "aupr_out": True, "id_acc": True}
+
+
+# ----------------------------------------------------------------------------- completeness of metrics tables
+_KEYS = ("benchmark", "variant", "seed", "scorer", "ood_set")
+
+
+def expected_rows(labels, scorers, ood_sets) -> dict:
+    """What one model's metrics file must hold (recorded in its integrity manifest, lffood.integrity):
+    the ``labels`` (benchmark, seed, variant) and one row per scorer x OOD set."""
+    return {"labels": dict(labels), "scorers": list(scorers), "ood_sets": list(ood_sets)}
+
+
+def _unique(values) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def _describe(key, benches: int) -> str:
+    b, v, seed, sc, o = key
+    return (f"benchmark {b}, " if benches > 1 else "") + f"seed {seed}, variant {v}, scorer {sc}, OOD set {o}"
+
+
+def check_complete(tidy, source: str, *, benchmark=None, seeds=None, scorers=None, ood_sets=None, hint: str = "") -> None:
+    """Refuse metrics (a DataFrame with columns variant, seed, scorer, ood_set[, benchmark]) that lack
+    a row, hold one twice, or hold rows nobody asked for, naming them; a half table must not become
+    means over fewer seeds. Expected: per benchmark (``benchmark``: only that one), every ``seeds``
+    x variant x its ``scorers`` (a list, or variant -> list) x ``ood_sets``; what is not given is
+    taken from the rows themselves (the union over the other keys), so a seed, scorer or OOD set that
+    one model has and another lacks is missing there. ``source`` names the file(s), ``hint`` the fix."""
+    from collections import Counter
+    from collections.abc import Mapping
+
+    from .errors import IntegrityError
+
+    absent = [c for c in _KEYS[1:] if c not in tidy]
+    if absent:
+        raise IntegrityError(f"{source}: not a metrics table (no column(s) {absent}). {hint}".rstrip())
+    n = len(tidy)
+    cols = [tidy[c].astype(str).tolist() if c in tidy else ["-"] * n for c in _KEYS]
+    counts = Counter(zip(*cols))
+    present = list(counts)
+    benches = [str(benchmark)] if benchmark is not None else _unique(k[0] for k in present) or ["-"]
+    expected: dict = {}  # ordered as configured: the first missing rows named are the first expected
+    for b in benches:
+        rows = [k for k in present if k[0] == b]
+        b_seeds = [str(s) for s in seeds] if seeds is not None else _unique(k[2] for k in rows)
+        b_sets = [str(o) for o in ood_sets] if ood_sets is not None else _unique(k[4] for k in rows)
+        if isinstance(scorers, Mapping):
+            per_variant = {str(v): [str(s) for s in scs] for v, scs in scorers.items()}
+        else:
+            per_variant = {v: ([str(s) for s in scorers] if scorers is not None
+                               else _unique(k[3] for k in rows if k[1] == v)) for v in _unique(k[1] for k in rows)}
+        expected.update(dict.fromkeys((b, v, s, sc, o) for v, scs in per_variant.items() for s in b_seeds
+                                      for sc in scs for o in b_sets))
+    missing = [k for k in expected if k not in counts]
+    extra = [k for k in present if k not in expected]
+    twice = [k for k, c in counts.items() if c > 1]
+    if not (missing or extra or twice):
+        return
+    nb = len({k[0] for k in [*expected, *present]})
+    parts = []
+    for what, keys in (("missing", missing), ("not expected", extra), ("present more than once", twice)):
+        if keys:
+            shown = "; ".join(_describe(k, nb) for k in keys[:6]) + ("; ..." if len(keys) > 6 else "")
+            parts.append(f"{len(keys)} row(s) {what} ({shown})")
+    raise IntegrityError(f"{source}: incomplete metrics: {', '.join(parts)}. Tables made from them would average "
+                         f"over fewer seeds, scorers or OOD sets than configured. {hint}".rstrip())

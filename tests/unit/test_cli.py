@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SCHEMA  # noqa: E402
-from lffood import h5schema
+from lffood import h5schema, integrity
 from lffood.cli import main
 from lffood.data.arrays import load_split
 
@@ -76,8 +76,10 @@ def test_inspect_scores_file_shows_scorer_params_and_per_split_summary(tmp_path,
 
     with h5py.File(f, "r+") as h:  # a damaged file: write_scores itself refuses non-finite scores
         h["scores/far"][1] = np.nan
-    assert main(["inspect", str(f)]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    assert main(["inspect", str(f)]) == 1  # reported damaged (lffood.integrity), and shown all the same
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: {f}: content sha256 ") and f"snakemake --force {f}" in captured.err
+    lines = captured.out.splitlines()
     assert "scorer             react" in lines and 'params             {"percentile": 90}' in lines
     rows = {line.split()[1]: line.split()[2:] for line in lines if line.startswith("split ")}
     assert rows == {"test": ["n", "3", "min", "1", "mean", "3", "max", "6"],
@@ -100,6 +102,7 @@ def test_inspect_stats_file_shows_statistics_shapes_dtypes_and_scalars(tmp_path,
     assert "note:" not in out
     with h5py.File(f, "a") as h:  # a layout older than this lffood's: shown, with what to do
         h.attrs["stats_version"] = 0
+    integrity.seal(f)  # as the lffood that wrote it sealed it
     assert main(["inspect", str(f)]) == 0
     assert "note: statistics layout version 0" in capsys.readouterr().out
 

@@ -13,7 +13,7 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lffood import h5schema  # noqa: E402
+from lffood import h5schema, integrity  # noqa: E402
 from lffood.data.arrays import Split, save_split  # noqa: E402
 from lffood.errors import LffoodError  # noqa: E402
 from lffood.metrics import auroc  # noqa: E402
@@ -170,6 +170,7 @@ def metric_files(tmp_path):
                      "id_acc": 0.9} for sc in {OWN[v], "energy"} for o in OOD]
             p = tmp_path / f"m_{v}_{s}.csv"
             pd.DataFrame(rows).to_csv(p, index=False)
+            integrity.seal(p)  # as the metrics rule writes them: with an integrity manifest
             files.append(str(p))
     return files
 
@@ -235,6 +236,7 @@ def test_feature_norm_figure_of_a_diverged_model_stays_legible(feature_files, tm
         with h5py.File(big, "r+") as f:
             for name in f["splits"]:
                 f[f"splits/{name}/features"][...] *= 1e12
+        integrity.seal(big)  # a model that wrote such features (the copy's own manifest)
         features[v] = [str(big)]
     fig = plot_feature_norms(features, "toy", OOD, LABELS)
     assert_legible(fig)
@@ -580,6 +582,7 @@ def paper_metric_files(tmp_path, seeds=(0, 1, 2)):
                     for sc in scorers for o in PAPER_SETS]
             p = tmp_path / f"p_{v}_{s}.csv"
             pd.DataFrame(rows).to_csv(p, index=False)
+            integrity.seal(p)
             files.append(str(p))
     return files
 
@@ -724,6 +727,7 @@ def _sweep_metrics(tmp_path, seeds, points):
                  for o in ("svhn", "isun")]
     path = tmp_path / "sweep_metrics.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
+    integrity.seal(path)
     return [str(path)]
 
 

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lffood import h5schema
+from lffood import h5schema, integrity
 from lffood.errors import DataError, SchemaError
 
 K, C, L = 3, 5, 4
@@ -122,9 +122,9 @@ def test_missing_file_message_names_path(tmp_path):
 def test_not_hdf5_file(tmp_path):
     path = tmp_path / "junk.h5"
     path.write_text("not hdf5")
-    with pytest.raises(SchemaError) as exc:
+    with pytest.raises(DataError) as exc:  # without an integrity manifest (lffood.integrity): refused first
         h5schema.read_split(path, "test")
-    assert str(path) in str(exc.value)
+    assert str(path) in str(exc.value) and f"snakemake --force {path}" in str(exc.value)
 
 
 def test_scores_file_read_as_features_raises_schema_error(tmp_path):
@@ -146,6 +146,7 @@ def test_wrong_schema_version_raises_schema_error(tmp_path):
     _write(feats)
     with h5py.File(feats, "a") as f:
         f.attrs["schema_version"] = 99
+    integrity.seal(feats)  # as a writer of that version would have sealed it
     with pytest.raises(SchemaError, match="99"):
         h5schema.list_splits(feats)
 
@@ -235,7 +236,7 @@ def test_failure_midway_keeps_previous_file(tmp_path, monkeypatch):
         h5schema.write_scores(path, {"ok": np.zeros(2), "bad": np.zeros(2)}, scorer="energy", params={},
                               features_file="b")
     monkeypatch.undo()
-    assert os.listdir(tmp_path) == ["scores.h5"]
+    assert sorted(os.listdir(tmp_path)) == ["scores.h5", "scores.h5.sha256.json"]
     back, attrs = h5schema.read_scores(path)
     assert attrs["scorer"] == "msp" and list(back) == ["test"]
 

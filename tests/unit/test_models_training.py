@@ -412,7 +412,7 @@ def test_resume_after_a_crash_ends_with_the_weights_of_an_uninterrupted_run(tmp_
     ref_monitor = monitors[-1].table()
     resume = ResumeFile(tmp_path / "m.resume.pt", "fp-1", max_cost=None)  # written every epoch
     assert run(resume, kill_at=3)[0] is None  # killed during epoch 3: the state after epoch 2 is on disk
-    assert torch.load(resume.path, weights_only=True)["epoch"] == 2
+    assert resume.load(CPU)["epoch"] == 2
     model, o, hist = run(resume)
     for a, b in zip(ref_model.state_dict().values(), model.state_dict().values()):
         assert torch.equal(a, b)
@@ -425,7 +425,7 @@ def test_resume_after_a_crash_ends_with_the_weights_of_an_uninterrupted_run(tmp_
     # machine's speed; the rerun goes on from there to the same weights
     resume = ResumeFile(tmp_path / "c.resume.pt", "fp-cost", max_cost=1e-9)
     assert run(resume, kill_at=4)[0] is None
-    assert torch.load(resume.path, weights_only=True)["epoch"] == 1
+    assert resume.load(CPU)["epoch"] == 1
     model, _, hist = run(ResumeFile(resume.path, "fp-cost"))
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
     for a, b in zip(ref_model.state_dict().values(), model.state_dict().values()):

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lffood import integrity
 from lffood.report.tables import write_tables
 
 SETS = ["cifar", "svhn"]
@@ -34,6 +35,7 @@ def tables(tmp_path):
                      "aupr_out": 0.6, "id_acc": ACC[v][s]} for o in SETS]
             path = tmp_path / f"metrics_{v}_{s}.csv"
             pd.DataFrame(rows).to_csv(path, index=False)
+            integrity.seal(path)  # as the metrics rule writes them: with an integrity manifest
             files.append(str(path))
     out = {k: tmp_path / "out" / f"table.{k}" for k in ("csv", "md", "tex", "tidy")}
     table = write_tables(files, csv=str(out["csv"]), md=str(out["md"]), tex=str(out["tex"]), tidy=str(out["tidy"]),
@@ -187,6 +189,7 @@ def test_write_scorer_table(tmp_path):
         for m in ("auroc", "fpr95", "aupr_in", "aupr_out", "id_acc"):
             g[m] = g[m] / 100  # metric files hold fractions
         g.to_csv(p, index=False)
+        integrity.seal(p)
         files.append(str(p))
     t = write_scorer_table(files, csv=str(tmp_path / "t.csv"), md=str(tmp_path / "t.md"), tex=str(tmp_path / "t.tex"),
                            title="T", labels=LABELS,

@@ -13,6 +13,7 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from lffood import integrity  # noqa: E402
 from lffood.config import validate_config  # noqa: E402
 from lffood.errors import ConfigError  # noqa: E402
 from lffood.names import PAPER_NUMBERS  # noqa: E402
@@ -42,6 +43,7 @@ def metric_files(tmp_path, bench=BENCH, seeds=(0, 1)) -> list[str]:
                     for sc in ("msp", "energy", "react") for j, o in enumerate(SETS)]
             path = tmp_path / f"{bench}_{v}_{seed}.csv"
             pd.DataFrame(rows).to_csv(path, index=False)
+            integrity.seal(path)  # as the metrics rule writes them: with an integrity manifest
             files.append(str(path))
     return files
 

@@ -8,16 +8,40 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..integrity import rebuild_hint, sealed_path, verify
 from ..io import atomic_path
-from ..metrics import HIGHER_IS_BETTER, METRICS
+from ..metrics import HIGHER_IS_BETTER, METRICS, check_complete
 
 METRIC_NAMES = {"fpr95": "FPR95↓", "auroc": "AUROC↑", "aupr_in": "AUPR-In↑", "aupr_out": "AUPR-Out↑"}
 AVERAGE = "average"
 KEYS = ["variant", "scorer"]
 
 
+def read_metrics(path: str) -> pd.DataFrame:
+    """One model's metrics file, verified: its bytes and inputs against its integrity manifest
+    (lffood.integrity) and its rows against those the manifest says it holds (every scorer x OOD set)."""
+    rows = verify(path).get("rows")
+    df = pd.read_csv(path)
+    if rows:
+        labels = rows.get("labels", {})
+        check_complete(df, path, benchmark=labels.get("benchmark"),
+                       seeds=[labels["seed"]] if "seed" in labels else None,
+                       scorers={labels["variant"]: rows["scorers"]} if "variant" in labels else rows["scorers"],
+                       ood_sets=rows["ood_sets"], hint=rebuild_hint(path))
+    return df
+
+
 def collect(metric_files: Sequence[str]) -> pd.DataFrame:
-    df = pd.concat([pd.read_csv(f) for f in metric_files], ignore_index=True)
+    """The rows of ``metric_files`` (:func:`read_metrics`), metrics in percent, checked complete
+    together: every variant with every seed, scorer and OOD set that the others have."""
+    frames = [read_metrics(f) for f in metric_files]
+    df = pd.concat(frames, ignore_index=True)
+    if metric_files:
+        files = list(metric_files)
+        check_complete(df, f"the metrics files {files[0]} ... {files[-1]} ({len(files)} files)" if len(files) > 2
+                       else f"the metrics files {files}",
+                       hint="Rebuild the metrics of the model(s) named (snakemake --force <its metrics file>), "
+                            "then rerun the workflow.")
     for m in (*METRICS, "id_acc"):
         df[m] = 100.0 * df[m]
     return df
@@ -183,7 +207,7 @@ def write_tables(metric_files: Sequence[str], *, csv: str, md: str, tex: str, ti
     data = collect(metric_files)
     ood_order = list(ood_order) if ood_order else list(dict.fromkeys(data["ood_set"]))
     table = watermarked(_order(wide(summarize(data), ood_order), list(labels)), watermark)
-    with atomic_path(tidy) as tmp:
+    with sealed_path(tidy, inputs=metric_files) as tmp:  # lffood results reads it: verified there
         watermarked(data, watermark).to_csv(tmp, index=False)
     with atomic_path(csv) as tmp:
         table.to_csv(tmp, index=False)
