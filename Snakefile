@@ -33,10 +33,14 @@ if Path("config.yaml").is_file():
 
 configfile: "config.yaml"
 from lffood.resources import CONFIG_SCHEMA
+from lffood.jobcontrol import (KeptOutputs, busy_outputs, mark_workflow_process, outputs_not_kept,
+                               remove_interrupted_temps)
 from lffood.runtime import export_pythonpath, provenance
 
 # rule scripts (local, cluster or conda jobs) import the library from this checkout
 export_pythonpath(SRC)
+# ... and stop when this process ends (lffood.jobcontrol.watch_workflow: no orphaned jobs)
+mark_workflow_process()
 
 # Snakemake has merged its --config values into `config` already, with every nested value a string
 # (`seeds=[0]` -> ['0']); validate_config lays them on again as README "Configuration" says and names
@@ -66,6 +70,8 @@ config["_provenance"] = provenance(workflow.basedir)
 
 report: "workflow/report/workflow.rst"
 
+KEPT = KeptOutputs()
+
 
 onstart:
     # device: cuda with jobs that want a GPU, run on this host: stop before the first job starts (and
@@ -78,6 +84,25 @@ onstart:
             check_local_device(config, _source, _overrides)
         except ConfigError as exc:
             raise WorkflowError(str(exc)) from None
+    # No second writer: a job of an earlier Snakemake (killed, then `--unlock`) that still writes an
+    # output of this run holds its lock (lffood.jobcontrol.output_locks): stop before any job starts.
+    _busy = busy_outputs(f for job in workflow.dag.needrun_jobs() for f in job.output)
+    if _busy:
+        raise WorkflowError(_busy)
+    # The temporary files of interrupted writes (a SIGKILL, a lost node), whatever this run builds.
+    for _path in remove_interrupted_temps([config["results_dir"], config["data_dir"], DL]):
+        logger.info(f"Removed {_path}: left by an interrupted write or a killed job")
+    # What Snakemake's update() does not put back when a job fails (lffood.jobcontrol.KeptOutputs).
+    KEPT.snapshot(workflow)
+
+
+onerror:
+    # the outputs of failed jobs, which Snakemake copied back from .snakemake/backups: their own
+    # metadata and modification times again, so that the next run does not redo them and what follows
+    _kept = KEPT.restore_failed(workflow)
+    if _kept:
+        logger.info(f"Kept the previous version of {len(_kept)} output(s) of failed jobs, with their metadata and "
+                    f"modification times: {', '.join(_kept)}")
 
 
 include: "workflow/rules/common.smk"
@@ -94,3 +119,10 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+
+
+# A failing job costs no good result: every output is update() (lffood.jobcontrol, README "Reproducibility")
+_not_kept = outputs_not_kept(workflow.rules)
+if _not_kept:
+    raise WorkflowError("outputs must be update() (a failing job keeps their previous version):\n  "
+                        + "\n  ".join(_not_kept))

@@ -40,8 +40,10 @@ def main(argv=None) -> int:
     import torch
     import torch.distributed as dist
 
+    from .jobcontrol import watch_workflow
     from .runtime import setup_logging
 
+    watch_workflow()  # the job's processes end with its Snakemake, as the job does (lffood.jobcontrol)
     argv = sys.argv[1:] if argv is None else argv
     with open(argv[0]) as fh:
         kwargs = json.load(fh)

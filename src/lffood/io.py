@@ -44,6 +44,15 @@ def _temp_pattern(target: Path) -> re.Pattern:
     return re.compile(rf"\.{re.escape(target.name)}\.[{_RANDOM_CHARS}]{{{_RANDOM_LEN}}}\.tmp[^/]*\Z")
 
 
+_ANY_TEMP = re.compile(rf"\..+\.[{_RANDOM_CHARS}]{{{_RANDOM_LEN}}}\.tmp[^/]*\Z")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether file name ``name`` is that of a temporary file of :func:`atomic_path` (of any target):
+    what a run removes at its start when no live job may be writing it (lffood.jobcontrol)."""
+    return bool(_ANY_TEMP.match(name))
+
+
 def _create_temp(target: Path, suffix: str) -> tuple[Path, os.stat_result]:
     """Create an empty temporary file next to ``target`` with mode 0o666 filtered by the kernel.
 

@@ -218,8 +218,8 @@ def signals_raise() -> Iterator[None]:
     """Turn SIGTERM and SIGHUP into ``SystemExit(128 + signum)`` (and log SIGINT before its usual
     KeyboardInterrupt) while the block runs, so that ``finally`` blocks and
     :func:`lffood.io.atomic_path`'s cleanup run when a job is cancelled; the exit status is the
-    shell's convention for a signal. SIGKILL cannot be caught (``atomic_path`` removes what a
-    killed writer left on the next write). Ignored signals stay ignored (``nohup``). Python runs
+    shell's convention for a signal. SIGKILL cannot be caught (what a killed writer left is removed
+    by the next run, :func:`lffood.jobcontrol.remove_interrupted_temps`). Ignored signals stay ignored (``nohup``). Python runs
     signal handlers in the main thread only: elsewhere this does nothing. The previous handlers are
     restored afterwards."""
     if threading.current_thread() is not threading.main_thread():
@@ -242,14 +242,19 @@ def signals_raise() -> Iterator[None]:
 def run_rule(smk, main) -> None:
     """Entry point of every rule script: log to the rule's log file, turn library errors into a
     clear message and a non-zero exit instead of a traceback, and turn SIGTERM / SIGHUP into an
-    exception (:func:`signals_raise`) so a cancelled job leaves no temporary files."""
+    exception (:func:`signals_raise`) so a cancelled job leaves no temporary files. The job stops
+    when the Snakemake process that started it ends, and holds the lock of each of its outputs while
+    it runs, failing at once when another live job holds one (:mod:`lffood.jobcontrol`)."""
     from .errors import LffoodError
+    from .jobcontrol import output_locks, watch_workflow
 
     logger = setup_logging(smk.log[0] if len(smk.log) else None)
     logger.info("rule %s, wildcards %s", smk.rule, dict(smk.wildcards.items()))
     with signals_raise():
         try:
-            main()
+            watch_workflow()
+            with output_locks(getattr(smk, "output", ())):
+                main()
         except LffoodError as exc:
             logger.error("%s", exc)
             raise SystemExit(1) from None

@@ -1,6 +1,7 @@
 """A real training job killed with SIGKILL and rerun continues after its last finished epoch and
 ends with a checkpoint and metrics byte-identical to an uninterrupted run; a failing rerun of a
-trained model restores the previous checkpoint instead of losing it."""
+trained model restores the previous checkpoint instead of losing it, and records nothing of the failed
+job: back on the previous configuration, nothing is redone."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import time
 import pytest
 import yaml
 
-from conftest import MICRO, REPO, snakemake
+from conftest import MICRO, REPO, job_counts, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -109,3 +110,6 @@ def test_a_failing_rerun_restores_the_previous_checkpoint(runs):
     assert proc.returncode != 0
     assert "Restored previous version" in proc.stdout + proc.stderr
     assert ckpt.read_bytes() == before  # the trained model of the old configuration is not lost
+    # ... nor recorded with the failed job's params: back on the old configuration nothing is redone
+    plan = snakemake(ref, "-n", "--cores", "1", "--max-checksum-file-size", "0", *TARGETS)
+    assert job_counts(plan.stdout) == {}, plan.stdout[-3000:]

@@ -3,7 +3,7 @@
 
 rule prepare_embedded:
     output:
-        expand(P.split, split=EMBEDDED_SPLITS, allow_missing=True),
+        update(expand(P.split, split=EMBEDDED_SPLITS, allow_missing=True)),
     params:
         dataset=lambda wc: bench(wc)["dataset"],
     wildcard_constraints:
@@ -35,7 +35,7 @@ localrules:
 
 rule download:
     output:
-        P.receipt,
+        update(P.receipt),
     wildcard_constraints:
         archive=_alt(data_sources.ARCHIVES),
     log:
@@ -56,8 +56,8 @@ rule prepare_cifar:
     input:
         receipt=lambda wc: receipt(data_sources.ID_ARCHIVE[bench(wc)["dataset"]["source"]]),
     output:
-        train=path(P.split, bench="{bench}", split="train"),
-        test=path(P.split, bench="{bench}", split="test"),
+        train=update(path(P.split, bench="{bench}", split="train")),
+        test=update(path(P.split, bench="{bench}", split="test")),
     params:
         dataset=lambda wc: {k: bench(wc)["dataset"][k] for k in ("source", "seed")},
     wildcard_constraints:
@@ -80,8 +80,8 @@ rule prepare_imagenet100:
     input:
         unpack(imagenet_input),
     output:
-        npz=P.split,
-        files=P.split_files,
+        npz=update(P.split),
+        files=update(P.split_files),
     params:
         dataset=lambda wc: {k: bench(wc)["dataset"][k]
                             for k in ("source", "seed", "imagenet_root", "class_list", "train_size", "ood_resize",
@@ -107,8 +107,8 @@ rule prepare_ood:
     input:
         receipt=lambda wc: receipt(data_sources.ood_archive(bench(wc)["dataset"]["source"], wc.split)),
     output:
-        npz=P.split,
-        files=P.split_files,
+        npz=update(P.split),
+        files=update(P.split_files),
     params:
         dataset=ood_params,
     wildcard_constraints:

@@ -16,7 +16,7 @@ rule fit_stats:
     input:
         features=P.features,
     output:
-        P.stats,
+        update(P.stats),
     wildcard_constraints:
         scorer=_alt(FITTED_SCORERS),
     params:
@@ -39,7 +39,7 @@ rule score:
     input:
         unpack(lambda wc: {"features": path(P.features, wc), **stats_input(wc)}),
     output:
-        P.scores,
+        update(P.scores),
     wildcard_constraints:
         scorer=_alt_or_never(CPU_FEATURE_SCORERS),
     params:
@@ -64,7 +64,7 @@ rule score_search:
     input:
         unpack(lambda wc: {"features": path(P.features, wc), **stats_input(wc)}),
     output:
-        P.scores,
+        update(P.scores),
     wildcard_constraints:
         scorer=_alt_or_never(SEARCH_SCORERS),
     params:
@@ -88,7 +88,7 @@ rule score_network:
     input:
         unpack(lambda wc: {"ckpt": path(P.ckpt, wc), **split_paths(wc), **stats_input(wc)}),
     output:
-        P.scores,
+        update(P.scores),
     wildcard_constraints:
         scorer=_alt_or_never(NETWORK_SCORERS),
     params:
@@ -113,7 +113,7 @@ rule metrics:
     input:
         unpack(lambda wc: {"features": path(P.features, wc), **score_files(wc)}),
     output:
-        P.metrics,
+        update(P.metrics),
     params:
         scorers=lambda wc: variant_scorers(bench(wc), wc.variant),
     log:

@@ -8,7 +8,7 @@ rule extract:
     input:
         unpack(lambda wc: {"ckpt": path(P.ckpt, wc), **split_paths(wc)}),
     output:
-        P.features,
+        update(P.features),
     params:
         # what the features depend on (lffood.variants.extraction_params, with the scorers' requests);
         # the batch size and the device are read by the job itself

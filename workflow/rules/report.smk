@@ -10,11 +10,11 @@ rule table:
     input:
         metric_files,
     output:
-        csv=path(P.table, **W, ext="csv"),
-        md=path(P.table, **W, ext="md"),
-        tex=path(P.table, **W, ext="tex"),
-        html=report(path(P.table, **W, ext="html"), caption="../report/table.rst", category="Tables"),
-        tidy=P.tidy,
+        csv=update(path(P.table, **W, ext="csv")),
+        md=update(path(P.table, **W, ext="md")),
+        tex=update(path(P.table, **W, ext="tex")),
+        html=update(report(path(P.table, **W, ext="html"), caption="../report/table.rst", category="Tables")),
+        tidy=update(P.tidy),
     params:
         ood_sets=ood_sets,
         labels=variant_labels,
@@ -39,12 +39,12 @@ rule figures:
         features=per_seed_variant(P.features),
         monitors=per_seed_variant(P.monitor),
     output:
-        norms=report(path(P.figure, **W, figure="feature_norms", ext="png"), caption="../report/feature_norms.rst",
-                     category="Figures"),
-        local=report(path(P.figure, **W, figure="local_norms", ext="png"), caption="../report/local_norms.rst",
-                     category="Figures"),
-        norms_pdf=path(P.figure, **W, figure="feature_norms", ext="pdf"),
-        local_pdf=path(P.figure, **W, figure="local_norms", ext="pdf"),
+        norms=update(report(path(P.figure, **W, figure="feature_norms", ext="png"),
+                            caption="../report/feature_norms.rst", category="Figures")),
+        local=update(report(path(P.figure, **W, figure="local_norms", ext="png"), caption="../report/local_norms.rst",
+                            category="Figures")),
+        norms_pdf=update(path(P.figure, **W, figure="feature_norms", ext="pdf")),
+        local_pdf=update(path(P.figure, **W, figure="local_norms", ext="pdf")),
     params:
         delta=lambda wc: monitor_delta(bench(wc)),
         title=lambda wc: bench(wc).get("description", wc.bench),
@@ -72,10 +72,11 @@ rule scorer_table:
     input:
         metric_files,
     output:
-        csv=path(P.scorer_table, **W, ext="csv"),
-        md=path(P.scorer_table, **W, ext="md"),
-        tex=path(P.scorer_table, **W, ext="tex"),
-        html=report(path(P.scorer_table, **W, ext="html"), caption="../report/scorer_table.rst", category="Tables"),
+        csv=update(path(P.scorer_table, **W, ext="csv")),
+        md=update(path(P.scorer_table, **W, ext="md")),
+        tex=update(path(P.scorer_table, **W, ext="tex")),
+        html=update(report(path(P.scorer_table, **W, ext="html"), caption="../report/scorer_table.rst",
+                           category="Tables")),
     params:
         ood_sets=ood_sets,
         scorers=lambda wc: benchmark_scorers(bench(wc)),
@@ -100,10 +101,10 @@ rule sensitivity:
     input:
         sensitivity_inputs,
     output:
-        png=report(path(P.figure, **W, figure="sensitivity", ext="png"), caption="../report/sensitivity.rst",
-                   category="Figures"),
-        pdf=path(P.figure, **W, figure="sensitivity", ext="pdf"),
-        csv=path(P.sensitivity_table, **W),
+        png=update(report(path(P.figure, **W, figure="sensitivity", ext="png"), caption="../report/sensitivity.rst",
+                          category="Figures")),
+        pdf=update(path(P.figure, **W, figure="sensitivity", ext="pdf")),
+        csv=update(path(P.sensitivity_table, **W)),
     params:
         points=lambda wc: sweep_table(bench(wc)),
         reference=lambda wc: config["tables"]["control"],
@@ -131,10 +132,11 @@ rule paper_table:
         unpack(paper_table_inputs),
         paper=str(PAPER_NUMBERS),
     output:
-        csv=path(P.paper_table, **W, ext="csv"),
-        md=path(P.paper_table, **W, ext="md"),
-        tex=path(P.paper_table, **W, ext="tex"),
-        html=report(path(P.paper_table, **W, ext="html"), caption="../report/paper_table.rst", category="Paper tables"),
+        csv=update(path(P.paper_table, **W, ext="csv")),
+        md=update(path(P.paper_table, **W, ext="md")),
+        tex=update(path(P.paper_table, **W, ext="tex")),
+        html=update(report(path(P.paper_table, **W, ext="html"), caption="../report/paper_table.rst",
+                           category="Paper tables")),
     wildcard_constraints:
         table="table[1-4]",
     params:
@@ -161,11 +163,11 @@ rule bench_paper_table:
     input:
         metric_files,
     output:
-        csv=path(P.bench_paper_table, **W, shape="{shape}", ext="csv"),
-        md=path(P.bench_paper_table, **W, shape="{shape}", ext="md"),
-        tex=path(P.bench_paper_table, **W, shape="{shape}", ext="tex"),
-        html=report(path(P.bench_paper_table, **W, shape="{shape}", ext="html"),
-                    caption="../report/bench_paper_table.rst", category="Tables"),
+        csv=update(path(P.bench_paper_table, **W, shape="{shape}", ext="csv")),
+        md=update(path(P.bench_paper_table, **W, shape="{shape}", ext="md")),
+        tex=update(path(P.bench_paper_table, **W, shape="{shape}", ext="tex")),
+        html=update(report(path(P.bench_paper_table, **W, shape="{shape}", ext="html"),
+                           caption="../report/bench_paper_table.rst", category="Tables")),
     wildcard_constraints:
         shape="table1|table4",
     params:
@@ -200,7 +202,7 @@ rule tsne_vectors:
                            "ood": path(P.split, wc, split=TSNE(wc)["ood_set"]),
                            "ckpts": [path(P.ckpt, wc, seed=seeds(wc)[0], variant=v) for v in TSNE(wc)["variants"]]}),
     output:
-        P.tsne_vectors,
+        update(P.tsne_vectors),
     params:
         variants=lambda wc: TSNE(wc)["variants"],
         ood_set=lambda wc: TSNE(wc)["ood_set"],
@@ -228,8 +230,9 @@ rule tsne:
     input:
         P.tsne_vectors,
     output:
-        png=report(path(P.figure, **W, figure="tsne", ext="png"), caption="../report/tsne.rst", category="Figures"),
-        pdf=path(P.figure, **W, figure="tsne", ext="pdf"),
+        png=update(report(path(P.figure, **W, figure="tsne", ext="png"), caption="../report/tsne.rst",
+                          category="Figures")),
+        pdf=update(path(P.figure, **W, figure="tsne", ext="pdf")),
     params:
         labels=variant_labels,
         title=lambda wc: bench(wc).get("description", wc.bench),
@@ -255,10 +258,10 @@ rule auroc_bars:
     input:
         unpack(bars_inputs),
     output:
-        png=report(path(P.figure, **W, figure="auroc_bars", ext="png"), caption="../report/auroc_bars.rst",
-                   category="Figures"),
-        pdf=path(P.figure, **W, figure="auroc_bars", ext="pdf"),
-        csv=path(P.figure, **W, figure="auroc_bars", ext="csv"),
+        png=update(report(path(P.figure, **W, figure="auroc_bars", ext="png"), caption="../report/auroc_bars.rst",
+                          category="Figures")),
+        pdf=update(path(P.figure, **W, figure="auroc_bars", ext="pdf")),
+        csv=update(path(P.figure, **W, figure="auroc_bars", ext="csv")),
     params:
         methods=lambda wc: {v: [variant(bench(wc), v)["label"], variant(bench(wc), v)["scorer"]]
                             for v in variant_names(bench(wc))},
@@ -287,9 +290,9 @@ rule heatmaps:
                                         for v in heatmap_variants(wc)],
                            **{s: path(P.split, wc, split=s) for s in ["test", *ood_sets(wc)]}}),
     output:
-        png=report(path(P.figure, **W, figure="heatmaps", ext="png"), caption="../report/heatmaps.rst",
-                   category="Figures"),
-        pdf=path(P.figure, **W, figure="heatmaps", ext="pdf"),
+        png=update(report(path(P.figure, **W, figure="heatmaps", ext="png"), caption="../report/heatmaps.rst",
+                          category="Figures")),
+        pdf=update(path(P.figure, **W, figure="heatmaps", ext="pdf")),
     params:
         variants=heatmap_variants,
         splits=lambda wc: ["test", *ood_sets(wc)],

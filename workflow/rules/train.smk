@@ -2,10 +2,11 @@
 # from-scratch methods (LogitNorm), and everything fine-tuned from a parent checkpoint (the CE
 # control, LFF, SSOD, MODE, sweep points). Which objective, parent and schedule is configuration
 # (benchmarks.<b>.variants); the job's params are exactly what the variant's training reads.
-# Outputs are update(): when a changed configuration reruns a trained model, Snakemake keeps a copy
-# of the old checkpoint instead of deleting it first, and restores it if the new job fails. A job
-# killed mid-training resumes after its last finished epoch (lffood.pipeline.resume_path). Every job
-# also records its local vectors' norms per bin of p_j(y|x) (lffood.monitor), with no threshold: the
+# Outputs are update(), as every rule's (lffood.jobcontrol): when a changed configuration reruns a
+# trained model, Snakemake keeps a copy of the old checkpoint instead of deleting it first, and
+# restores it if the new job fails (the Snakefile's onerror puts its metadata back). A job killed
+# mid-training resumes after its last finished epoch (lffood.pipeline.resume_path). Every job also
+# records its local vectors' norms per bin of p_j(y|x) (lffood.monitor), with no threshold: the
 # figures read them at figures.monitor.delta, which is no training job's params.
 
 
