@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .errors import LffoodError
+from .integrity import verify, write_bytes_sealed
 from .io import atomic_path
 
 if TYPE_CHECKING:
@@ -27,10 +28,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("lffood.checkpoint")
 
 
-def save_checkpoint(path, model: torch.nn.Module, meta: Mapping, objective: Objective | None = None) -> None:
+def save_checkpoint(path, model: torch.nn.Module, meta: Mapping, objective: Objective | None = None,
+                    inputs=None) -> None:
     """Write the network's weights, the objective's own modules (SSOD's OOD head, ALPA's projectors)
     and ``meta``. The bytes depend only on the content (serialised in memory, so no file name is
-    recorded in the archive): identical runs give identical files, whose hash identifies a model."""
+    recorded in the archive): identical runs give identical files, whose hash identifies a model.
+    The integrity manifest (lffood.integrity) records that hash and those of ``inputs`` (the parent)."""
     import io
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -38,15 +41,20 @@ def save_checkpoint(path, model: torch.nn.Module, meta: Mapping, objective: Obje
            "objective_state": objective.state_dict() if objective is not None else {}}
     buf = io.BytesIO()
     torch.save(obj, buf)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
+    write_bytes_sealed(path, buf.getbuffer(), inputs=inputs)
 
 
 def _read_checkpoint(path, device):
+    """The checkpoint's content, its bytes verified against its integrity manifest first (read once)."""
+    import io
+
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise LffoodError(f"{path}: checkpoint not found. Build it with snakemake {path}.") from None
+    verify(path, data)
+    try:
+        return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     except Exception as exc:
         raise LffoodError(f"{path}: not a readable lffood checkpoint ({exc}). Delete it and rebuild with snakemake, "
                           "or point the config at a valid file.") from exc
@@ -139,8 +147,14 @@ class ResumeFile:
     small model or a long epoch is still saved every epoch, and a killed job redoes at most about
     ``1 / max_cost`` writes' worth of training (90-170 s on an H100) besides its current epoch.
     Which epochs are saved changes nothing else: any of them resumes to the same weights.
-    ``max_cost=None``: every epoch."""
+    ``max_cost=None``: every epoch.
 
+    Integrity: the file is :data:`MAGIC`, the sha256 of the rest, then the serialised state; a state
+    whose bytes do not hash to the recorded digest (flipped bytes, a truncation) is never resumed
+    from. The hash is embedded rather than in a manifest beside the file (lffood.integrity), so that
+    no kill between two writes can leave a good state refused: this file is its own record."""
+
+    MAGIC = b"lffood resume state sha256\n"
     VERSION = 2  # 2: with the training hooks' states (the local-vector monitor's epochs)
     MAX_COST = 0.01
 
@@ -157,10 +171,30 @@ class ResumeFile:
         return time.perf_counter() - ended >= took / self.max_cost
 
     def load(self, device) -> dict | None:
-        if not self.path.exists():
+        """The saved state, or None (training starts over) when there is none, or it is unreadable, or
+        its bytes differ from its integrity manifest (a damaged state is never resumed from), or it
+        belongs to another training."""
+        import hashlib
+        import io
+
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        head = len(self.MAGIC) + 32
+        if not data.startswith(self.MAGIC) or len(data) < head:
+            log.warning("ignoring the resume state %s: it has no integrity header (torn, or written by an older "
+                        "lffood); training from the first epoch", self.path)
+            return None
+        payload = memoryview(data)[head:]
+        found, recorded = hashlib.sha256(payload).hexdigest(), data[len(self.MAGIC):head].hex()
+        if found != recorded:
+            log.warning("ignoring the resume state %s: content sha256 %s, but it records %s (%d bytes): damaged "
+                        "(flipped bytes or truncated); training from the first epoch", self.path, found, recorded,
+                        len(data))
             return None
         try:
-            state = torch.load(self.path, map_location=device, weights_only=True)
+            state = torch.load(io.BytesIO(payload), map_location=device, weights_only=True)
         except Exception as exc:  # a torn or foreign file: start over, but say so
             log.warning("ignoring the unreadable resume state %s (%s); training from the first epoch", self.path, exc)
             return None
@@ -171,13 +205,17 @@ class ResumeFile:
         return state
 
     def save(self, state: Mapping) -> None:
+        import hashlib
         import io
 
         started = time.perf_counter()
         buf = io.BytesIO()
         torch.save({"version": self.VERSION, "fingerprint": self.fingerprint, **state}, buf)
+        payload = buf.getbuffer()  # no copy of the serialised state
         with atomic_path(self.path, suffix=".pt") as tmp:
-            tmp.write_bytes(buf.getbuffer())  # no copy of the serialised state
+            with open(tmp, "wb") as fh:
+                fh.write(self.MAGIC + hashlib.sha256(payload).digest())
+                fh.write(payload)
         ended = time.perf_counter()
         self.last_write = (ended, ended - started)
 
@@ -203,3 +241,38 @@ def restore_rng(gen: torch.Generator, aug_gen: torch.Generator, state: Mapping) 
         aug_gen.set_state(state["aug_gen"])
     if "cuda" in state:
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_initial_weights(model: torch.nn.Module, path, key: str = "variants.<name>.init") -> torch.nn.Module:
+    """Load every weight of ``model`` but its classifier head from a torchvision-layout ``state_dict``
+    file (bare or under ``state_dict``/``model``, with or without DataParallel's ``module.``): the
+    initial weights of a variant trained from scratch (config key ``key``), e.g. torchvision's
+    ImageNet-1k ResNet-50 for an ImageNet-100 model. The head keeps its random initialisation (the
+    file's has another class count); every other weight must be there with its shape."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise LffoodError(f"{path}: initial weights not found (config key {key}). Place the file there, use "
+                          "'imagenet1k' to download torchvision's, or set the key to null.") from None
+    except Exception as exc:
+        raise LffoodError(f"{path}: cannot read the initial weights named by {key} ({exc}). It must be a "
+                          "torch.save'd state_dict (weights only).") from exc
+    state = obj
+    for k in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(k), Mapping):
+            state = state[k]
+            break
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise LffoodError(f"{path}: no state_dict of tensors found (key {key}).")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    head = {f"{name}.{p}" for name, mod in model.named_modules() if mod is model.head
+            for p, _ in mod.named_parameters()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in head and k not in state]
+    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k not in head and k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or shapes:
+        raise LffoodError(f"{path}: the weights do not fit model.arch (key {key}). Missing: {missing[:5]}"
+                          f"{' ...' if len(missing) > 5 else ''}; shape mismatches: {shapes[:5]}.")
+    model.load_state_dict({k: v for k, v in state.items() if k in own and k not in head}, strict=False)
+    return model

@@ -17,7 +17,8 @@ import numpy as np
 from . import h5schema, metrics
 from .data.arrays import load_split, save_split
 from .errors import DataError, SchemaError
-from .io import atomic_path, sha256_file
+from .integrity import current_hash, sealed_path
+from .io import atomic_path
 from .names import ID_SPLITS, split_names  # noqa: F401  (re-exported)
 from .scorers import FeatureSet, Head, build_scorer, scorer_class
 
@@ -55,7 +56,8 @@ def resume_path(ckpt_out: str | Path) -> Path:
 
 def run_training(spec: Mapping, *, variant: str, seed: int, train_path: str, ckpt_out: str, history_out: str,
                  monitor_out: str | None = None, device_name: str = "auto", threads: int = 1,
-                 parent_ckpt: str | None = None, job: str = "", compile: bool = False) -> list[dict]:
+                 parent_ckpt: str | None = None, job: str = "", compile: bool = False,
+                 init_weights: str | None = None) -> list[dict]:
     """Train one variant (``spec``: :func:`lffood.variants.training_spec`): from scratch or by importing
     ``spec['checkpoint']`` when it has no parent, else fine-tuned from ``parent_ckpt``. Writes the
     checkpoint (with the objective's own modules), the per-epoch history and, with ``monitor_out``,
@@ -70,7 +72,7 @@ def run_training(spec: Mapping, *, variant: str, seed: int, train_path: str, ckp
     from .data.loader import TensorImages
     from .models import build_model
     from .objectives import build_objective
-    from .checkpoint import ResumeFile, import_checkpoint, load_checkpoint, save_checkpoint
+    from .checkpoint import ResumeFile, import_checkpoint, load_checkpoint, load_initial_weights, save_checkpoint
     from .monitor import LocalMonitor
     from .runtime import seed_everything, select_device, set_threads
     from .training import train
@@ -86,6 +88,11 @@ def run_training(spec: Mapping, *, variant: str, seed: int, train_path: str, ckp
     if spec["parent"] is None:
         model = (import_checkpoint(imported, spec["model"], num_classes, device) if imported
                  else build_model(spec["model"], num_classes))
+        if spec.get("init"):  # every weight but the head from a state_dict (variants.<name>.init)
+            if not init_weights:
+                raise ValueError(f"variant '{variant}' starts from init={spec['init']!r}: pass init_weights")
+            load_initial_weights(model, init_weights, key=f"variants.{variant}.init")
+            model.to(device)
     else:
         if not parent_ckpt:
             raise ValueError(f"variant '{variant}' is fine-tuned from '{spec['parent']}': pass parent_ckpt")
@@ -97,7 +104,7 @@ def run_training(spec: Mapping, *, variant: str, seed: int, train_path: str, ckp
              spec["objective"], spec["params"], seed, len(data), num_classes, spec["model"],
              f", from {spec['parent']} ({parent_ckpt})" if spec["parent"] else "")
     parent = parent_ckpt or imported
-    parent_sha256 = sha256_file(parent) if parent else None
+    parent_sha256 = current_hash(parent) if parent else None  # a parent checkpoint's: verified by load_checkpoint
     resume, monitor = None, LocalMonitor()
     if imported:
         # a model trained elsewhere: no training here; one history row records where it came from
@@ -121,7 +128,7 @@ def run_training(spec: Mapping, *, variant: str, seed: int, train_path: str, ckp
     from .distributed import world
 
     if world()[0] == 0:  # with DDP, process 0 writes for all
-        save_checkpoint(ckpt_out, model, meta_out, objective)
+        save_checkpoint(ckpt_out, model, meta_out, objective, inputs={parent: parent_sha256} if parent else None)
         with atomic_path(history_out) as tmp:
             import pandas as pd
 
@@ -171,7 +178,7 @@ def run_extraction(extraction: Mapping, *, checkpoint: str, split_paths: Mapping
     h5schema.write_features(
         out, head_weight=model.head.weight.detach().cpu().numpy(), head_bias=model.head.bias.detach().cpu().numpy(),
         splits=splits, roles=roles,
-        attrs={**attrs, "config": config, "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint),
+        attrs={**attrs, "config": config, "checkpoint": str(checkpoint), "checkpoint_sha256": current_hash(checkpoint),
                "id_dataset": train_split.meta.get("benchmark", "unknown"),
                "ood_datasets": [n for n, r in roles.items() if r == "ood"],
                "dataset_files": {name: str(path) for name, path in split_paths.items()},
@@ -257,7 +264,8 @@ def run_scoring(features_path: str, scorer: str, params: Mapping, out: str,
     sc = load_scorer(features_path, scorer, params, stats_path)
     scores = {name: sc.score(feature_set(features_path, name, sc.requires))
               for name in _scored_splits(h5schema.list_splits(features_path))}
-    h5schema.write_scores(out, scores, scorer=scorer, params=sc.params, features_file=features_path)
+    h5schema.write_scores(out, scores, scorer=scorer, params=sc.params, features_file=features_path,
+                          inputs=[features_path, stats_path])
     return scores
 
 
@@ -299,12 +307,14 @@ def run_scoring_network(scorer: str, params: Mapping, *, checkpoint: str, split_
         log.info("%s on %s: %d scores (split %d/%d, %s)", scorer, name, len(scores[name]), i + 1, len(todo),
                  _progress(started, i + 1, len(todo)))
     h5schema.write_scores(out, scores, scorer=scorer, params=sc.params, features_file=checkpoint,
-                          attrs={"device": str(device), "batch_size": int(batch_size)})
+                          attrs={"device": str(device), "batch_size": int(batch_size)}, inputs=[checkpoint, stats_path])
     return scores
 
 
 def run_metrics(features_path: str, score_paths: Mapping[str, str], out: str, labels: Mapping) -> "pd.DataFrame":
-    """One tidy row per (scorer, OOD set): AUROC, FPR95, AUPR-In, AUPR-Out, ID accuracy (fractions)."""
+    """One tidy row per (scorer, OOD set): AUROC, FPR95, AUPR-In, AUPR-Out, ID accuracy (fractions).
+    The integrity manifest records the feature and score files' hashes and the rows the file must
+    hold (``labels`` x scorers x OOD sets: :func:`lffood.metrics.check_complete` on read)."""
     roles = h5schema.list_splits(features_path)
     test = h5schema.read_split(features_path, "test", ["preds", "labels"])
     acc = metrics.accuracy(test["preds"], test["labels"])
@@ -314,11 +324,16 @@ def run_metrics(features_path: str, score_paths: Mapping[str, str], out: str, la
         for name, role in roles.items():
             if role != "ood":
                 continue
-            rows.append({**labels, "scorer": scorer, "ood_set": name, **metrics.ood_metrics(scores["test"], scores[name]),
-                         "id_acc": acc})
+            try:
+                values = metrics.ood_metrics(scores["test"], scores[name])
+            except ValueError as exc:  # name the file: a bare "scores contain NaN" says nothing of where
+                raise DataError(f"{path}: splits 'test' / '{name}' of scorer {scorer}: {exc}. Rebuild it: snakemake "
+                                f"--force {path}, then run the workflow as usual.") from exc
+            rows.append({**labels, "scorer": scorer, "ood_set": name, **values, "id_acc": acc})
     import pandas as pd
 
     df = pd.DataFrame(rows)
-    with atomic_path(out) as tmp:
+    expected = metrics.expected_rows(labels, list(score_paths), [n for n, r in roles.items() if r == "ood"])
+    with sealed_path(out, inputs=[features_path, *score_paths.values()], extra={"rows": expected}) as tmp:
         df.to_csv(tmp, index=False)
     return df

@@ -81,6 +81,7 @@ def make_archives(folder: str | os.PathLike, sizes: Sizes = Sizes(), seed: int =
         "inaturalist": lambda: upstream.mos_tgz("iNaturalist", n, seed=seed + 8),
         "sun": lambda: upstream.mos_tgz("SUN", n, seed=seed + 9),
         "places": lambda: upstream.mos_tgz("Places", n, seed=seed + 10),
+        "resnet50_imagenet1k": lambda: upstream.torchvision_weights("resnet50", 1000, seed=seed + 11),
     }
     missing = set(sources.ARCHIVES) - set(makers)
     if missing:

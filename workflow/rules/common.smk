@@ -113,13 +113,18 @@ def training_params(wildcards):
 
 def train_inputs(wildcards):
     """The ID training split; the parent's checkpoint (fine-tuning); the imported checkpoint when the
-    variant names one (a new file then reruns what follows)."""
+    variant names one (a new file then reruns what follows); the initial weights of ``init``."""
     v = variant(bench(wildcards), wildcards.variant)
     inputs = {"train": path(P.split, wildcards, split="train")}
     if v["parent"] is not None:
         inputs["parent"] = path(P.ckpt, wildcards, variant=v["parent"])
     elif v["checkpoint"]:
         inputs["imported"] = v["checkpoint"]
+    elif v.get("init") == "imagenet1k":  # torchvision's weights, downloaded and verified (rule download)
+        key = data_sources.IMAGENET1K_WEIGHTS[bench(wildcards)["model"]["arch"]]
+        inputs["init_receipt"] = receipt(key)  # the file: lffood.data.sources.init_weights_path
+    elif v.get("init"):
+        inputs["init"] = v["init"]
     return inputs
 
 

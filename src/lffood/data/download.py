@@ -691,6 +691,14 @@ def fetch_archive(cfg: Mapping, key: str, receipt: str | os.PathLike | None = No
     max_bytes, note = size_limit(dl, key, expected)
     download(url, dest, expected, timeout=dl.get("timeout_s", 60), retries=dl.get("retries", 3),
              policy=policy_for(cfg, key), max_bytes=max_bytes, deadline=deadline_for(dl, max_bytes), size_note=note)
+    prefix = sources.archive(key).sha256_prefix
+    if prefix and not expected.sha256:  # a published digest prefix, and no checksum of the user's own
+        digest = file_digest(dest, "sha256")
+        if not digest.startswith(prefix):
+            raise DataError(f"{dest}: sha256 {digest} does not start with {prefix}, the digest prefix published "
+                            f"for {key} ({url}). Delete the file and the entry '{key}' of "
+                            f"{dl['lock_file']} and download again, or pin your own file's checksum: "
+                            f"{pin_line(key, 'sha256:' + digest)}.")
     if receipt is not None:
         entry = read_lock(dl["lock_file"]).get(key, {}) if expected.lock_file else {}
         info = {"archive": key, "path": str(dest), "url": url, "size": dest.stat().st_size, "max_bytes": max_bytes,

@@ -57,6 +57,9 @@ class Archive:
     #: that serves a larger file). 0 = unknown (refused by the registry's unit test).
     size: int = 0
     size_exact: bool = False
+    #: the published start of the file's sha256 (torchvision's weight files carry 8 hex digits in their
+    #: name): checked after the download unless the user pins a checksum of their own
+    sha256_prefix: str | None = None
 
 
 #: A download may run this fraction past the registry's ``size`` before it is stopped: slack for an
@@ -114,7 +117,18 @@ ARCHIVES: dict[str, Archive] = {a.key: a for a in [
             None, "tar", "SUN OOD subset of MOS, 10,000 images", size=_MOS_BOUND),
     Archive("places", "https://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset/Places.tar.gz", "Places.tar.gz",
             None, "tar", "Places OOD subset of MOS, 10,000 images", size=_MOS_BOUND),
+    # model weights (a variant's ``init: imagenet1k``): torchvision's ResNet50_Weights.IMAGENET1K_V1.
+    # torchvision publishes the first 8 hex digits of the file's sha256 (its name) and 97.781 MiB; no md5:
+    # trusted on first use over https, the recorded sha256 checked to start with 0676ba61.
+    Archive("resnet50_imagenet1k", "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+            "resnet50-0676ba61.pth", None, "weights",
+            "torchvision ResNet-50 ImageNet-1k weights (IMAGENET1K_V1: 76.13% top-1), a torch state_dict",
+            checksum_source="torchvision.models.ResNet50_Weights.IMAGENET1K_V1 (sha256 prefix 0676ba61 in the name)",
+            size=103_000_000, sha256_prefix="0676ba61"),
 ]}
+
+#: ``model.arch`` -> the archive of its ImageNet-1k weights (a variant's ``init: imagenet1k``).
+IMAGENET1K_WEIGHTS = {"resnet50": "resnet50_imagenet1k"}
 
 #: ID source -> archive (ImageNet-100 has none: it is built from the user's ILSVRC-2012 folder).
 ID_ARCHIVE = {"cifar10": "cifar10", "cifar100": "cifar100"}
@@ -140,6 +154,14 @@ def downloads_dir(cfg: Mapping) -> str:
 def archive_path(cfg: Mapping, key: str) -> str:
     """Where the archive ``key`` is downloaded to, and where to place it by hand when offline."""
     return f"{downloads_dir(cfg)}/{key}/{archive(key).filename}"
+
+
+def init_weights_path(cfg: Mapping, model: Mapping, init: str | None) -> str | None:
+    """The file a variant's ``init`` loads: the downloaded ImageNet-1k weights of ``model.arch`` for
+    ``imagenet1k``, else the path given (None: no initial weights)."""
+    if init == "imagenet1k":
+        return archive_path(cfg, IMAGENET1K_WEIGHTS[model["arch"]])
+    return init
 
 
 def mirror_url(cfg: Mapping, key: str) -> str | None:

@@ -276,3 +276,20 @@ class FixtureServer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def torchvision_weights(arch: str = "resnet50", num_classes: int = 1000, seed: int = 0) -> bytes:
+    """A torchvision ``state_dict`` file as download.pytorch.org serves it (``torch.save`` of the plain
+    dict, torchvision's key names, a ``num_classes``-way ``fc``), with seeded random weights."""
+    import io
+
+    import torch
+    import torchvision
+
+    gen = torch.Generator().manual_seed(seed)
+    state = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes).state_dict()
+    state = {k: (0.02 * torch.randn(v.shape, generator=gen) if v.is_floating_point() and "running_var" not in k
+                 else v) for k, v in state.items()}  # seeded values, whatever torch's global generator holds
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()

@@ -267,8 +267,9 @@ class VOS(Objective):
         self._ever_active = False
 
     def build_modules(self, feature_dim, num_classes):
-        energy = nn.Linear(num_classes, 1)
-        nn.init.uniform_(energy.weight)  # official: U(0, 1), the bias keeps its default and is unused
+        energy = nn.Linear(num_classes, 1)  # its default weights: U(-1/sqrt(C), 1/sqrt(C)), from the job's seed
+        with torch.no_grad():  # official: U(0, 1), mapped from the default draw; the bias is unused
+            energy.weight.mul_(num_classes ** 0.5).add_(1.0).div_(2.0).clamp_(0.0, 1.0)
         return {"energy_weight": energy, "logistic": nn.Linear(1, 2),
                 "queue": new_queue(num_classes, self.params["queue_size"], feature_dim)}
 
