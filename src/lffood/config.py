@@ -773,6 +773,7 @@ def _variant_problems(bname: str, bench: dict, schema: Mapping) -> list[str]:
                 problems.append(f"key '{key}.checkpoint': file '{v['checkpoint']}' not found (relative paths are "
                                 "relative to the directory snakemake runs in). Fix the path, or set it to null to "
                                 "train this variant here.")
+        problems += _init_problems(key, v, bench)
         unknown = sorted(set(v["params"]) - set(cls.params_schema))
         if unknown:
             problems.append(f"key '{key}.params': unknown parameter(s) {unknown} of objective '{v['objective']}'; "
@@ -830,6 +831,30 @@ def _variant_problems(bname: str, bench: dict, schema: Mapping) -> list[str]:
                 if issue.key == sw["param"]:
                     problems.append(issue_problem(issue._replace(key=""), f"{key}.values", f"benchmarks.{bname}"))
     return problems
+
+
+def _init_problems(key: str, v: Mapping, bench: Mapping) -> list[str]:
+    """``variants.<name>.init``: only from scratch; ``imagenet1k`` needs an architecture with published
+    weights; a path must exist before any job runs."""
+    from .data.sources import IMAGENET1K_WEIGHTS
+
+    init = v.get("init")
+    if init is None:
+        return []
+    if v["parent"] is not None or v["checkpoint"] is not None:
+        return [f"key '{key}.init': initial weights apply to a variant trained from scratch; this one has a "
+                f"{'parent' if v['parent'] is not None else 'checkpoint'}. Remove one of the two keys."]
+    if init == "imagenet1k":
+        arch = bench["model"]["arch"]
+        if arch not in IMAGENET1K_WEIGHTS:
+            return [f"key '{key}.init': no ImageNet-1k weights are registered for model.arch '{arch}' (only for "
+                    f"{sorted(IMAGENET1K_WEIGHTS)}). Give the path of a state_dict file instead, or null."]
+        return []
+    if not Path(init).is_file():
+        return [f"key '{key}.init': file '{init}' not found (relative paths are relative to the directory "
+                "snakemake runs in). Place the weights there, use 'imagenet1k' to download torchvision's, or set "
+                "it to null to start from a random initialisation."]
+    return []
 
 
 def table_problems(cfg: Mapping, schema: Mapping | None = None, asked: Sequence[str] = ()) -> list[str]:

@@ -123,7 +123,8 @@ def training_spec(bench: Mapping, name: str) -> dict:
               if not (x is None and k in schema and schema[k].get("default", 0) is None)}
     return {"objective": v["objective"], "params": params, "parent": v["parent"], "stage_name": v["stage"],
             "stage": stage_config(bench, name), "checkpoint": v["checkpoint"], "model": dict(bench["model"]),
-            "guard": dict(bench["guard"]), "amp": bench["amp"], "deterministic": bench["deterministic"]}
+            "guard": dict(bench["guard"]), "amp": bench["amp"], "deterministic": bench["deterministic"],
+            **({"init": v["init"]} if v.get("init") else {})}  # absent when null: older jobs do not rerun
 
 
 def benchmark_scorers(bench: Mapping) -> list[str]:

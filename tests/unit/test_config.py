@@ -61,7 +61,8 @@ def test_minimal_config_gets_paper_defaults():
     assert b["dataset"]["seed"] == 0
     assert b["scorers"]["names"] is None  # every registered scorer, in the registry's table order:
     assert benchmark_scorers(b) == ["msp", "odin", "mahalanobis", "energy", "vim", "knn", "dice", "react",
-                                    "dice_react", "featurenorm", "line", "csd", "ssod", "ssod_global", "ssod_local"]
+                                    "dice_react", "featurenorm", "line", "csd", "ssod", "ssod_global", "ssod_local",
+                                    "cider_knn", "npos_knn", "csi", "ssd"]
     assert b["scorers"]["params"] == {}
     assert b["scorers"]["network"]["batch_size"] == 256
     # the pretrain default section is itself completed with the stage defaults

@@ -46,8 +46,8 @@ def test_table_defaults_and_name_clash():
 def test_a_stage_checkpoint_points_to_the_variant_key():
     cfg = validate_config(_cfg(["a"]), SCHEMA)
     assert cfg["benchmarks"]["a"]["variants"] == {"ce": {"objective": "ce", "parent": None, "stage_overrides": {},
-                                                         "params": {}, "checkpoint": None, "scorer": "react",
-                                                         "scorers": None}}
+                                                         "params": {}, "checkpoint": None, "init": None,
+                                                         "scorer": "react", "scorers": None}}
     for stage in ("pretrain", "finetune"):
         bad = _cfg(["a"])
         bad["benchmarks"]["a"][stage] = {"checkpoint": "x.pt"}
@@ -194,3 +194,66 @@ def test_embedded_methods_keep_their_training_jobs():
     assert _spec("embedded", "ssod")["params"] == {"gamma": 0.95, "alpha": 0.2, "detach_features": False}
     assert _spec("embedded", "mode")["params"] == {"dim": 16, "scale": 10.0, "ce_weight": 0.0}
     assert "min_new_module_change" not in SHIPPED["embedded"]["guard"]
+
+
+@pytest.mark.parametrize("bench", CIFAR)
+def test_cifar_training_baselines_follow_their_recipes(bench):
+    """config.yaml's comments above &methods: VOS, NPOS, CIDER, SSD+ and CSI from scratch with their own recipes,
+    labelled as the paper prints them (the paper tables match a printed row to the variant's label), each with
+    its own score."""
+    b = SHIPPED[bench]
+    labels = {v: (b["variants"][v]["label"], b["variants"][v]["scorer"]) for v in b["variants"]}
+    assert {v: labels[v] for v in ("vos", "npos", "cider", "ssd_plus", "csi_pre", "csi")} == {
+        "vos": ("VOS", "energy"), "npos": ("NPOS", "npos_knn"), "cider": ("CIDER", "cider_knn"),
+        "ssd_plus": ("SSD+", "ssd"), "csi_pre": ("CSI (stage 1)", "msp"), "csi": ("CSI", "csi")}
+    vos, npos, cider, ssd, pre, csi = (_spec(bench, v) for v in ("vos", "npos", "cider", "ssd_plus", "csi_pre", "csi"))
+    assert all(s["parent"] is None for s in (vos, npos, cider, ssd, pre)) and csi["parent"] == "csi_pre"
+    assert _sgd(vos["stage"]) == ("sgd", 0.1, 0.9, True, 5e-4, 128, 100) and "new_module_lr" not in vos["params"]
+    assert (vos["params"]["start_epoch"], vos["params"]["queue_size"], vos["params"]["sampler"]) == (40, 1000, "gaussian")
+    assert _sgd(npos["stage"]) == ("sgd", 0.5, 0.9, True, 1e-4, 256, 500) and npos["params"]["start_epoch"] == 200
+    assert _sgd(cider["stage"]) == ("sgd", 0.5, 0.9, True, 1e-4, 512, 500)
+    wrn = "wrn" in bench
+    assert _sgd(ssd["stage"]) == ("sgd", 0.25 if wrn else 0.5, 0.9, False, 1e-4, 256 if wrn else 512, 200)
+    assert ssd["params"]["temperature"] == 0.5
+    assert _sgd(pre["stage"]) == ("sgd", 0.1, 0.9, False, 1e-6, 128, 100) and pre["params"]["tau"] == 0.07
+    assert _sgd(csi["stage"]) == ("sgd", 0.1, 0.0, False, 1e-6, 32, 100)
+    assert csi["stage"]["schedule"] == {"type": "step", "milestones": [60, 75, 90], "gamma": 0.1}
+    for s in (npos, cider, ssd):
+        assert s["stage"]["augment"]["random_resized_crop"]["scale"] == [0.2, 1.0]
+        assert {k: s["stage"]["augment"][k] for k in SUPCON} == SUPCON
+    assert vos["stage"]["augment"]["crop_padding"] == 4 and vos["stage"]["augment"]["color_jitter"] == 0.0
+    c100 = "cifar100" in bench
+    assert (cider["params"]["w"], cider["params"]["proto_m"]) == ((1.0, 0.5) if c100 else (2.0, 0.95))
+    assert npos["params"]["proto_m"] == (0.5 if c100 else 0.95)
+    assert b["scorers"]["params"]["cider_knn"]["k"] == (300 if c100 else 100)
+    assert b["scorers"]["params"]["npos_knn"]["k"] == 300
+
+
+def test_imagenet100_training_baselines_fine_tune_from_ce():
+    b = "imagenet100_resnet50"
+    specs = {v: _spec(b, v) for v in ("vos", "npos", "cider", "ssd_plus", "csi_pre", "csi")}
+    assert {v: s["parent"] for v, s in specs.items()} == {"vos": "ce", "npos": "ce", "cider": "ce", "ssd_plus": "ce",
+                                                          "csi_pre": "ce", "csi": "csi_pre"}
+    assert _sgd(specs["vos"]["stage"]) == ("sgd", 0.001, 0.9, True, 5e-4, 128, 30)
+    assert specs["vos"]["params"]["new_module_lr"] == 0.1 and specs["vos"]["params"]["start_epoch"] == 0
+    assert _sgd(specs["npos"]["stage"]) == ("sgd", 0.001, 0.9, True, 1e-4, 256, 30)
+    assert (specs["npos"]["params"]["k"], specs["npos"]["params"]["start_epoch"]) == (400, 1)
+    assert _sgd(specs["cider"]["stage"]) == ("sgd", 0.005, 0.9, True, 1e-4, 256, 10)
+    assert _sgd(specs["ssd_plus"]["stage"]) == ("sgd", 0.005, 0.9, False, 1e-4, 256, 10)
+    assert specs["ssd_plus"]["params"]["temperature"] == 0.1
+    assert _sgd(specs["csi_pre"]["stage"]) == ("sgd", 0.01, 0.9, False, 1e-6, 64, 10)
+    assert _sgd(specs["csi"]["stage"]) == ("sgd", 0.1, 0.0, False, 1e-6, 32, 20)
+    assert all(s["stage"]["augment"]["random_resized_crop"]["size"] == 224 for s in specs.values())
+
+
+def test_embedded_baselines_is_the_embedded_benchmark_with_the_baselines():
+    """The switch run=baselines: embedded_baselines reuses the embedded benchmark (YAML merge key) and adds the
+    baselines, fine-tuned from CE; the embedded benchmark itself is unchanged (no baseline variants)."""
+    e, eb = SHIPPED["embedded"], SHIPPED["embedded_baselines"]
+    for key in ("dataset", "model", "pretrain", "finetune", "scorers", "compute", "seeds", "guard"):
+        assert eb[key] == e[key], key
+    assert eb["sweeps"] == [] and e["sweeps"]
+    assert list(eb["variants"]) == ["ce", "ce_control", "lff", "vos", "npos", "cider", "ssd_plus", "csi_pre", "csi"]
+    assert all(eb["variants"][v]["parent"] for v in eb["variants"] if v != "ce")
+    assert "vos" not in e["variants"]
+    assert load_config(ROOT / "config.yaml", SCHEMA)["suites"]["baselines"] == ["embedded_baselines"]

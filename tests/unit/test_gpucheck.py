@@ -15,6 +15,11 @@ torch.set_num_threads(1)  # two threads on a busy 2-core machine spin on each ot
 
 PAPER = ["cifar10_resnet34", "cifar100_resnet34", "cifar10_wrn28_10", "cifar100_wrn28_10", "imagenet100_resnet50"]
 OBJECTIVES = {"ce", "lff", "ssod", "alpa", "logitnorm"}
+#: the training baselines (issue 21) at the batch each paper benchmark trains them with (config.yaml)
+BASELINES_R34 = {("vos", 128), ("npos", 256), ("cider", 512), ("ssd_plus", 512), ("csi", 128), ("csi_linear", 32)}
+BASELINES_R50 = {("vos", 128), ("npos", 256), ("cider", 256), ("ssd_plus", 256), ("csi", 64), ("csi_linear", 32)}
+ALL_OBJECTIVES = OBJECTIVES | {o for o, _ in BASELINES_R34}
+TWO_VIEWS = {"alpa", "npos", "cider", "ssd_plus", "csi"}
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +46,11 @@ def test_tiny_check_writes_every_section(tiny):
     assert len(setups) == 2  # CIFAR-shaped, and ImageNet-shaped (stored larger, cropped, host-kept)
     for setup in setups:
         rows = [r for r in data["training"] if r["setup"] == setup]
-        assert {r["objective"] for r in rows} == OBJECTIVES
+        assert {r["objective"] for r in rows} == ALL_OBJECTIVES
         for r in rows:
             assert r["images_per_s"] > 0 and isinstance(r["syncs_per_step"], int)
             assert r["peak_memory_gb"] is None and r["cuda_syncs_per_step"] is None  # CPU
-            assert r["views"] == (2 if r["objective"] == "alpa" else 1)
+            assert r["views"] == (2 if r["objective"] in TWO_VIEWS else 1)
         ext = {r["split"]: r for r in data["extraction"] if r["setup"] == setup}
         assert set(ext) == {"train", "eval"} and all(r["images_per_s"] > 0 for r in ext.values())
         assert "block_norms" in ext["train"]["fields"] and "multiscale" in ext["train"]["fields"]
@@ -79,7 +84,8 @@ def test_tiny_check_prints_the_summary(tiny):
     _, data, printed = tiny
     lines = printed.splitlines()
     assert lines[0].startswith("gpu-check on cpu") and "--tiny" in lines[0]
-    assert sum(line.startswith("train ") for line in lines) == len(data["training"]) == 10
+    # CIFAR-shaped: 11 objectives, SSD+ at two batches (512 on ResNet-34, 256 on WRN-28-10); ImageNet-shaped: 11
+    assert sum(line.startswith("train ") for line in lines) == len(data["training"]) == 23
     assert sum(line.startswith("extract ") for line in lines) == 4
     assert any(line.startswith("score ") and "odin" in line for line in lines)
     assert any(line.startswith("ddp: torchrun, 1 process (gloo)") and ": ok," in line for line in lines)
@@ -89,12 +95,17 @@ def test_tiny_check_prints_the_summary(tiny):
     assert lines[-1].startswith("wrote ")
 
 
+BASELINE_RATES = {("vos", 128): 1000.0, ("npos", 256): 500.0, ("cider", 512): 500.0, ("ssd_plus", 512): 500.0,
+                  ("csi", 128): 250.0, ("csi_linear", 32): 2000.0}
+
+
 def test_projection_arithmetic_by_hand(cfg):
     """cifar10_resnet34 as configured (three seeds; CE 100 epochs, LogitNorm 200, the fine-tuned variants 30, MODE-F 500; batch
-    128) with made-up rates."""
+    128; the baselines: VOS 100, NPOS 500 at batch 256, CIDER 500 at 512, SSD+ 200 at 512, CSI 100 + 100 at 128 and 32)
+    with made-up rates."""
     bench = cfg["benchmarks"]["cifar10_resnet34"]
     rates = gpucheck.Rates(train={("ce", 128): 1000.0, ("lff", 128): 500.0, ("ssod", 128): 500.0,
-                                  ("alpa", 128): 250.0, ("logitnorm", 128): 1000.0},
+                                  ("alpa", 128): 250.0, ("logitnorm", 128): 1000.0, **BASELINE_RATES},
                            extract_train=2000.0, extract_eval=4000.0, network={"odin": 1000.0})
     p = gpucheck.project(bench, rates)
     epoch = 390 * 128  # 50,000 training images, the last partial batch dropped
@@ -103,17 +114,22 @@ def test_projection_arithmetic_by_hand(cfg):
                           "lsun_resize": 10_000, "isun": 8_925, "textures": 5_640, "places365": 10_000}}
     train = {r["variant"]: r["minutes"] for r in p["stages"] if r["stage"] == "train"}
     minutes = {"ce": 100 * epoch / 1000, "ce_control": 30 * epoch / 1000, "lff": 30 * epoch / 500,
-               "ssod": 30 * epoch / 500, "mode": 500 * epoch * 2 / 250, "logitnorm": 200 * epoch / 1000}
+               "ssod": 30 * epoch / 500, "mode": 500 * epoch * 2 / 250, "logitnorm": 200 * epoch / 1000,
+               # two views: npos, cider, ssd_plus, csi; each epoch drops its last partial batch (195 x 256, 97 x 512,
+               # 1562 x 32 images)
+               "vos": 100 * epoch / 1000, "npos": 500 * 195 * 256 * 2 / 500, "cider": 500 * 97 * 512 * 2 / 500,
+               "ssd_plus": 200 * 97 * 512 * 2 / 500, "csi_pre": 100 * epoch * 2 / 250, "csi": 100 * 1562 * 32 / 2000}
     assert train == pytest.approx({v: 3 * s / 60 for v, s in minutes.items()}, abs=1e-3)
     assert train["mode"] == pytest.approx(9984.0, abs=1e-3)  # 500 epochs x 49,920 images x 2 views / 250 per s x 3
     extract = 50_000 / 2000 + (10_000 + ood) / 4000
     odin = (10_000 + ood) / 1000
-    assert [r["minutes"] for r in p["stages"] if r["stage"] == "extract"] == pytest.approx([3 * extract / 60] * 6,
+    assert [r["minutes"] for r in p["stages"] if r["stage"] == "extract"] == pytest.approx([3 * extract / 60] * 12,
                                                                                            abs=1e-3)
-    assert [r["minutes"] for r in p["stages"] if r["stage"] == "odin"] == pytest.approx([3 * odin / 60] * 6, abs=1e-3)
-    total = 3 * (sum(minutes.values()) + 6 * extract + 6 * odin) / 60
+    assert [r["minutes"] for r in p["stages"] if r["stage"] == "odin"] == pytest.approx([3 * odin / 60] * 12, abs=1e-3)
+    total = 3 * (sum(minutes.values()) + 12 * extract + 12 * odin) / 60
     assert p["total_minutes"] == pytest.approx(total, abs=1e-2)
-    assert p["minutes_by_stage"]["train"] == pytest.approx(11107.2, abs=1e-2)
+    # the six methods 11107.2 minutes; the baselines 4992 + 99840 + 99328 + 39731.2 + 39936 + 2499.2 s x 3 / 60
+    assert p["minutes_by_stage"]["train"] == pytest.approx(11107.2 + 14316.32, abs=1e-2)
     assert p["sweeps"] == {"points": 0, "total_minutes": 0, "missing": []}
 
 
@@ -121,7 +137,7 @@ def test_projection_of_an_imported_model_and_of_a_missing_rate(cfg):
     bench = json.loads(json.dumps(cfg["benchmarks"]["cifar100_resnet34"]))
     bench["variants"]["ce"]["checkpoint"] = "ce.pth"  # imported: nothing to train
     rates = gpucheck.Rates(train={("ce", 128): 1000.0, ("lff", 128): 500.0, ("ssod", 128): 500.0,
-                                  ("logitnorm", 128): 1000.0},  # no ALPA rate
+                                  ("logitnorm", 128): 1000.0, **BASELINE_RATES},  # no ALPA rate
                            extract_train=2000.0, extract_eval=4000.0, network={"odin": 1000.0})
     p = gpucheck.project(bench, rates)
     trained = [r["variant"] for r in p["stages"] if r["stage"] == "train"]
@@ -143,9 +159,11 @@ def test_paper_plan(cfg):
     assert set(setups) == {"resnet34 32px", "wrn28_10 32px", "resnet50 256px->224"}
     r34, wrn, r50 = setups["resnet34 32px"], setups["wrn28_10 32px"], setups["resnet50 256px->224"]
     assert r34.benchmarks == ["cifar10_resnet34", "cifar100_resnet34"] and not r34.host_kept
-    assert {t.key for t in r34.trainings} == {(o, 128) for o in OBJECTIVES}
+    assert {t.key for t in r34.trainings} == {(o, 128) for o in OBJECTIVES} | BASELINES_R34
     assert wrn.model == {"arch": "wrn28_10", "dropout": 0.0}
-    assert {t.key for t in r50.trainings} == {(o, 256) for o in OBJECTIVES}
+    assert {t.key for t in wrn.trainings} == {(o, 128) for o in OBJECTIVES} | BASELINES_R34 - {("ssd_plus", 512)} \
+        | {("ssd_plus", 256)}  # SSD+ on WRN-28-10 at batch 256 (memory)
+    assert {t.key for t in r50.trainings} == {(o, 256) for o in OBJECTIVES} | BASELINES_R50
     assert r50.host_kept and r50.crop == 224 and r50.extraction["center_crop"] == 224
     assert r50.network["odin"]["epsilon"] == 0.0 and r34.network["odin"]["epsilon"] == 0.0014
     ce = next(t for t in r50.trainings if t.key[0] == "ce")

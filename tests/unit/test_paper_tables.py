@@ -7,6 +7,7 @@ import re
 import pandas as pd
 import pytest
 
+from lffood import integrity
 from lffood.report.paper_tables import (NOT_IN_PAPER, PAPER_ONLY, POSTHOC, REPRODUCED, TABLE4, Method, build, rows,
                                         write_paper_table)
 
@@ -36,6 +37,7 @@ def _write(tmp_path, scorers=("msp", "energy", "react")):
                          "aupr_out": 0.5, "id_acc": 0.9} for s in (*scorers, *own) for o in sets]
                 path = tmp_path / f"{b}_{v}_{seed}.csv"
                 pd.DataFrame(recs).to_csv(path, index=False)
+                integrity.seal(path)  # as the metrics rule writes them: with an integrity manifest
                 files[b].append(str(path))
     return files
 

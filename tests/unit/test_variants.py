@@ -116,8 +116,11 @@ def test_scorer_list_defaults_to_every_registered_scorer_in_table_order():
     assert b["scorers"]["names"] is None
     assert benchmark_scorers(b) == scorer_names() and set(scorer_names()) == set(registered_scorers())
     assert scorer_names()[:6] == ["msp", "odin", "mahalanobis", "energy", "vim", "knn"]  # Table I, KNN after ViM
-    assert variant_scorers(b, "ssod") == scorer_names()
-    assert variant_scorers(b, "lff") == [s for s in scorer_names() if not s.startswith("ssod")]
+    # a method's own score (Scorer.objectives: CIDER's, NPOS's, SSD+'s, CSI's) runs on that method's models only
+    own = {s for s, cls in registered_scorers().items() if cls.objectives is not None}
+    assert {"cider_knn", "npos_knn", "ssd", "csi"} <= own
+    assert variant_scorers(b, "ssod") == [s for s in scorer_names() if s not in own]
+    assert variant_scorers(b, "lff") == [s for s in scorer_names() if not s.startswith("ssod") and s not in own]
     mine = _bench(scorers={"names": ["react", "msp", "ssod"]})
     assert benchmark_scorers(mine) == ["react", "msp", "ssod"] and variant_scorers(mine, "lff") == ["react", "msp"]
 
@@ -136,10 +139,19 @@ def test_extraction_params_carry_the_scorers_requests():
     assert "batch_size" not in p  # the speed, not the identity
 
 
+BASELINES = ["vos", "npos", "cider", "ssd_plus", "csi_pre", "csi"]  # the paper's training baselines (issue 21)
+
+
 def test_shipped_config_every_benchmark_has_the_six_methods():
+    """Every benchmark of `all` and of run=paper trains the six methods; the paper benchmarks also the training
+    baselines; embedded_baselines (run=baselines) the baselines beside CE, the control and LFF."""
     cfg = load_config(ROOT / "config.yaml", SCHEMA)
     for name, b in cfg["benchmarks"].items():
-        assert list(b["variants"]) == ["ce", "ce_control", "lff", "ssod", "mode", "logitnorm"], name
+        if name == "embedded_baselines":
+            assert list(b["variants"]) == ["ce", "ce_control", "lff", *BASELINES]
+            continue
+        six = ["ce", "ce_control", "lff", "ssod", "mode", "logitnorm"]
+        assert list(b["variants"]) == (six if name == "embedded" else [*six, *BASELINES]), name
         assert stage_config(b, "ssod") == stage_config(b, "lff") == stage_config(b, "ce_control")  # one protocol
         scratch = name != "embedded"  # the embedded benchmark fine-tunes LogitNorm (minutes budget, README)
         assert (variant(b, "logitnorm")["parent"] is None) == scratch, name

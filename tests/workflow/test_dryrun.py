@@ -63,6 +63,22 @@ def test_all_graph_is_complete(tmp_path):
     assert "sensitivity" not in counts  # sweeps are not part of all
 
 
+def test_baselines_switch_plans_the_training_baselines_only(tmp_path):
+    """`snakemake all --config run=baselines` (README): the benchmark embedded_baselines (the embedded benchmark
+    by a YAML merge key) with CE, the control, LFF and the five baselines (CSI in two stages); not `embedded`."""
+    proc = snakemake(tmp_path, "-n", "--cores", "2", "all", "--config", "run=baselines", config=REPO / "config.yaml")
+    counts = job_counts(proc.stdout)
+    seeds, variants = 2, 9  # ce, ce_control, lff, vos, npos, cider, ssd_plus, csi_pre, csi
+    models = seeds * variants
+    assert counts["train"] == counts["extract"] == counts["metrics"] == models
+    # as `all` above, plus each baseline's own score on its models only: ssd and csi from cached features
+    # (ssd fitted), cider_knn and npos_knn searching the ID bank
+    assert counts["score"] == models * 9 + seeds * 2 and counts["fit_stats"] == models * 7 + seeds
+    assert counts["score_search"] == models * 2 + seeds * 2
+    assert counts["prepare_embedded"] == 1 and "sensitivity" not in counts  # its own data; no sweeps
+    assert "results/embedded_baselines/seed1/models/csi.pt" in proc.stdout and "results/embedded/" not in proc.stdout
+
+
 def test_sensitivity_graph_trains_only_the_new_sweep_points(tmp_path):
     counts = job_counts(snakemake(tmp_path, "-n", "--cores", "2", "results/figures/embedded_sensitivity.png",
                                   config=REPO / "config.yaml").stdout)

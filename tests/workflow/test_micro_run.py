@@ -1,5 +1,6 @@
 """Run the whole chain through Snakemake on the micro configuration (every variant: CE, the CE
-control, LFF, SSOD, MODE, LogitNorm), then check what it built (every figure as PNG and PDF, 7 inches
+control, LFF, SSOD, MODE, LogitNorm and the training baselines VOS, NPOS, CIDER, SSD+ and CSI's two
+stages), then check what it built (every figure as PNG and PDF, 7 inches
 wide and legible), that a second run has nothing to do, that a scorer change reruns only scoring,
 that the sensitivity target builds, and that a collapsed LFF run fails with a clear message and
 leaves no checkpoint."""
@@ -20,10 +21,15 @@ from lffood import h5schema
 
 pytestmark = pytest.mark.workflow
 
-SEEDS, VARIANTS = (0,), ("ce", "ce_control", "lff", "ssod", "mode", "logitnorm")
+SEEDS, VARIANTS = (0,), ("ce", "ce_control", "lff", "ssod", "mode", "logitnorm", "vos", "npos", "cider", "ssd_plus",
+                          "csi_pre", "csi")
 SCORERS = ("msp", "odin", "mahalanobis", "energy", "vim", "knn", "dice", "react", "dice_react", "featurenorm", "line",
            "csd")
 SSOD_SCORERS = ("ssod", "ssod_global", "ssod_local")  # SSOD models only
+#: the scorers that apply to one variant's models only: SSOD's OOD head, and the baselines' own scores
+OWN_SCORERS = {"ssod": SSOD_SCORERS, "npos": ("npos_knn",), "cider": ("cider_knn",), "csi": ("csi",),
+               "ssd_plus": ("ssd",)}
+OWN = tuple(s for scorers in OWN_SCORERS.values() for s in scorers)
 MODELS = len(SEEDS) * len(VARIANTS)
 OOD = ("backgrounds", "novel_digits", "textures", "far")
 
@@ -86,9 +92,10 @@ def test_hdf5_follows_schema(micro):
 def test_table_has_every_row_with_std(micro):
     work, _, _ = micro
     table = pd.read_csv(work / "results/tables/micro.csv")
-    assert len(table) == len(VARIANTS) * len(SCORERS) + len(SSOD_SCORERS)
-    assert set(table["variant"]) == set(VARIANTS) and set(table["scorer"]) == {*SCORERS, *SSOD_SCORERS}
-    assert set(table[table["scorer"].isin(SSOD_SCORERS)]["variant"]) == {"ssod"}
+    assert len(table) == len(VARIANTS) * len(SCORERS) + len(OWN)
+    assert set(table["variant"]) == set(VARIANTS) and set(table["scorer"]) == {*SCORERS, *OWN}
+    for v, own in OWN_SCORERS.items():
+        assert set(table[table["scorer"].isin(own)]["variant"]) == {v}
     assert (table["n_seeds"] == len(SEEDS)).all()
     for s in (*OOD, "average"):
         for m in ("auroc", "fpr95", "aupr_in", "aupr_out"):
@@ -96,6 +103,7 @@ def test_table_has_every_row_with_std(micro):
             assert (table[f"{s}/{m}_std"] >= 0).all()
     md = (work / "results/tables/micro.md").read_text()
     assert "±" in md and "LFF" in md and "CE control" in md and "MODE-F" in md and "LogitNorm" in md
+    assert all(label in md for label in ("VOS", "NPOS", "CIDER", "SSD+", "CSI (stage 1)"))
 
 
 def test_sensitivity_target(micro):
@@ -160,7 +168,8 @@ def test_auroc_bars_figure(micro):
     _check_figure(work, "auroc_bars")
     _log(work, "auroc_bars")
     bars = pd.read_csv(work / "results/figures/micro_auroc_bars.csv")
-    own = {"ce": "react", "ce_control": "react", "lff": "react", "ssod": "ssod", "mode": "csd", "logitnorm": "msp"}
+    own = {"ce": "react", "ce_control": "react", "lff": "react", "ssod": "ssod", "mode": "csd", "logitnorm": "msp",
+           "vos": "energy", "npos": "npos_knn", "cider": "cider_knn", "ssd_plus": "ssd", "csi_pre": "msp", "csi": "csi"}
     assert list(dict.fromkeys(bars["variant"])) == list(VARIANTS)
     assert dict(zip(bars["variant"], bars["scorer"])) == own  # each method with its own scorer
     table = pd.read_csv(work / "results/tables/micro.csv").set_index(["variant", "scorer"])
@@ -197,15 +206,14 @@ def test_second_run_has_nothing_to_do(micro):
 def test_scorer_table_has_every_scorer_and_variant(micro):
     work, _, _ = micro
     t = pd.read_csv(work / "results/tables/micro_scorers.csv")
-    order = ("msp", "odin", "mahalanobis", "energy", "vim", "knn", "dice", "react", "dice_react", "featurenorm", "line",
-             "csd", *SSOD_SCORERS)
-    assert list(t["scorer"]) == [s for s in order for v in VARIANTS if s not in SSOD_SCORERS or v == "ssod"]
-    assert list(t["variant"][:6]) == list(VARIANTS) and (t["n_seeds"] == len(SEEDS)).all()
+    order = (*SCORERS, *SSOD_SCORERS, "cider_knn", "npos_knn", "csi", "ssd")  # micro's scorers.names
+    assert list(t["scorer"]) == [s for s in order for v in VARIANTS if s not in OWN or s in OWN_SCORERS.get(v, ())]
+    assert list(t["variant"][:len(VARIANTS)]) == list(VARIANTS) and (t["n_seeds"] == len(SEEDS)).all()
     for s in (*OOD, "average"):
         assert t[f"{s}/auroc_mean"].between(0, 100).all() and t[f"{s}/fpr95_std"].ge(0).all()
     md = (work / "results/tables/micro_scorers.md").read_text()
     assert "| DICE+ReAct | LFF |" in md and "| FeatureNorm | CE control |" in md and "| CSD | MODE-F |" in md
-    assert "| SSOD | SSOD |" in md
+    assert "| SSOD | SSOD |" in md and "| SSD+ | SSD+ |" in md and "| CSI | CSI |" in md
 
 
 def test_statistics_artifacts(micro):
@@ -279,11 +287,12 @@ def test_lambda_change_reruns_only_lff_finetuning(micro):
 #: (a --config form): (section as --config writes it, parameter, new value). Every registered plug-in
 #: that runs in the micro configuration must be here (test_every_plugin_is_covered).
 OBJECTIVE_CHANGES = {"lff": ("delta", 0.2), "logitnorm": ("tau", 0.05), "ssod": ("gamma", 0.8),
-                     "alpa": ("scale", 5.0)}
+                     "alpa": ("scale", 5.0), "vos": ("loss_weight", 0.2), "npos": ("beta", 0.2), "cider": ("w", 1.0),
+                     "ssd_plus": ("temperature", 0.3), "csi": ("tau", 0.1), "csi_linear": ("new_module_lr", 0.05)}
 SCORER_CHANGES = {"msp": ("temperature", 2.0), "energy": ("temperature", 2.0), "react": ("percentile", 80),
                   "odin": ("epsilon", 0.0), "vim": ("dim", 8), "knn": ("k", 9), "dice": ("percentile", 70),
                   "dice_react": ("react_percentile", 80), "featurenorm": ("block", 0), "line": ("p_w", 80),
-                  "csd": ("k", 4)}
+                  "csd": ("k", 4), "cider_knn": ("k", 9), "npos_knn": ("k", 9)}
 #: the rules whose jobs carry one scorer's parameters (its statistics, its scores)
 SCORER_RULES = ("fit_stats", "score", "score_network", "score_search")
 #: rules that read an objective's parameter besides its training: the figures of LFF's background
@@ -334,15 +343,22 @@ def test_every_plugin_is_covered():
 @pytest.mark.parametrize("objective", sorted(OBJECTIVE_CHANGES))
 def test_objective_parameter_reruns_only_that_method(micro, objective):
     """A parameter of one objective retrains exactly the variants with that objective (every seed) and
-    reruns what depends on them; no other model is retrained (lff.delta used to retrain all six, since
-    the background monitor of every training read it)."""
+    those fine-tuned from them (CSI's stage 2 from its stage 1), and reruns what depends on them; no
+    other model is retrained (lff.delta used to retrain all six, since the background monitor of every
+    training read it)."""
     work, _, _ = micro
     param, value = OBJECTIVE_CHANGES[objective]
-    mine = {v for v, spec in yaml.safe_load(MICRO.read_text())["benchmarks"]["micro"]["variants"].items()
-            if spec["objective"] == objective}
+    variants = yaml.safe_load(MICRO.read_text())["benchmarks"]["micro"]["variants"]
+    mine = {v for v, spec in variants.items() if spec["objective"] == objective}
+    below = set(mine)
+    while True:  # the variants fine-tuned from them, at any depth: downstream, retrained because their parent is
+        more = {v for v, spec in variants.items() if spec.get("parent") in below} - below
+        if not more:
+            break
+        below |= more
     jobs = _rerun_scope(work, f"{objective}={{{param}: {value}}}")
     trained = {(wc["seed"], wc["variant"]) for rule, wc, _ in jobs if rule == "train"}
-    assert trained == {(str(s), v) for s in SEEDS for v in mine}, f"{objective}.{param}: retrained {sorted(trained)}"
+    assert trained == {(str(s), v) for s in SEEDS for v in below}, f"{objective}.{param}: retrained {sorted(trained)}"
     also = ALSO_READ_BY.get((objective, param), ())
     _only_roots(jobs, lambda rule, wc: (rule == "train" and wc.get("variant") in mine) or rule in also,
                 f"{objective}.{param}")

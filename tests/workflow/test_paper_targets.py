@@ -40,7 +40,8 @@ def test_paper_table_graph_without_data(tmp_path, table):
     assert counts["download"] == exp["download"]
     assert counts["prepare_ood"] == exp["prepare_ood"]
     assert counts["train"] == counts["extract"] == counts["metrics"] == exp["models"]
-    assert exp["models"] == 6 * SEEDS * len(benches)  # ce, ce_control, lff, ssod, mode, logitnorm
+    # ce, ce_control, lff, ssod, mode, logitnorm, and the training baselines vos, npos, cider, ssd_plus, csi_pre, csi
+    assert exp["models"] == 12 * SEEDS * len(benches)
     score_rules = ("score", "score_search", "score_network")  # every rule that writes a score file
     assert sum(counts.get(rule, 0) for rule in score_rules) == exp["scores"]
     n_cifar = sum(CFG["benchmarks"][b]["dataset"]["source"] != "imagenet100" for b in benches)
@@ -97,13 +98,13 @@ def test_run_paper_switch_plans_every_paper_benchmark(tmp_path):
     paper = CFG["suites"]["paper"]
     assert len(paper) == 5
     assert counts["table"] == counts["figures"] == 5
-    # six variants per benchmark, and the sweep points of the benchmarks whose Fig. 6 is part of `all`
+    # twelve variants per benchmark, and the sweep points of the benchmarks whose Fig. 6 is part of `all`
     # (figures.sensitivity.in_all): the paper's grids on CIFAR-100 / ResNet-34 and ImageNet-100
     swept = [b for b in paper if CFG["benchmarks"][b]["figures"]["sensitivity"]["in_all"]]
     points = {b: len(variant_names(CFG["benchmarks"][b], with_sweeps=True))
               - len(variant_names(CFG["benchmarks"][b])) for b in swept}
     assert swept == ["cifar100_resnet34", "imagenet100_resnet50"] and all(points.values())
-    assert counts["train"] == 5 * 6 * SEEDS + sum(points.values()) * SEEDS
+    assert counts["train"] == 5 * 12 * SEEDS + sum(points.values()) * SEEDS
     assert counts["sensitivity"] == len(swept)
     assert "prepare_embedded" not in counts
     assert counts["paper_table"] == 4  # Tables I-IV: every benchmark they draw on is in `run`

@@ -32,7 +32,7 @@ SNAKEMAKE = ("snakemake", ".venv/bin/snakemake")
 LFFOOD = ("lffood", ".venv/bin/lffood")
 
 #: README placeholders and what the tests put in their place
-PLACEHOLDERS = {"<bench>": "embedded", "<split>": "resources/data/embedded/train.npz", "[PATH ...]": ""}
+PLACEHOLDERS = {"<bench>": "embedded", "<split>": "resources/data/embedded/train.npz", "[PATH ...]": "", "<file>": "results/tables/embedded.csv"}
 #: `...` at the end of a command: "the options of the line above" (README, paper tables)
 ELLIPSIS = "..."
 

@@ -6,11 +6,12 @@ Rows follow the paper's printed order (``src/lffood/resources/paper/lff_tables.c
 and come from the configuration: each printed post-hoc method is that scorer on the ``baseline``
 variant (the paper's CE model); "Ours" is the ``ours`` variant with its own scorer (LFF with the
 energy score and ReAct); a printed training method that a variant reproduces (matched by its label:
-LogitNorm) is that variant with its scorer; the other printed training methods (CSI, SSD+, VOS,
-NPOS, CIDER, TagFog) are shown as **paper-reported** rows. Rows the paper lacks are added and
-marked: KNN (after ViM), and before "Ours" the CE control (fine-tuned with LFF's schedule and the CE
-objective, which separates LFF's gain from the gain of training longer) and every other variant
-(SSOD, MODE-F). Table IV pairs each of its scorers on the baseline, the control and ours.
+CSI, SSD+, VOS, LogitNorm, NPOS, CIDER in config.yaml) is that variant with its scorer; a printed
+training method without one (TagFog, whose CLIP text anchors this workflow cannot fetch offline) is
+shown as a **paper-reported** row. Rows the paper lacks are added and marked: KNN (after ViM), and
+before "Ours" the CE control (fine-tuned with LFF's schedule and the CE objective, which separates
+LFF's gain from the gain of training longer) and every other variant (SSOD, MODE-F, CSI's stage 1).
+Table IV pairs each of its scorers on the baseline, the control and ours.
 
 Every reproduced cell is the mean and standard deviation over seeds (per-seed average over OOD sets
 first), in percent; beside it the paper's printed value and the difference (reproduced - printed).
@@ -65,7 +66,7 @@ DAGGER = "†"
 DAGGER_NOTE = ("† As in the paper: an additional fake OOD dataset is used (TagFog trains with Jigsaw-shuffled ID "
                "images as an extra fake-OOD class).")
 DAGGER_NOT_TRAINED = (" Paper-reported, not trained here: TagFog's text anchors are CLIP ViT-L/14 text embeddings, "
-                      "whose weights this workflow does not have.")
+                      "whose weights this workflow does not have and cannot fetch offline.")
 
 
 class Row(NamedTuple):
