@@ -84,6 +84,31 @@ def load_checkpoint(path, device="cpu", with_objective: bool = False):
     return model, meta, objective
 
 
+def _load_weights_file(path, what: str, key: str, fix: str):
+    """The object ``torch.load`` reads from a weights file (weights only), or an error naming ``what`` the
+    file is, the config ``key`` that names it and how to ``fix`` a missing file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise LffoodError(f"{path}: {what} not found (config key {key}). {fix}") from None
+    except Exception as exc:
+        raise LffoodError(f"{path}: cannot read the {what} named by {key} ({exc}). It must be a torch.save'd "
+                          "state_dict (weights only).") from exc
+
+
+def _tensors(obj, path, key: str, under=("state_dict", "model", "net")) -> dict:
+    """The ``state_dict`` in ``obj``: bare or under one of ``under``, without DataParallel's ``module.``."""
+    state = obj
+    for k in under:
+        if isinstance(state, Mapping) and isinstance(state.get(k), Mapping):
+            state = state[k]
+            break
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise LffoodError(f"{path}: no state_dict of tensors found (looked at the top level and under "
+                          f"{', '.join(repr(k) for k in under)}); key {key}.")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
 def import_checkpoint(path, model_cfg: Mapping, num_classes: int, device="cpu") -> torch.nn.Module:
     """Build ``model_cfg`` and load CE weights trained elsewhere (config key ``variants.<name>.checkpoint``).
 
@@ -93,29 +118,15 @@ def import_checkpoint(path, model_cfg: Mapping, num_classes: int, device="cpu") 
     match, so a wrong architecture or class count fails here with the offending keys named."""
     from .models import build_model
 
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise LffoodError(f"{path}: CE checkpoint not found (config key variants.<name>.checkpoint). Fix the path, or set "
-                          "variants.<name>.checkpoint: null to pretrain with the workflow.") from None
-    except Exception as exc:
-        raise LffoodError(f"{path}: cannot read the CE checkpoint named by variants.<name>.checkpoint ({exc}). It must be a "
-                          "torch.save'd state_dict (weights only).") from exc
+    obj = _load_weights_file(path, "CE checkpoint", "variants.<name>.checkpoint",
+                             "Fix the path, or set variants.<name>.checkpoint: null to pretrain with the workflow.")
     if isinstance(obj, Mapping) and "meta" in obj and "state_dict" in obj:
         meta = obj["meta"]
         if dict(meta.get("model", {})) != dict(model_cfg) or meta.get("num_classes") != num_classes:
             raise LffoodError(f"{path}: this lffood checkpoint is a {meta.get('model')} with {meta.get('num_classes')} "
                               f"classes; the benchmark needs {dict(model_cfg)} with {num_classes} (keys model and "
                               "variants.<name>.checkpoint).")
-    state = obj
-    for key in ("state_dict", "model", "net"):
-        if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
-            state = state[key]
-            break
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise LffoodError(f"{path}: no state_dict of tensors found (looked at the top level and under "
-                          "'state_dict', 'model', 'net'); key variants.<name>.checkpoint.")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = _tensors(obj, path, "variants.<name>.checkpoint")
     model = build_model(model_cfg, num_classes)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
@@ -249,22 +260,9 @@ def load_initial_weights(model: torch.nn.Module, path, key: str = "variants.<nam
     initial weights of a variant trained from scratch (config key ``key``), e.g. torchvision's
     ImageNet-1k ResNet-50 for an ImageNet-100 model. The head keeps its random initialisation (the
     file's has another class count); every other weight must be there with its shape."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise LffoodError(f"{path}: initial weights not found (config key {key}). Place the file there, use "
-                          "'imagenet1k' to download torchvision's, or set the key to null.") from None
-    except Exception as exc:
-        raise LffoodError(f"{path}: cannot read the initial weights named by {key} ({exc}). It must be a "
-                          "torch.save'd state_dict (weights only).") from exc
-    state = obj
-    for k in ("state_dict", "model"):
-        if isinstance(state, Mapping) and isinstance(state.get(k), Mapping):
-            state = state[k]
-            break
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise LffoodError(f"{path}: no state_dict of tensors found (key {key}).")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    obj = _load_weights_file(path, "initial weights", key, "Place the file there, use 'imagenet1k' to download "
+                             "torchvision's, or set the key to null.")
+    state = _tensors(obj, path, key)
     head = {f"{name}.{p}" for name, mod in model.named_modules() if mod is model.head
             for p, _ in mod.named_parameters()}
     own = model.state_dict()
