@@ -816,8 +816,8 @@ def test_paper_figures_show_what_the_paper_shows(shipped, printed):
     assert figure_data.tsne_choice(b["embedded"], tables)["ood_set"] == "backgrounds"  # unchanged: the first
     # Fig. 3: the printed values of each paper benchmark's table; none for the embedded benchmark
     assert {n: figure_data.printed_table(n, tables, printed) for n in b} == {
-        "embedded": None, "cifar10_resnet34": "table1", "cifar100_resnet34": "table1", "cifar10_wrn28_10": "table2",
-        "cifar100_wrn28_10": "table2", "imagenet100_resnet50": "table3"}
+        "embedded": None, "embedded_baselines": None, "cifar10_resnet34": "table1", "cifar100_resnet34": "table1",
+        "cifar10_wrn28_10": "table2", "cifar100_wrn28_10": "table2", "imagenet100_resnet50": "table3"}
     # Fig. 6: built by `all` where the paper has it, with NPOS (CIFAR-100) and SSD+ (ImageNet-100) printed averages
     assert {n for n in b if b[n]["figures"]["sensitivity"]["in_all"]} == {"cifar100_resnet34", "imagenet100_resnet50"}
     assert all(b[n]["sweeps"] for n in ("cifar100_resnet34", "imagenet100_resnet50"))
