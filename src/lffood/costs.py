@@ -123,9 +123,12 @@ def scorer_cost(name: str, params: Mapping, sizes: Sizes, stage: str = "score") 
     ``"fit"`` (rule fit_stats) or ``"score"`` (rule score: every split but train)."""
     from .scorers import scorer_class
 
-    own = scorer_class(name).cost_estimate(params, sizes, stage)
+    cls = scorer_class(name)
+    own = cls.cost_estimate(params, sizes, stage)
     if own is not None:
         return own
+    if cls.cost_as is not None:  # the cost model of the scorer it shares its search or fit with
+        return scorer_cost(cls.cost_as, params, sizes, stage)
     n, c, kc, q = sizes.train, sizes.dim, sizes.classes, sizes.queries
     train_bytes = 4.0 * n * (c + kc)  # the ID training features and logits, float32
     split_bytes = 4.0 * sizes.largest_split * (c + kc)

@@ -126,6 +126,10 @@ class Scorer:
         extraction job's identity, so a change re-extracts. Empty for most scorers."""
         return {}
 
+    #: the registered scorer whose cost model this one shares (the same search or fit with other
+    #: parameters: a method's own KNN, SSD+'s Mahalanobis), or None: its own name
+    cost_as: ClassVar[str | None] = None
+
     @classmethod
     def cost_estimate(cls, params: Mapping, sizes, stage: str):
         """This scorer's own cost (:class:`lffood.costs.Cost`) with resolved ``params`` on data of

@@ -26,12 +26,7 @@ from .feature_based import KNN
 class _OwnKNN(KNN):
     """KNN with a method's own k, for that method's models only."""
 
-    @classmethod
-    def cost_estimate(cls, params, sizes, stage):
-        """The cost model of the ``knn`` scorer (the same search)."""
-        from ..costs import scorer_cost
-
-        return scorer_cost("knn", params, sizes, stage)
+    cost_as = "knn"  # the same search
 
 
 @register("cider_knn", "KNN (CIDER)")

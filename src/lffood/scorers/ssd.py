@@ -75,12 +75,7 @@ class SSD(Scorer):
     needs_fit = True
     objectives = ("ssd_plus",)
 
-    @classmethod
-    def cost_estimate(cls, params, sizes, stage):
-        """As the project's Mahalanobis (one scatter and one eigendecomposition of C x C; scoring C^2 per image)."""
-        from ..costs import scorer_cost
-
-        return scorer_cost("mahalanobis", {}, sizes, stage)
+    cost_as = "mahalanobis"  # one scatter and one eigendecomposition of C x C; scoring C^2 per image
 
     def compute_stats(self, train: FeatureSet, head: Head) -> dict:
         return ssd_stats(train.features)
