@@ -118,8 +118,15 @@ def _bench_overlay(name: str, b: Mapping, sizes: Sizes, imagenet_root: str | Non
         "variants": {v: {"stage_overrides": stage} for v in b.get("variants", {})},
         # size-dependent scorer parameters: k below the bank (the smallest training split has 20 images),
         # ViM's principal space below the number of training features
-        "scorers": {"params": {"knn": {"k": 5}, "csd": {"k": 5}, "vim": {"dim": 8}},
+        "scorers": {"params": {"knn": {"k": 5}, "csd": {"k": 5}, "vim": {"dim": 8}, "cider_knn": {"k": 5},
+                               "npos_knn": {"k": 5}},
                     "network": {"batch_size": batch}},
+        # the training baselines' queues sized to the few images per class, so that VOS's and NPOS's
+        # outlier synthesis runs in the one epoch (from its first step: start epoch 0) instead of waiting
+        # for queues of 1000 per class that a rehearsal never fills
+        "vos": {"queue_size": 1, "start_epoch": 0, "sample_from": 100},
+        "npos": {"queue_size": 2, "start_epoch": 0, "k": 1, "select": 2, "pick_nums": 1, "sample_from": 4,
+                 "id_points_num": 2},
         "extraction": {"batch_size": batch},
         "figures": {"tsne": {"per_group": 20, "perplexity": 5.0, "max_iter": 250}},
         # one epoch on a few random images per class is at chance by construction: the collapse guard
