@@ -208,6 +208,12 @@ class Objective:
         self.modules.load_state_dict(dict(state))
 
 
+def projection_head(dim: int, out: int):
+    """The contrastive methods' projection head (SupCon's, as CIDER, NPOS, SSD+ and CSI use it):
+    ``Linear(dim, dim) -> ReLU -> Linear(dim, out)``."""
+    return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, out))
+
+
 def register(name: str, label: str | None = None):
     """Class decorator: make an :class:`Objective` available under ``name`` (config ``objective:``)."""
 

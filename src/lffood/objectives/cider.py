@@ -72,7 +72,7 @@ Usage (config; CIFAR-10)::
 
 from __future__ import annotations
 
-from .base import F, Forward, Objective, new_module_lr_schema, nn, register, torch
+from .base import F, Forward, Objective, new_module_lr_schema, nn, projection_head, register, torch
 
 #: CompLoss's base temperature (L_comp's factor is tau / COMP_BASE_TEMPERATURE)
 COMP_BASE_TEMPERATURE = 0.07
@@ -83,11 +83,6 @@ DIS_BASE_TEMPERATURE = 0.1
 COLLAPSED_COSINE = 0.999
 #: a logit that takes no part in a softmax (finite: no inf * 0 in any product or gradient)
 _MASKED = -1e9
-
-
-def projection_head(dim: int, out: int):
-    """CIDER's / NPOS's head: ``Linear(dim, dim) -> ReLU -> Linear(dim, out)``."""
-    return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, out))
 
 
 def prototype_state(num_classes: int, dim: int):

@@ -61,7 +61,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..fields import Field, register_field
-from .base import F, Forward, Objective, new_module_lr_schema, nn, register, torch
+from .base import F, Forward, Objective, new_module_lr_schema, nn, projection_head, register, torch
 
 #: the shifts: rotations by k * 90 degrees, k = 0..3 (CSI's ``rotation`` shift)
 ROTATIONS = 4
@@ -116,11 +116,6 @@ def supervised_nt_xent(sim, labels, tau: float):
     mask = (labels[:, None] == labels[None, :]).to(sim.dtype)
     mask = mask / (mask.sum(dim=1, keepdim=True) + EPS)
     return (mask * loss_matrix).sum() / n
-
-
-def projection_head(dim: int, out: int):
-    """CSI's ``simclr_layer``: Linear(d, d) -> ReLU -> Linear(d, out)."""
-    return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, out))
 
 
 @register("csi", "CSI")

@@ -46,12 +46,7 @@ Usage (config)::
 
 from __future__ import annotations
 
-from .base import F, Forward, Objective, new_module_lr_schema, nn, register, torch
-
-
-def projection_head(dim: int, out: int):
-    """SSD's (SupContrast's) MLP head: ``Linear(dim, dim) -> ReLU -> Linear(dim, out)``."""
-    return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, out))
+from .base import F, Forward, Objective, new_module_lr_schema, nn, projection_head, register, torch
 
 
 def supcon_loss(z, labels, temperature: float, base_temperature: float):
