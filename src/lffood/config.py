@@ -354,7 +354,7 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path, source: 
                  "Configuration).", _blame(key, origins)) for key, value in nonfinite.items()]
     validator = _DefaultingValidator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
-    errors = [e for e in errors if _key(e.absolute_path) not in nonfinite]
+    errors = [e for e in _branch_errors(errors) if _key(e.absolute_path) not in nonfinite]
     if errors or problems:
         for err in errors:
             key = _key(err.absolute_path)
@@ -376,6 +376,9 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path, source: 
                 if key == "<top level>" and _blame(key, origins, extra):
                     msg += (" A --config key is a top-level key or a key of benchmarks.<name> (then it applies to "
                             f"every benchmark in 'run': {', '.join(benchmark_sections(schema))}).")
+            elif err.validator == "oneOf" and key.endswith(".seeds"):
+                msg = (f"key '{key}': {err.instance!r} is neither a list of distinct integers 0 .. 2^32 - 1 "
+                       "(e.g. [0, 1, 2]) nor a number of seeds from 1 to 1000 (e.g. 5: seeds 0 .. 4).")
             elif err.validator == "pattern" and err.schema.get("$comment"):
                 msg = f"key '{key}': {err.instance!r} is not allowed: {err.schema['$comment']}."
             elif err.validator == "type" and isinstance(err.instance, float) and "integer" in err.validator_value:
@@ -385,6 +388,7 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path, source: 
                 msg = f"key '{key}': {err.message}."
             problems.append((msg, _blame(key, origins, extra)))
         raise _report(source, problems, overrides, schema_path)
+    normalize_seeds(cfg)
     problems = _semantic_problems(cfg, schema)
     if problems:
         blamed = []
@@ -394,6 +398,34 @@ def validate_config(config: Mapping[str, Any], schema_path: str | Path, source: 
             blamed.append((str(msg), _blame(m.group(1), origins, related=related) if m else []))
         raise _report(source, blamed, overrides, schema_path)
     return cfg
+
+
+def _branch_errors(errors: list) -> list:
+    """A ``oneOf`` of a list and a number (``seeds``): the errors of the branch the value's type
+    chose, so that they name the item and the bound (``benchmarks.b.seeds.0``: 4294967296 is greater
+    than the maximum) instead of 'not valid under any of the given schemas'."""
+    out = []
+    for err in errors:
+        branch = None
+        if err.validator == "oneOf" and err.context:
+            types = [b.get("type") for b in err.validator_value]
+            kind = "array" if isinstance(err.instance, list) else (
+                "integer" if isinstance(err.instance, int) and not isinstance(err.instance, bool) else None)
+            branch = types.index(kind) if kind in types else None
+        if branch is None:
+            out.append(err)
+        else:
+            out += sorted((e for e in err.context if e.relative_schema_path[0] == branch),
+                          key=lambda e: list(map(str, e.absolute_path)))
+    return out
+
+
+def normalize_seeds(cfg: dict) -> None:
+    """Every benchmark's ``seeds`` as a list: a number N (the one key to change for more seeds,
+    ``seeds: 5``) becomes ``[0, ..., N-1]``, once, here, so every reader sees a list."""
+    for bench in cfg.get("benchmarks", {}).values():
+        if isinstance(bench, dict) and isinstance(bench.get("seeds"), int) and not isinstance(bench["seeds"], bool):
+            bench["seeds"] = list(range(bench["seeds"]))
 
 
 def _semantic_problems(cfg: dict, schema: Mapping) -> list[str]:

@@ -311,29 +311,45 @@ def run_scoring_network(scorer: str, params: Mapping, *, checkpoint: str, split_
     return scores
 
 
-def run_metrics(features_path: str, score_paths: Mapping[str, str], out: str, labels: Mapping) -> "pd.DataFrame":
-    """One tidy row per (scorer, OOD set): AUROC, FPR95, AUPR-In, AUPR-Out, ID accuracy (fractions).
-    The integrity manifest records the feature and score files' hashes and the rows the file must
-    hold (``labels`` x scorers x OOD sets: :func:`lffood.metrics.check_complete` on read)."""
+def run_metrics(features_path: str, score_paths: Mapping[str, str], out: str, labels: Mapping, *,
+                n_boot: int = 1000, boot_seed: int = 0) -> "pd.DataFrame":
+    """One tidy row per (scorer, OOD set): AUROC, FPR95, AUPR-In, AUPR-Out, ID accuracy (fractions),
+    and the bootstrap standard error of each over test images (``<metric>_se``, ``id_acc_se``; same
+    unit; config ``stats.bootstrap`` resamples ``n_boot`` from ``stats.seed`` ``boot_seed``:
+    :func:`lffood.stats.bootstrap`), which tables combine with the spread over seeds
+    (:mod:`lffood.stats`). The point estimates are :func:`lffood.metrics.ood_metrics`, the one metric
+    implementation. The integrity manifest records the feature and score files' hashes and the rows
+    the file must hold (``labels`` x scorers x OOD sets: :func:`lffood.metrics.check_complete` on read)."""
+    from . import stats
+
     roles = h5schema.list_splits(features_path)
+    ood_sets = [n for n, r in roles.items() if r == "ood"]
     test = h5schema.read_split(features_path, "test", ["preds", "labels"])
     acc = metrics.accuracy(test["preds"], test["labels"])
-    rows = []
+    rows, scores = [], {}
     for scorer, path in score_paths.items():
-        scores, _ = h5schema.read_scores(path)
-        for name, role in roles.items():
-            if role != "ood":
-                continue
+        scores[scorer], _ = h5schema.read_scores(path)
+        for name in ood_sets:
             try:
-                values = metrics.ood_metrics(scores["test"], scores[name])
+                values = metrics.ood_metrics(scores[scorer]["test"], scores[scorer][name])
             except ValueError as exc:  # name the file: a bare "scores contain NaN" says nothing of where
                 raise DataError(f"{path}: splits 'test' / '{name}' of scorer {scorer}: {exc}. Rebuild it: snakemake "
                                 f"--force {path}, then run the workflow as usual.") from exc
             rows.append({**labels, "scorer": scorer, "ood_set": name, **values, "id_acc": acc})
+    started = time.perf_counter()
+    boot = stats.bootstrap(scores, ood_sets, n_boot=n_boot, seed=boot_seed)  # same resamples for every scorer
+    correct = np.asarray(test["preds"]) == np.asarray(test["labels"])
+    acc_se = stats.standard_error(stats.bootstrap_mean(correct, "test", n_boot=n_boot, seed=boot_seed))
+    for row in rows:
+        for m, samples in boot[row["scorer"]][row["ood_set"]].items():
+            row[f"{m}_se"] = stats.standard_error(samples)
+        row["id_acc_se"] = acc_se
+    log.info("bootstrap standard errors: %d resamples of %d scorer(s) x %d OOD set(s) in %.1f s", n_boot,
+             len(score_paths), len(ood_sets), time.perf_counter() - started)
     import pandas as pd
 
     df = pd.DataFrame(rows)
-    expected = metrics.expected_rows(labels, list(score_paths), [n for n, r in roles.items() if r == "ood"])
+    expected = metrics.expected_rows(labels, list(score_paths), ood_sets)
     with sealed_path(out, inputs=[features_path, *score_paths.values()], extra={"rows": expected}) as tmp:
         df.to_csv(tmp, index=False)
     return df

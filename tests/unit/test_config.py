@@ -463,3 +463,28 @@ def test_cuda_on_a_host_without_one_is_named_before_any_job():
     with pytest.raises(ConfigError, match=r"^--config device=cuda: key 'device'"):
         check_local_device({"device": "cuda"}, "config.yaml", Overrides({"device": "cuda"}, ["device=cuda"]),
                            cuda_available=lambda: False)
+
+
+def test_seeds_are_a_list_or_a_number_of_seeds():
+    """`seeds: N` is seeds 0 .. N-1, normalised once at load; a list names them; errors name the key."""
+    assert validate_config(_minimal(seeds=3), SCHEMA)["benchmarks"]["b"]["seeds"] == [0, 1, 2]
+    assert validate_config(_minimal(seeds=[4, 7]), SCHEMA)["benchmarks"]["b"]["seeds"] == [4, 7]
+    # on the command line, either form for every benchmark in `run`
+    cfg = validate_config({**_minimal(), "run": ["b"]}, SCHEMA, overrides={"seeds": "5"})
+    assert cfg["benchmarks"]["b"]["seeds"] == [0, 1, 2, 3, 4]
+    assert "key 'benchmarks.b.seeds': 0 is less than the minimum of 1" in _error(_minimal(seeds=0))
+    assert "key 'benchmarks.b.seeds.0': -1 is less than" in _error(_minimal(seeds=[-1]))
+    msg = _error(_minimal(seeds="two"))
+    assert "key 'benchmarks.b.seeds': 'two' is neither a list" in msg and "number of seeds" in msg
+    # the shipped config's embedded benchmarks (one anchor) train two seeds, written as a number
+    shipped = load_config(CONFIG, SCHEMA)
+    assert load_yaml(CONFIG)["benchmarks"]["embedded"]["seeds"] == 2
+    assert shipped["benchmarks"]["embedded"]["seeds"] == shipped["benchmarks"]["embedded_baselines"]["seeds"] == [0, 1]
+
+
+def test_stats_section_defaults_and_bounds():
+    assert validate_config(_minimal(), SCHEMA)["stats"] == {"bootstrap": 1000, "level": 0.95, "seed": 0}
+    assert load_config(CONFIG, SCHEMA)["stats"] == {"bootstrap": 1000, "level": 0.95, "seed": 0}
+    msg = _error({**_minimal(), "stats": {"bootstrap": 99}})
+    assert "key 'stats.bootstrap': 99 is less than the minimum of 100" in msg
+    assert "key 'stats.level'" in _error({**_minimal(), "stats": {"level": 1.0}})

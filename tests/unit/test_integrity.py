@@ -248,9 +248,28 @@ def _micro_tidy(results, seeds=(0,)):
 
     b = load_config(MICRO, SCHEMA)["benchmarks"]["micro"]
     rows = [{"benchmark": "micro", "variant": v, "seed": s, "scorer": sc, "ood_set": o, "auroc": 80.0 + s,
-             "fpr95": 40.0, "aupr_in": 70.0, "aupr_out": 60.0, "id_acc": 90.0}
+             "fpr95": 40.0, "aupr_in": 70.0, "aupr_out": 60.0, "id_acc": 90.0,
+             **{f"{m}_se": 0.5 for m in ("auroc", "fpr95", "aupr_in", "aupr_out", "id_acc")}}
             for v in variant_names(b) for s in seeds for sc in variant_scorers(b, v) for o in b["dataset"]["ood_sets"]]
     path = results / "micro" / "metrics_all.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with integrity.sealed_path(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+    _micro_comparison(results, b, len(seeds))
+    return path
+
+
+def _micro_comparison(results, b, n_seeds):
+    """The comparison with the CE control (results/tables/micro_vs_control.csv) as rule compare writes it."""
+    from lffood.report import compare
+
+    rows = [{"method": c.method, "label": c.label, "scorer": c.scorer, "control_scorer": c.control_scorer,
+             "metric": m, "ood_set": o, "n_seeds": n_seeds, "diff": 1.0, "ci_low": -1.0, "ci_high": 3.0, "df": 4.0,
+             "se_seeds": 0.5, "se_test": 0.5, "verdict": "tie", "seeds_in_interval": n_seeds > 1, "level": 0.95,
+             "bootstrap": 1000}
+            for c in compare.comparisons(b, "ce_control") for m in compare.COMPARED
+            for o in [*b["dataset"]["ood_sets"], "average"]]
+    path = results / compare.RELATIVE.format(bench="micro", ext="csv")
     path.parent.mkdir(parents=True, exist_ok=True)
     with integrity.sealed_path(path) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
@@ -277,6 +296,22 @@ def test_results_verifies_the_tidy_metrics_and_their_completeness(tmp_path, monk
     err = capsys.readouterr().err
     assert "results/micro/metrics_all.csv: incomplete metrics: " in err and "row(s) missing (seed 1, variant" in err
     assert "scorer msp, OOD set backgrounds" in err
+    # the comparison with the control is verified too, and must be of the configured seeds
+    from lffood.config import load_config
+
+    _micro_tidy(tmp_path / "results", seeds=(0, 1))
+    b = load_config(tmp_path / "config.yaml", SCHEMA)["benchmarks"]["micro"]
+    cmp_path = _micro_comparison(tmp_path / "results", b, 1)  # made when the config had one seed
+    assert main(["results", "--config", "config.yaml", "--schema", str(SCHEMA)]) == 1
+    err = capsys.readouterr().err
+    assert "results/tables/micro_vs_control.csv compares" in err and "over [1] seed(s)" in err
+    assert "snakemake results/tables/micro_vs_control.csv" in err
+    _micro_comparison(tmp_path / "results", b, 2)
+    assert main(["results", "--config", "config.yaml", "--schema", str(SCHEMA)]) == 0
+    assert "+1.0 [−1.0, +3.0] tie" in capsys.readouterr().out
+    flip(cmp_path)
+    assert main(["results", "--config", "config.yaml", "--schema", str(SCHEMA)]) == 1
+    assert capsys.readouterr().err.startswith("error: results/tables/micro_vs_control.csv: content sha256 ")
 
 
 @pytest.mark.parametrize("damage", [flip, truncate])

@@ -60,6 +60,7 @@ def test_all_graph_is_complete(tmp_path):
     assert counts["fit_stats"] == models * 7  # react, mahalanobis, vim, dice, dice_react, featurenorm, line
     assert counts["metrics"] == models
     assert counts["scorer_table"] == 1 and counts["table"] == 1 and counts["figures"] == 1
+    assert counts["compare"] == 1  # every method against the CE control (results/tables/embedded_vs_control.*)
     assert "sensitivity" not in counts  # sweeps are not part of all
 
 

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from lffood import h5schema
 from lffood.data import sources as data_sources
 from lffood.names import EMBEDDED_SPLITS, OOD_SETS, PAPER_NUMBERS, split_names
+from lffood.report import compare as compare_report
 from lffood.report import figure_data
 from lffood.scorers import fit_params, registered_scorers, resolved_params
 from lffood.variants import (benchmark_scorers, extraction_params, monitor_delta, sweep_value_names, training_spec,
@@ -36,6 +37,7 @@ P = SimpleNamespace(
     paper_table=f"{R}/tables/{{table}}.{{ext}}",
     bench_paper_table=f"{R}/tables/{{bench}}_{{shape}}.{{ext}}",
     sensitivity_table=f"{R}/tables/{{bench}}_sensitivity.csv",
+    compare=f"{R}/{compare_report.RELATIVE}",  # results/tables/{bench}_vs_control.{ext} (lffood results reads it)
     figure=f"{R}/figures/{{bench}}_{{figure}}.{{ext}}",
     tsne_vectors=f"{R}/{{bench}}/figure_data/tsne_vectors.npz",
 )
@@ -312,10 +314,29 @@ def heatmap_variants(wildcards):
         raise WorkflowError(str(exc)) from None
 
 
+def compare_targets(b):
+    """Every method against the CE control (rule compare), where the benchmark has the control variant."""
+    if not compare_report.comparisons(BENCHMARKS[b], config["tables"]["control"]):
+        return []
+    return [path(P.compare, bench=b, ext=e) for e in ("csv", "md")]
+
+
+def compare_files(wildcards):
+    """``[variant, scorer, seed]`` of every score file the comparison reads: every method (its own scorer)
+    and the control (the scorer it is compared with: lffood.report.compare.comparisons), every seed."""
+    b, control = bench(wildcards), config["tables"]["control"]
+    comps = compare_report.comparisons(b, control)
+    if not comps:
+        raise WorkflowError(f"{path(P.compare, wildcards, ext='csv')}: benchmark '{wildcards.bench}' has no variant "
+                            f"'{control}' (key tables.control) to compare with.")
+    return [[v, sc, s] for v, sc in compare_report.needed(comps, control) for s in seeds(wildcards)]
+
+
 def all_targets():
     out = []
     for b in config["run"]:
-        out += table_targets(b) + scorer_table_targets(b) + bench_paper_table_targets(b) + figure_targets(b)
+        out += (table_targets(b) + scorer_table_targets(b) + bench_paper_table_targets(b) + figure_targets(b)
+                + compare_targets(b))
     return out + paper_table_targets()
 
 

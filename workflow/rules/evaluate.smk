@@ -116,6 +116,8 @@ rule metrics:
         update(P.metrics),
     params:
         scorers=lambda wc: variant_scorers(bench(wc), wc.variant),
+        # the bootstrap of the standard errors (lffood.stats); the level only shapes intervals later
+        bootstrap={k: config["stats"][k] for k in ("bootstrap", "seed")},
     log:
         log_file("metrics", P.metrics),
     benchmark:

@@ -1,16 +1,16 @@
 """The README's results, generated from the results (``lffood results``), never typed by hand.
 
-For one benchmark it reads the tidy per-seed metrics (``results/<bench>/metrics_all.csv``, percent)
-and the benchmark's variants from the config, and renders Markdown:
+For one benchmark it reads the tidy per-seed metrics (``results/<bench>/metrics_all.csv``, percent,
+with each metric's bootstrap standard error over test images) and the comparison with the CE
+control (``results/tables/<bench>_vs_control.csv``, :mod:`lffood.report.compare`), and renders Markdown:
 
-* every method (variant) with its own scorer: AUROC per OOD set and on average, FPR95, ID accuracy
-  (mean ± std over seeds);
-* every method against the CE control, per OOD set: the paired difference of AUROC over seeds
-  (both are fine-tuned from the same CE model per seed), scored with the method's scorer, or with
-  the control's own scorer where the method's needs outputs the control lacks (SSOD's OOD head).
-  A difference counts as a win (loss) when its mean is above (below) zero by more than one standard
-  deviation of the paired differences, otherwise as a tie: with two or three seeds this is a
-  reading aid, not a significance test.
+* every method (variant) with its own scorer: AUROC per OOD set and on average, FPR95, ID accuracy;
+  each cell the mean over seeds ± the half-width of its interval over seeds and test images
+  (:func:`lffood.stats.cell`);
+* every method against the CE control, per OOD set and on average: the paired AUROC difference with
+  its interval and verdict, as the comparison table computed them (one computation; the rule is
+  :mod:`lffood.stats`: win / loss only when the interval excludes 0). The scorer each side is scored
+  with is :func:`lffood.report.compare.comparisons`'.
 
 A header names the commit, the machine and the date the numbers came from, so they cannot silently
 go stale: ``lffood results --write README.md`` replaces the block between the README's markers.
@@ -24,23 +24,43 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .tables import AVERAGE, mean_std, scorer_label, seed_std, stamp, watermark_of
+from .. import stats
+from ..errors import IntegrityError
+from . import compare
+from .tables import AVERAGE, scorer_label, stamp, watermark_of
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+VALUES = ("auroc", "fpr95", "id_acc")
 
 
 def _with_average(tidy: pd.DataFrame) -> pd.DataFrame:
-    avg = tidy.groupby(["variant", "scorer", "seed"], as_index=False)[["auroc", "fpr95", "id_acc"]].mean()
+    """Per (variant, scorer, seed), the mean over OOD sets as ood_set 'average'; its standard errors
+    the mean of the sets' (a bound: the sets share the ID images, :func:`lffood.stats.average_se`)."""
+    cols = [*VALUES, *(f"{v}_se" for v in VALUES)]
+    avg = tidy.groupby(["variant", "scorer", "seed"], as_index=False)[cols].mean()
     return pd.concat([tidy, avg.assign(ood_set=AVERAGE)], ignore_index=True)
 
 
-def _cell(values: pd.Series, watermark: str | None = None) -> str:
-    return stamp(mean_std(values.mean(), seed_std(values)), watermark)
+def _check_se(tidy: pd.DataFrame) -> None:
+    missing = [f"{v}_se" for v in VALUES if f"{v}_se" not in tidy or tidy[f"{v}_se"].isna().any()]
+    if missing:
+        raise IntegrityError(f"the metrics lack the test-set standard errors {missing} (metrics files written before "
+                         "the bootstrap, lffood.stats): rebuild them with snakemake (their params changed, so a "
+                         "plain run does it), then rerun lffood results")
 
 
-def methods_table(tidy: pd.DataFrame, methods: Mapping[str, tuple[str, str]], ood_sets: Sequence[str]) -> str:
+def _cell(sel: pd.DataFrame, value: str, level: float, watermark: str | None = None) -> str:
+    """``mean ± half-width`` of the ``level`` interval of one value over the seeds in ``sel``."""
+    iv = stats.cell(sel[value].to_numpy(float), sel[f"{value}_se"].to_numpy(float), level)
+    return stamp(f"{iv.estimate:.1f} ± {iv.half_width:.1f}", watermark)
+
+
+def methods_table(tidy: pd.DataFrame, methods: Mapping[str, tuple[str, str]], ood_sets: Sequence[str],
+                  level: float = 0.95) -> str:
     """Markdown: one row per method (label, its own scorer), AUROC per OOD set and average, average
-    FPR95 and ID accuracy, mean ± std over seeds; the cells carry the metrics' watermark, if any."""
+    FPR95 and ID accuracy, mean over seeds ± the half-width of the ``level`` interval over seeds and
+    test images (:func:`lffood.stats.cell`); the cells carry the metrics' watermark, if any."""
+    _check_se(tidy)
     full, wm = _with_average(tidy), watermark_of(tidy)
     head = ["Method", "Scorer", *[f"{s} AUROC" for s in ood_sets], "average AUROC", "average FPR95", "ID acc"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -49,71 +69,55 @@ def methods_table(tidy: pd.DataFrame, methods: Mapping[str, tuple[str, str]], oo
         if sel.empty:
             continue
         by_set = {s: sel[sel["ood_set"] == s] for s in [*ood_sets, AVERAGE]}
-        values = [*(by_set[s]["auroc"] for s in [*ood_sets, AVERAGE]), by_set[AVERAGE]["fpr95"],
-                  by_set[AVERAGE]["id_acc"]]
-        lines.append("| " + " | ".join([label, scorer_label(scorer), *(_cell(x, wm) for x in values)]) + " |")
+        cells = [*(_cell(by_set[s], "auroc", level, wm) for s in [*ood_sets, AVERAGE]),
+                 _cell(by_set[AVERAGE], "fpr95", level, wm), _cell(by_set[AVERAGE], "id_acc", level, wm)]
+        lines.append("| " + " | ".join([label, scorer_label(scorer), *cells]) + " |")
     return "\n".join(lines) + "\n"
 
 
-def paired_differences(tidy: pd.DataFrame, method: str, scorer: str, control: str, control_scorer: str,
-                       ood_sets: Sequence[str]) -> dict[str, np.ndarray]:
-    """Per OOD set (and average): AUROC(method, scorer) - AUROC(control, control_scorer), per seed."""
-    full = _with_average(tidy)
-    out = {}
-    for s in [*ood_sets, AVERAGE]:
-        a = full[(full["variant"] == method) & (full["scorer"] == scorer) & (full["ood_set"] == s)].set_index("seed")
-        b = full[(full["variant"] == control) & (full["scorer"] == control_scorer) & (full["ood_set"] == s)]
-        seeds = a.index.intersection(b.set_index("seed").index)
-        out[s] = (a.loc[seeds, "auroc"] - b.set_index("seed").loc[seeds, "auroc"]).to_numpy(dtype=float)
-    return out
-
-
-def verdict(diff: np.ndarray) -> str:
-    """'win', 'loss' or 'tie' of a paired difference (module docstring)."""
-    if len(diff) == 0:
-        return "–"
-    mean, std = diff.mean(), seed_std(diff)
-    if mean - std > 0:
-        return "win"
-    if mean + std < 0:
-        return "loss"
-    return "tie"
-
-
-def control_table(tidy: pd.DataFrame, methods: Mapping[str, tuple[str, str]], control: str,
-                  ood_sets: Sequence[str]) -> str:
-    """Markdown: every method but the control against the control, paired AUROC difference per OOD
-    set (mean ± std over seeds) and its verdict; the cells carry the metrics' watermark, if any."""
-    wm = watermark_of(tidy)
-    scorers = set(tidy[tidy["variant"] == control]["scorer"])
-    head = ["Method (scorer) − CE control", *[f"{s} ΔAUROC" for s in ood_sets], "average ΔAUROC"]
+def control_table(comparison: pd.DataFrame, ood_sets: Sequence[str], metric: str = "auroc") -> str:
+    """Markdown: every method against the control (rows of the comparison table, config order), the
+    paired difference of ``metric`` per OOD set and on average as ``diff [low, high] verdict``; the
+    cells carry the comparison's watermark, if any."""
+    wm = watermark_of(comparison)
+    sel = comparison[comparison["metric"] == metric]
+    sets = [*ood_sets, AVERAGE]
+    name = "ΔAUROC" if metric == "auroc" else f"Δ{metric}"
+    head = ["Method (scorer) − CE control", *[f"{s} {name}" for s in ood_sets], f"average {name}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for v, (label, scorer) in methods.items():
-        if v == control:
-            continue
-        ref = scorer if scorer in scorers else methods[control][1]
-        diffs = paired_differences(tidy, v, scorer, control, ref, ood_sets)
-        if not len(diffs[AVERAGE]):
-            continue
-        cells = []
-        for s in [*ood_sets, AVERAGE]:
-            d = diffs[s]
-            cells.append(stamp(f"{mean_std(d.mean(), seed_std(d), signed=True)} ({verdict(d)})", wm))
-        name = f"{label} ({scorer_label(scorer)})" + ("" if ref == scorer else f" vs control ({scorer_label(ref)})")
-        lines.append("| " + " | ".join([name, *cells]) + " |")
+    for _, grp in sel.groupby("method", sort=False):
+        by_set = grp.set_index("ood_set")
+        cells = [stamp(compare.cell_text(by_set.loc[s]), wm) if s in by_set.index else "–" for s in sets]
+        lines.append("| " + " | ".join([compare.row_name(grp.iloc[0]), *cells]) + " |")
     return "\n".join(lines) + "\n"
 
 
-def results_block(tidy: pd.DataFrame, *, bench: str, methods: Mapping[str, tuple[str, str]], control: str,
-                  ood_sets: Sequence[str], origin: str, command: str) -> str:
+def check_comparison(comparison: pd.DataFrame, methods: Mapping[str, tuple[str, str]], control: str,
+                     seeds: Sequence[int], source: str) -> None:
+    """Refuse a comparison table that does not match the config: a method missing or not asked for,
+    or another number of seeds (it was made from an older configuration)."""
+    wanted = [v for v in methods if v != control]
+    have = list(dict.fromkeys(comparison["method"]))
+    n = set(comparison["n_seeds"].astype(int))
+    if set(wanted) != set(have) or n != {len(seeds)}:
+        raise IntegrityError(f"{source} compares {have} over {sorted(n)} seed(s); the config asks for {wanted} over "
+                         f"{len(seeds)}. Rebuild it: snakemake {source}")
+
+
+def results_block(tidy: pd.DataFrame, comparison: pd.DataFrame, *, bench: str, methods: Mapping[str, tuple[str, str]],
+                  ood_sets: Sequence[str], origin: str, command: str, level: float = 0.95,
+                  comparison_path: str | None = None) -> str:
     seeds, wm = tidy["seed"].nunique(), watermark_of(tidy)
     mark = f"**{wm}**\n\n" if wm else ""
-    return (f"{START}\n{mark}_Generated by `{command}` from `results/{bench}/metrics_all.csv` ({seeds} seeds; "
-            f"{origin}). Numbers from another CPU differ slightly._\n\n"
-            f"{methods_table(tidy, methods, ood_sets)}\n"
-            "Against the CE control (paired over seeds: each method and the control start from the same CE "
-            "model; win / loss = the mean difference is more than one standard deviation above / below 0):\n\n"
-            f"{control_table(tidy, methods, control, ood_sets)}{END}")
+    source = comparison_path or compare.RELATIVE.format(bench=bench, ext="csv")
+    one = " With one seed every interval covers the test images only." if seeds == 1 else ""
+    return (f"{START}\n{mark}_Generated by `{command}` from `results/{bench}/metrics_all.csv` and `{source}` "
+            f"({seeds} seeds; {origin}). Numbers from another CPU differ slightly._\n\n"
+            f"Mean over seeds ± half-width of its {level:.0%} interval over seeds and test images "
+            f"(docs/statistics.md).{one}\n\n"
+            f"{methods_table(tidy, methods, ood_sets, level)}\n"
+            f"Against the CE control: {compare.rule_sentence(comparison)}.\n\n"
+            f"{control_table(comparison, ood_sets)}{END}")
 
 
 def replace_block(text: str, block: str, where: str) -> str:
@@ -121,3 +125,14 @@ def replace_block(text: str, block: str, where: str) -> str:
         raise ValueError(f"{where} has no {START} ... {END} markers: add them where the results belong")
     a, b = text.index(START), text.index(END) + len(END)
     return text[:a] + block + text[b:]
+
+
+def figure_copies(text: str, target, name: str) -> list:
+    """Where a Markdown page (``target``, its ``text``) shows the image file ``name`` (``![...](dir/name)``,
+    relative to the page): the copies of a run's figure that ``lffood results --write`` refreshes with
+    the block, so that the page's figure and its numbers come from one run."""
+    import re
+    from pathlib import Path
+
+    base = Path(target).parent
+    return [base / m for m in dict.fromkeys(re.findall(r"!\[[^\]]*\]\(([^)\s]*/" + re.escape(name) + r")\)", text))]
