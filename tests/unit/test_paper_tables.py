@@ -4,6 +4,7 @@ differences, best/second marks, Markdown and LaTeX, and the same shapes without 
 
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -25,7 +26,7 @@ def _auroc(bench, variant, scorer, seed, ood):
             - (0.1 if bench == B100 else 0.0))
 
 
-def _write(tmp_path, scorers=("msp", "energy", "react")):
+def _write(tmp_path, scorers=("msp", "energy", "react"), se=None):
     files = {}
     for b, sets in SETS.items():
         files[b] = []
@@ -35,6 +36,8 @@ def _write(tmp_path, scorers=("msp", "energy", "react")):
                 recs = [{"benchmark": b, "seed": seed, "variant": v, "scorer": s, "ood_set": o,
                          "auroc": _auroc(b, v, s, seed, o), "fpr95": 1 - _auroc(b, v, s, seed, o), "aupr_in": 0.5,
                          "aupr_out": 0.5, "id_acc": 0.9} for s in (*scorers, *own) for o in sets]
+                if se is not None:  # every metric's test-set standard error (fraction), as the metrics rule writes
+                    recs = [{**r, **{f"{m}_se": se for m in ("auroc", "fpr95", "aupr_in", "aupr_out")}} for r in recs]
                 path = tmp_path / f"{b}_{v}_{seed}.csv"
                 pd.DataFrame(recs).to_csv(path, index=False)
                 integrity.seal(path)  # as the metrics rule writes them: with an integrity manifest
@@ -105,14 +108,17 @@ def test_per_ood_table_side_by_side_with_the_paper(tmp_path, paper):
     assert c10.loc["Ours (LFF + ReAct)", "svhn/fpr95_mark"] == "bold"  # lowest FPR95
     md = out["md"].read_text()
     ours_md = next(line for line in md.splitlines() if line.startswith("| Ours (LFF + ReAct) | reproduced | "))
-    assert "## cifar100_resnet34" in md and "| **3.50 ± 0.71** (paper " in ours_md and "**96.50 ± 0.71** (paper" in ours_md
+    # the tables' one cell format: one decimal; the paper's value as printed; Δ with one decimal
+    assert "## cifar100_resnet34" in md and "| **3.5 ± 0.7** (paper " in ours_md and "**96.5 ± 0.7** (paper" in ours_md
+    assert re.search(r"\*\*96\.5 ± 0\.7\*\* \(paper \d+\.\d\d; Δ [+-]\d+\.\d\)", ours_md)
+    assert md.count("| Method | Source |") == 2  # beside the paper, the sources differ: the column stays
     assert "| CSI | paper-reported | (paper " in md
     tex = out["tex"].read_text()
     assert tex.count(r"\begin{tabular}") == 2 and tex.count(r"\toprule") == 2
     body = tex.split(r"\midrule", 1)[1].split(r"\bottomrule")[0]
     row_lines = [line for line in body.splitlines() if line.endswith(r"\\")]
     assert len(row_lines) == len(c10)  # one LaTeX row per table row of the first benchmark
-    assert re.search(r"\\textbf\{96\.50\{\\scriptsize\$\\pm\$0\.71\}\}", tex)
+    assert r"\textbf{96.5 $\pm$ 0.7}" in tex
 
 
 def test_average_table_with_the_paper(tmp_path, paper):
@@ -141,8 +147,35 @@ def test_same_shapes_without_the_paper(tmp_path):
                            md=str(tmp_path / "e.md"), tex=str(tmp_path / "e.tex"), methods=METHODS, roles=ROLES,
                            title="Table I's shape: embedded")
     assert not [c for c in df.columns if "_paper" in c or "_diff" in c or c == "row_note"]
-    assert set(df["source"]) == {REPRODUCED, NOT_IN_PAPER} or set(df["source"]) == {REPRODUCED}
-    assert "(paper" not in (tmp_path / "e.md").read_text()
+    assert set(df["source"]) == {REPRODUCED, NOT_IN_PAPER}  # the CSV keeps every row's source
+    # a variant labelled as a printed training method is that row of the paper's table, without its numbers too
+    by_method = df.set_index("method")
+    assert by_method.loc["LogitNorm (MSP)", "source"] == REPRODUCED
+    assert by_method.loc["SSOD (SSOD)", "source"] == NOT_IN_PAPER
+    md = (tmp_path / "e.md").read_text()
+    assert "(paper" not in md
+    # without the paper every row is reproduced: no Source column; the note names the rows the paper lacks
+    assert "| Method | svhn FPR95↓ | svhn AUROC↑ |" in md and "Source" not in md and "| reproduced" not in md
+    added = list(df.loc[df["source"] == NOT_IN_PAPER, "method"])
+    assert added and f"Rows the paper's table lacks: {', '.join(added)}." in md
+    assert "The primary table of this benchmark is cifar10_resnet34" in md
+    tex = (tmp_path / "e.tex").read_text()
+    assert r"\begin{tabular}{lcccccc}" in tex and "reproduced &" not in tex
+
+
+def test_cells_show_the_interval_where_the_metrics_carry_standard_errors(tmp_path):
+    from scipy import stats
+
+    files = _write(tmp_path, se=0.01)  # 1 point of test-set standard error on every metric
+    df = write_paper_table("table1", {B10: files[B10]}, {B10: SETS[B10]}, csv=str(tmp_path / "e.csv"),
+                           md=str(tmp_path / "e.md"), tex=str(tmp_path / "e.tex"), methods=METHODS, roles=ROLES,
+                           title="shape").set_index("method")
+    # Ours svhn AUROC: 96 and 97 over the seeds -> s²/n = 0.25, t² = 1; Welch df = V² / (0.25² / 1)
+    v = 0.25 + 1.0
+    hw = stats.t.ppf(0.975, v ** 2 / 0.25 ** 2) * np.sqrt(v)
+    assert df.loc["Ours (LFF + ReAct)", "svhn/auroc_ci_hw"] == pytest.approx(hw)
+    md = (tmp_path / "e.md").read_text()
+    assert f"**96.5 ± {hw:.1f}**" in md and "half-width of its 95% interval" in md
 
 
 def test_average_table_leaves_empty_cells_for_a_benchmark_without_the_scorer(tmp_path):
@@ -212,7 +245,7 @@ def test_flagged_printed_values_are_marked_in_markdown_latex_and_html(tmp_path, 
     md, tex, html = out["md"], out["tex"], out["html"]
     letter = _flagged_letter(md, "(paper 83.64")
     # Markdown: the mark on the printed value, "Δ vs printed", and the note under the table with the row mean
-    assert re.search(rf"\(paper 83\.64<sup>{letter}</sup>; Δ vs printed [+-]\d+\.\d\d\)", md)
+    assert re.search(rf"\(paper 83\.64<sup>{letter}</sup>; Δ vs printed [+-]\d+\.\d\)", md)
     note = next(line for line in md.splitlines() if line.startswith(f"<sup>{letter}</sup> "))
     assert note.startswith(f"<sup>{letter}</sup> cifar100_resnet34, Energy, Average AUROC↑: the paper prints 83.64")
     assert "82.773" in note and "compares with the printed value" in note and "reproduced − row mean" in note

@@ -61,7 +61,7 @@ def md_rows(md: str) -> list[list[str]]:
     """The body rows of every pipe table of a Markdown file, as cell texts (:func:`unmarked`)."""
     rows = [[unmarked(c) for c in line.strip().strip("|").split("|")] for line in md.splitlines()
             if line.startswith("|")]
-    return [r for r in rows if not set("".join(r)) <= set("-: ") and r[0] not in ("Scorer", "Method")]
+    return [r for r in rows if not set("".join(r)) <= set("-: ") and r[0] not in ("Scorer", "Method", "OOD set")]
 
 
 def tex_rows(tex: str) -> list[list[str]]:
@@ -290,17 +290,26 @@ def test_auroc_bars_csv(tmp_path):
 # ----------------------------------------------------------------------------- README block, workflow
 def test_readme_block_from_watermarked_metrics_keeps_the_watermark(tmp_path):
     tidy = collect(metric_files(tmp_path))
+    tidy = tidy.assign(**{f"{m}_se": 0.5 for m in ("auroc", "fpr95", "aupr_in", "aupr_out", "id_acc")})
     methods = {v: (label, OWN[v]) for v, label in LABELS.items()}
-    kwargs = {"bench": BENCH, "methods": methods, "control": "ce_control", "ood_sets": SETS, "origin": "o",
-              "command": "c"}
-    marked = summary.results_block(watermarked(tidy, WM), **kwargs)
-    plain = summary.results_block(tidy, **kwargs)
+    # the comparison with the control as rule compare writes it (lffood.report.compare)
+    comparison = pd.DataFrame([{"method": v, "label": LABELS[v], "scorer": "react", "control_scorer": "react",
+                                "metric": m, "ood_set": o, "n_seeds": 2, "diff": 1.0, "ci_low": -0.5, "ci_high": 2.5,
+                                "df": 3.0, "se_seeds": 0.3, "se_test": 0.4, "verdict": "tie", "seeds_in_interval": True,
+                                "level": 0.95, "bootstrap": 1000}
+                               for v in ("ce", "lff") for m in ("auroc", "fpr95") for o in [*SETS, "average"]])
+    kwargs = {"bench": BENCH, "methods": methods, "ood_sets": SETS, "origin": "o", "command": "c"}
+    marked = summary.results_block(watermarked(tidy, WM), watermarked(comparison, WM), **kwargs)
+    plain = summary.results_block(tidy, comparison, **kwargs)
     assert f"**{WM}**\n\n_Generated" in marked
     assert unstamped(marked.replace(f"**{WM}**\n\n", "")) == plain
+    numbers = 0
     for line in marked.splitlines():
-        if line.startswith("| ") and "±" in line:
+        if line.startswith("| ") and ("±" in line or "[" in line):
             cells = line.strip("| ").split(" | ")
-            assert all(c.startswith(WM) for c in cells if "±" in c) and not cells[0].startswith(WM)
+            numbers += sum("±" in c or "[" in c for c in cells)
+            assert all(c.startswith(WM) for c in cells if "±" in c or "[" in c) and not cells[0].startswith(WM)
+    assert numbers == 3 * 5 + 2 * 3  # the methods' cells and the comparison's
 
 
 def test_every_table_and_figure_rule_passes_the_watermark_on(repo):

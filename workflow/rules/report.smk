@@ -1,6 +1,9 @@
-# Stage 7: tables (CSV + Markdown, mean and standard deviation over seeds) and figures. Rows and
-# labels come from each benchmark's variants (config), never from names written here. Every table
-# and figure rule passes config `watermark` on (stamped on what it reproduces; null: nothing).
+# Stage 7: tables (CSV, Markdown, LaTeX, HTML) and figures. Rows and labels come from each
+# benchmark's variants (config), never from names written here. Every table and figure rule passes
+# config `watermark` on (stamped on what it reproduces; null: nothing). Which table to read
+# (docs/tables.md): `table` writes each benchmark's primary table; `scorer_table`, `bench_paper_table`
+# and `paper_table` the secondary ones (every scorer on every model; the paper's layouts). Table
+# cells are mean ± half-width of the config `stats.level` interval (lffood.stats).
 from lffood.report import figure_data
 
 W = {"bench": "{bench}", "table": "{table}"}  # keep these wildcards when filling a pattern of P
@@ -18,7 +21,10 @@ rule table:
     params:
         ood_sets=ood_sets,
         labels=variant_labels,
-        title=lambda wc: f"{wc.bench}: {bench(wc).get('description', '')}".rstrip(": "),
+        scorers=lambda wc: {v: variant(bench(wc), v)["scorer"] for v in variant_names(bench(wc))},
+        title=lambda wc: f"{wc.bench}, primary table: every method with its own scorer"
+        + (f" ({bench(wc)['description']})" if bench(wc).get("description") else ""),
+        level=config["stats"]["level"],
         watermark=config["watermark"],
     log:
         log_file("table", P.table, "ext"),
@@ -81,7 +87,8 @@ rule scorer_table:
         ood_sets=ood_sets,
         scorers=lambda wc: benchmark_scorers(bench(wc)),
         labels=variant_labels,
-        title=lambda wc: f"{wc.bench}: every scorer on every model",
+        title=lambda wc: f"{wc.bench}, secondary table: every scorer on every model",
+        level=config["stats"]["level"],
         watermark=config["watermark"],
     log:
         log_file("scorer_table", P.scorer_table, "ext"),
@@ -144,6 +151,7 @@ rule paper_table:
         methods=lambda wc: paper_methods(config["tables"][wc.table]),
         roles={r: config["tables"][r] for r in ("baseline", "control", "ours")},
         title=lambda wc: paper_table_title(wc.table, config["tables"][wc.table]),
+        level=config["stats"]["level"],
         watermark=config["watermark"],
     log:
         log_file("paper_table", P.paper_table, "ext"),
@@ -175,6 +183,7 @@ rule bench_paper_table:
         methods=lambda wc: paper_methods([wc.bench]),
         roles={r: config["tables"][r] for r in ("baseline", "control", "ours")},
         title=lambda wc: paper_table_title(wc.shape, [wc.bench], shape=True),
+        level=config["stats"]["level"],
         watermark=config["watermark"],
     log:
         log_file("bench_paper_table", P.bench_paper_table, "ext"),
@@ -314,3 +323,36 @@ rule heatmaps:
         "../../envs/report.yaml"
     script:
         "../scripts/fig_heatmaps.py"
+
+
+# Every method against the CE control (lffood.report.compare): paired differences of AUROC and FPR95
+# per OOD set and on average, with intervals over seeds and test images and the win / tie / loss rule
+# (lffood.stats, docs/statistics.md). Reads the score files (the bootstrap resamples test images);
+# `lffood results` reads its CSV for the README. Its inputs: compare_files (common.smk).
+rule compare:
+    input:
+        lambda wc: [path(P.scores, wc, variant=v, scorer=sc, seed=s) for v, sc, s in compare_files(wc)],
+    output:
+        csv=update(path(P.compare, **W, ext="csv")),
+        md=update(path(P.compare, **W, ext="md")),
+    params:
+        files=compare_files,  # [variant, scorer, seed] of each input, in order
+        comparisons=lambda wc: [list(c) for c in compare_report.comparisons(bench(wc), config["tables"]["control"])],
+        control=config["tables"]["control"],
+        seeds=seeds,
+        ood_sets=ood_sets,
+        stats=config["stats"],
+        title=lambda wc: f"{wc.bench}: every method − {config['tables']['control']}",
+        watermark=config["watermark"],
+    log:
+        log_file("compare", P.compare, "ext"),
+    benchmark:
+        benchmark_file("compare", P.compare, "ext")
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/compare.py"

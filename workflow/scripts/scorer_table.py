@@ -1,4 +1,4 @@
-"""Rule scorer_table: the paper's Table IV shape (every scorer on every model it applies to) for one benchmark."""
+"""Rule scorer_table: a benchmark's secondary table, every scorer on every model it applies to."""
 from lffood.report.html import write_html_from_markdown
 from lffood.report.tables import write_scorer_table
 from lffood.runtime import run_rule
@@ -8,9 +8,8 @@ smk = snakemake  # noqa: F821
 
 def main():
     write_scorer_table(list(smk.input), csv=smk.output.csv, md=smk.output.md, tex=smk.output.tex,
-                       title=smk.params.title,
-                       labels=smk.params.labels, ood_order=smk.params.ood_sets, scorers=smk.params.scorers,
-                       watermark=smk.params.watermark)
+                       title=smk.params.title, labels=smk.params.labels, ood_order=smk.params.ood_sets,
+                       scorers=smk.params.scorers, level=smk.params.level, watermark=smk.params.watermark)
     write_html_from_markdown(smk.output.md, smk.output.html)  # rendered inline by snakemake --report
 
 

@@ -1,11 +1,13 @@
-"""LaTeX tables (booktabs) for the workflow's tables: one function, used by every table writer."""
+"""LaTeX tables (booktabs) for the workflow's tables: one function, used by every table writer. A
+table compiles in any document that loads ``booktabs`` and ``graphicx`` (for its resizebox)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 _ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+            ">": r"\textgreater{}"}
 
 
 def escape(text: str) -> str:

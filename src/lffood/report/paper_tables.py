@@ -13,8 +13,14 @@ before "Ours" the CE control (fine-tuned with LFF's schedule and the CE objectiv
 LFF's gain from the gain of training longer) and every other variant (SSOD, MODE-F, CSI's stage 1).
 Table IV pairs each of its scorers on the baseline, the control and ours.
 
-Every reproduced cell is the mean and standard deviation over seeds (per-seed average over OOD sets
-first), in percent; beside it the paper's printed value and the difference (reproduced - printed).
+Every reproduced cell is in the tables' one cell format (:func:`lffood.report.tables.cell`): the mean
+over seeds (per-seed average over OOD sets first) ± the half-width of its 95% interval (seeds and test
+set combined, :mod:`lffood.stats`; the seeds' standard deviation where the metrics carry no standard
+errors), in percent with one decimal; beside it the paper's value as printed (two decimals) and the
+difference (reproduced - printed, one decimal). A column that says the same on every row is left out
+of the Markdown, LaTeX and HTML (the note says what it held): the ``Source`` of a table whose rows
+are all reproduced, e.g. a benchmark's shape without the paper column, whose note instead names the
+rows the paper's table lacks.
 Marks: among the reproduced rows of a column the best mean is bold and the second underlined (FPR95:
 lowest best); the paper's values keep the paper's own bold/underline. A printed value that
 ``src/lffood/resources/paper/lff_tables.csv`` flags as inconsistent as printed (e.g. an average that is not the
@@ -41,7 +47,9 @@ from ..io import atomic_path
 from ..scorers import paper_scorers, scorer_class, scorer_names
 from . import latex
 from .paper_numbers import POSTHOC_SCORERS, TRAINING_METHODS, flag_note, mean_of_row
-from .tables import AVERAGE, METRIC_NAMES, collect, mean_std, scorer_label, scorer_table, stamp, watermarked
+from .tables import (AVERAGE, HALF_WIDTH, LEVEL, METRIC_NAMES, cell_spread, collect, complete_se, mean_std, number,
+                     scorer_label,
+                     scorer_table, spread_note, stamp, watermarked)
 
 #: Post-hoc scorers on the baseline that the tables add to the paper's (not in the paper).
 EXTRA_POSTHOC = ("knn",)
@@ -84,14 +92,16 @@ class Method(NamedTuple):
 
 
 def _printed_names(table: str, paper: pd.DataFrame | None) -> list[str]:
-    """The paper's printed methods of ``table`` in order (a default order without the paper)."""
+    """The paper's printed methods of ``table`` in order; without the paper, Table I's order (the
+    post-hoc scorers, the training methods, "Ours"), so that a benchmark's shape still knows which of
+    its rows the paper's table has (a variant labelled LogitNorm is the paper's LogitNorm row)."""
     if paper is not None:
         names = list(dict.fromkeys(paper[paper["table"] == table]["method"]))
         if names:
             return names
     if table == "table4":
         return [n for label, _ in TABLE4 for n in (label, f"{label}+Ours")]
-    return [label for label, s in POSTHOC if s not in EXTRA_POSTHOC] + ["Ours"]
+    return [label for label, s in POSTHOC if s not in EXTRA_POSTHOC] + list(TRAINING_METHODS) + ["Ours"]
 
 
 def _extras_after(scorer: str) -> list[tuple[str, str]]:
@@ -139,7 +149,7 @@ def rows(table: str, methods: Mapping[str, Method], roles: Mapping[str, str],
             if v is not None:
                 used.add(v)
                 out.append(Row(f"{shown} ({scorer_label(methods[v].scorer)})", v, methods[v].scorer, name))
-            else:
+            elif paper is not None:  # a paper-reported row: only beside the paper's numbers
                 out.append(Row(shown, None, None, name))
         elif name == "Ours":
             for v, m in methods.items():
@@ -192,6 +202,8 @@ def _cells(wide: pd.DataFrame, row: Row, sets: Sequence[str], prefix: str, *, ta
             mean = r[f"{s}/{m}_mean"] if have else np.nan
             out[f"{key}_mean"] = mean
             out[f"{key}_std"] = r[f"{s}/{m}_std"] if have else np.nan
+            if f"{s}/{m}{HALF_WIDTH}" in wide.columns:
+                out[f"{key}{HALF_WIDTH}"] = r[f"{s}/{m}{HALF_WIDTH}"] if have else np.nan
             cell = _paper_cell(paper, index, table, bench, row.paper, s, m)
             out[f"{key}_paper"], out[f"{key}_paper_mark"] = cell.value, cell.mark
             out[f"{key}_paper_flag"], out[f"{key}_paper_note"] = cell.flag, cell.note
@@ -223,16 +235,19 @@ def _row_note(row: Row, source: str) -> str:
 
 
 def build(table: str, tidy: Mapping[str, pd.DataFrame], ood_sets: Mapping[str, Sequence[str]],
-          methods: Mapping[str, Method], roles: Mapping[str, str], paper: pd.DataFrame | None = None) -> pd.DataFrame:
+          methods: Mapping[str, Method], roles: Mapping[str, str], paper: pd.DataFrame | None = None,
+          level: float = LEVEL) -> pd.DataFrame:
     """``tidy[bench]``: per-seed metrics (:func:`lffood.report.tables.collect`, percent); ``ood_sets[bench]``:
-    its OOD sets in column order. A reproduced row whose scorer or variant a benchmark did not run is
-    left out of a per-OOD table and has empty cells in an average table."""
+    its OOD sets in column order; ``level``: the cells' intervals'. A reproduced row whose scorer or
+    variant a benchmark did not run is left out of a per-OOD table and has empty cells in an average
+    table."""
     records = []
     index = _paper_index(paper)
+    tidy = dict(zip(tidy, complete_se(*tidy.values())))  # one kind of spread per metric throughout the table
     if LAYOUT[table] == "per_ood":
         for b, df in tidy.items():
             sets = [*ood_sets[b], AVERAGE]
-            wide = scorer_table(df, ood_order=sets, metrics=METRICS).set_index(["scorer", "variant"])
+            wide = scorer_table(df, ood_order=sets, metrics=METRICS, level=level).set_index(["scorer", "variant"])
             for r in rows(table, methods, roles, paper):
                 found = r.variant is not None and (r.scorer, r.variant) in wide.index
                 if not found and (paper is None or r.paper is None):
@@ -241,19 +256,20 @@ def build(table: str, tidy: Mapping[str, pd.DataFrame], ood_sets: Mapping[str, S
                 records.append({"benchmark": b, **r._asdict(), "source": source, "row_note": _row_note(r, source),
                                 **_cells(wide, r, sets, "", table=table, bench=b, paper=paper, index=index)})
     else:
-        wides = {b: scorer_table(df, ood_order=[AVERAGE], metrics=METRICS).set_index(["scorer", "variant"])
+        wides = {b: scorer_table(df, ood_order=[AVERAGE], metrics=METRICS, level=level).set_index(["scorer", "variant"])
                  for b, df in tidy.items()}
         for r in rows(table, methods, roles, paper):
             rec = {**r._asdict()}
             found = False
+            n_seeds = 0
             for b, wide in wides.items():
                 cells = _cells(wide, r, [AVERAGE], f"{b}/", table=table, bench=b, paper=paper, index=index)
-                cells.pop("n_seeds")
+                n_seeds = max(n_seeds, cells.pop("n_seeds"))
                 rec.update(cells)
                 found |= r.variant is not None and (r.scorer, r.variant) in wide.index
             if found or (paper is not None and r.paper is not None):
                 source = _source(r, found)
-                records.append({**rec, "source": source, "row_note": _row_note(r, source)})
+                records.append({**rec, "source": source, "row_note": _row_note(r, source), "n_seeds": n_seeds})
     return _mark_best(pd.DataFrame(records))
 
 
@@ -288,19 +304,21 @@ def _sup(letter: str, md: bool) -> str:
 
 
 def _cell_text(r: pd.Series, key: str, md: bool, watermark: str | None = None, letter: str = "") -> str:
-    """The reproduced value (after ``watermark``, in the cell's format already), then the paper's, with
-    the footnote ``letter`` of a flagged printed value and then "Δ vs printed"."""
-    mean, std, paper = r.get(f"{key}_mean"), r.get(f"{key}_std"), r.get(f"{key}_paper")
+    """The reproduced value in the tables' one cell format (:func:`lffood.report.tables.mean_std` with
+    :func:`~lffood.report.tables.cell_spread`; after ``watermark``, in the cell's format already), then
+    the paper's as printed, with the footnote ``letter`` of a flagged printed value, and "Δ vs printed"
+    (one decimal, as the reproduced value)."""
+    mean, paper = r.get(f"{key}_mean"), r.get(f"{key}_paper")
     fmt = _md_mark if md else (lambda t, h: latex.mark(t, h))
     parts = []
     if pd.notna(mean):
-        ours = mean_std(mean, std, digits=2) if md else mean_std(mean, std, digits=2, pm=r"{\scriptsize$\pm$") + "}"
-        parts.append(stamp(fmt(ours, r.get(f"{key}_mark", "")), watermark))
+        ours = mean_std(mean, cell_spread(r, key))
+        parts.append(stamp(fmt(ours if md else latex.escape(ours), r.get(f"{key}_mark", "")), watermark))
     if pd.notna(paper):
         p = fmt(f"{paper:.2f}", r.get(f"{key}_paper_mark", "")) + (_sup(letter, md) if letter else "")
         diff = r.get(f"{key}_diff_vs_printed")
         delta = ("Δ" if md else r"$\Delta$") + (" vs printed" if letter else "")
-        d = "" if pd.isna(diff) else f"; {delta} {diff:+.2f}"
+        d = "" if pd.isna(diff) else f"; {delta} {number(diff, signed=True)}"
         parts.append(f"(paper {p}{d})")
     return " ".join(parts) if parts else ("–" if md else "--")
 
@@ -348,7 +366,7 @@ def _footnotes(grp: pd.DataFrame, cols, bench: str | None, start: int) -> tuple[
             if pd.notna(r.get(f"{key}_diff_vs_printed")):
                 text += " The table's Δ compares with the printed value"
                 dm = r.get(f"{key}_diff_vs_mean_of_row")
-                reproduced = f"reproduced − row mean {dm:+.2f}" if pd.notna(dm) else ""
+                reproduced = f"reproduced − row mean {number(dm, signed=True)}" if pd.notna(dm) else ""
                 text += "; " if reproduced else "."
             notes.append(Footnote(letter, text, reproduced))
     return letters, notes
@@ -366,20 +384,40 @@ def _note_lines(notes: Sequence[Footnote], row_notes: Sequence[str], md: bool, w
     return out
 
 
-NOTE = ("Cells: reproduced mean ± standard deviation over seeds, then (paper: the printed value; Δ = reproduced − "
-        "printed). Percentages; FPR95 with ID as the positive class. Bold / underlined: best / second-best reproduced "
-        "value of the column, and the paper's own marks on its values. A letter on a printed value marks a cell that "
-        "is inconsistent as printed (src/lffood/resources/paper/README.md); its Δ reads 'Δ vs printed', and its note "
-        "under the table gives, for an average, the mean of the row's printed per-OOD-set values. Rows marked paper-reported "
-        "are the paper's numbers of methods this workflow does not train; 'not run': a printed row whose scorer the "
-        "benchmark does not run; 'not in the paper': reproduced only.")
-NOTE_NO_PAPER = ("Mean ± standard deviation over seeds; percentages; FPR95 with ID as the positive class. Bold / "
-                 "underlined: best / second-best value of the column. Rows marked 'not in the paper' are methods the "
-                 "paper's table lacks.")
+PAPER_NOTE = ("Beside each reproduced value: (paper: the value as printed; Δ = reproduced − printed). Bold / "
+              "underlined: best / second-best reproduced value of the column, and the paper's own marks on its values. "
+              "A letter on a printed value marks a cell that is inconsistent as printed "
+              "(src/lffood/resources/paper/README.md); its Δ reads 'Δ vs printed', and its note under the table "
+              "gives, for an average, the mean of the row's printed per-OOD-set values. Rows marked paper-reported are "
+              "the paper's numbers of methods this workflow does not train; 'not run': a printed row whose scorer the "
+              "benchmark does not run; 'not in the paper': reproduced only.")
+SHAPE_NOTE = ("The paper's {name} layout, without the paper's numbers (those are in results/tables/table1 ... table4). "
+              "Bold / underlined: best / second-best mean of the column. The primary table of this benchmark is "
+              "{bench} (each method with its own scorer, all four metrics).")
 
 
-def _note(df: pd.DataFrame) -> str:
-    return NOTE if any(c.endswith("_paper") for c in df.columns) else NOTE_NO_PAPER
+def _has_paper(df: pd.DataFrame) -> bool:
+    return any(c.endswith("_paper") for c in df.columns)
+
+
+def _show_source(df: pd.DataFrame) -> bool:
+    """Whether the Source column tells the rows apart: only beside the paper's numbers (without them every
+    row is reproduced, and the note names the rows the paper lacks) and where the rows' sources differ."""
+    return _has_paper(df) and df["source"].nunique() > 1
+
+
+def _notes(table: str, df: pd.DataFrame, ood_sets: Mapping[str, Sequence[str]], level: float) -> list[str]:
+    """The lines above the table: what the cells are (:func:`lffood.report.tables.spread_note`), then
+    what the table is; a Source column left out (:func:`_show_source`) is said here instead."""
+    first = spread_note(df, level)
+    if _has_paper(df):
+        return [first, PAPER_NOTE] + ([] if _show_source(df) else [f"Every row: Source {df['source'].iloc[0]}."])
+    bench = ", ".join(ood_sets)
+    added = list(dict.fromkeys(df.loc[df["source"] == NOT_IN_PAPER, "method"]))
+    second = SHAPE_NOTE.format(name=TITLES[table].split(":")[0], bench=bench)
+    if added:
+        second += f" Rows the paper's table lacks: {', '.join(added)}."
+    return [first, second]
 
 
 def _row_notes(grp: pd.DataFrame) -> list[str]:
@@ -387,8 +425,11 @@ def _row_notes(grp: pd.DataFrame) -> list[str]:
 
 
 def markdown(table: str, df: pd.DataFrame, ood_sets: Mapping[str, Sequence[str]], title: str,
-             watermark: str | None = None) -> str:
-    lines = [f"# {stamp(title, watermark)}", "", _note(df), ""]
+             watermark: str | None = None, level: float = LEVEL) -> str:
+    lines = [f"# {stamp(title, watermark)}", ""]
+    for note in _notes(table, df, ood_sets, level):
+        lines += [note, ""]
+    source = _show_source(df)
     n_notes = 0
     for bench, grp in _blocks(table, df):
         cols = _column_keys(table, df, ood_sets, bench)
@@ -396,11 +437,11 @@ def markdown(table: str, df: pd.DataFrame, ood_sets: Mapping[str, Sequence[str]]
         n_notes += len(notes)
         if bench is not None:
             lines += [f"## {bench}", ""]
-        header = ["Method", "Source", *[label for _, label in cols]]
+        header = ["Method", *(["Source"] if source else []), *[label for _, label in cols]]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for i, r in grp.iterrows():
             cells = [_cell_text(r, k, True, watermark, letters.get((i, k), "")) for k, _ in cols]
-            lines.append("| " + " | ".join([r["method"], r["source"], *cells]) + " |")
+            lines.append("| " + " | ".join([r["method"], *([r["source"]] if source else []), *cells]) + " |")
         lines.append("")
         for note in _note_lines(notes, _row_notes(grp), True, watermark):
             lines += [note, ""]
@@ -408,8 +449,10 @@ def markdown(table: str, df: pd.DataFrame, ood_sets: Mapping[str, Sequence[str]]
 
 
 def to_latex(table: str, df: pd.DataFrame, ood_sets: Mapping[str, Sequence[str]], title: str,
-             watermark: str | None = None) -> str:
+             watermark: str | None = None, level: float = LEVEL) -> str:
     cell_mark = latex.escape(watermark) if watermark else None  # the cells are LaTeX already
+    source = _show_source(df)
+    names = 2 if source else 1
     out = []
     n_notes = 0
     for bench, grp in _blocks(table, df):
@@ -417,16 +460,18 @@ def to_latex(table: str, df: pd.DataFrame, ood_sets: Mapping[str, Sequence[str]]
         letters, notes = _footnotes(grp, cols, bench, n_notes)
         n_notes += len(notes)
         groups = ([*ood_sets[bench], AVERAGE] if bench is not None else list(ood_sets))
-        header = [[("", 1), ("", 1), *[(g, len(METRICS)) for g in groups]],
-                  [("Method", 1), ("Source", 1), *[(METRIC_NAMES[m], 1) for _ in groups for m in METRICS]]]
-        body = [[latex.escape(r["method"]), latex.escape(r["source"]),
+        header = [[*[("", 1)] * names, *[(g, len(METRICS)) for g in groups]],
+                  [("Method", 1), *([("Source", 1)] if source else []),
+                   *[(METRIC_NAMES[m], 1) for _ in groups for m in METRICS]]]
+        body = [[latex.escape(r["method"]), *([latex.escape(r["source"])] if source else []),
                  *[_cell_text(r, k, False, cell_mark, letters.get((i, k), "")) for k, _ in cols]]
                 for i, r in grp.iterrows()]
         sources = list(grp["source"])
         breaks = [i for i in range(1, len(sources)) if (sources[i] == PAPER_ONLY) != (sources[i - 1] == PAPER_ONLY)]
-        caption = f"{stamp(title, watermark)}{f' ({bench})' if bench else ''}. {_note(df)}"
+        caption = " ".join([f"{stamp(title, watermark)}{f' ({bench})' if bench else ''}.",
+                            *_notes(table, df, ood_sets, level)])
         out.append(latex.tabular(header, body, caption=caption, label=f"tab:{table}{'-' + bench if bench else ''}",
-                                 align="ll" + "c" * len(cols), midrules_before=breaks,
+                                 align="l" * names + "c" * len(cols), midrules_before=breaks,
                                  notes=_note_lines(notes, _row_notes(grp), False, watermark)))
     return "\n".join(out)
 
@@ -438,17 +483,18 @@ PAPER_SUFFIXES = ("_paper", "_paper_mark", "_paper_flag", "_paper_note", "_paper
 
 def write_paper_table(table: str, metric_files: Mapping[str, Sequence[str]], ood_sets: Mapping[str, Sequence[str]],
                       *, csv: str, md: str, tex: str, methods: Mapping[str, Sequence[str]], roles: Mapping[str, str],
-                      title: str, paper_path: str | None = None, watermark: str | None = None) -> pd.DataFrame:
+                      title: str, paper_path: str | None = None, watermark: str | None = None,
+                      level: float = LEVEL) -> pd.DataFrame:
     """``metric_files[bench]``: the per-(seed, variant) metrics CSVs of that benchmark; ``methods``:
     variant -> (label, scorer) in config order; ``roles``: config ``tables`` baseline/control/ours;
     ``paper_path``: the paper's printed numbers (None: no paper column, e.g. the embedded benchmark);
-    ``watermark``: config ``watermark``, stamped on what was reproduced (module docstring). Returns
-    the CSV table."""
+    ``watermark``: config ``watermark``, stamped on what was reproduced (module docstring); ``level``:
+    the cells' intervals' (config ``stats.level``). Returns the CSV table."""
     from . import paper_numbers
 
     tidy = {b: collect(files) for b, files in metric_files.items()}
     paper = paper_numbers.load(paper_path) if paper_path else None
-    df = build(table, tidy, ood_sets, {v: Method(*m) for v, m in methods.items()}, roles, paper)
+    df = build(table, tidy, ood_sets, {v: Method(*m) for v, m in methods.items()}, roles, paper, level)
     if paper is None:
         df = df.drop(columns=[c for c in df.columns if c.endswith(PAPER_SUFFIXES)] + ["row_note"], errors="ignore")
     if watermark:  # on the reproduced rows only: the paper-reported and 'not run' rows hold the paper's numbers
@@ -456,7 +502,7 @@ def write_paper_table(table: str, metric_files: Mapping[str, Sequence[str]], ood
     with atomic_path(csv) as tmp:
         df.to_csv(tmp, index=False)
     with atomic_path(md) as tmp:
-        tmp.write_text(markdown(table, df, ood_sets, title, watermark))
+        tmp.write_text(markdown(table, df, ood_sets, title, watermark, level))
     with atomic_path(tex) as tmp:
-        tmp.write_text(to_latex(table, df, ood_sets, title, watermark))
+        tmp.write_text(to_latex(table, df, ood_sets, title, watermark, level))
     return df
