@@ -1,9 +1,10 @@
 # LFF out-of-distribution workflow: data -> CE pretraining -> LFF / CE-control fine-tuning ->
 # HDF5 extraction -> per-scorer scoring -> metrics -> tables and figures.
 #
-#   snakemake --cores 2                      # the embedded benchmark, end to end
-#   snakemake --cores 8 --resources gpu=1 all
-#   snakemake results/tables/embedded.csv    # one table
+#   snakemake --cores 2                        # the embedded benchmark, end to end
+#   snakemake all --cores 8 --resources gpu=1  # targets first: after --resources, Snakemake reads a
+#                                              # following word as one more resource
+#   snakemake results/tables/embedded.csv      # one table
 #
 # Logic lives in the importable library src/lffood; rule scripts in workflow/scripts are thin.
 
@@ -65,7 +66,7 @@ except ConfigError as exc:
 config.clear()
 config.update(_validated)
 # for the report's landing page (workflow/report/workflow.rst): which code and machine made it
-config["_provenance"] = provenance(workflow.basedir)
+config["_provenance"] = provenance(workflow.basedir, load_torch=False)  # no torch import per parse
 
 
 report: "workflow/report/workflow.rst"
@@ -106,19 +107,20 @@ onerror:
 
 
 include: "workflow/rules/common.smk"
-
-
-rule all:
-    default_target: True
-    input:
-        all_targets(),
-
-
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/report_page.smk"
+
+
+# every table and figure of the benchmarks in `run`, and the results page that shows them
+rule all:
+    default_target: True
+    input:
+        all_targets(),
+        report_page_targets(),
 
 
 # A failing job costs no good result: every output is update() (lffood.jobcontrol, README "Reproducibility")

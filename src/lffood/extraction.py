@@ -14,6 +14,7 @@ from . import objectives, scorers  # noqa: F401  (their modules register their f
 from .data.augment import center_crop as crop
 from .data.loader import TensorImages
 from .fields import Batch, Split, fields_on
+from .runtime import Progress
 from .training import channels_last_allowed, mixed_precision
 
 log = logging.getLogger("lffood.extraction")
@@ -41,7 +42,7 @@ def extract_split(model: torch.nn.Module, data: TensorImages, *, batch_size: int
         with autocast:
             return model(x)
 
-    done = 0
+    done, progress = 0, Progress(len(data))  # a line every PROGRESS_EVERY_S in a long split (ImageNet-100 train)
     with contextlib.ExitStack() as stack:
         states = {}  # per split: entered before the first forward pass (hooks), left after the last
         for f in wanted:
@@ -60,4 +61,6 @@ def extract_split(model: torch.nn.Module, data: TensorImages, *, batch_size: int
             for f in wanted:
                 out[f.name].append(f.compute(batch, states[f.state_key]).cpu())
             done += len(x)
+            if progress.due(done):
+                log.info("extracting a split of role %s: %s", role, progress.text(done, "images"))
     return {f.name: np.asarray(torch.cat(out[f.name]).numpy(), dtype=f.dtype) for f in wanted}

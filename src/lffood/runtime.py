@@ -11,7 +11,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import date
 from pathlib import Path
 
@@ -20,20 +21,92 @@ import numpy as np
 log = logging.getLogger("lffood")
 
 
-def setup_logging(log_path: str | None = None, level: int = logging.INFO) -> logging.Logger:
-    """Log to ``log_path`` (the rule's ``log:``) and to stderr, with timestamps."""
+def setup_logging(log_path: str | None = None, level: int = logging.INFO, job: str = "") -> logging.Logger:
+    """Log to ``log_path`` (the rule's ``log:``) and to stderr, with timestamps. ``job`` (:func:`job_label`)
+    starts every line with ``[<job>]``: jobs that run side by side write to the same terminal, and a
+    line there must say which benchmark, seed and model it is about (a line that names the job itself
+    already, such as training's epoch line, is left as it is)."""
     root = logging.getLogger()
     root.handlers.clear()
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(job_prefix)s%(message)s", "%H:%M:%S")
     handlers = [logging.StreamHandler(sys.stderr)]
     if log_path:
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
         handlers.append(logging.FileHandler(log_path, mode="w"))
+    prefix = _JobPrefix(job)
     for h in handlers:
         h.setFormatter(fmt)
+        h.addFilter(prefix)
         root.addHandler(h)
     root.setLevel(level)
     return log
+
+
+def job_label(wildcards: Mapping) -> str:
+    """``<bench> seed <seed> <variant>``: what names a job of the workflow in its log lines, from its
+    wildcards (those it has: ``embedded`` for a table, ``embedded seed 0 lff`` for a training, extraction
+    or scoring job; empty for a download). Training's epoch lines use the same words."""
+    w = dict(wildcards)
+    parts = [w.get("bench"), f"seed {w['seed']}" if w.get("seed") not in (None, "") else None, w.get("variant")]
+    return " ".join(str(p) for p in parts if p)
+
+
+class _JobPrefix(logging.Filter):
+    """Sets ``record.job_prefix`` (the format's field before the message): ``[<job>] ``, or nothing when
+    there is no job or the message already starts with that mark."""
+
+    def __init__(self, job: str):
+        super().__init__()
+        self.mark = f"[{job}]" if job else ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.job_prefix = (f"{self.mark} " if self.mark and not record.getMessage().startswith(self.mark)
+                             else "")
+        return True
+
+
+#: seconds between the progress lines within one long loop (a training epoch, the extraction or ODIN
+#: scoring of one split); a loop that ends sooner writes none (an embedded epoch takes seconds)
+PROGRESS_EVERY_S = 30.0
+
+
+class Progress:
+    """When a long loop of ``total`` steps is due for a progress line, and its words. ``due(done)`` costs one
+    ``time.monotonic()`` per step and reads nothing from the device: the caller reads its numbers (a
+    loss on the GPU) only when a line is due. Never due within the first :data:`PROGRESS_EVERY_S`
+    seconds (short loops stay quiet), nor at the last step (the loop's own closing line follows)."""
+
+    def __init__(self, total: int, every: float | None = None):
+        self.total = max(int(total), 1)
+        self.every = PROGRESS_EVERY_S if every is None else float(every)
+        self.started = time.monotonic()
+        self._next = self.started + self.every
+
+    def due(self, done: int) -> bool:
+        if done >= self.total:
+            return False
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.every
+        return True
+
+    def text(self, done: int, unit: str = "steps") -> str:
+        """``120/500 steps (24%), 30s elapsed, about 1m35s left``: the rest at the pace so far."""
+        elapsed = time.monotonic() - self.started
+        left = elapsed / max(done, 1) * (self.total - done)
+        return (f"{done}/{self.total} {unit} ({100 * done / self.total:.0f}%), {duration(elapsed)} elapsed, "
+                f"about {duration(left)} left")
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h10m``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -56,7 +129,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 # exactly its own GPU, so there is nothing to claim.
 GPU_LOCK_DIR_ENV = "LFFOOD_GPU_LOCK_DIR"
 #: concurrent jobs per GPU (default 1): `LFFOOD_JOBS_PER_GPU=4 snakemake --resources gpu=4` runs four
-#: GPU jobs side by side on one GPU (README "GPUs")
+#: GPU jobs side by side on one GPU (docs/compute.md, "GPUs")
 JOBS_PER_GPU_ENV = "LFFOOD_JOBS_PER_GPU"
 _held_slot = None  # (GPU index, open lock file, slot on that GPU) of this process
 
@@ -248,7 +321,7 @@ def run_rule(smk, main) -> None:
     from .errors import LffoodError
     from .jobcontrol import output_locks, watch_workflow
 
-    logger = setup_logging(smk.log[0] if len(smk.log) else None)
+    logger = setup_logging(smk.log[0] if len(smk.log) else None, job=job_label(smk.wildcards.items()))
     logger.info("rule %s, wildcards %s", smk.rule, dict(smk.wildcards.items()))
     with signals_raise():
         try:
@@ -273,8 +346,100 @@ def bench_setting(smk, *keys):
     return value
 
 
-def provenance(repo: str | Path) -> str:
-    """Commit (and whether the tree had changes), machine and date."""
+#: x86 and Arm vector extensions, widest first, by their /proc/cpuinfo flag: which of them a CPU has
+#: decides which kernels OpenBLAS, MKL and PyTorch pick, and so the last bits of every float they compute
+INSTRUCTION_SETS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"),
+                    ("sse2", "SSE2"), ("sve", "SVE"), ("asimd", "NEON"))
+
+
+def cpu_info(path: str | os.PathLike = "/proc/cpuinfo") -> tuple[str, set[str]]:
+    """The CPU's model name and its feature flags, from the first processor of ``path`` (Linux; x86
+    ``flags`` or Arm ``Features``); ``platform``'s name and no flags elsewhere."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return model, flags
+    found_model = False
+    for line in lines:
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and not found_model:
+            model, found_model = value.strip(), True
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+def instruction_set(flags: Iterable[str]) -> str:
+    """The widest vector extension among the CPU's ``flags`` (:data:`INSTRUCTION_SETS`), or ``""``."""
+    flags = set(flags)
+    return next((name for flag, name in INSTRUCTION_SETS if flag in flags), "")
+
+
+def torch_blas(config: str) -> str:
+    """PyTorch's BLAS from its build summary (``torch.__config__.show()``): ``MKL 2024.2``, ``OpenBLAS``..."""
+    import re
+
+    found = re.search(r"BLAS_INFO=(\w+)", config)
+    if not found:
+        return ""
+    name = {"mkl": "MKL", "open": "OpenBLAS", "openblas": "OpenBLAS", "accelerate": "Accelerate",
+            "blis": "BLIS", "eigen": "Eigen"}.get(found.group(1).lower(), found.group(1))
+    version = re.search(r"Math Kernel Library Version ([\d.]+)", config) if name == "MKL" else None
+    return f"{name} {version.group(1)}" if version else name
+
+
+def numpy_blas() -> str:
+    """numpy's BLAS as loaded (threadpoolctl, when installed: the library, its version, the kernel
+    family it chose for this CPU and its threads), else as numpy was built with it."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        for lib in threadpool_info():
+            if lib.get("user_api") == "blas":
+                name = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS"}.get(lib.get("internal_api"),
+                                                                                 lib.get("internal_api", "BLAS"))
+                arch = f" {lib['architecture']}" if lib.get("architecture") else ""
+                return f"{name} {lib.get('version') or ''}{arch}, {lib.get('num_threads')} threads".replace("  ", " ")
+    except ImportError:
+        pass
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{blas.get('name', 'BLAS')} {blas.get('version', '')}".strip()
+    except Exception:  # numpy < 1.26 has no mode="dicts"; the line then goes without it
+        return ""
+
+
+def numeric_stack(load_torch: bool = True) -> str:
+    """What changes the floats besides the code: torch's version, BLAS, the CPU kernels it chose
+    (``torch.backends.cpu.get_cpu_capability``) and its threads; numpy's version and BLAS; the thread
+    variables of OpenMP and MKL where set. Without ``load_torch`` torch is not imported (it costs a
+    second) unless it already is, and only its installed version is named."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = []
+    if load_torch or "torch" in sys.modules:
+        import torch
+
+        details = [torch_blas(torch.__config__.show()), f"CPU kernels {torch.backends.cpu.get_cpu_capability()}",
+                   f"{torch.get_num_threads()} threads"]
+        parts.append(f"torch {torch.__version__} ({', '.join(d for d in details if d)})")
+    else:
+        try:
+            parts.append(f"torch {version('torch')}")
+        except PackageNotFoundError:
+            pass
+    blas = numpy_blas()
+    parts.append(f"numpy {np.__version__}" + (f" ({blas})" if blas else ""))
+    parts += [f"{var}={os.environ[var]}" for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if os.environ.get(var)]
+    return ", ".join(parts)
+
+
+def provenance(repo: str | Path, load_torch: bool = True) -> str:
+    """One line: the commit (and whether the tree had changes), the machine (CPU model and its widest
+    vector extension, cores, OS, Python), what else changes the floats (:func:`numeric_stack`) and the
+    date. ``load_torch=False`` where importing torch would slow every call (the Snakefile)."""
     def git(*args):
         try:
             return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
@@ -284,16 +449,11 @@ def provenance(repo: str | Path) -> str:
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
     dirty = " (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"commit {commit}{dirty}; {cpu}, {os.cpu_count()} CPU cores, {platform.system()} "
-            f"{platform.release().split('-')[0]}, Python {platform.python_version()}; {date.today().isoformat()}")
+    cpu, flags = cpu_info()
+    isa = instruction_set(flags)
+    return (f"commit {commit}{dirty}; {cpu}{f' ({isa})' if isa else ''}, {os.cpu_count()} CPU cores, "
+            f"{platform.system()} {platform.release().split('-')[0]}, Python {platform.python_version()}; "
+            f"{numeric_stack(load_torch)}; {date.today().isoformat()}")
 
 
 def workflow_checkout(start: str | os.PathLike | None = None) -> Path:

@@ -11,7 +11,9 @@ objective shares:
   :func:`param_groups`), the learning-rate schedule, mixed precision on CUDA (bfloat16, or float16
   with a loss scaler);
 * per-epoch statistics: every sum stays on the device and is read once per epoch (one host
-  synchronisation per epoch, none per step), one history row and one log line per epoch;
+  synchronisation per epoch, none per step), one history row and one log line per epoch; an epoch
+  that runs longer than :data:`lffood.runtime.PROGRESS_EVERY_S` (paper sizes) adds a line with its
+  progress that often, the only other read of a sum (its loss so far), never in a short epoch;
 * hooks (:class:`lffood.hooks.Hook`): what a caller adds to every step and epoch without the loop
   knowing what it is, e.g. the workflow's local-vector monitor (:mod:`lffood.monitor`);
 * the collapse guard: train accuracy at chance (objectives that train the classifier), vanished
@@ -41,6 +43,7 @@ from .data.loader import TensorImages
 from .errors import CollapseError, LffoodError
 from .hooks import Hook
 from .objectives import Forward, Objective
+from .runtime import Progress
 
 log = logging.getLogger("lffood.training")
 
@@ -185,7 +188,8 @@ def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, objecti
         _train_mode(model, objective)
         objective.on_epoch_start(epoch, stage["epochs"])
         t0, sums, n, images = time.perf_counter(), {}, 0, 0
-        for idx, gathered in data.prefetched(_batches(data, stage, gen, rank, size)):
+        progress = Progress(_steps_per_epoch(len(data), stage["batch_size"]))
+        for step, (idx, gathered) in enumerate(data.prefetched(_batches(data, stage, gen, rank, size)), 1):
             x, y = objective.transform_batch(*_batch(data, idx, gathered, stage["augment"], aug_gen, use_cl, views),
                                              aug_gen)
             with autocast:
@@ -196,6 +200,8 @@ def train(model: torch.nn.Module, data: TensorImages, stage: Mapping, *, objecti
             _step(opt, scaler, loss, objective, size)
             _add(sums, _step_sums(loss, out, y), obj_sums, *seen)  # objectives return detached sums
             n, images = n + y.shape[0], images + len(idx)
+            if progress.due(step):  # a long epoch (paper sizes): a line every PROGRESS_EVERY_S; reads the loss only then
+                log.info("%s", _progress_line(job, stage_name, stage, epoch, progress, step, sums, n))
         tot, n, images = _pooled(sums, n, images, device, size)
         row = _epoch_row(epoch, lr, tot, n, images, time.perf_counter() - t0, objective, fresh)
         history.append(row)
@@ -341,6 +347,20 @@ def _log_line(job: str, stage_name: str, stage: Mapping, row: Mapping, texts: Se
             f"loss {row['loss']:.4f} ce {row['ce']:.4f} acc {100 * row['acc']:.1f}% |f| {row['feature_norm']:.3f}")
     return (f"{'; '.join([loop, *(t for t in texts if t)])} ({row['seconds']:.1f}s, {row['images_per_s']:.0f} img/s, "
             f"about {eta} left)")
+
+
+def _steps_per_epoch(images: int, batch_size: int) -> int:
+    """Steps of one epoch: full batches only (``drop_last``), one when the split is smaller than a batch."""
+    return max(images // batch_size, 1)
+
+
+def _progress_line(job: str, stage_name: str, stage: Mapping, epoch: int, progress: Progress, step: int,
+                   sums: Mapping, n: int) -> str:
+    """A line within a long epoch: where it is, the mean loss of its steps so far (read from the device
+    here, the one synchronisation it costs) and how long the rest of the epoch takes at this pace."""
+    loss = float(sums["loss"]) / max(n, 1)
+    return (f"{f'[{job}] ' if job else ''}{stage_name} epoch {epoch + 1}/{stage['epochs']}: "
+            f"{progress.text(step)} in this epoch; loss so far {loss:.4f}")
 
 
 def _eta(started: float, done: int, left: int) -> str:

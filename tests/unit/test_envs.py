@@ -70,7 +70,7 @@ def test_torchvision_compiled_ops_on_cpu():
 ENVS = REPO / "envs"
 # rule file -> env it must use: one env per rule group
 RULE_GROUPS = {"data.smk": "data", "train.smk": "train", "extract.smk": "train", "evaluate.smk": "evaluate",
-               "report.smk": "report"}
+               "report.smk": "report", "report_page.smk": "report"}
 # distribution name -> top-level import name
 IMPORT_NAMES = {"scikit-learn": "sklearn", "pyyaml": "yaml", "pillow": "PIL", "pytorch": "torch"}
 THIRD_PARTY = {"torch", "torchvision", "numpy", "pandas", "h5py", "yaml", "jsonschema", "sklearn", "matplotlib",
@@ -83,7 +83,7 @@ GROUP_IMPORTS = {
     "data": ["lffood.pipeline", "lffood.data.embedded"],
     "train": ["lffood.pipeline", "lffood.ddp", "lffood.training", "lffood.extraction", "lffood.models"],
     "evaluate": ["lffood.pipeline", "lffood.scorers", "lffood.metrics", "lffood.h5schema"],
-    "report": ["lffood.report.tables", "lffood.report.figures"],
+    "report": ["lffood.report.tables", "lffood.report.figures", "lffood.report.page"],
 }
 
 

@@ -9,6 +9,7 @@ torch is imported inside the functions: ``lffood.scorers`` stays importable with
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,6 +17,8 @@ import numpy as np
 from ..checks import Param
 from .base import Scorer, register
 from .logit_based import TEMPERATURE
+
+log = logging.getLogger("lffood.scorers.odin")
 
 
 def odin_perturb(model, x, temperature: float, epsilon: float, std: Sequence[float]):
@@ -57,10 +60,15 @@ class ODIN(Scorer):
     def score_network(self, model, data, *, batch_size: int, device) -> np.ndarray:
         import torch
 
+        from ..runtime import Progress
+
         model.eval().to(device)
-        out = []
+        out, done, progress = [], 0, Progress(len(data))  # a line every PROGRESS_EVERY_S in a long split
         for idx in data.index_batches(batch_size):
             x, _ = data.batch(idx)
             out.append(odin_score_batch(model, x, self.params["temperature"], self.params["epsilon"],
                                         data.std).cpu())
+            done += len(idx)
+            if progress.due(done):
+                log.info("ODIN: %s", progress.text(done, "images"))
         return torch.cat(out).double().numpy()
