@@ -15,6 +15,7 @@ Examples::
     lffood download lsun_crop dtd            # download (or verify) archives outside Snakemake
     lffood verify                            # check every split file under data_dir against its checksum
     lffood rehearse                          # every rule of the paper benchmarks on tiny upstream-format data
+    lffood evaluate results/embedded/seed0/features/ce.h5   # OOD metrics of every scorer on a feature file or .npz arrays
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 from .errors import LffoodError
+from .evaluate_cli import add_parser as _add_evaluate
 from .resources import CONFIG_SCHEMA
 
 #: The config schema, package data (lffood.resources): an installed lffood validates configs without the repository.
@@ -56,13 +59,14 @@ def _scorers(args) -> int:
 
 
 def _results(args) -> int:
-    """Print (or write into the README) the results block of one benchmark, from its metrics."""
+    """Print (or write into the README) the results block of one benchmark, from its metrics and its
+    comparison with the CE control (both verified against their integrity manifests)."""
     import pandas as pd
 
     from .config import load_config
     from .integrity import rebuild_hint, verify
     from .metrics import check_complete
-    from .report import summary
+    from .report import compare, summary
     from .runtime import provenance
     from .variants import variant, variant_names, variant_scorers
 
@@ -70,23 +74,36 @@ def _results(args) -> int:
     bench = args.bench or cfg["run"][0]
     b = cfg["benchmarks"][bench]
     path = Path(cfg["results_dir"]) / bench / "metrics_all.csv"
-    if not path.exists():
-        print(f"error: {path} not found: build it first (snakemake {path})", file=sys.stderr)
-        return 1
+    vs_control = Path(cfg["results_dir"]) / compare.RELATIVE.format(bench=bench, ext="csv")
+    for p in (path, vs_control):
+        if not p.exists():
+            print(f"error: {p} not found: build it first (snakemake {p})", file=sys.stderr)
+            return 1
     methods = {v: (variant(b, v)["label"], variant(b, v)["scorer"]) for v in variant_names(b)}
     verify(path)  # its bytes, and the metrics files it was made from unchanged since
     tidy = pd.read_csv(path)
     check_complete(tidy, str(path), benchmark=bench, seeds=b["seeds"],
                    scorers={v: variant_scorers(b, v) for v in variant_names(b)}, ood_sets=b["dataset"]["ood_sets"],
                    hint=rebuild_hint(path))
-    command = "lffood results" + (f" --bench {bench}" if args.bench else "") + (" --write README.md" if args.write else "")
-    block = summary.results_block(tidy, bench=bench, methods=methods, control=cfg["tables"]["control"],
-                                  ood_sets=b["dataset"]["ood_sets"], origin=provenance(Path.cwd()),
-                                  command=command)
+    comparison = compare.read_comparison(str(vs_control))  # verified: its bytes and the score files behind it
+    summary.check_comparison(comparison, methods, cfg["tables"]["control"], b["seeds"], str(vs_control))
+    command = "lffood results" + (f" --bench {bench}" if args.bench else "") + (f" --write {args.write}" if args.write else "")
+    block = summary.results_block(tidy, comparison, bench=bench, methods=methods, ood_sets=b["dataset"]["ood_sets"],
+                                  origin=provenance(Path.cwd()), command=command, level=cfg["stats"]["level"],
+                                  comparison_path=str(vs_control))
     if args.write:
         target = Path(args.write)
-        target.write_text(summary.replace_block(target.read_text(), block, str(target)))
-        print(f"{target}: results block rewritten from {path}")
+        text = summary.replace_block(target.read_text(), block, str(target))
+        target.write_text(text)
+        print(f"{target}: results block rewritten from {path} and {vs_control}")
+        figure = Path(cfg["results_dir"]) / "figures" / f"{bench}_auroc_bars.png"
+        for shown in summary.figure_copies(text, target, figure.name):  # the bars the page shows: the same run's
+            if figure.exists():
+                shown.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(figure, shown)
+                print(f"{shown}: copied from {figure}")
+            else:
+                print(f"warning: {shown} not refreshed: {figure} not found (snakemake {figure})", file=sys.stderr)
     else:
         print(block)
     return 0
@@ -402,6 +419,7 @@ def main(argv=None) -> int:
                          "this folder)")
     gc.add_argument("--schema", default=SCHEMA)
     gc.set_defaults(fn=_gpu_check, argv=argv)
+    _add_evaluate(sub)
     args = p.parse_args(argv)
     try:
         return args.fn(args)
