@@ -1,7 +1,7 @@
 """A rehearsal of the paper benchmarks: every rule of ``snakemake all --config run=paper`` on tiny data
 in the real upstream formats, with the real backbones, in minutes on a CPU.
 
-What it does (``lffood rehearse``; README "The paper's benchmarks"):
+What it does (``lffood rehearse``; docs/paper.md):
 
 1. writes every archive the paper benchmarks download, in its upstream format (CIFAR python pickles,
    the SVHN ``.mat``, the ODIN LSUN/iSUN tarballs, DTD, Places365's ``test_256.tar``, the MOS

@@ -1,19 +1,20 @@
-"""Every command line of README.md that runs snakemake or lffood, exercised.
+"""Every command line of README.md and of the documentation pages (docs/**/*.md) that runs snakemake or
+lffood, exercised.
 
 Commands are collected from the ```bash blocks (every line: `&&` chains split, comments dropped) and
 from inline code that starts with a snakemake or lffood command. Each one is
 
-* snakemake: parsed with Snakemake's own argument parser (a command the README shows failing must
-  fail with the error it quotes), then planned with a dry run (`-n`) in a temporary directory on the
-  shipped config. Commands that differ only in targets, `--cores` and `--resources` share one dry run
+* snakemake: parsed with Snakemake's own argument parser, then planned with a dry run (`-n`) in a
+  temporary directory on the shipped config. Commands that differ only in targets, `--cores` and `--resources` share one dry run
   (each dry run costs seconds), and the paper-table, `run=paper` and `--lint` plans are left to the
   tests that already make them (PLANNED_ELSEWHERE, checked to still do so);
 * lffood: run for real when it is cheap (`--help`, `check-config`, `scorers`, `objectives`,
   `download --list`);
 * or listed below with the reason it is not run here (data, a GPU, network, conda, a finished run).
 
-A README command this test does not know how to handle (another program, an lffood subcommand without
-a policy, an unknown `<placeholder>`) fails `test_every_readme_command_is_handled`.
+A documented command this test does not know how to handle (another program, an lffood subcommand
+without a policy, an unknown `<placeholder>`) fails `test_every_readme_command_is_handled`. That a target
+written after `--resources` fails, as the documentation says, is checked in tests/unit/test_docs.py.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import pytest
 from conftest import REPO, snakemake
 
 README = REPO / "README.md"
+#: the pages whose commands are exercised: the README and every page of the documentation site
+DOCUMENTED = [README, *sorted((REPO / "docs").rglob("*.md"))]
 SNAKEMAKE = ("snakemake", ".venv/bin/snakemake")
 LFFOOD = ("lffood", ".venv/bin/lffood")
 
@@ -42,6 +45,9 @@ OTHER_COMMANDS = {
     ".venv/bin/pip install -r requirements.txt": "installs from PyPI (no network here); tests/unit/test_envs.py checks "
                                                  "the pins",
     ".venv/bin/python -m pytest": "the test suite itself",
+    ".venv/bin/mkdocs build --strict": "builds the documentation site: tests/unit/test_docs.py::test_docs_build_strictly "
+                                       "builds it the same way, into a temporary folder",
+    ".venv/bin/mkdocs serve": "serves the documentation site until stopped (a web server)",
 }
 #: snakemake options whose commands are not planned here, and why
 SNAKEMAKE_NOT_RUN = {
@@ -65,6 +71,8 @@ LFFOOD_NOT_RUN = {
                 ".ci/run runs after the suite (pytest --rehearsal -m rehearsal)",
     "gpu-check": "measures paper sizes on a GPU (none here); tests/unit/test_gpucheck.py runs it with --tiny on the "
                  "CPU",
+    "evaluate": "scores a model trained elsewhere from its features or arrays on disk (files that the examples "
+                "name and this test does not have); tests/unit/test_evaluate.py runs it",
     "bench": "times every part of the pipeline on random data (a minute or two, figures to read, no verdict); "
              "tests/unit/test_models_training.py::test_training_step_makes_no_host_synchronisation uses its sync "
              "counter",
@@ -72,10 +80,8 @@ LFFOOD_NOT_RUN = {
 #: lffood commands that are run (subcommand -> what the output must contain)
 LFFOOD_RUN = {"--help": "check-config", "check-config": ": valid", "scorers": "knn", "objectives": "lff",
               "download --list": "cifar10"}
-#: commands the README shows failing on purpose, and the error it quotes
-EXPECTED_FAILURES = {"snakemake --cores 8 --resources gpu=1 all": "dictionary update sequence element #1 has length 1"}
 #: environment variables that do not change what Snakemake plans (the jobs read them)
-PLAN_NEUTRAL_ENV = {"CUDA_VISIBLE_DEVICES"}
+PLAN_NEUTRAL_ENV = {"CUDA_VISIBLE_DEVICES", "LFFOOD_JOBS_PER_GPU"}
 #: dry runs that another test makes already, with its job counts checked (each about 20 s on 2 cores,
 #: so not repeated here): (target, plan options) -> (test, what its source must contain)
 PLANNED_ELSEWHERE = {
@@ -85,12 +91,17 @@ PLANNED_ELSEWHERE = {
     **{(f"results/tables/table{i}.csv", ()): ("tests/workflow/test_paper_targets.py::test_paper_table_graph_without_data",
                                               f'"table{i}"') for i in range(1, 5)},
     ("all", ("--lint",)): ("tests/workflow/test_dryrun.py::test_lint_is_clean", '"--lint"'),
+    ("all", ("--config", "run=baselines")): ("tests/workflow/test_dryrun.py::"
+                                             "test_baselines_switch_plans_the_training_baselines_only",
+                                             '"all", "--config", "run=baselines"'),
 }
 
 
 def readme_commands(text: str | None = None) -> list[str]:
-    """The command lines of README.md, in order, each once."""
-    text = README.read_text() if text is None else text
+    """The command lines of one Markdown text (default: README.md and every documentation page), in order,
+    each once."""
+    if text is None:
+        return list(dict.fromkeys(c for page in DOCUMENTED for c in readme_commands(page.read_text())))
     out = []
     for block in re.findall(r"^```bash\n(.*?)^```", text, re.S | re.M):
         for line in re.sub(r"\\\n", " ", block).splitlines():
@@ -109,12 +120,10 @@ def readme_commands(text: str | None = None) -> list[str]:
 
 
 def handle(command: str) -> tuple[str, object]:
-    """How a README command is exercised: ("snakemake", (env, argv)), ("lffood", argv),
-    ("fails", quoted error) or ("not run", reason). Raises LookupError when it does not know."""
+    """How a documented command is exercised: ("snakemake", (env, argv)), ("lffood", argv) or
+    ("not run", reason). Raises LookupError when it does not know."""
     if command in OTHER_COMMANDS:
         return "not run", OTHER_COMMANDS[command]
-    if command in EXPECTED_FAILURES:
-        return "fails", EXPECTED_FAILURES[command]
     for placeholder, value in PLACEHOLDERS.items():
         command = command.replace(placeholder, value)
     if re.search(r"<[^>]+>", command):
@@ -232,10 +241,18 @@ def test_every_readme_command_is_handled():
             handle(command)
         except LookupError as exc:
             unknown.append(str(exc))
-    assert not unknown, "README commands this test does not know how to exercise:\n" + "\n".join(unknown)
+    assert not unknown, "documented commands this test does not know how to exercise:\n" + "\n".join(unknown)
     used = set(commands)
-    stale = [c for c in list(OTHER_COMMANDS) + list(EXPECTED_FAILURES) if c not in used]
-    assert not stale, f"listed here but no longer in the README: {stale}"
+    stale = [c for c in OTHER_COMMANDS if c not in used]
+    assert not stale, f"listed here but no longer in the README or the docs: {stale}"
+
+
+def test_docs_pages_are_read():
+    """The commands of the documentation pages are collected, not only the README's."""
+    pages = {p.relative_to(REPO).as_posix() for p in DOCUMENTED}
+    assert "README.md" in pages and "docs/troubleshooting.md" in pages and "docs/compute.md" in pages
+    docs_only = set(readme_commands()) - set(readme_commands(README.read_text()))
+    assert ".venv/bin/snakemake --profile profiles/slurm all" in docs_only  # docs/compute.md
 
 
 def test_unknown_commands_are_refused():
@@ -247,15 +264,10 @@ def test_unknown_commands_are_refused():
             handle(command)
 
 
-@pytest.mark.parametrize("command", [c for c in readme_commands() if _kind(c) in ("snakemake", "fails")])
+@pytest.mark.parametrize("command", [c for c in readme_commands() if _kind(c) == "snakemake"])
 def test_snakemake_command_line_parses(command):
-    """Snakemake's own parser takes each command as written; the ones the README shows failing fail as it says."""
-    kind, what = handle(command)
-    if kind == "fails":
-        with pytest.raises(ValueError, match=re.escape(what)):
-            _parse(shlex.split(command)[1:])
-    else:
-        _parse(what[1])
+    """Snakemake's own parser takes each documented command as written."""
+    _parse(handle(command)[1][1])
 
 
 PLANS = _plans()
@@ -299,9 +311,9 @@ def test_lffood_command_runs(command, monkeypatch, capsys):
 
 
 def test_commands_planned_by_other_tests():
-    """The dry runs left to other tests are still made there; every entry is still a README command."""
+    """The dry runs left to other tests are still made there; every entry is still a documented command."""
     elsewhere = _planned_elsewhere()
-    assert any("run=paper" in c for c in elsewhere)  # the one switch of "The paper's benchmarks"
+    assert any("run=paper" in c for c in elsewhere)  # the one switch of the paper benchmarks (README, docs/paper.md)
     used = set()
     for command, hits in elsewhere.items():
         for test, snippet in hits:

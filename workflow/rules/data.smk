@@ -22,7 +22,7 @@ rule prepare_embedded:
         "../scripts/prepare_embedded.py"
 
 
-# Paper datasets (README "Paper datasets"). Archives are downloaded once into the downloads folder
+# Paper datasets (docs/datasets.md). Archives are downloaded once into the downloads folder
 # (shared by every benchmark) and read from there; each benchmark's splits are preprocessed into
 # {DATA}/{bench}/{split}.npz. A download job's output is a small receipt next to the archive, not the
 # archive itself, so Snakemake never deletes a multi-GB archive when it decides to re-run a job: the

@@ -2,7 +2,7 @@
 
 Adding an objective is one module here with a class derived from :class:`Objective`, decorated
 with :func:`register` (every module of the package is imported below), plus a variant in the config that names it
-(README, "Adding a method"). The package imports torch lazily (see ``base``), so the Snakefile can
+(docs/extending.md, "Adding a method"). The package imports torch lazily (see ``base``), so the Snakefile can
 validate objective parameters at parse time without loading torch.
 """
 

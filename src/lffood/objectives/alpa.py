@@ -14,7 +14,7 @@ Attention-based local propagation on the last map z (N views x L locations x C):
 
 The all-pairs similarity is one fused attention call over all (view, location) pairs: its cost grows
 as N^2 L^2 d (N = 2B views, L locations) and its memory as N^2 L d. On a CPU this is the most
-expensive objective by far (README "Methods" gives the figures); the embedded benchmark uses a small d.
+expensive objective by far (docs/methods.md gives the figures); the embedded benchmark uses a small d.
 
 Degenerate batches: every anchor has at least its own other view as a positive, so a class that
 appears once in the batch still contributes (its two views attract); anchors without positives

@@ -169,7 +169,7 @@ class Objective:
 
     def collapse_advice(self) -> str:
         """What to change when a run with this objective collapses: the end of the collapse guard's message."""
-        return "Lower the learning rate or the objective's weight (README: 'When training collapses')."
+        return "Lower the learning rate or the objective's weight (docs/troubleshooting.md, 'When training collapses')."
 
     # ------------------------------------------------------------------ freshly initialised modules
     def new_parameters(self) -> list:

@@ -198,7 +198,7 @@ class _PrototypeObjective(Objective):
 
     def collapse_advice(self) -> str:
         return (f"Lower the learning rate (stage lr; the official recipes warm up for 10 epochs) or raise "
-                f"{self.name}.tau (README 'When training collapses').")
+                f"{self.name}.tau (docs/troubleshooting.md, 'When training collapses').")
 
 
 @register("cider", "CIDER")
@@ -207,7 +207,7 @@ class CIDER(_PrototypeObjective):
 
     params_schema = {
         "w": {"description": "Weight of L_comp: L = w L_comp + L_dis. Official: 2 on CIFAR-10 and ImageNet-100, "
-                             "1 on CIFAR-100 (README, changed from 2 on Apr 28).",
+                             "1 on CIFAR-100 (docs/methods.md).",
               "type": "number", "minimum": 0, "maximum": 100, "default": 2.0},
         **PROTO_SCHEMA,
         "new_module_lr": new_module_lr_schema("the projection head"),

@@ -188,7 +188,7 @@ class CSI(Objective):
         return None
 
     def collapse_advice(self):
-        return "Lower the learning rate or raise csi.tau (README: 'When training collapses')."
+        return "Lower the learning rate or raise csi.tau (docs/troubleshooting.md, 'When training collapses')."
 
     def log_line(self, row):
         return (f"L_supcon {row['supcon']:.4f} cos pos/neg {row['sim_pos']:.3f}/{row['sim_neg']:.3f} "

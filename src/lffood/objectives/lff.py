@@ -66,7 +66,7 @@ class LFF(Objective):
         n = self.name
         return (f"A margin {n}.mu far below the feature scale or a large {n}.lambda pushes all local vectors to zero; "
                 f"once local predictions are near uniform (1/K > {n}.delta) nothing is selected and training cannot "
-                f"recover. Lower {n}.lambda, raise {n}.mu, or lower the learning rate (README: 'When training "
+                f"recover. Lower {n}.lambda, raise {n}.mu, or lower the learning rate (docs/troubleshooting.md: 'When training "
                 "collapses').")
 
     def epoch_row(self, sums, n):

@@ -35,7 +35,7 @@ batch 512 images (two views each), SGD lr 0.5, momentum 0.9, weight decay 1e-4, 
 per step down to 1e-4 (optional 10 warm-up epochs); two views of RandomResizedCrop(32, 0.2-1),
 flip, ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale p 0.2. tau 0.5 on both CIFARs. SSD
 has no ImageNet-100 recipe; CIDER's SupCon variant there uses tau 0.1 and RandomResizedCrop(224,
-0.4-1) (``cider:util.py``). The project's shortened recipes: /tmp/recipes/ssd_plus.yaml (README).
+0.4-1) (``cider:util.py``). The project's shortened recipes: config.yaml, and docs/methods.md says why.
 
 Usage (config)::
 
@@ -112,7 +112,7 @@ class SupCon(Objective):
         return None
 
     def collapse_advice(self):
-        return ("Lower the learning rate, or raise ssd_plus.temperature (README 'When training collapses'); the "
+        return ("Lower the learning rate, or raise ssd_plus.temperature (docs/troubleshooting.md, 'When training collapses'); the "
                 "classification accuracy of SSD+ models is that of an untrained head and is not checked.")
 
     def log_line(self, row):

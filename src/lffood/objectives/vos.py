@@ -75,7 +75,7 @@ SGD Nesterov 0.1, momentum 0.9, wd 5e-4, batch 128, 100 epochs, per-step cosine 
 No ImageNet-100 values; OpenOOD's ImageNet-1k run fine-tunes a pretrained ResNet-50 at lr 1e-3 for 30
 epochs, batch 128, start_epoch 0, with the same queue and sampling values (its trainer detaches the
 energies: baselines.md section 8). This project's ImageNet-100 choice: fine-tuned from the CE checkpoint
-with that recipe, start_epoch 0, ``sampler: radial`` (README "Methods").
+with that recipe, start_epoch 0, ``sampler: radial`` (docs/methods.md).
 
 Usage (config; CIFAR-10 and CIFAR-100: the defaults, from scratch with the official recipe; ImageNet-100:
 ``{start_epoch: 0, sampler: radial, new_module_lr: 0.1}``, fine-tuned from ``ce`` at lr 1e-3 for 30 epochs)::
@@ -349,4 +349,4 @@ class VOS(Objective):
         return super().not_learned(change, threshold, stage_lr)
 
     def collapse_advice(self):
-        return "Lower the learning rate or vos.loss_weight (README: 'When training collapses')."
+        return "Lower the learning rate or vos.loss_weight (docs/troubleshooting.md, 'When training collapses')."
