@@ -401,7 +401,7 @@ def numpy_blas() -> str:
                 name = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS"}.get(lib.get("internal_api"),
                                                                                  lib.get("internal_api", "BLAS"))
                 arch = f" {lib['architecture']}" if lib.get("architecture") else ""
-                return f"{name} {lib.get('version') or ''}{arch}, {lib.get('num_threads')} threads".replace("  ", " ")
+                return f"{name} {lib.get('version') or ''}{arch}, {_threads(lib.get('num_threads'))}".replace("  ", " ")
     except ImportError:
         pass
     try:
@@ -423,7 +423,7 @@ def numeric_stack(load_torch: bool = True) -> str:
         import torch
 
         details = [torch_blas(torch.__config__.show()), f"CPU kernels {torch.backends.cpu.get_cpu_capability()}",
-                   f"{torch.get_num_threads()} threads"]
+                   f"{_threads(torch.get_num_threads())}"]
         parts.append(f"torch {torch.__version__} ({', '.join(d for d in details if d)})")
     else:
         try:
@@ -434,6 +434,10 @@ def numeric_stack(load_torch: bool = True) -> str:
     parts.append(f"numpy {np.__version__}" + (f" ({blas})" if blas else ""))
     parts += [f"{var}={os.environ[var]}" for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if os.environ.get(var)]
     return ", ".join(parts)
+
+
+def _threads(n) -> str:
+    return f"{n} thread" + ("" if n == 1 else "s")
 
 
 def provenance(repo: str | Path, load_torch: bool = True) -> str:

@@ -342,7 +342,7 @@ rule compare:
         seeds=seeds,
         ood_sets=ood_sets,
         stats=config["stats"],
-        title=lambda wc: f"{wc.bench}: every method − {config['tables']['control']}",
+        title=lambda wc: f"{wc.bench}: every method − {variant(bench(wc), config['tables']['control'])['label']}",
         watermark=config["watermark"],
     log:
         log_file("compare", P.compare, "ext"),

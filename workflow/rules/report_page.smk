@@ -23,8 +23,9 @@ rule report_page:
         title="LFF and the related OOD-detection methods: results",
         intro=("A reproduction of \"Local Background Features Matter in Out-of-Distribution Detection\" "
                "(arXiv 2510.12259), compared under one protocol with SSOD, MODE, LogitNorm and the training "
-               "baselines. Every number is the mean over seeds with its spread; README.md gives the sources of "
-               "every hyperparameter."),
+               "baselines. Every number is the mean over seeds with its 95% interval (seeds and test images; "
+               "docs/statistics.md); docs/configuration.md and docs/methods.md give the sources of every "
+               "hyperparameter."),
         watermark=config["watermark"],
         repo=workflow.basedir,  # the page names the commit and machine that wrote it
     log:
