@@ -43,7 +43,7 @@ from .data.loader import TensorImages
 from .errors import CollapseError, LffoodError
 from .hooks import Hook
 from .objectives import Forward, Objective
-from .runtime import Progress
+from .runtime import Progress, duration
 
 log = logging.getLogger("lffood.training")
 
@@ -365,7 +365,7 @@ def _progress_line(job: str, stage_name: str, stage: Mapping, epoch: int, progre
 
 def _eta(started: float, done: int, left: int) -> str:
     """How long ``left`` more epochs take at the pace of the ``done`` ones of this run."""
-    return _duration((time.perf_counter() - started) / max(done, 1) * left)
+    return duration((time.perf_counter() - started) / max(done, 1) * left)
 
 
 class _NewModules:
@@ -477,12 +477,3 @@ def _hyperparameters(stage_name: str, stage: Mapping, objective: Objective) -> s
     key = stage_name.split("[")[0]  # the config section: pretrain or finetune
     hp = f"{key}.lr={stage['lr']}, {key}.epochs={stage['epochs']}"
     return f"{hp}, {objective.hyperparameters()}" if objective.params else hp
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
