@@ -35,6 +35,9 @@ import numpy as np
 
 from .throughput import device_time as _timed
 
+#: timed runs of each objective's epoch; the fastest counts
+REPEATS = 3
+
 log = logging.getLogger("lffood.bench")
 
 
@@ -339,12 +342,20 @@ def run_bench(*, arch: str | dict = {"arch": "resnet", "blocks": [1, 1, 1], "wid
 
     # ---- every objective's step against CE's, and host synchronisations per step
     with _quiet():
-        times = {}
+        times, notes = {}, {}
         train(model, data, stage, objective=ce, seed=seed, device=device, guard={"enabled": False}, amp=amp)  # warm-up
-        for name in sorted(registered_objectives(), key=lambda o: o != "ce"):
+        # CE is timed first and again last: its reference is the faster of the two (the first runs of a
+        # process were measured up to 2.5x slower than the same epoch later)
+        for name in [*sorted(registered_objectives(), key=lambda o: o != "ce"), "ce"]:
             obj = build_objective(name, {}, feature_dim=model.feature_dim, num_classes=classes)
-            secs = _timed(lambda: train(model, data, stage, objective=obj, seed=seed, device=device,
-                                        guard={"enabled": False}, amp=amp, hooks=[LocalMonitor()]), device)
+            # the best of three: one short run is at the mercy of the machine (a first run measured CE
+            # at 0.4x its own later speed, so every other objective looked faster than CE)
+            secs = min(_timed(lambda: train(model, data, stage, objective=obj, seed=seed, device=device,
+                                            guard={"enabled": False}, amp=amp, hooks=[LocalMonitor()]), device)
+                       for _ in range(REPEATS))
+            if name in times:  # CE's second timing
+                times[name] = min(times[name], secs / trained)
+                continue
             times[name] = secs / trained
 
             def one_epoch(k, obj=obj):
@@ -355,8 +366,9 @@ def run_bench(*, arch: str | dict = {"arch": "resnet", "blocks": [1, 1, 1], "wid
             note = f"{syncs_per_step(one_epoch, 2, 4):.0f} host syncs/step"
             if device.type == "cuda":
                 note += f" ({syncs_per_step(one_epoch, 2, 4, counter=CudaSyncCounter):.0f} by CUDA's count)"
-            figures.append(Figure("train", f"{name} step", 1.0 / times[name], "img/s", times[name] / times["ce"],
-                                  note + (" (CE: reference)" if name == "ce" else "")))
+            notes[name] = note + (" (CE: reference)" if name == "ce" else "")
+        figures += [Figure("train", f"{name} step", 1.0 / t, "img/s", t / times["ce"], notes[name])
+                    for name, t in times.items()]
 
     # ---- memory layout of the training step: channels-last (train's default on CUDA, and on the CPU
     # for the models that opt in: models.base.cpu_channels_last) against contiguous NCHW
