@@ -44,7 +44,8 @@ SCORERS = ["energy", "react", "odin"]
 VARIANTS = ["ce", "ce_control", "lff"]
 EXPECTED_JOBS = {"prepare_embedded": 1, "train": 3, "extract": 3, "fit_stats": 3, "score": 6,
                  "score_network": 3, "metrics": 3, "table": 1, "scorer_table": 1, "figures": 1,
-                 "bench_paper_table": 2, "auroc_bars": 1, "heatmaps": 1, "tsne_vectors": 1, "tsne": 1}
+                 "bench_paper_table": 2, "auroc_bars": 1, "heatmaps": 1, "tsne_vectors": 1, "tsne": 1,
+                 "compare": 1, "report_page": 1}
 PARTITION_LINE = 'slurm_partition: ""'
 
 

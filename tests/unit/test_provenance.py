@@ -76,7 +76,8 @@ def test_provenance_names_what_changes_the_floats(tmp_path):
         assert f"({isa})" in text
     assert f"torch {torch.__version__} (" in text
     assert f"CPU kernels {torch.backends.cpu.get_cpu_capability()}" in text
-    assert f"{torch.get_num_threads()} threads" in text
+    n = torch.get_num_threads()
+    assert f"{n} thread{'' if n == 1 else 's'}" in text
     assert f"numpy {np.__version__}" in text
     assert text.endswith(__import__("datetime").date.today().isoformat())
 
