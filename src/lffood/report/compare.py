@@ -144,15 +144,27 @@ def markdown(table: pd.DataFrame, ood_sets: Sequence[str], title: str, compared:
              f"{int(table['bootstrap'].iloc[0]) if len(table) else 0} bootstrap resamples.", ""]
     sets = [*ood_sets, AVERAGE]
     for m in compared:
-        sel = table[table["metric"] == m]
         lines += [f"## Δ{METRIC_NAMES[m]}", "", "| " + " | ".join(["Method (scorer) − control", *sets]) + " |",
                   "|" + "---|" * (len(sets) + 1)]
-        for _, grp in sel.groupby("method", sort=False):
-            by_set = grp.set_index("ood_set")
-            cells = [stamp(cell_text(by_set.loc[s]), wm) if s in by_set.index else "–" for s in sets]
-            lines.append("| " + " | ".join([row_name(grp.iloc[0]), *cells]) + " |")
+        lines += ["| " + " | ".join(row) + " |" for row in metric_rows(table, m, ood_sets)]
         lines.append("")
     return "\n".join(lines)
+
+
+def metric_rows(table: pd.DataFrame, metric: str, ood_sets: Sequence[str]) -> list[list[str]]:
+    """The rows of one metric's comparison, in the table's method order: the method's name
+    (:func:`row_name`), then per OOD set and the average ``diff [low, high] verdict`` ('–' where
+    missing), each stamped with the table's watermark: the comparison's Markdown and the README's
+    results block render the same cells."""
+    from .tables import stamp, watermark_of
+
+    wm, sets = watermark_of(table), [*ood_sets, AVERAGE]
+    rows = []
+    for _, grp in table[table["metric"] == metric].groupby("method", sort=False):
+        by_set = grp.set_index("ood_set")
+        rows.append([row_name(grp.iloc[0]),
+                     *(stamp(cell_text(by_set.loc[s]), wm) if s in by_set.index else "–" for s in sets)])
+    return rows
 
 
 def write_comparison(score_files: Mapping[tuple[str, str, int], str], comps: Sequence[Comparison], *, csv: str,

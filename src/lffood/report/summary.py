@@ -21,24 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
 from .. import stats
 from ..errors import IntegrityError
 from . import compare
-from .tables import AVERAGE, scorer_label, stamp, watermark_of
+from .tables import AVERAGE, scorer_label, stamp, watermark_of, with_average
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 VALUES = ("auroc", "fpr95", "id_acc")
-
-
-def _with_average(tidy: pd.DataFrame) -> pd.DataFrame:
-    """Per (variant, scorer, seed), the mean over OOD sets as ood_set 'average'; its standard errors
-    the mean of the sets' (a bound: the sets share the ID images, :func:`lffood.stats.average_se`)."""
-    cols = [*VALUES, *(f"{v}_se" for v in VALUES)]
-    avg = tidy.groupby(["variant", "scorer", "seed"], as_index=False)[cols].mean()
-    return pd.concat([tidy, avg.assign(ood_set=AVERAGE)], ignore_index=True)
 
 
 def _check_se(tidy: pd.DataFrame) -> None:
@@ -61,7 +52,7 @@ def methods_table(tidy: pd.DataFrame, methods: Mapping[str, tuple[str, str]], oo
     FPR95 and ID accuracy, mean over seeds ± the half-width of the ``level`` interval over seeds and
     test images (:func:`lffood.stats.cell`); the cells carry the metrics' watermark, if any."""
     _check_se(tidy)
-    full, wm = _with_average(tidy), watermark_of(tidy)
+    full, wm = with_average(tidy), watermark_of(tidy)  # standard errors of the average: the sets' mean, a bound
     head = ["Method", "Scorer", *[f"{s} AUROC" for s in ood_sets], "average AUROC", "average FPR95", "ID acc"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v, (label, scorer) in methods.items():
@@ -79,16 +70,10 @@ def control_table(comparison: pd.DataFrame, ood_sets: Sequence[str], metric: str
     """Markdown: every method against the control (rows of the comparison table, config order), the
     paired difference of ``metric`` per OOD set and on average as ``diff [low, high] verdict``; the
     cells carry the comparison's watermark, if any."""
-    wm = watermark_of(comparison)
-    sel = comparison[comparison["metric"] == metric]
-    sets = [*ood_sets, AVERAGE]
     name = "ΔAUROC" if metric == "auroc" else f"Δ{metric}"
     head = ["Method (scorer) − CE control", *[f"{s} {name}" for s in ood_sets], f"average {name}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, grp in sel.groupby("method", sort=False):
-        by_set = grp.set_index("ood_set")
-        cells = [stamp(compare.cell_text(by_set.loc[s]), wm) if s in by_set.index else "–" for s in sets]
-        lines.append("| " + " | ".join([compare.row_name(grp.iloc[0]), *cells]) + " |")
+    lines += ["| " + " | ".join(row) + " |" for row in compare.metric_rows(comparison, metric, ood_sets)]
     return "\n".join(lines) + "\n"
 
 
