@@ -13,8 +13,12 @@ Rates (one thread, float32 ``numpy.matmul`` through OpenBLAS, measured with the 
 
 * k-NN search (KNN, CSD): ``bank x queries`` pairs cost ``2 x dim`` FLOPs of products at
   :data:`MATMUL_FLOPS` per thread, plus a selection cost per pair (:data:`SELECT_S_PER_PAIR`, with
-  a part growing with k) that runs on one thread whatever the BLAS threads. Measured: 45-77 GFLOP/s
-  on 64- to 2048-d products, 4.6e-9 s per pair of selection at k=50, about 1e-8 at k=1000.
+  a part growing with k). A one-thread job searches in numpy; a job with more threads in torch
+  (:mod:`lffood.scorers.knn_search`), whose products and selection both use the job's threads, so
+  both scale with :data:`THREAD_EFFICIENCY`. Measured: 45-77 GFLOP/s on 64- to 2048-d products,
+  4.6e-9 s per pair of selection at k=50, about 1e-8 at k=1000; CSD's search at 512-D, k=10 on an
+  idle AMD EPYC core: 1.3e-8 s per pair in all (products and selection), 1.79x faster on 2 threads
+  (``tests/perf/bench_scorers.py --csd-only``), so the model (2.6e-8) is about 2x pessimistic.
 * statistics fits (Mahalanobis, ViM): float64 ``N x C^2`` scatter and a ``C^3`` eigensolver at
   :data:`FIT_FLOPS`; their scoring ``n x C^2``.
 * every other scorer: products with the classifier head, ``N x C x K``: seconds at most.
@@ -77,17 +81,18 @@ class Sizes:
 
 @dataclass(frozen=True)
 class Cost:
-    """One job's work: ``flops`` (scalable over BLAS threads), ``serial_s`` (seconds on one thread
-    whatever the thread count) and ``memory_bytes`` of the arrays it holds at once."""
+    """One job's work: ``flops`` (matrix products), ``select_s`` (seconds of the k-NN selection on one
+    thread) and ``memory_bytes`` of the arrays it holds at once; both parts scale over the job's
+    threads (:data:`THREAD_EFFICIENCY`)."""
     flops: float
-    serial_s: float
+    select_s: float
     memory_bytes: float
     rate: float = MATMUL_FLOPS
 
     def seconds(self, threads: int = 1) -> float:
         """Compute seconds (no process overhead, no margin) on ``threads`` threads."""
         speedup = 1 + THREAD_EFFICIENCY * (max(1, threads) - 1)
-        return self.flops / self.rate / speedup + self.serial_s
+        return (self.flops / self.rate + self.select_s) / speedup
 
 
 def benchmark_sizes(bench: Mapping) -> Sizes:
@@ -113,7 +118,7 @@ def benchmark_sizes(bench: Mapping) -> Sizes:
 
 # ----------------------------------------------------------------------------- cost models
 def knn_search_cost(bank: int, queries: int, dim: int, k: int) -> tuple[float, float]:
-    """(FLOPs, serial seconds) of the exact k-th-neighbour search of ``queries`` in ``bank``."""
+    """(FLOPs, selection seconds on one thread) of the exact k-th-neighbour search of ``queries`` in ``bank``."""
     pairs = float(bank) * float(queries)
     return 2.0 * pairs * dim, pairs * (SELECT_S_PER_PAIR + SELECT_S_PER_PAIR_PER_K * k)
 
@@ -138,27 +143,38 @@ def scorer_cost(name: str, params: Mapping, sizes: Sizes, stage: str = "score") 
         return Cost(8.0 * n * c * kc, 0.0, 2 * train_bytes)
     if name == "knn":
         k = int(params.get("k", 50))
-        flops, serial = knn_search_cost(n, q, c, k)
+        flops, select = knn_search_cost(n, q, c, k)
         buffers = 4.0 * (QUERY_CHUNK * BANK_CHUNK + BANK_CHUNK * c + 2 * sizes.largest_split * k)
-        return Cost(flops, serial, train_bytes + 4.0 * n * c + 2 * split_bytes + buffers)
+        return Cost(flops, select, train_bytes + 4.0 * n * c + 2 * split_bytes + buffers)
     if name == "csd":
         k = int(params.get("k", 10))
         per_type = params.get("bank") == "per_type"
         bank = n * (1 if per_type else CSD_VECTORS)
-        flops, serial = knn_search_cost(bank, q * CSD_VECTORS, c, k)
+        flops, select = knn_search_cost(bank, q * CSD_VECTORS, c, k)
         if per_type:
-            flops, serial = flops * CSD_VECTORS, serial * CSD_VECTORS
+            flops, select = flops * CSD_VECTORS, select * CSD_VECTORS
         region = 2.0 * CSD_VECTORS * c  # float16 bytes of one image's region vectors
         buffers = 4.0 * (QUERY_CHUNK * BANK_CHUNK + BANK_CHUNK * c + 2 * sizes.largest_split * CSD_VECTORS * k)
         held = (train_bytes + 2 * region * n  # the stored bank and its normalised copy
                 + sizes.largest_split * (2 * region + 4.0 * CSD_VECTORS * c) + split_bytes + buffers)
-        return Cost(flops, serial, held)
+        return Cost(flops, select, held)
     if name in FIT_SCORERS:
         return Cost(2.0 * q * c * c + 2.0 * q * c * kc, 0.0, train_bytes + 2 * split_bytes + 8 * 4.0 * c * c, FIT_FLOPS)
     return Cost(8.0 * q * c * kc, 0.0, train_bytes + 2 * split_bytes)  # products with the classifier head
 
 
 # ----------------------------------------------------------------------------- job resources
+def scorer_stages(bench: Mapping, name: str) -> list[tuple[str, dict]]:
+    """The scoring jobs scorer ``name`` runs per model of ``bench``, ``[(stage, params), ...]``:
+    ``("fit", its fit parameters)`` for a scorer with ID statistics (rule ``fit_stats``) and
+    ``("score", its parameters)`` for one that scores cached features (rule ``score``)."""
+    from .scorers import fit_params, resolved_params, scorer_class
+
+    cls, p = scorer_class(name), bench["scorers"]["params"].get(name)
+    out = [("fit", fit_params(name, p))] if cls.needs_fit else []
+    return out + ([("score", resolved_params(name, p))] if cls.score_on == "features" else [])
+
+
 def job_resources(bench: Mapping, name: str, params: Mapping, stage: str = "score") -> dict:
     """``{threads, runtime (minutes), mem_mb, estimate_s}`` of one fit_stats/score job: more threads
     for expensive scorers (up to ``compute.score_max_threads``), one below
@@ -181,11 +197,10 @@ def job_resources(bench: Mapping, name: str, params: Mapping, stage: str = "scor
             "estimate_min": estimate_min, "estimate_mb": estimate_mb}
 
 
-def limit_problems(benchmarks: Mapping[str, Mapping], run: Sequence[str], stages_of) -> list[str]:
+def limit_problems(benchmarks: Mapping[str, Mapping], run: Sequence[str]) -> list[str]:
     """Every scoring job of the benchmarks in ``run`` whose estimate exceeds its benchmark's
     ``compute.max_runtime_min`` / ``compute.max_mem_mb``: one message each, naming the benchmark,
-    scorer, estimate and key. ``stages_of(bench, scorer)`` -> the stages (fit, score) it runs and
-    its parameters: ``[(stage, params), ...]``."""
+    scorer, estimate and key (the jobs: :func:`scorer_stages`)."""
     from .variants import benchmark_scorers
 
     problems = []
@@ -195,7 +210,7 @@ def limit_problems(benchmarks: Mapping[str, Mapping], run: Sequence[str], stages
         if not max_min and not max_mb:
             continue
         for scorer in benchmark_scorers(benchmarks[b]):
-            for stage, params in stages_of(b, scorer):
+            for stage, params in scorer_stages(benchmarks[b], scorer):
                 r = job_resources(benchmarks[b], scorer, params, stage)
                 rule = "fit_stats" if stage == "fit" else "score"
                 if max_min and r["estimate_min"] > max_min:

@@ -91,21 +91,24 @@ def test_expensive_scorers_get_threads_and_time_cheap_ones_do_not(cfg):
     assert capped["threads"] == 2 and capped["runtime"] > csd["runtime"]
 
 
-def _stages(benchmarks):
-    def stages_of(b, scorer):
-        cls = registered_scorers()[scorer]
-        p = benchmarks[b]["scorers"]["params"].get(scorer)
-        out = [("fit", fit_params(scorer, p))] if cls.needs_fit else []
-        return out + ([("score", resolved_params(scorer, p))] if cls.score_on == "features" else [])
-    return stages_of
+def test_scorer_stages_are_the_jobs_the_rules_run(cfg):
+    """A fitted scorer on cached features: fit and score; a network scorer: none here; fit parameters
+    are the fit's own keys."""
+    b = cfg["benchmarks"]["cifar10_resnet34"]
+    assert [s for s, _ in costs.scorer_stages(b, "mahalanobis")] == ["fit", "score"]
+    assert [s for s, _ in costs.scorer_stages(b, "csd")] == ["score"]
+    assert costs.scorer_stages(b, "odin") == []
+    fit = dict(costs.scorer_stages(b, "mahalanobis"))["fit"]
+    assert fit == fit_params("mahalanobis", b["scorers"]["params"].get("mahalanobis"))
+    assert dict(costs.scorer_stages(b, "npos_knn"))["score"]["k"] == 300
 
 
 def test_limit_check_names_benchmark_scorer_estimate_and_key(cfg):
     benchmarks = dict(cfg["benchmarks"])
     b = benchmarks["cifar10_resnet34"]
-    assert costs.limit_problems(benchmarks, ["cifar10_resnet34", "embedded"], _stages(benchmarks)) == []
+    assert costs.limit_problems(benchmarks, ["cifar10_resnet34", "embedded"]) == []
     benchmarks["cifar10_resnet34"] = {**b, "compute": {**b["compute"], "max_runtime_min": 15, "max_mem_mb": 1500}}
-    problems = costs.limit_problems(benchmarks, ["cifar10_resnet34"], _stages(benchmarks))
+    problems = costs.limit_problems(benchmarks, ["cifar10_resnet34"])
     runtime = [p for p in problems if "max_runtime_min" in p]
     assert runtime and all("'cifar10_resnet34'" in p for p in problems)
     assert any("scorer 'csd'" in p and "benchmarks.cifar10_resnet34.compute.max_runtime_min = 15" in p
@@ -113,4 +116,4 @@ def test_limit_check_names_benchmark_scorer_estimate_and_key(cfg):
     assert any("benchmarks.cifar10_resnet34.compute.max_mem_mb = 1500" in p for p in problems)
     # a limit above every estimate: nothing, and the floors are clipped to it
     benchmarks["cifar10_resnet34"] = {**b, "compute": {**b["compute"], "max_runtime_min": 600}}
-    assert costs.limit_problems(benchmarks, ["cifar10_resnet34"], _stages(benchmarks)) == []
+    assert costs.limit_problems(benchmarks, ["cifar10_resnet34"]) == []

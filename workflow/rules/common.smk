@@ -171,12 +171,7 @@ def check_score_limits():
     """Stop before any job when a scoring job's estimate exceeds compute.max_runtime_min/max_mem_mb."""
     from lffood.costs import limit_problems
 
-    def stages_of(b, scorer):
-        cls, p = SCORERS[scorer], BENCHMARKS[b]["scorers"]["params"].get(scorer)
-        out = [("fit", fit_params(scorer, p))] if cls.needs_fit else []
-        return out + ([("score", resolved_params(scorer, p))] if cls.score_on == "features" else [])
-
-    problems = limit_problems(BENCHMARKS, [b for b in config["run"] if b in BENCHMARKS], stages_of)
+    problems = limit_problems(BENCHMARKS, [b for b in config["run"] if b in BENCHMARKS])
     if problems:
         raise WorkflowError("scoring jobs cannot fit the configured limits (README \"Cluster (SLURM)\"):\n"
                             + "\n".join(f"  - {p}" for p in problems))
