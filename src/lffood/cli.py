@@ -15,6 +15,7 @@ Examples::
     lffood download lsun_crop dtd            # download (or verify) archives outside Snakemake
     lffood verify                            # check every split file under data_dir against its checksum
     lffood rehearse                          # every rule of the paper benchmarks on tiny upstream-format data
+    lffood project                           # projected wall time of the paper benchmarks per stage (one H100)
     lffood evaluate results/embedded/seed0/features/ce.h5   # OOD metrics of every scorer on a feature file or .npz arrays
 """
 
@@ -325,6 +326,51 @@ def _gpu_check(args) -> int:
                      ddp=not args.no_ddp, config=args.config, schema=args.schema, repo=args.repo, argv=argv)
 
 
+def _project(args) -> int:
+    """Print (or write into a docs page) the projected wall time of the paper benchmarks per stage:
+    at the FLOP limit of one H100, or from the rates of a ``lffood gpu-check`` JSON file."""
+    import dataclasses
+
+    from . import projection as pj
+    from .config import load_config
+
+    cfg = load_config(args.config, args.schema)
+    names = args.bench or list(cfg["suites"]["paper"])
+    unknown = [b for b in names if b not in cfg["benchmarks"]]
+    if unknown:
+        raise LffoodError(f"unknown benchmark(s) {unknown} in {args.config}; known: {sorted(cfg['benchmarks'])}")
+    if args.gpu_check:
+        try:
+            result = json.loads(Path(args.gpu_check).read_text())
+        except (OSError, ValueError) as exc:
+            raise LffoodError(f"{args.gpu_check}: cannot read a gpu-check result ({exc}); "
+                              "write one with `lffood gpu-check --out FILE` on a GPU machine") from exc
+        cores = args.cores or result.get("projection", {}).get("cores") or 16
+        sections = (result["training"], result["extraction"], result["scorers"])
+        projections = {b: pj.benchmark_projection(cfg["benchmarks"][b],
+                                                  pj.rates_for(b, *sections, result.get("knn_search")), cores)
+                       for b in names}
+        device = result.get("device", {}).get("name") or "the GPU of the check"
+        print(pj.text(projections, f"projected on {device} and {cores} CPU cores from the rates in {args.gpu_check}"))
+        if args.write:
+            raise LffoodError("--write takes the FLOP-limit projection only; measured rates belong in the notes "
+                              "with the machine that measured them")
+        return 0
+    machine = dataclasses.replace(pj.H100, cores=args.cores) if args.cores else pj.H100
+    projections = pj.paper_projection(cfg, names, machine)
+    print(pj.text(projections, f"FLOP limit on {machine.label} (a floor; `lffood gpu-check` measures)"))
+    if args.write:
+        target = Path(args.write)
+        command = "lffood project --write " + args.write + (f" --cores {args.cores}" if args.cores else "")
+        block = pj.block(projections, cfg, machine, command, args.config)
+        try:
+            target.write_text(pj.replace_block(target.read_text(), block, args.write))
+        except (OSError, ValueError) as exc:
+            raise LffoodError(f"{args.write}: {exc}") from exc
+        print(f"wrote the projection block of {args.write}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="lffood", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -419,6 +465,16 @@ def main(argv=None) -> int:
                          "this folder)")
     gc.add_argument("--schema", default=SCHEMA)
     gc.set_defaults(fn=_gpu_check, argv=argv)
+    pr = sub.add_parser("project", help="projected wall time of the paper benchmarks per stage on one H100 and its "
+                                        "CPU cores (FLOP limit, or the rates of a gpu-check file)")
+    pr.add_argument("--bench", nargs="*", default=None, help="benchmarks (default: the suite 'paper')")
+    pr.add_argument("--cores", type=int, default=None, help="CPU cores for the CPU scorers (default: 16)")
+    pr.add_argument("--gpu-check", metavar="JSON", default=None,
+                    help="project from the rates measured by `lffood gpu-check` instead of the FLOP limit")
+    pr.add_argument("--write", metavar="PAGE", help="replace the block between the page's projection markers")
+    pr.add_argument("--config", default="config.yaml")
+    pr.add_argument("--schema", default=SCHEMA)
+    pr.set_defaults(fn=_project)
     _add_evaluate(sub)
     args = p.parse_args(argv)
     try:

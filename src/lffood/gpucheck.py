@@ -25,9 +25,11 @@ It writes one JSON file (``--out``) and prints a short summary. Sections of the 
   images/s;
 * ``rehearsal``: :func:`lffood.rehearsal.rehearse` on this device (every rule of the paper benchmarks
   on tiny upstream-format data), its exit code and wall time (``--no-rehearsal`` skips it);
-* ``projection``: the projected GPU time of each paper benchmark as configured (every variant, every
-  seed, one GPU): training, extraction and network scoring, from the dataset sizes
-  (:func:`lffood.costs.data_sizes`) and the measured rates (:func:`project`).
+* ``projection``: the projected time of each paper benchmark as configured (every variant, every
+  seed) on this GPU and this machine's CPU cores, per stage: training, extraction, network scoring
+  and the k-NN searches from the measured rates, the other scorers from the CPU cost model
+  (:func:`lffood.projection.benchmark_projection`, the same projection ``lffood project`` prints from
+  counted FLOPs).
 
 ``--tiny`` runs every section with the embedded benchmark's small model at 16 x 16 and a few images
 (the CPU test, so that the check cannot rot); the projection then uses the tiny model's rates and
@@ -51,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from .costs import data_sizes
+from .projection import benchmark_projection, data_classes, rates_for, text
 from .resources import CONFIG_SCHEMA
 
 log = logging.getLogger("lffood.gpucheck")
@@ -92,8 +95,9 @@ NOTES = [
     "own count of synchronising operations.",
     "Measurements use random images at the benchmark's sizes and its stage, objective parameters, batch size, AMP, "
     "channels-last and deterministic settings; torch.compile (config key compile, off by default) is not used.",
-    "The projection is GPU time on one GPU; it leaves out data preparation, the CPU scorers, figures and "
-    "report, and each job's start (imports, loading).",
+    "The projection is the time of each stage on one GPU and this machine's CPU cores (the cached-feature scorers "
+    "but the k-NN searches: lffood.costs' model); it leaves out data preparation, figures and report, and each "
+    "job's start (imports, loading).",
 ]
 
 
@@ -183,12 +187,6 @@ def plan_setups(cfg: Mapping, benchmarks: Sequence[str], tiny: bool = False) -> 
                 if scorer_class(sc).score_on == "network" and sc not in s.network:
                     s.network[sc] = resolved_params(sc, b["scorers"]["params"].get(sc))
     return list(setups.values())
-
-
-def data_classes(bench: Mapping) -> int:
-    from .config import id_data
-
-    return int(id_data(bench["dataset"])["classes"])
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -427,107 +425,6 @@ def check_rehearsal(workdir: Path, benchmarks: Sequence[str] | None, device, rep
     return {**out, "ok": rc == 0, "exit_code": rc, "wall_s": round(time.monotonic() - t0, 1)}
 
 
-# ----------------------------------------------------------------------------- projection
-@dataclass
-class Rates:
-    """Measured throughputs on one GPU that one benchmark's projection uses, in images per second.
-
-    ``train``: (objective, batch size as configured) -> images through the network per second (both
-    views of a two-view objective count); ``extract_train``: extraction of the ID training split;
-    ``extract_eval``: extraction of the test and OOD splits; ``network``: network scorer -> images
-    scored per second."""
-    train: dict[tuple[str, int], float]
-    extract_train: float | None
-    extract_eval: float | None
-    network: dict[str, float]
-
-
-def rates_for(bench_name: str, training: list[dict], extraction: list[dict], scorers: list[dict]) -> Rates:
-    """The rates measured for ``bench_name`` (rows of the sections; skipped rows have none)."""
-    mine = [r for r in training + extraction + scorers if bench_name in r["benchmarks"] and "images_per_s" in r]
-    ext = {r["split"]: r["images_per_s"] for r in mine if "split" in r}
-    return Rates(train={(r["objective"], r["configured_batch"]): r["images_per_s"] for r in mine if "objective" in r},
-                 extract_train=ext.get("train"), extract_eval=ext.get("eval"),
-                 network={r["scorer"]: r["images_per_s"] for r in mine if "scorer" in r})
-
-
-def _stage(stage: str, variant: str, images: int, seconds: float | None, seeds: int, **extra) -> dict:
-    """One row of a projection: ``images`` per seed; ``minutes`` for every seed (None: no rate)."""
-    return {"stage": stage, "variant": variant, "images": int(images), **extra,
-            "images_per_s": round(images / seconds, 2) if seconds else None,
-            "minutes": seconds * seeds / 60 if seconds is not None else None}
-
-
-def _variant_stages(bench: Mapping, name: str, rates: Rates, sizes: Mapping, seeds: int) -> list[dict]:
-    """Training (unless imported), extraction and network scoring of one variant, every seed."""
-    from .objectives import objective_class
-    from .scorers import scorer_class
-    from .variants import training_spec, variant_scorers
-
-    spec = training_spec(bench, name)
-    eval_images = sizes["test"] + sum(sizes["ood"].values())
-    rows = []
-    if not spec["checkpoint"]:
-        stage, objective = spec["stage"], spec["objective"]
-        batch = int(stage["batch_size"])
-        views = 2 if objective_class(objective).two_views else 1
-        images = stage["epochs"] * (sizes["train"] // batch * batch) * views  # the loop drops the last partial batch
-        rate = rates.train.get((objective, batch))
-        rows.append(_stage("train", name, images, images / rate if rate else None, seeds, objective=objective,
-                           epochs=stage["epochs"], batch=batch, views=views))
-    ok = rates.extract_train and rates.extract_eval
-    seconds = sizes["train"] / rates.extract_train + eval_images / rates.extract_eval if ok else None
-    rows.append(_stage("extract", name, sizes["train"] + eval_images, seconds, seeds))
-    for sc in variant_scorers(bench, name):
-        if scorer_class(sc).score_on == "network":
-            rate = rates.network.get(sc)
-            rows.append(_stage(sc, name, eval_images, eval_images / rate if rate else None, seeds))
-    return rows
-
-
-def _total(rows: list[dict]) -> dict:
-    missing = sorted({f"{r['stage']} {r['variant']}" for r in rows if r["minutes"] is None})
-    by_stage: dict[str, float] = {}
-    for r in rows:
-        key = r["stage"]
-        by_stage[key] = by_stage.get(key, 0.0) + (r["minutes"] or 0.0)
-    total = None if missing else sum(by_stage.values())
-    return {"minutes_by_stage": {k: round(v, 3) for k, v in by_stage.items()},
-            "total_minutes": round(total, 3) if total is not None else None, "missing": missing}
-
-
-def project(bench: Mapping, rates: Rates, sizes: Mapping | None = None) -> dict:
-    """Projected GPU time of one (validated) benchmark section on one GPU, every variant and seed:
-
-    * training of each variant: epochs of its stage (pretrain, finetune and its ``stage_overrides``,
-      :func:`lffood.variants.training_spec`) x the images of one epoch (the training split less the
-      last partial batch) x views per image (2 for a two-view objective such as MODE's ALPA) / the
-      measured rate of that objective at that batch size; none for a variant imported from a checkpoint;
-    * extraction of each variant's model: training split / ``extract_train`` + (test + every OOD set) /
-      ``extract_eval``;
-    * each network scorer (ODIN) the variant runs: (test + every OOD set) / its rate;
-
-    each times the number of seeds, in minutes. ``sizes``: :func:`data_sizes` by default. Sweep
-    points (the sensitivity figure, not part of ``all``) are projected apart. Not included: data
-    preparation, the CPU scorers, figures and report, and each job's start (imports, loading)."""
-    from .variants import sweep_points, variant_names
-
-    sizes = dict(sizes or data_sizes(bench))
-    seeds = len(bench["seeds"])
-
-    rows = [r for v in variant_names(bench) for r in _variant_stages(bench, v, rates, sizes, seeds)]
-    sweeps = [r for v in sweep_points(bench) for r in _variant_stages(bench, v, rates, sizes, seeds)]
-    for r in rows + sweeps:
-        r["minutes"] = round(r["minutes"], 3) if r["minutes"] is not None else None
-    out = {"seeds": seeds, "sizes": sizes, "train_gpus": bench.get("compute", {}).get("train_gpus", 1),
-           "stages": rows, **_total(rows)}
-    sweep_total = _total(sweeps)
-    out["sweeps"] = {"points": len(sweep_points(bench)), "total_minutes": sweep_total["total_minutes"],
-                     "missing": sweep_total["missing"]}
-    return out
-
-
-# ----------------------------------------------------------------------------- the check
 def device_info(device) -> dict:
     """What ran the check."""
     import platform
@@ -587,11 +484,18 @@ def measure_setups(setups: Sequence[Setup], device, steps: Steps, deadline: Dead
     _free_device(device)
 
 
-def projection_section(cfg: Mapping, benchmarks: Sequence[str], result: Mapping) -> dict:
-    """Section ``projection``: :func:`project` of every benchmark with the rates measured for it."""
+def projection_section(cfg: Mapping, benchmarks: Sequence[str], result: Mapping, cores: int | None = None) -> dict:
+    """Section ``projection``: :func:`lffood.projection.benchmark_projection` of every benchmark with
+    the rates measured for it (the GPU stages and the k-NN search) and the CPU scorers on ``cores``
+    (default: this machine's) from the cost model, the same projection as ``lffood project``."""
+    cores = cores or os.cpu_count() or 1
     sections = (result["training"], result["extraction"], result["scorers"])
-    return {"what": "minutes of GPU time on one GPU, every variant and seed: training, extraction, network scorers",
-            "benchmarks": {b: project(cfg["benchmarks"][b], rates_for(b, *sections)) for b in benchmarks}}
+    return {"what": f"minutes on one GPU and {cores} CPU cores, every variant and seed: training, extraction, "
+                    "network scorers and the k-NN search on the GPU, the other scorers on the CPU cores",
+            "cores": cores,
+            "benchmarks": {b: benchmark_projection(cfg["benchmarks"][b],
+                                                   rates_for(b, *sections, result.get("knn_search")), cores)
+                           for b in benchmarks}}
 
 
 def run_check(out: str | os.PathLike = "gpu_check.json", *, device_name: str = "auto", tiny: bool = False,
@@ -744,13 +648,9 @@ def format_summary(result: Mapping, out: Path | str) -> str:
     else:
         state = "ok" if rh["ok"] else f"FAILED (exit {rh['exit_code']}{'; ' + rh['error'] if rh.get('error') else ''})"
         lines.append(f"rehearsal on {rh['device']} with {rh['cores']} cores: {state} in {rh['wall_s']:.0f} s")
-    lines.append("projected GPU time on one GPU (every variant and seed; minutes):")
-    for name, p in result["projection"]["benchmarks"].items():
-        stages = "  ".join(f"{k} {v:.1f}" for k, v in p["minutes_by_stage"].items())
-        more = " ..." if len(p["missing"]) > 3 else ""
-        total = (f"total {p['total_minutes']:.1f} min ({p['total_minutes'] / 60:.1f} h)"
-                 if p["total_minutes"] is not None else f"incomplete: no rate for {', '.join(p['missing'][:3])}{more}")
-        lines.append(f"  {name:22s} {p['seeds']} seeds  {stages}  {total}")
+    pr = result["projection"]
+    lines.append(text(pr["benchmarks"],
+                      f"projected on this device and {pr['cores']} CPU cores from the measured rates"))
     failed = f"; FAILED: {', '.join(result['failed'])}" if result["failed"] else ""
     lines.append(f"wrote {out} in {result['wall_s']:.0f} s (budget {result['settings']['budget_s']:.0f} s"
                  f"{'' if result['within_budget'] else ', OVER'}){failed}")

@@ -15,7 +15,7 @@ def test_help_lists_commands(capsys):
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for cmd in ("check-config", "scorers", "inspect", "generate-embedded", "benchmarks"):
+    for cmd in ("check-config", "scorers", "inspect", "generate-embedded", "benchmarks", "project"):
         assert cmd in out
 
 

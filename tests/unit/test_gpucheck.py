@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import REPO, SCHEMA  # noqa: E402
-from lffood import costs, gpucheck
+from lffood import costs, gpucheck, projection
 from lffood.cli import main
 from lffood.config import load_config
 
@@ -67,17 +67,22 @@ def test_tiny_check_writes_every_section(tiny):
 
 def test_tiny_check_projects_every_paper_benchmark(tiny, cfg):
     _, data, _ = tiny
-    projection = data["projection"]["benchmarks"]
-    assert list(projection) == PAPER
-    for name, p in projection.items():
+    projected = data["projection"]["benchmarks"]
+    assert list(projected) == PAPER and data["projection"]["cores"] >= 1
+    for name, p in projected.items():
         variants = list(cfg["benchmarks"][name]["variants"])
         assert p["seeds"] == 3 and not p["missing"]
-        assert {r["variant"] for r in p["stages"] if r["stage"] == "train"} == set(variants)
-        assert {r["variant"] for r in p["stages"] if r["stage"] == "extract"} == set(variants)
-        assert {r["variant"] for r in p["stages"] if r["stage"] == "odin"} == set(variants)
-        assert all(r["minutes"] > 0 for r in p["stages"])
-        assert p["total_minutes"] == pytest.approx(sum(r["minutes"] for r in p["stages"]), rel=1e-3)
-        assert set(p["minutes_by_stage"]) == {"train", "extract", "odin"}
+        rows = p["rows"]
+        assert {r["variant"] for r in rows if r["stage"] == "train"} == set(variants)
+        assert {r["variant"] for r in rows if r["stage"] == "extract"} == set(variants)
+        assert {r["variant"] for r in rows if r["stage"] == "odin"} == set(variants)
+        assert all(r["minutes"] > 0 for r in rows)
+        # the GPU stages, the k-NN search at the rate the check measured, the CPU scorers from the cost model
+        assert set(p["stages"]) == {"train", "extract", "network", "knn_gpu", "cpu_scorers"}
+        assert all(m > 0 for m in p["stages"].values()) and p["knn_cpu"] > 0
+        assert p["stages"]["train"] + p["stages"]["extract"] + p["stages"]["network"] == pytest.approx(
+            sum(r["minutes"] for r in rows), rel=1e-3)
+        assert p["total_minutes"] == pytest.approx(sum(p["stages"].values()), rel=1e-3)
 
 
 def test_tiny_check_prints_the_summary(tiny):
@@ -104,10 +109,10 @@ def test_projection_arithmetic_by_hand(cfg):
     128; the baselines: VOS 100, NPOS 500 at batch 256, CIDER 500 at 512, SSD+ 200 at 512, CSI 100 + 100 at 128 and 32)
     with made-up rates."""
     bench = cfg["benchmarks"]["cifar10_resnet34"]
-    rates = gpucheck.Rates(train={("ce", 128): 1000.0, ("lff", 128): 500.0, ("ssod", 128): 500.0,
+    rates = projection.Rates(train={("ce", 128): 1000.0, ("lff", 128): 500.0, ("ssod", 128): 500.0,
                                   ("alpa", 128): 250.0, ("logitnorm", 128): 1000.0, **BASELINE_RATES},
                            extract_train=2000.0, extract_eval=4000.0, network={"odin": 1000.0})
-    p = gpucheck.project(bench, rates)
+    p = projection.project(bench, rates)
     epoch = 390 * 128  # 50,000 training images, the last partial batch dropped
     ood = 10_000 + 10_000 + 10_000 + 8_925 + 5_640 + 10_000  # SVHN and Places365 capped at 10,000
     assert p["sizes"] == {"train": 50_000, "test": 10_000, "ood": {"svhn": 10_000, "lsun_crop": 10_000,
@@ -136,10 +141,10 @@ def test_projection_arithmetic_by_hand(cfg):
 def test_projection_of_an_imported_model_and_of_a_missing_rate(cfg):
     bench = json.loads(json.dumps(cfg["benchmarks"]["cifar100_resnet34"]))
     bench["variants"]["ce"]["checkpoint"] = "ce.pth"  # imported: nothing to train
-    rates = gpucheck.Rates(train={("ce", 128): 1000.0, ("lff", 128): 500.0, ("ssod", 128): 500.0,
+    rates = projection.Rates(train={("ce", 128): 1000.0, ("lff", 128): 500.0, ("ssod", 128): 500.0,
                                   ("logitnorm", 128): 1000.0, **BASELINE_RATES},  # no ALPA rate
                            extract_train=2000.0, extract_eval=4000.0, network={"odin": 1000.0})
-    p = gpucheck.project(bench, rates)
+    p = projection.project(bench, rates)
     trained = [r["variant"] for r in p["stages"] if r["stage"] == "train"]
     assert "ce" not in trained and "mode" in trained
     assert p["total_minutes"] is None and p["missing"] == ["train mode"]
