@@ -69,6 +69,8 @@ LFFOOD_NOT_RUN = {
     "download": "downloads archives (no network here); `lffood download --list` is run",
     "rehearse": "runs every rule of the five paper benchmarks (about 20 minutes on 2 cores): tests/rehearsal, which "
                 ".ci/run runs after the suite (pytest --rehearsal -m rehearsal)",
+    "project": "writes into a docs page or reads a gpu-check file: tests/unit/test_projection.py runs every form "
+               "(printing, --write into a page of its own, --gpu-check from a file)",
     "gpu-check": "measures paper sizes on a GPU (none here); tests/unit/test_gpucheck.py runs it with --tiny on the "
                  "CPU",
     "evaluate": "scores a model trained elsewhere from its features or arrays on disk (files that the examples "
