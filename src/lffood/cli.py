@@ -333,6 +333,7 @@ def _project(args) -> int:
 
     from . import projection as pj
     from .config import load_config
+    from .io import replace_marked, write_text_atomic
 
     cfg = load_config(args.config, args.schema)
     names = args.bench or list(cfg["suites"]["paper"])
@@ -364,7 +365,8 @@ def _project(args) -> int:
         command = "lffood project --write " + args.write + (f" --cores {args.cores}" if args.cores else "")
         block = pj.block(projections, cfg, machine, command, args.config)
         try:
-            target.write_text(pj.replace_block(target.read_text(), block, args.write))
+            text = replace_marked(target.read_text(), block, pj.START, pj.END, args.write, "the projection")
+            write_text_atomic(target, text)
         except (OSError, ValueError) as exc:
             raise LffoodError(f"{args.write}: {exc}") from exc
         print(f"wrote the projection block of {args.write}")

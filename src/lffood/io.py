@@ -183,3 +183,14 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def replace_marked(text: str, block: str, start: str, end: str, where: str, what: str) -> str:
+    """``text`` with everything from marker ``start`` to marker ``end`` (both included) replaced by
+    ``block``, which carries the markers itself: the generated blocks of the README and the docs
+    pages. ``where`` (the file) and ``what`` (what belongs there) go into the error when a marker is
+    missing."""
+    if start not in text or end not in text:
+        raise ValueError(f"{where} has no {start} ... {end} markers: add them where {what} belong")
+    a, b = text.index(start), text.index(end) + len(end)
+    return text[:a] + block + text[b:]

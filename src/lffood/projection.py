@@ -418,14 +418,6 @@ def block(projections: Mapping[str, dict], cfg: Mapping, machine: Machine, comma
             f"variant and seed.\n\n{work_table(projections, cfg)}\n{END}")
 
 
-def replace_block(text: str, new: str, where: str) -> str:
-    """``text`` with its projection block replaced by ``new``."""
-    if START not in text or END not in text:
-        raise ValueError(f"{where} has no {START} ... {END} markers: add them where the projection belongs")
-    a, b = text.index(START), text.index(END) + len(END)
-    return text[:a] + new + text[b:]
-
-
 def paper_projection(cfg: Mapping, benchmarks: Sequence[str] | None = None, machine: Machine = H100) -> dict:
     """:func:`flop_limit` of every benchmark (default: the ``paper`` suite) of a validated config."""
     names = list(benchmarks or cfg["suites"]["paper"])

@@ -106,10 +106,9 @@ def results_block(tidy: pd.DataFrame, comparison: pd.DataFrame, *, bench: str, m
 
 
 def replace_block(text: str, block: str, where: str) -> str:
-    if START not in text or END not in text:
-        raise ValueError(f"{where} has no {START} ... {END} markers: add them where the results belong")
-    a, b = text.index(START), text.index(END) + len(END)
-    return text[:a] + block + text[b:]
+    from ..io import replace_marked
+
+    return replace_marked(text, block, START, END, where, "the results")
 
 
 def figure_copies(text: str, target, name: str) -> list:
