@@ -42,6 +42,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -85,6 +86,9 @@ TINY_BATCH, TINY_EVAL_BATCH, TINY_SIDE, TINY_STORED = 16, 32, 16, 20
 #: Seconds kept free for the DDP run and for the rehearsal when the measurements are planned (estimates:
 #: the DDP run starts Python, torch and a process group; the rehearsal runs about 800 Snakemake jobs).
 DDP_RESERVE_S, REHEARSAL_RESERVE_S = 45, 240
+#: The jobs-per-GPU measurement: each job's training loop runs about this long alone (sized from the
+#: measured CE rate), so 1 + 2 + 4 jobs on a saturated GPU take about 7 times it, plus three start-ups.
+JOBS_PER_GPU_LOOP_S, JOBS_PER_GPU_RESERVE_S = 10.0, 100
 
 
 #: What the numbers of the JSON file do and do not say (written into it).
@@ -531,7 +535,8 @@ def run_check(out: str | os.PathLike = "gpu_check.json", *, device_name: str = "
     work = Path(tempfile.mkdtemp(prefix="lffood-gpu-check-") if own_workdir else workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     out = Path(out)
-    reserve = (DDP_RESERVE_S if ddp else 0) + (REHEARSAL_RESERVE_S if rehearsal else 0)
+    reserve = ((DDP_RESERVE_S if ddp else 0) + (REHEARSAL_RESERVE_S if rehearsal else 0)
+               + (JOBS_PER_GPU_RESERVE_S if device.type == "cuda" and not tiny else 0))
     setups = plan_setups(cfg, benchmarks, tiny)
     result: dict = {
         "format": 1, "command": " ".join(["lffood gpu-check", *argv]), "device": device_info(device),
@@ -551,7 +556,9 @@ def run_check(out: str | os.PathLike = "gpu_check.json", *, device_name: str = "
     else:
         result["ddp"] = {"ok": None, "skipped": "--no-ddp"}
     result["knn_search"] = check_knn_search(device, tiny)
-    result["jobs_per_gpu"] = check_jobs_per_gpu(device, tiny)
+    ce = [r for r in result["training"] if r["setup"].startswith("resnet34") and r.get("objective") == "ce"
+          and r.get("images_per_s")]
+    result["jobs_per_gpu"] = check_jobs_per_gpu(device, tiny, ce[0]["images_per_s"] if ce else None)
     _write(out, result)
     result["rehearsal"] = (check_rehearsal(work, rehearsal_benchmarks, device, checkout) if rehearsal
                            else {"ran": False, "ok": None, "skipped": "--no-rehearsal"})
@@ -581,15 +588,25 @@ def check_knn_search(device, tiny: bool) -> dict:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def check_jobs_per_gpu(device, tiny: bool) -> dict:
+def jobs_per_gpu_epochs(ce_rate: float | None, n: int = 4096) -> int:
+    """Epochs of ``n`` images that one CIFAR job trains for about :data:`JOBS_PER_GPU_LOOP_S` seconds at
+    the measured CE rate (20 without one), at most 200."""
+    if not ce_rate:
+        return 20
+    return int(min(200, max(1, math.ceil(JOBS_PER_GPU_LOOP_S * ce_rate / n))))
+
+
+def check_jobs_per_gpu(device, tiny: bool, ce_rate: float | None = None) -> dict:
     """Training throughput of one CIFAR job against two and four side by side on one GPU
-    (:func:`lffood.costs.measure_concurrent_training`); GPU only."""
+    (:func:`lffood.costs.measure_concurrent_training`), each job's loop sized from the CE rate the
+    check measured (:func:`jobs_per_gpu_epochs`); GPU only."""
     if device.type != "cuda" or tiny:
         return {"ok": None, "skipped": "needs a GPU at paper sizes"}
     from .costs import measure_concurrent_training
 
     try:
-        return {"ok": True, "rows": measure_concurrent_training((1, 2, 4), arch="resnet34", device_name="cuda")}
+        return {"ok": True, "rows": measure_concurrent_training((1, 2, 4), arch="resnet34", device_name="cuda",
+                                                                epochs=jobs_per_gpu_epochs(ce_rate))}
     except Exception as exc:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
@@ -638,8 +655,8 @@ def format_summary(result: Mapping, out: Path | str) -> str:
         lines.append(f"k-NN search: FAILED: {kn.get('error', '')[:200]}")
     jg = result.get("jobs_per_gpu", {})
     if jg.get("ok"):
-        lines.append("jobs per GPU: " + ", ".join(f"{r['jobs']} x {r['aggregate_images_per_s']:.0f} img/s in all"
-                                                  for r in jg["rows"]))
+        lines.append("jobs per GPU (summed img/s of the loops; speed-up): " + ", ".join(
+            f"{r['jobs']}: {_num(r['summed_images_per_s'])} ({_num(r['speedup'], '{:.2f}')}x)" for r in jg["rows"]))
     elif jg:
         lines.append(f"jobs per GPU: {jg.get('skipped') or 'FAILED: ' + jg.get('error', '')[:200]}")
     rh = result["rehearsal"]

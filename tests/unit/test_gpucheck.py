@@ -229,3 +229,25 @@ def test_paper_sizes_on_the_cpu_are_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("lffood.runtime.setup_logging", lambda *a, **k: None)
     assert main(["gpu-check", "--device", "cpu", "--out", str(tmp_path / "gc.json")]) == 1
     assert "--tiny" in capsys.readouterr().err and not (tmp_path / "gc.json").exists()
+
+
+def test_concurrent_training_runs_the_jobs_and_sums_their_loops():
+    """One job, then two side by side (on the CPU here): each a `lffood smoke` process with its GPU-slot
+    setting; the summed rate is the sum of the loops' rates and the speed-up is against one job."""
+    rows = costs.measure_concurrent_training((1, 2), arch="resnet18", size=16, n=32, batch=16, epochs=1,
+                                             device_name="cpu", timeout_s=300)
+    assert [r["jobs"] for r in rows] == [1, 2]
+    for r in rows:
+        assert len(r["per_job_images_per_s"]) == r["jobs"] and all(v > 0 for v in r["per_job_images_per_s"])
+        assert r["summed_images_per_s"] == pytest.approx(sum(r["per_job_images_per_s"]))
+        assert r["aggregate_images_per_s"] == pytest.approx(r["jobs"] * 32 / r["wall_s"])
+    assert rows[0]["speedup"] == 1.0
+    assert rows[1]["speedup"] == pytest.approx(rows[1]["summed_images_per_s"] / rows[0]["summed_images_per_s"])
+
+
+def test_jobs_per_gpu_loops_are_sized_from_the_measured_rate():
+    """About 10 s of training per job alone: ceil(10 x rate / 4096) epochs of 4096 images, 1 to 200."""
+    assert gpucheck.jobs_per_gpu_epochs(8000.0) == 20  # 80,000 images / 4096 = 19.5
+    assert gpucheck.jobs_per_gpu_epochs(100.0) == 1
+    assert gpucheck.jobs_per_gpu_epochs(1e6) == 200
+    assert gpucheck.jobs_per_gpu_epochs(None) == 20
