@@ -251,3 +251,22 @@ def test_jobs_per_gpu_loops_are_sized_from_the_measured_rate():
     assert gpucheck.jobs_per_gpu_epochs(100.0) == 1
     assert gpucheck.jobs_per_gpu_epochs(1e6) == 200
     assert gpucheck.jobs_per_gpu_epochs(None) == 20
+
+
+def test_the_device_script_runs_the_check_and_the_projection(tmp_path):
+    """tests/perf/gpu_check_on_device.sh, with --tiny --device cpu passed through to gpu-check: it
+    writes the JSON file, the log and the projection from the file's rates into $OUT."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "OUT": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    r = subprocess.run(["bash", str(REPO / "tests/perf/gpu_check_on_device.sh"), "--tiny", "--device", "cpu"],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    data = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert data["ok"] and data["rehearsal"]["skipped"] == "--no-rehearsal"
+    assert "gpu-check on cpu" in (tmp_path / "gpu_check.log").read_text()
+    projected = (tmp_path / "projection.txt").read_text()
+    assert all(b in projected for b in PAPER) and "from the rates in" in projected
