@@ -340,6 +340,9 @@ def _project(args) -> int:
     unknown = [b for b in names if b not in cfg["benchmarks"]]
     if unknown:
         raise LffoodError(f"unknown benchmark(s) {unknown} in {args.config}; known: {sorted(cfg['benchmarks'])}")
+    if args.gpu_check and args.write:
+        raise LffoodError("--write takes the FLOP-limit projection only; measured rates belong in the notes "
+                          "with the machine that measured them")
     if args.gpu_check:
         try:
             result = json.loads(Path(args.gpu_check).read_text())
@@ -347,15 +350,9 @@ def _project(args) -> int:
             raise LffoodError(f"{args.gpu_check}: cannot read a gpu-check result ({exc}); "
                               "write one with `lffood gpu-check --out FILE` on a GPU machine") from exc
         cores = args.cores or result.get("projection", {}).get("cores") or 16
-        sections = (result["training"], result["extraction"], result["scorers"])
-        projections = {b: pj.benchmark_projection(cfg["benchmarks"][b],
-                                                  pj.rates_for(b, *sections, result.get("knn_search")), cores)
-                       for b in names}
+        projections = pj.measured(cfg, names, result, cores)
         device = result.get("device", {}).get("name") or "the GPU of the check"
         print(pj.text(projections, f"projected on {device} and {cores} CPU cores from the rates in {args.gpu_check}"))
-        if args.write:
-            raise LffoodError("--write takes the FLOP-limit projection only; measured rates belong in the notes "
-                              "with the machine that measured them")
         return 0
     machine = dataclasses.replace(pj.H100, cores=args.cores) if args.cores else pj.H100
     projections = pj.paper_projection(cfg, names, machine)

@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from .costs import data_sizes
-from .projection import benchmark_projection, data_classes, rates_for, text
+from .projection import data_classes, measured, text
 from .resources import CONFIG_SCHEMA
 
 log = logging.getLogger("lffood.gpucheck")
@@ -489,17 +489,13 @@ def measure_setups(setups: Sequence[Setup], device, steps: Steps, deadline: Dead
 
 
 def projection_section(cfg: Mapping, benchmarks: Sequence[str], result: Mapping, cores: int | None = None) -> dict:
-    """Section ``projection``: :func:`lffood.projection.benchmark_projection` of every benchmark with
+    """Section ``projection``: :func:`lffood.projection.measured` of every benchmark with
     the rates measured for it (the GPU stages and the k-NN search) and the CPU scorers on ``cores``
     (default: this machine's) from the cost model, the same projection as ``lffood project``."""
     cores = cores or os.cpu_count() or 1
-    sections = (result["training"], result["extraction"], result["scorers"])
     return {"what": f"minutes on one GPU and {cores} CPU cores, every variant and seed: training, extraction, "
                     "network scorers and the k-NN search on the GPU, the other scorers on the CPU cores",
-            "cores": cores,
-            "benchmarks": {b: benchmark_projection(cfg["benchmarks"][b],
-                                                   rates_for(b, *sections, result.get("knn_search")), cores)
-                           for b in benchmarks}}
+            "cores": cores, "benchmarks": measured(cfg, benchmarks, result, cores)}
 
 
 def run_check(out: str | os.PathLike = "gpu_check.json", *, device_name: str = "auto", tiny: bool = False,

@@ -32,7 +32,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .costs import Cost, benchmark_sizes, data_sizes, scorer_cost, scorer_stages
+from .costs import benchmark_sizes, data_sizes, scorer_cost, scorer_stages
 
 
 # ----------------------------------------------------------------------------- machines
@@ -124,10 +124,9 @@ def _count(model_json: str, classes: int, side: int) -> Work:
     for p in net.parameters():
         p.requires_grad_(True)
     net.train()
-    train = flops(lambda: logits(x).sum().backward())
     ops = Ops()
-    with ops:
-        logits(x).sum().backward()
+    with ops:  # the training step's operations, counted in the same pass as its FLOPs
+        train = flops(lambda: logits(x).sum().backward())
     return Work(forward, train, odin_flops, ops.n)
 
 
@@ -276,11 +275,6 @@ def project(bench: Mapping, rates: Rates, sizes: Mapping | None = None) -> dict:
     return out
 
 
-def _search_pairs(cost: Cost, dim: int) -> float:
-    """(query, bank vector) pairs of a k-NN search from its cost (2 x dim FLOPs a pair)."""
-    return cost.flops / (2.0 * dim)
-
-
 def scoring(bench: Mapping, cores: int, search_pairs_per_s: float | None) -> dict:
     """Minutes of the cached-feature scorers of every variant and seed (rules ``fit_stats`` and
     ``score``), from :mod:`lffood.costs`' cost model at the benchmark's sizes:
@@ -306,7 +300,8 @@ def scoring(bench: Mapping, cores: int, search_pairs_per_s: float | None) -> dic
                 if scorer_class(sc).uses_train_bank and stage == "score":
                     out["knn_cpu"] += cost.seconds(cores)
                     if search_pairs_per_s:
-                        out["knn_gpu"] += _search_pairs(cost, sizes.dim) * sizes.dim / 512 / search_pairs_per_s
+                        # the search's products at 2 x 512 FLOPs a pair: its pairs counted at 512-D
+                        out["knn_gpu"] += cost.flops / (2.0 * 512) / search_pairs_per_s
                 else:
                     out["cpu"] += cost.seconds(cores)
     minutes = {k: round(v * seeds / 60, 3) for k, v in out.items()}
@@ -333,10 +328,18 @@ def benchmark_projection(bench: Mapping, rates: Rates, cores: int) -> dict:
             "rows": gpu["stages"]}
 
 
+def measured(cfg: Mapping, benchmarks: Sequence[str], result: Mapping, cores: int) -> dict:
+    """:func:`benchmark_projection` of each of ``benchmarks`` with the rates of a ``lffood gpu-check``
+    result (its sections ``training``, ``extraction``, ``scorers`` and ``knn_search``) and the CPU
+    scorers on ``cores``."""
+    sections = (result["training"], result["extraction"], result["scorers"])
+    return {b: benchmark_projection(cfg["benchmarks"][b], rates_for(b, *sections, result.get("knn_search")), cores)
+            for b in benchmarks}
+
+
 def flop_limit(bench: Mapping, machine: Machine = H100) -> dict:
     """:func:`benchmark_projection` at :func:`flop_limit_rates`, with the work behind it: the
     network's :class:`Work` and the training FLOPs of every variant and seed."""
-
     rates = flop_limit_rates(bench, machine)
     out = benchmark_projection(bench, rates, machine.cores)
     work = count_work(bench["model"], data_classes(bench), _network_side(bench))

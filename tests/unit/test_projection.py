@@ -154,6 +154,11 @@ def test_cli_prints_writes_and_reads_a_gpu_check_file(tmp_path, capsys, cfg):
     assert main(["project", "--config", config, "--bench", "cifar10_resnet34", "--gpu-check", str(f)]) == 0
     out = capsys.readouterr().out
     assert "NVIDIA H100 80GB HBM3 and 16 CPU cores" in out and "total" in out
+    # measured rates are not written into a page: refused before any work, the page untouched
+    before = page.read_text()
+    assert main(["project", "--config", config, "--gpu-check", str(f), "--write", str(page)]) == 1
+    err = capsys.readouterr()
+    assert "--write takes the FLOP-limit projection only" in err.err and not err.out and page.read_text() == before
     # at a tenth of the FLOP-limit rates, training takes ten times the FLOP limit
     limit = projection.flop_limit(cfg["benchmarks"]["cifar10_resnet34"])["stages"]["train"]
     measured = projection.benchmark_projection(
